@@ -1,0 +1,65 @@
+"""simval: can LLM-simulated survey respondents stand in for humans in your study?
+
+Declare the study, simulate respondents, and compare them with the humans on
+heterogeneity, distributional and subgroup alignment, belief–action coherence and
+coefficient recovery. Importing simval never imports torch or transformers.
+"""
+
+from simval.errors import (
+    DataError,
+    EstimationError,
+    FormulaError,
+    OptionError,
+    SimulatorError,
+    SimvalError,
+    StudyError,
+)
+from simval.metrics import (
+    Heterogeneity,
+    Recovery,
+    coefficient_recovery,
+    heterogeneity,
+    incoherence_rate,
+    jsd,
+    variance_ratio,
+)
+from simval.regression import Fit, fit
+from simval.simulators import (
+    BootstrapSimulator,
+    FunctionSimulator,
+    MarginalSimulator,
+    Simulator,
+)
+from simval.study import Coherence, Item, Model, Study
+from simval.validate import Validation, validate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BootstrapSimulator",
+    "Coherence",
+    "DataError",
+    "EstimationError",
+    "Fit",
+    "FormulaError",
+    "FunctionSimulator",
+    "Heterogeneity",
+    "Item",
+    "MarginalSimulator",
+    "Model",
+    "OptionError",
+    "Recovery",
+    "Simulator",
+    "SimulatorError",
+    "SimvalError",
+    "Study",
+    "StudyError",
+    "Validation",
+    "coefficient_recovery",
+    "fit",
+    "heterogeneity",
+    "incoherence_rate",
+    "jsd",
+    "validate",
+    "variance_ratio",
+]

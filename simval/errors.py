@@ -1,0 +1,45 @@
+"""Errors simval raises on bad input, each naming the culprit.
+
+Every error is a ``SimvalError`` and also a ``ValueError``, so callers can catch
+either; the subclass says which kind of input was wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class SimvalError(ValueError):
+    """Base class of every error simval raises on bad input."""
+
+
+class OptionError(SimvalError):
+    """An option (family, cov, strategy, ...) took a value outside its allowed set."""
+
+
+class StudyError(SimvalError):
+    """The study declaration is inconsistent (duplicate item, undeclared variable, ...)."""
+
+
+class DataError(SimvalError):
+    """A data frame lacks a column, is empty, or holds codes outside an item's options."""
+
+
+class FormulaError(SimvalError):
+    """A formula names a variable or term that the data cannot provide."""
+
+
+class EstimationError(SimvalError):
+    """A model cannot be estimated on the data (separation, constant outcome, ...)."""
+
+
+class SimulatorError(SimvalError):
+    """A simulator returned output that breaks the Simulator contract."""
+
+
+def check_option(name: str, value: object, allowed: Iterable[object]) -> None:
+    """Raise OptionError unless ``value`` is one of ``allowed``, listing the allowed values."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        choices = ", ".join(repr(a) for a in allowed)
+        raise OptionError(f"{name}={value!r} is not allowed; choose one of {choices}")

@@ -1,0 +1,667 @@
+"""Regression fits with R-compatible standard errors: ``fit(formula, data) -> Fit``.
+
+formulaic builds the design matrix from a Wilkinson formula, statsmodels estimates (array API),
+and linearmodels absorbs fixed effects. Standard errors equal R's ``sandwich::vcovHC`` /
+``vcovCL`` on the matching ``lm`` or ``glm`` (checked against committed R output in
+``tests/reference``).
+
+Inference conventions:
+
+- ``family="ols"``: t distribution with the residual degrees of freedom (R ``lm`` +
+  ``lmtest::coeftest``); with absorbed fixed effects the residual df also counts the absorbed
+  dummies, as in ``lm(y ~ x + factor(fe))``.
+- ``family="ols"`` with ``cov="cluster:<column>"``: t distribution with G - 1 df (G clusters).
+- ``logit``, ``probit``, ``poisson``: normal distribution (as ``coeftest`` on a ``glm``).
+- ``ci_low``, ``ci_high`` = estimate -/+ quantile(0.5 + conf_level / 2) * std_error.
+
+Covariances: ``nonrobust`` is the model-based one; ``HC0``..``HC3`` equal
+``sandwich::vcovHC(model, type=...)`` (for glm: scores and hat values of the working weights);
+``cluster:g`` equals ``sandwich::vcovCL(model, cluster = ~g, type = "HC1")``, i.e. the
+adjustment G / (G - 1) * (n - 1) / (n - k).
+
+Like R, a column that is (numerically) a linear combination of the columns before it, or is
+all zero, is aliased: its row stays in the table with NaN and its name is listed in
+``Fit.aliased``. The rule is lm's (QR, tolerance 1e-7 on the unweighted design) for every
+family; R's glm applies its tolerance to the weighted design, which differs only for columns
+that are nearly, not exactly, collinear.
+
+logit, probit and poisson fail with EstimationError under perfect or quasi-perfect separation
+(fitted values numerically at 0 or 1, or, for poisson, at 0, R's thresholds) or when IRLS does
+not converge, where R's glm would only warn.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Literal, get_args
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+import statsmodels.api as sm
+from formulaic import Formula, ModelMatrices, ModelSpecs, model_matrix
+from formulaic.errors import DataMismatchWarning, FormulaicError
+from linearmodels.iv.absorbing import AbsorbingLS
+from statsmodels.stats import sandwich_covariance
+from statsmodels.tools.sm_exceptions import (
+    PerfectSeparationError,
+    PerfectSeparationWarning,
+)
+
+from simval.errors import (
+    DataError,
+    EstimationError,
+    FormulaError,
+    OptionError,
+    check_option,
+)
+
+Family = Literal["ols", "logit", "probit", "poisson"]
+
+FAMILIES: tuple[str, ...] = get_args(Family)
+HC_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3")
+ABSORB_COVS = ("nonrobust", "HC0", "HC1")
+CLUSTER_PREFIX = "cluster:"
+COLUMNS = ("term", "estimate", "std_error", "statistic", "p_value", "ci_low", "ci_high")
+
+RANK_TOL = (
+    1e-7  # R's lm: a column is aliased when under tol times its norm is left after QR
+)
+BOUNDARY_EPS = (
+    10 * np.finfo(float).eps
+)  # R's glm: fitted probabilities "numerically 0 or 1"
+GLM_MAXITER = 100
+# IRLS stops when the coefficients stop moving (not the deviance): Fisher scoring for probit
+# converges only linearly, and a deviance rule leaves it about 1e-8 short of the MLE.
+GLM_TOLERANCE = {"tol_criterion": "params", "tol": 1e-10, "rtol": 1e-8}
+
+
+@dataclass(frozen=True, eq=False)
+class Fit:
+    """One fitted model: the settings, the rows used and a tidy coefficient table.
+
+    ``table`` has the columns ``term, estimate, std_error, statistic, p_value, ci_low,
+    ci_high`` (one row per design column, in formulaic's order and naming); aliased terms keep
+    their row with NaN and are listed in ``aliased``.
+    """
+
+    formula: str
+    family: str
+    cov: str
+    absorb: str | None
+    conf_level: float
+    nobs: int
+    table: pd.DataFrame
+    aliased: tuple[str, ...]
+    _spec: ModelSpecs = field(repr=False, compare=False)
+
+    def refit(self, data: pd.DataFrame) -> Fit:
+        """Fit the same model to new data with the original design (factor levels, columns).
+
+        A level absent from ``data`` gives an all-zero column, which is aliased; a level the
+        original fit never saw is a DataError. Cheap: the formula is not parsed again.
+        """
+        _check_frame(data)
+        rows = _complete_rows(
+            data,
+            formula=self.formula,
+            variables=self._spec.required_variables,
+            cluster=_cluster_column(self.cov),
+            absorb=self.absorb,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DataMismatchWarning)
+            try:
+                matrices = _materialize(
+                    self.formula, lambda: self._spec.get_model_matrix(rows)
+                )
+            except DataMismatchWarning as exc:
+                factors = ", ".join(_categorical_factors(self._spec))
+                raise DataError(
+                    f"refit of {self.formula!r}: the data has levels the original fit did not "
+                    f"see (factors: {factors}): {str(exc).split('. They')[0]}"
+                ) from None
+        return _estimate(
+            matrices,
+            rows,
+            formula=self.formula,
+            family=self.family,
+            cov=self.cov,
+            absorb=self.absorb,
+            conf_level=self.conf_level,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every compared field is; tables compare with NaN equal to NaN."""
+        if not isinstance(other, Fit):
+            return NotImplemented
+        return all(
+            _same(getattr(self, f.name), getattr(other, f.name))
+            for f in fields(self)
+            if f.compare
+        )
+
+
+def fit(
+    formula: str,
+    data: pd.DataFrame,
+    *,
+    family: Family = "ols",
+    cov: str = "HC1",
+    absorb: str | None = None,
+    conf_level: float = 0.95,
+) -> Fit:
+    """Fit ``formula`` to ``data`` and return a tidy coefficient table with R-compatible errors.
+
+    ``family``: "ols" (linear), "logit", "probit" (0/1 or bool outcome), "poisson" (counts).
+    ``cov``: "nonrobust", "HC0", "HC1", "HC2", "HC3" or "cluster:<column>".
+    ``absorb``: a column whose fixed effects are absorbed (OLS only; cov nonrobust, HC0, HC1 or
+    cluster); the table then holds only the other terms, with the slopes and errors of
+    ``lm(y ~ x + factor(fe))``. Rows with a missing value in any variable the model uses (or
+    in the cluster / absorb column) are dropped, like R's na.omit. See the module docstring for
+    the inference conventions.
+    """
+    _check_options(family=family, cov=cov, absorb=absorb, conf_level=conf_level)
+    _check_frame(data)
+    parsed = _parse(formula)
+    rows = _complete_rows(
+        data,
+        formula=formula,
+        variables=_variables(parsed, formula=formula, data=data),
+        cluster=_cluster_column(cov),
+        absorb=absorb,
+    )
+    matrices = _materialize(
+        formula, lambda: model_matrix(parsed, rows, context={}, na_action="drop")
+    )
+    return _estimate(
+        matrices,
+        rows,
+        formula=formula,
+        family=family,
+        cov=cov,
+        absorb=absorb,
+        conf_level=conf_level,
+    )
+
+
+# ---- checks on the arguments and the data -------------------------------------------------
+
+
+def _check_options(
+    *, family: str, cov: str, absorb: str | None, conf_level: float
+) -> None:
+    """Raise OptionError for a family, cov, absorb or conf_level outside the allowed set."""
+    check_option("family", family, FAMILIES)
+    if not (
+        isinstance(cov, str)
+        and cov.startswith(CLUSTER_PREFIX)
+        and cov != CLUSTER_PREFIX
+    ):
+        check_option("cov", cov, (*HC_TYPES, f"{CLUSTER_PREFIX}<column>"))
+    if not (isinstance(conf_level, float | int) and 0 < conf_level < 1):
+        raise OptionError(
+            f"conf_level={conf_level!r} is not allowed; choose a number in (0, 1)"
+        )
+    if absorb is None:
+        return
+    if not isinstance(absorb, str):
+        raise OptionError(
+            f"absorb={absorb!r} is not allowed; give a column name or None"
+        )
+    if family != "ols":
+        raise OptionError(
+            f"absorb={absorb!r} needs family='ols', not family={family!r}"
+        )
+    if cov in ("HC2", "HC3"):
+        choices = ", ".join(
+            repr(c) for c in (*ABSORB_COVS, f"{CLUSTER_PREFIX}<column>")
+        )
+        raise OptionError(
+            f"cov={cov!r} cannot be combined with absorb={absorb!r} (its hat values need the "
+            f"absorbed dummies); choose one of {choices}"
+        )
+
+
+def _check_frame(data: object) -> None:
+    """Raise DataError unless ``data`` is a pandas DataFrame."""
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+
+
+def _cluster_column(cov: str) -> str | None:
+    """The column named by cov='cluster:<column>', else None."""
+    return cov.removeprefix(CLUSTER_PREFIX) if cov.startswith(CLUSTER_PREFIX) else None
+
+
+def _parse(formula: str) -> Formula:
+    """Parse a one-outcome formula, raising FormulaError when formulaic cannot."""
+    try:
+        parsed = Formula(formula)
+    except FormulaicError as exc:
+        raise FormulaError(
+            f"cannot parse formula {formula!r}: {_first_line(exc)}"
+        ) from None
+    if not hasattr(parsed, "lhs"):
+        raise FormulaError(
+            f"formula {formula!r} has no outcome; write it as 'y ~ {formula}'"
+        )
+    if len(parsed.lhs) != 1:
+        raise FormulaError(
+            f"formula {formula!r} must have exactly one outcome left of '~'"
+        )
+    return parsed
+
+
+def _variables(parsed: Formula, *, formula: str, data: pd.DataFrame) -> set[str]:
+    """The data columns a parsed formula uses.
+
+    formulaic's ``required_variables`` plus every data column whose name appears in the
+    formula: formulaic 1.2 leaves out the arguments of stateful transforms (``center(x)``,
+    ``scale(x)``, ``poly(x, 2)``) before the first materialization. Afterwards the model
+    spec knows them exactly, so ``refit`` asks the spec instead.
+    """
+    named = set(re.findall(r"[A-Za-z_]\w*", formula)) & set(data.columns)
+    return set(parsed.required_variables) | named
+
+
+def _complete_rows(
+    data: pd.DataFrame,
+    *,
+    formula: str,
+    variables: set[str],
+    cluster: str | None,
+    absorb: str | None,
+) -> pd.DataFrame:
+    """The columns the model uses, restricted to rows without a missing value (R's na.omit)."""
+    _check_columns(data, formula=formula, variables=variables)
+    for role, column in (("cluster", cluster), ("absorb", absorb)):
+        if column is not None and column not in data.columns:
+            raise DataError(f"{role} column {column!r} is not in the data")
+    if data.empty:
+        raise DataError(f"data for {formula!r} has no rows")
+    columns = list(
+        dict.fromkeys([*sorted(variables), *filter(None, (cluster, absorb))])
+    )
+    used = data[columns]
+    missing = used.isna()
+    # infer_objects: an object column of bools with missing values becomes bool once they go
+    rows = used[~missing.any(axis=1)].reset_index(drop=True).infer_objects()
+    if rows.empty:
+        counts = missing.sum()
+        named = ", ".join(f"{c!r} ({n} missing)" for c, n in counts[counts > 0].items())
+        raise DataError(
+            f"no rows left for {formula!r} after dropping missing values; columns with missing "
+            f"values: {named}"
+        )
+    return rows
+
+
+def _check_columns(data: pd.DataFrame, *, formula: str, variables: set[str]) -> None:
+    """Raise FormulaError naming the first variable of the formula that data lacks."""
+    for name in sorted(variables - set(data.columns)):
+        if re.search(rf"\b{re.escape(name)}\s*\(", formula):
+            raise FormulaError(
+                f"formula {formula!r} calls {name!r}, which is neither a column of the data nor "
+                "a formulaic transform (np.*, log, exp, center, scale, C, I, poly, ...)"
+            )
+        raise FormulaError(
+            f"formula {formula!r} names column {name!r}, which is not in the data"
+        )
+
+
+def _materialize(formula: str, build: Callable[[], ModelMatrices]) -> ModelMatrices:
+    """Run formulaic's ``build()``, turning its evaluation errors into FormulaError."""
+    try:
+        return build()
+    except FormulaicError as exc:
+        raise FormulaError(
+            f"cannot evaluate formula {formula!r}: {_first_line(exc)}"
+        ) from None
+
+
+def _categorical_factors(spec: ModelSpecs) -> list[str]:
+    """Names of the categorical factors of the right-hand side, for error messages."""
+    return [
+        name
+        for name, (kind, _) in spec.rhs.encoder_state.items()
+        if kind.value == "categorical"
+    ]
+
+
+def _outcome(matrices: ModelMatrices, *, family: str) -> tuple[np.ndarray, str]:
+    """The outcome vector and its name, after checking it suits ``family``."""
+    lhs = matrices.lhs
+    name = str(lhs.model_spec.formula)
+    if any(
+        kind.value == "categorical" for kind, _ in lhs.model_spec.encoder_state.values()
+    ):
+        raise DataError(
+            f"outcome {name!r} is not numeric; code it as numbers (0/1 for {family})"
+        )
+    y = lhs.to_numpy(dtype=float)[:, 0]
+    if family in ("logit", "probit"):
+        bad = np.unique(y[(y != 0) & (y != 1)])
+        if bad.size:
+            shown = ", ".join(f"{v:g}" for v in bad[:5])
+            raise DataError(
+                f"{family} outcome {name!r} must be 0/1 or bool; found values {shown}"
+            )
+    if family == "poisson" and (y < 0).any():
+        shown = ", ".join(f"{v:g}" for v in np.unique(y[y < 0])[:5])
+        raise DataError(
+            f"poisson outcome {name!r} must be non-negative; found values {shown}"
+        )
+    if not np.isfinite(y).all():
+        raise DataError(f"outcome {name!r} has infinite values")
+    if np.ptp(y) == 0:
+        raise EstimationError(
+            f"outcome {name!r} is constant ({y[0]:g} in every used row)"
+        )
+    return y, name
+
+
+def _check_finite(X: np.ndarray, terms: list[str]) -> None:
+    """Raise DataError naming the terms with infinite values (e.g. log of zero)."""
+    bad = [
+        term for term, finite in zip(terms, np.isfinite(X).all(axis=0)) if not finite
+    ]
+    if bad:
+        raise DataError(f"terms {', '.join(map(repr, bad))} have infinite values")
+
+
+def _estimable(X: np.ndarray, *, norms: np.ndarray) -> np.ndarray:
+    """Mask of the columns that are not (numerically) combinations of the kept columns before.
+
+    Mirrors R's lm (LINPACK dqrdc2 with tol 1e-7): walking left to right, a column is aliased
+    when the part of it orthogonal to the kept columns before it is under ``RANK_TOL`` times its
+    norm in ``norms``; all-zero columns are aliased. Later columns go first, as in R.
+    """
+    keep = norms > 0
+    if not keep.any():
+        return keep
+    r = np.linalg.qr(X[:, keep], mode="r")
+    columns = np.flatnonzero(keep)
+    while True:
+        kept = np.flatnonzero(keep[columns])
+        diag = np.abs(np.diag(np.linalg.qr(r[:, kept], mode="r")))
+        weak = np.flatnonzero(diag < RANK_TOL * norms[columns[kept[: diag.size]]])
+        if not weak.size:
+            keep[columns[kept[diag.size :]]] = (
+                False  # more columns than rows: in the span
+            )
+            return keep
+        keep[columns[kept[weak[0]]]] = False
+
+
+def _estimate(
+    matrices: ModelMatrices,
+    rows: pd.DataFrame,
+    *,
+    formula: str,
+    family: str,
+    cov: str,
+    absorb: str | None,
+    conf_level: float,
+) -> Fit:
+    """Check the design, drop aliased columns, estimate and tabulate (shared by fit and refit)."""
+    y, outcome = _outcome(matrices, family=family)
+    design = matrices.rhs
+    if absorb is not None:  # the absorbed effects span the intercept
+        design = design.drop(columns="Intercept", errors="ignore")
+    terms = list(design.columns)
+    X = design.to_numpy(dtype=float)
+    _check_finite(X, terms)
+    used = rows.iloc[design.index]
+    clusters = _groups(used, _cluster_column(cov))
+    effects = _groups(used, absorb)
+    n_absorbed = 0 if effects is None else effects.max() + 1
+    norms = np.linalg.norm(X, axis=0)
+    keep = _estimable(X if effects is None else _demean(X, effects), norms=norms)
+    if len(y) <= keep.sum() + n_absorbed:
+        raise EstimationError(
+            f"no residual degrees of freedom for {formula!r}: {len(y)} rows for "
+            f"{keep.sum() + n_absorbed} estimable coefficients"
+        )
+    if clusters is not None and clusters.max() < 1:
+        raise EstimationError(f"cov={cov!r} needs at least 2 clusters; the data has 1")
+    Xk = X[:, keep]
+    df = None  # normal inference, unless OLS sets its t df below
+    if not keep.any():
+        params, vcov = np.empty(0), np.empty((0, 0))
+    elif effects is not None:
+        params, vcov, df = _absorbed_ols(
+            y, Xk, effects=effects, cov=cov, clusters=clusters
+        )
+    elif family == "ols":
+        params, vcov, df = _ols(y, Xk, cov=cov, clusters=clusters)
+    else:
+        params, vcov = _glm(
+            y,
+            Xk,
+            family=family,
+            cov=cov,
+            clusters=clusters,
+            outcome=outcome,
+            terms=[t for t, k in zip(terms, keep) if k],
+        )
+    if clusters is not None and family == "ols":
+        df = clusters.max()  # t with G - 1 df
+    return Fit(
+        formula=formula,
+        family=family,
+        cov=cov,
+        absorb=absorb,
+        conf_level=conf_level,
+        nobs=len(y),
+        table=_table(terms, keep, params, vcov, df=df, conf_level=conf_level),
+        aliased=tuple(t for t, k in zip(terms, keep) if not k),
+        _spec=matrices.model_spec,
+    )
+
+
+def _groups(rows: pd.DataFrame, column: str | None) -> np.ndarray | None:
+    """Integer codes 0..G-1 of ``column`` in the used rows, or None without a column."""
+    return None if column is None else pd.factorize(rows[column])[0]
+
+
+def _demean(X: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """X minus its group means: what is left of each column after the absorbed effects."""
+    return X - pd.DataFrame(X).groupby(groups).transform("mean").to_numpy()
+
+
+# ---- estimators: params and covariance (OLS also its residual df) ------------------------
+
+
+def _ols(
+    y: np.ndarray, X: np.ndarray, *, cov: str, clusters: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """statsmodels OLS; its HC0-HC3 and cluster (G/(G-1)*(n-1)/(n-k)) equal R's sandwich."""
+    if clusters is None:
+        result = sm.OLS(y, X).fit(cov_type=cov)
+    else:
+        result = sm.OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": clusters})
+    return result.params, result.cov_params(), int(result.df_resid)
+
+
+def _absorbed_ols(
+    y: np.ndarray,
+    X: np.ndarray,
+    *,
+    effects: np.ndarray,
+    cov: str,
+    clusters: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """linearmodels AbsorbingLS; its df adjustments count the absorbed dummies, as lm does."""
+    options = {
+        "nonrobust": {"cov_type": "unadjusted", "debiased": True},
+        "HC0": {"cov_type": "robust", "debiased": False},
+        "HC1": {"cov_type": "robust", "debiased": True},
+    }
+    if clusters is None:
+        settings = options[cov]
+    else:
+        settings = {
+            "cov_type": "clustered",
+            "debiased": True,
+            "clusters": pd.DataFrame({"cluster": clusters}),
+        }
+    absorbed = pd.DataFrame({"absorb": pd.Categorical(effects)})
+    result = AbsorbingLS(pd.Series(y), pd.DataFrame(X), absorb=absorbed).fit(**settings)
+    return result.params.to_numpy(), result.cov.to_numpy(), int(result.df_resid)
+
+
+def _glm_family(family: str) -> sm.families.Family:
+    """A fresh statsmodels family object for ``family``."""
+    links = sm.families.links
+    return {
+        "logit": lambda: sm.families.Binomial(links.Logit()),
+        "probit": lambda: sm.families.Binomial(links.Probit()),
+        "poisson": lambda: sm.families.Poisson(links.Log()),
+    }[family]()
+
+
+def _glm(
+    y: np.ndarray,
+    X: np.ndarray,
+    *,
+    family: str,
+    cov: str,
+    clusters: np.ndarray | None,
+    outcome: str,
+    terms: list[str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """statsmodels GLM (IRLS) with R's glm sandwich.
+
+    statsmodels' own GLM HC1-HC3 differ from R (no n/(n-k), no glm hat values; observed
+    Hessian for probit), so the covariance is built here from statsmodels' pieces: the bread
+    is the inverse expected information at the estimate (R's ``bread.glm``), the scores are
+    ``score_obs`` (R's ``estfun.glm``), hat values use the working weights (R's
+    ``hatvalues.glm``), and the sandwich is statsmodels' ``cov_white_simple`` / ``cov_cluster``.
+    """
+    model = sm.GLM(y, X, family=_glm_family(family))
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
+        warnings.simplefilter("always")
+        try:
+            result = model.fit(maxiter=GLM_MAXITER, **GLM_TOLERANCE)
+        except PerfectSeparationError:
+            raise _separation(
+                y, X, family=family, outcome=outcome, terms=terms
+            ) from None
+        except (np.linalg.LinAlgError, ValueError) as exc:
+            raise EstimationError(
+                f"{family} model of {outcome!r} failed: {exc}"
+            ) from None
+        mu = result.fittedvalues
+    boundary = (mu < BOUNDARY_EPS) | (family != "poisson") & (mu > 1 - BOUNDARY_EPS)
+    separated = any(issubclass(w.category, PerfectSeparationWarning) for w in caught)
+    if boundary.any() or separated:
+        raise _separation(y, X, family=family, outcome=outcome, terms=terms)
+    if not result.converged:
+        if _separating_terms(y, X, family=family, terms=terms):
+            raise _separation(y, X, family=family, outcome=outcome, terms=terms)
+        raise EstimationError(
+            f"{family} model of {outcome!r} did not converge in {GLM_MAXITER} iterations"
+        )
+    params = result.params
+    bread = np.linalg.inv(-model.hessian(params, scale=1.0, observed=False))
+    if cov == "nonrobust":
+        return params, bread
+    scores = model.score_obs(params, scale=1.0)
+    if clusters is not None:
+        return params, sandwich_covariance.cov_cluster((scores, bread), clusters)
+    if cov in ("HC2", "HC3"):
+        leverage = 1 - result.get_hat_matrix_diag(observed=False)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scores = scores / (np.sqrt(leverage) if cov == "HC2" else leverage)[:, None]
+    vcov = sandwich_covariance.cov_white_simple(
+        (scores, bread), use_correction=cov == "HC1"
+    )
+    return params, vcov
+
+
+def _separating_terms(
+    y: np.ndarray, X: np.ndarray, *, family: str, terms: list[str]
+) -> list[str]:
+    """Terms that alone split the outcome (a quick check; combinations are not searched).
+
+    Binary outcome: the term's values for y = 1 and y = 0 do not overlap (ties allowed).
+    Poisson: the term is non-zero only where y = 0, so its coefficient runs to minus infinity.
+    """
+    found = []
+    for term, x in zip(terms, X.T):
+        if np.ptp(x) == 0:
+            continue
+        if family == "poisson":
+            splits = not x[y > 0].any()
+        else:
+            ones, zeros = x[y == 1], x[y == 0]
+            splits = ones.min() >= zeros.max() or ones.max() <= zeros.min()
+        if splits:
+            found.append(term)
+    return found
+
+
+def _separation(
+    y: np.ndarray, X: np.ndarray, *, family: str, outcome: str, terms: list[str]
+) -> EstimationError:
+    """The error for a (quasi-)separated model, naming the separating terms where found."""
+    found = _separating_terms(y, X, family=family, terms=terms)
+    where = (
+        f"separated by {', '.join(map(repr, found))}"
+        if found
+        else "separated by a combination of terms"
+    )
+    return EstimationError(
+        f"{family} model of {outcome!r} cannot be estimated: perfect or quasi-perfect "
+        f"separation (fitted values run to the boundary), {where}"
+    )
+
+
+# ---- the result table ----------------------------------------------------------------------
+
+
+def _table(
+    terms: list[str],
+    keep: np.ndarray,
+    params: np.ndarray,
+    vcov: np.ndarray,
+    *,
+    df: int | None,
+    conf_level: float,
+) -> pd.DataFrame:
+    """Tidy coefficient table; aliased terms get NaN. ``df=None`` means normal inference."""
+    estimate = np.full(len(terms), np.nan)
+    std_error = np.full(len(terms), np.nan)
+    estimate[keep] = params
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std_error[keep] = np.sqrt(np.diag(vcov))
+        statistic = estimate / std_error
+    dist = scipy.stats.norm() if df is None else scipy.stats.t(df)
+    quantile = dist.ppf(0.5 + conf_level / 2)
+    return pd.DataFrame(
+        {
+            "term": terms,
+            "estimate": estimate,
+            "std_error": std_error,
+            "statistic": statistic,
+            "p_value": 2 * dist.sf(np.abs(statistic)),
+            "ci_low": estimate - quantile * std_error,
+            "ci_high": estimate + quantile * std_error,
+        }
+    )
+
+
+def _same(a: object, b: object) -> bool:
+    """Field equality for Fit: frames with ``equals`` (NaN == NaN), the rest with ``==``."""
+    if isinstance(a, pd.DataFrame) and isinstance(b, pd.DataFrame):
+        return a.equals(b)
+    return a == b
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of an exception message (formulaic appends a highlighted formula)."""
+    return str(exc).strip().splitlines()[0]

@@ -1,0 +1,351 @@
+"""The declaration of a study: its items, personas, arms, models, subgroups and coherence rules.
+
+A ``Study`` is what a researcher writes down once (in Python or YAML) so that
+simval can simulate the same respondents and compare them with the humans. It is
+checked as a whole when it is built: every name a formula, rule or subgroup uses
+must be declared, so mistakes surface before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
+
+import pandas as pd
+import yaml
+from formulaic import Formula
+
+from simval.errors import DataError, FormulaError, StudyError, check_option
+
+Role = Literal["belief", "action", "outcome", "other"]
+Family = Literal["ols", "logit", "probit", "poisson"]
+ROLES: tuple[str, ...] = get_args(Role)
+FAMILIES: tuple[str, ...] = get_args(Family)
+ROBUST_COVS: tuple[str, ...] = ("nonrobust", "HC0", "HC1", "HC2", "HC3")
+
+
+def check_cov(cov: str) -> None:
+    """Raise OptionError unless ``cov`` is a known covariance type or ``cluster:<column>``."""
+    if cov.startswith("cluster:") and len(cov) > len("cluster:"):
+        return
+    check_option("cov", cov, (*ROBUST_COVS, "cluster:<column>"))
+
+
+@dataclass(frozen=True)
+class Item:
+    """One survey question: its text, its ordered answer options (label -> code) and its role."""
+
+    name: str
+    text: str
+    options: Mapping[str, float]
+    role: Role = "other"
+
+    def __post_init__(self) -> None:
+        check_option(f"role of item {self.name!r}", self.role, ROLES)
+        if not self.options:
+            raise StudyError(f"item {self.name!r} has no options")
+        object.__setattr__(self, "options", dict(self.options))
+        seen: dict[float, str] = {}
+        for label, code in self.options.items():
+            if (
+                isinstance(code, bool)
+                or not isinstance(code, int | float)
+                or math.isnan(code)
+            ):
+                raise StudyError(
+                    f"item {self.name!r}: option {label!r} has code {code!r}; codes must be numbers"
+                )
+            if code in seen:
+                raise StudyError(
+                    f"item {self.name!r}: code {code!r} is used by both option "
+                    f"{seen[code]!r} and option {label!r}"
+                )
+            seen[code] = label
+
+    @property
+    def codes(self) -> tuple[float, ...]:
+        """The option codes, in the declared order."""
+        return tuple(self.options.values())
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The option labels, in the declared order."""
+        return tuple(self.options)
+
+
+@dataclass(frozen=True)
+class Model:
+    """A regression the original study ran: an R-style formula, a family and a covariance type."""
+
+    formula: str
+    family: Family = "ols"
+    cov: str = "HC1"
+
+    def __post_init__(self) -> None:
+        check_option(f"family of model {self.formula!r}", self.family, FAMILIES)
+        check_cov(self.cov)
+
+    @property
+    def outcome(self) -> str:
+        """The outcome (left-hand side) variable of the formula."""
+        return outcome_of(self.formula)
+
+
+@dataclass(frozen=True)
+class Coherence:
+    """A belief–action pair and the rule (a pandas query expression) true for an incoherent respondent."""
+
+    belief: str
+    action: str
+    rule: str
+
+
+@dataclass(frozen=True)
+class Study:
+    """A whole study declaration, validated on construction."""
+
+    items: tuple[Item, ...]
+    persona: tuple[str, ...] = ()
+    treatment: str | None = None
+    vignettes: Mapping[str, str] = field(default_factory=dict)
+    models: tuple[Model, ...] = ()
+    subgroups: tuple[str, ...] = ()
+    coherence: tuple[Coherence, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("items", "persona", "models", "subgroups", "coherence"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "vignettes", dict(self.vignettes))
+        _check_study(self)
+
+    @property
+    def item_names(self) -> tuple[str, ...]:
+        """Names of the items, in declared order."""
+        return tuple(item.name for item in self.items)
+
+    @property
+    def persona_columns(self) -> tuple[str, ...]:
+        """The columns a simulator sees for each respondent: persona columns plus the arm."""
+        arm = (self.treatment,) if self.treatment else ()
+        return (*self.persona, *arm)
+
+    def item(self, name: str) -> Item:
+        """The item called ``name``; StudyError naming it if there is none."""
+        for item in self.items:
+            if item.name == name:
+                return item
+        raise StudyError(
+            f"the study has no item {name!r}; items: {', '.join(self.item_names)}"
+        )
+
+    def items_with_role(self, role: Role) -> tuple[Item, ...]:
+        """The items whose role is ``role``."""
+        check_option("role", role, ROLES)
+        return tuple(item for item in self.items if item.role == role)
+
+    def check_data(self, df: pd.DataFrame, *, what: str = "human data") -> None:
+        """Raise DataError unless ``df`` has every declared column and only valid answer codes."""
+        missing = [
+            c for c in (*self.persona_columns, *self.item_names) if c not in df.columns
+        ]
+        if missing:
+            raise DataError(f"{what} lacks the study's column(s): {', '.join(missing)}")
+        check_codes(df, self.items, what=what)
+        if self.treatment and self.vignettes:
+            unknown = sorted(
+                set(df[self.treatment].dropna().astype(str)) - set(self.vignettes)
+            )
+            if unknown:
+                raise DataError(
+                    f"{what}: treatment column {self.treatment!r} holds arm(s) with no vignette: "
+                    f"{', '.join(unknown)}"
+                )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Study:
+        """Load a study from a YAML file (the layout ``to_yaml`` writes)."""
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise StudyError(f"{path}: expected a mapping at the top level")
+        return study_from_dict(raw)
+
+    def to_yaml(self, path: str | Path) -> None:
+        """Write the study to a YAML file that ``from_yaml`` reads back to an equal study."""
+        text = yaml.safe_dump(study_to_dict(self), sort_keys=False, allow_unicode=True)
+        Path(path).write_text(text, encoding="utf-8")
+
+
+def outcome_of(formula: str) -> str:
+    """The single outcome column named on the left of ``formula``."""
+    try:
+        lhs = Formula(formula).lhs.required_variables
+    except Exception as exc:  # formulaic raises several parser errors
+        raise FormulaError(f"cannot parse formula {formula!r}: {exc}") from exc
+    if len(lhs) != 1:
+        raise FormulaError(
+            f"formula {formula!r} must have exactly one outcome on its left side"
+        )
+    return next(iter(lhs))
+
+
+def formula_variables(formula: str) -> set[str]:
+    """Every data column ``formula`` reads, outcome included."""
+    try:
+        return set(Formula(formula).required_variables)
+    except Exception as exc:
+        raise FormulaError(f"cannot parse formula {formula!r}: {exc}") from exc
+
+
+def rule_variables(rule: str) -> set[str]:
+    """The column names a pandas query expression reads (``@`` locals excluded)."""
+    try:
+        tree = ast.parse(rule, mode="eval")
+    except SyntaxError as exc:
+        raise StudyError(f"cannot parse coherence rule {rule!r}: {exc.msg}") from exc
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} - {
+        "True",
+        "False",
+    }
+
+
+def invalid_codes_message(values: pd.Series, item: Item, *, what: str) -> str | None:
+    """Describe the non-missing values that are not among ``item``'s option codes, or None."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    bad = values[~numeric.isin(item.codes) & values.notna()]
+    if not len(bad):
+        return None
+    shown = ", ".join(repr(v) for v in pd.unique(bad)[:5])
+    return (
+        f"{what}: item {item.name!r} holds value(s) {shown} that are not among its "
+        f"option codes {list(item.codes)}"
+    )
+
+
+def check_codes(df: pd.DataFrame, items: Iterable[Item], *, what: str) -> None:
+    """Raise DataError naming the item and the values in ``df`` that are not among its option codes."""
+    for item in items:
+        if item.name not in df.columns:
+            raise DataError(f"{what} has no column for item {item.name!r}")
+        message = invalid_codes_message(df[item.name], item, what=what)
+        if message:
+            raise DataError(message)
+
+
+def _check_study(study: Study) -> None:
+    """Every cross-reference inside a study must resolve; raise StudyError naming what does not."""
+    if not study.items:
+        raise StudyError("a study needs at least one item")
+    names = [item.name for item in study.items]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise StudyError(f"duplicate item name(s): {', '.join(duplicates)}")
+    columns = set(study.persona_columns)
+    overlap = sorted(columns & set(names))
+    if overlap:
+        raise StudyError(
+            f"{', '.join(overlap)} declared both as item and as persona/treatment"
+        )
+    declared = columns | set(names)
+    for model in study.models:
+        unknown = sorted(formula_variables(model.formula) - declared)
+        if unknown:
+            raise StudyError(
+                f"formula {model.formula!r} names undeclared variable(s): {', '.join(unknown)}"
+            )
+        if model.outcome not in names:
+            raise StudyError(
+                f"formula {model.formula!r}: outcome {model.outcome!r} is not one of the items"
+            )
+    for pair in study.coherence:
+        for role, name in (("belief", pair.belief), ("action", pair.action)):
+            if name not in names:
+                raise StudyError(f"coherence {role} {name!r} is not one of the items")
+        unknown = sorted(rule_variables(pair.rule) - declared)
+        if unknown:
+            raise StudyError(
+                f"coherence rule {pair.rule!r} names undeclared variable(s): {', '.join(unknown)}"
+            )
+    for subgroup in study.subgroups:
+        if subgroup not in columns:
+            raise StudyError(
+                f"subgroup {subgroup!r} is not a persona or treatment column "
+                f"(declared: {', '.join(sorted(columns)) or 'none'})"
+            )
+
+
+def study_to_dict(study: Study) -> dict:
+    """A plain, YAML-ready dict of a study (omitting empty optional fields)."""
+    out: dict = {
+        "items": [
+            {"name": i.name, "text": i.text, "role": i.role, "options": dict(i.options)}
+            for i in study.items
+        ]
+    }
+    if study.persona:
+        out["persona"] = list(study.persona)
+    if study.treatment:
+        out["treatment"] = study.treatment
+    if study.vignettes:
+        out["vignettes"] = dict(study.vignettes)
+    if study.models:
+        out["models"] = [
+            {"formula": m.formula, "family": m.family, "cov": m.cov}
+            for m in study.models
+        ]
+    if study.subgroups:
+        out["subgroups"] = list(study.subgroups)
+    if study.coherence:
+        out["coherence"] = [
+            {"belief": c.belief, "action": c.action, "rule": c.rule}
+            for c in study.coherence
+        ]
+    return out
+
+
+_STUDY_KEYS = (
+    "items",
+    "persona",
+    "treatment",
+    "vignettes",
+    "models",
+    "subgroups",
+    "coherence",
+)
+
+
+def study_from_dict(raw: Mapping) -> Study:
+    """Build a Study from the dict layout of ``study_to_dict``; unknown keys are errors."""
+    unknown = sorted(set(raw) - set(_STUDY_KEYS))
+    if unknown:
+        raise StudyError(
+            f"unknown study field(s): {', '.join(unknown)}; known: {', '.join(_STUDY_KEYS)}"
+        )
+    return Study(
+        items=tuple(_build(Item, entry, "item") for entry in raw.get("items") or ()),
+        persona=tuple(raw.get("persona") or ()),
+        treatment=raw.get("treatment"),
+        vignettes={str(k): v for k, v in (raw.get("vignettes") or {}).items()},
+        models=tuple(
+            _build(Model, entry, "model") for entry in raw.get("models") or ()
+        ),
+        subgroups=tuple(raw.get("subgroups") or ()),
+        coherence=tuple(
+            _build(Coherence, entry, "coherence")
+            for entry in raw.get("coherence") or ()
+        ),
+    )
+
+
+def _build(cls: type, entry: object, what: str):
+    """Instantiate ``cls`` from a YAML mapping, naming the entry when its fields are wrong."""
+    if not isinstance(entry, Mapping):
+        raise StudyError(f"each {what} must be a mapping, got {entry!r}")
+    try:
+        return cls(**entry)
+    except TypeError as exc:
+        label = entry.get("name") or entry.get("formula") or entry.get("rule") or entry
+        raise StudyError(f"{what} {label!r}: {exc}") from exc

@@ -1,0 +1,126 @@
+"""Reference simulators and the output check every simulator passes through."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simval import (
+    BootstrapSimulator,
+    DataError,
+    FunctionSimulator,
+    Item,
+    MarginalSimulator,
+    Simulator,
+    SimulatorError,
+)
+from simval.simulators import check_output
+
+ITEMS = (
+    Item("q", "Q?", {"a": 1, "b": 2, "c": 3}),
+    Item("y", "Y?", {"no": 0, "yes": 1}),
+)
+
+
+@pytest.fixture
+def human() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "group": ["x", "x", "y", "y", "y"],
+            "q": [1, 1, 3, 3, 3],
+            "y": [0, 0, 1, 1, 1],
+        },
+        index=[10, 11, 12, 13, 14],
+    )
+
+
+def test_reference_simulators_follow_the_protocol(human):
+    for simulator in (BootstrapSimulator(human), MarginalSimulator(human)):
+        assert isinstance(simulator, Simulator)
+
+
+def test_bootstrap_returns_recorded_answers_for_known_humans(human):
+    personas = human.loc[[12, 10, 10, 14], ["group"]]
+    out = BootstrapSimulator(human).simulate(personas, ITEMS, seed=1)
+    assert out.index.tolist() == [12, 10, 10, 14]
+    assert out["q"].tolist() == [3, 1, 1, 3]
+    check_output(out, personas=personas, items=ITEMS, simulator="test")
+
+
+def test_bootstrap_draws_strangers_from_their_stratum(human):
+    strangers = pd.DataFrame({"group": ["x"] * 50 + ["y"] * 50}, index=range(100, 200))
+    out = BootstrapSimulator(human, strata=["group"]).simulate(strangers, ITEMS, seed=3)
+    assert (out["q"].iloc[:50] == 1).all() and (out["q"].iloc[50:] == 3).all()
+    again = BootstrapSimulator(human, strata=["group"]).simulate(
+        strangers, ITEMS, seed=3
+    )
+    pd.testing.assert_frame_equal(out, again)
+
+
+def test_bootstrap_unknown_stratum_names_it(human):
+    strangers = pd.DataFrame({"group": ["z"]}, index=[99])
+    with pytest.raises(DataError, match="group='z'"):
+        BootstrapSimulator(human, strata=["group"]).simulate(strangers, ITEMS, seed=0)
+
+
+def test_bootstrap_bad_construction_names_culprit(human):
+    with pytest.raises(DataError, match="region"):
+        BootstrapSimulator(human, strata=["region"])
+    with pytest.raises(DataError, match="empty"):
+        BootstrapSimulator(human.iloc[0:0])
+    with pytest.raises(DataError, match="item.*: z"):
+        BootstrapSimulator(human).simulate(human, (Item("z", "Z?", {"a": 1}),))
+
+
+def test_marginal_ignores_personas_but_keeps_marginals(human):
+    personas = pd.DataFrame({"group": ["x"] * 4000})
+    out = MarginalSimulator(human).simulate(personas, ITEMS, seed=0)
+    assert set(out["q"]) == {1, 3}
+    assert out["y"].mean() == pytest.approx(0.6, abs=0.03)
+    assert np.corrcoef(out["q"], out["y"])[0, 1] == pytest.approx(0, abs=0.05)
+
+
+def test_function_simulator_passes_seed_when_asked():
+    def answer(personas, seed):
+        rng = np.random.default_rng(seed)
+        return pd.DataFrame(
+            {"y": rng.integers(0, 2, len(personas))}, index=personas.index
+        )
+
+    personas = pd.DataFrame(index=range(20))
+    sim = FunctionSimulator(answer)
+    first = sim.simulate(personas, ITEMS[1:], seed=5)
+    pd.testing.assert_frame_equal(first, sim.simulate(personas, ITEMS[1:], seed=5))
+    assert FunctionSimulator(lambda p: p).simulate(personas, ITEMS, seed=0) is personas
+
+
+@pytest.mark.parametrize(
+    "mangle, culprit",
+    [
+        (lambda out: out.set_axis(range(len(out))), "index"),
+        (lambda out: out.drop(columns="y"), "'y'|: y"),
+        (lambda out: out.assign(extra=1), "extra"),
+        (lambda out: out.assign(q=out["q"] + 10), "'q'.*11"),
+        (lambda out: out.iloc[:-1], "4 rows for 5"),
+        (lambda out: out.to_numpy(), "ndarray"),
+    ],
+)
+def test_check_output_rejects_broken_contract(human, mangle, culprit):
+    personas = human[["group"]]
+    out = BootstrapSimulator(human).simulate(personas, ITEMS)
+    with pytest.raises(SimulatorError, match=culprit):
+        check_output(mangle(out), personas=personas, items=ITEMS, simulator="sim")
+
+
+def test_check_output_allows_missing_answers(human):
+    personas = human[["group"]]
+    out = BootstrapSimulator(human).simulate(personas, ITEMS).astype(float)
+    out.iloc[0, 0] = np.nan
+    assert (
+        check_output(out, personas=personas, items=ITEMS, simulator="sim")
+        .isna()
+        .sum()
+        .sum()
+        == 1
+    )
