@@ -67,12 +67,10 @@ ABSORB_COVS = ("nonrobust", "HC0", "HC1")
 CLUSTER_PREFIX = "cluster:"
 COLUMNS = ("term", "estimate", "std_error", "statistic", "p_value", "ci_low", "ci_high")
 
-RANK_TOL = (
-    1e-7  # R's lm: a column is aliased when under tol times its norm is left after QR
-)
-BOUNDARY_EPS = (
-    10 * np.finfo(float).eps
-)  # R's glm: fitted probabilities "numerically 0 or 1"
+# R's lm: a column is aliased when under RANK_TOL times its norm is left after QR.
+RANK_TOL = 1e-7
+# R's glm: fitted probabilities "numerically 0 or 1".
+BOUNDARY_EPS = 10 * np.finfo(float).eps
 GLM_MAXITER = 100
 # IRLS stops when the coefficients stop moving (not the deviance): Fisher scoring for probit
 # converges only linearly, and a deviance rule leaves it about 1e-8 short of the MLE.
@@ -196,12 +194,7 @@ def _check_options(
 ) -> None:
     """Raise OptionError for a family, cov, absorb or conf_level outside the allowed set."""
     check_option("family", family, FAMILIES)
-    if not (
-        isinstance(cov, str)
-        and cov.startswith(CLUSTER_PREFIX)
-        and cov != CLUSTER_PREFIX
-    ):
-        check_option("cov", cov, (*HC_TYPES, f"{CLUSTER_PREFIX}<column>"))
+    check_cov(cov)
     if not (isinstance(conf_level, float | int) and 0 < conf_level < 1):
         raise OptionError(
             f"conf_level={conf_level!r} is not allowed; choose a number in (0, 1)"
@@ -224,6 +217,16 @@ def _check_options(
             f"cov={cov!r} cannot be combined with absorb={absorb!r} (its hat values need the "
             f"absorbed dummies); choose one of {choices}"
         )
+
+
+def check_cov(cov: str) -> None:
+    """Raise OptionError unless ``cov`` is one of HC_TYPES or ``cluster:<column>``."""
+    if not (
+        isinstance(cov, str)
+        and cov.startswith(CLUSTER_PREFIX)
+        and cov != CLUSTER_PREFIX
+    ):
+        check_option("cov", cov, (*HC_TYPES, f"{CLUSTER_PREFIX}<column>"))
 
 
 def _check_frame(data: object) -> None:
@@ -390,9 +393,8 @@ def _estimable(X: np.ndarray, *, norms: np.ndarray) -> np.ndarray:
         diag = np.abs(np.diag(np.linalg.qr(r[:, kept], mode="r")))
         weak = np.flatnonzero(diag < RANK_TOL * norms[columns[kept[: diag.size]]])
         if not weak.size:
-            keep[columns[kept[diag.size :]]] = (
-                False  # more columns than rows: in the span
-            )
+            # more columns than rows: the rest lie in the span of the kept ones
+            keep[columns[kept[diag.size :]]] = False
             return keep
         keep[columns[kept[weak[0]]]] = False
 

@@ -20,19 +20,10 @@ import yaml
 from formulaic import Formula
 
 from simval.errors import DataError, FormulaError, StudyError, check_option
+from simval.regression import FAMILIES, Family, check_cov
 
 Role = Literal["belief", "action", "outcome", "other"]
-Family = Literal["ols", "logit", "probit", "poisson"]
 ROLES: tuple[str, ...] = get_args(Role)
-FAMILIES: tuple[str, ...] = get_args(Family)
-ROBUST_COVS: tuple[str, ...] = ("nonrobust", "HC0", "HC1", "HC2", "HC3")
-
-
-def check_cov(cov: str) -> None:
-    """Raise OptionError unless ``cov`` is a known covariance type or ``cluster:<column>``."""
-    if cov.startswith("cluster:") and len(cov) > len("cluster:"):
-        return
-    check_option("cov", cov, (*ROBUST_COVS, "cluster:<column>"))
 
 
 @dataclass(frozen=True)

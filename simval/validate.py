@@ -35,14 +35,12 @@ from simval.metrics import (
     jsd,
     variance_ratio,
 )
-from simval.regression import Fit, fit
+from simval.regression import FAMILIES, Fit, check_cov, fit
 from simval.simulators.base import Simulator, check_output
 from simval.study import (
-    FAMILIES,
     Item,
     Model,
     Study,
-    check_cov,
     formula_variables,
     outcome_of,
 )

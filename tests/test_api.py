@@ -1,0 +1,141 @@
+"""The public API as a whole: one matrix over families and covariances, a smoke test of every
+public attribute of each result, and the promise that importing simval stays light."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import simval
+from simval import (
+    BootstrapSimulator,
+    Fit,
+    Heterogeneity,
+    Recovery,
+    Validation,
+    fit,
+    validate,
+)
+
+OUTCOMES = {"ols": "score", "logit": "chose", "probit": "chose", "poisson": "count"}
+COVS = ["nonrobust", "HC0", "HC1", "HC2", "HC3", "cluster:site"]
+
+
+@pytest.fixture(scope="module")
+def survey() -> pd.DataFrame:
+    rng = np.random.default_rng(3)
+    n = 300
+    x = rng.normal(size=n)
+    arm = rng.choice(["a", "b"], size=n)
+    latent = 0.8 * x + 0.5 * (arm == "b")
+    return pd.DataFrame(
+        {
+            "x": x,
+            "arm": arm,
+            "site": rng.integers(0, 12, size=n),
+            "score": np.clip(np.round(3 + latent + rng.normal(size=n)), 1, 5).astype(
+                int
+            ),
+            "chose": (latent + rng.logistic(size=n) > 0).astype(int),
+            "count": rng.poisson(np.exp(0.3 + 0.3 * latent)),
+        }
+    )
+
+
+@pytest.mark.parametrize("cov", COVS)
+@pytest.mark.parametrize("family", list(OUTCOMES))
+def test_validate_matrix(survey, family, cov):
+    formula = f"{OUTCOMES[family]} ~ x + C(arm)"
+    human = survey.drop(columns=[c for c in OUTCOMES.values() if c != OUTCOMES[family]])
+    result = validate(
+        formula,
+        human,
+        BootstrapSimulator(human),
+        family=family,
+        cov=cov,
+        reps=3,
+        seed=1,
+    )
+    terms = result.coefficients
+    assert terms["term"].tolist() == ["Intercept", "x", "C(arm)[T.b]"]
+    assert (terms["n_reps"] == 3).all()
+    assert terms["human_estimate"].to_numpy() == pytest.approx(
+        fit(formula, human, family=family, cov=cov).table["estimate"].to_numpy()
+    )
+    assert 0 <= result.summary()["coverage"] <= 1
+
+
+def public_fields(result: object) -> dict[str, object]:
+    return {
+        f.name: getattr(result, f.name)
+        for f in dataclasses.fields(result)
+        if not f.name.startswith("_")
+    }
+
+
+def test_every_public_attribute_of_every_result(survey):
+    human = survey[["x", "arm", "site", "score", "chose"]]
+    validation = validate(
+        "chose ~ x + C(arm)", human, BootstrapSimulator(human), family="logit", items=["score"],
+        subgroups=["arm"], reps=2,
+    )  # fmt: skip
+    for name, value in public_fields(validation).items():
+        assert value is not None, name
+        if isinstance(value, pd.DataFrame):
+            assert not value.empty or name == "coherence", name
+            assert all(c == c.lower() and " " not in c for c in value.columns), name
+    summary = validation.summary()
+    assert all(isinstance(v, int | float) for v in summary.values())
+    assert json.loads(validation.to_json())["reps"] == 2
+    assert isinstance(Validation.from_json(validation.to_json()), Validation)
+
+    fitted = fit("score ~ x + C(arm)", human)
+    assert isinstance(fitted, Fit)
+    assert set(public_fields(fitted)) == {
+        "formula", "family", "cov", "absorb", "conf_level", "nobs", "table", "aliased",
+    }  # fmt: skip
+    assert fitted.refit(human) == fitted
+
+    recovery = simval.coefficient_recovery(fitted.table, [fitted.table])
+    assert isinstance(recovery, Recovery)
+    assert set(recovery.summary()) == {
+        "sign_f1",
+        "false_positive_rate",
+        "coverage",
+        "alpha",
+    }
+
+    patterns = simval.heterogeneity(human, ["score", "chose"])
+    assert isinstance(patterns, Heterogeneity)
+    assert (
+        patterns.n == len(human)
+        and patterns.unique_patterns <= 10
+        and patterns.entropy > 0
+    )
+
+    for result in (validation, fitted, recovery, patterns):
+        field = dataclasses.fields(result)[0].name
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(result, field, None)
+
+
+def test_everything_exported_exists():
+    for name in simval.__all__:
+        assert hasattr(simval, name), name
+
+
+def test_import_does_not_load_heavy_dependencies():
+    code = (
+        "import sys, simval; "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "[]"
