@@ -7,6 +7,7 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
+import sklearn.metrics
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -570,7 +571,6 @@ def test_coefficient_recovery_of_the_human_table_itself(human, n_reps, random):
     ),
 )
 def test_sign_f1_and_fpr_match_sklearn(human, draws):
-    metrics = pytest.importorskip("sklearn.metrics")
     replicates, y_true, y_pred = [], [], []
     human_class = np.where(
         human["p_value"] < 0.05,
@@ -592,13 +592,13 @@ def test_sign_f1_and_fpr_match_sklearn(human, draws):
             )
     result = coefficient_recovery(human, replicates)
     if any(c != "null" for c in y_true + y_pred):
-        expected = metrics.f1_score(
+        expected = sklearn.metrics.f1_score(
             y_true, y_pred, labels=["positive", "negative"], average="micro"
         )
         assert result.sign_f1 == pytest.approx(expected, abs=1e-12)
     else:
         assert math.isnan(result.sign_f1)
-    confusion = metrics.confusion_matrix(
+    confusion = sklearn.metrics.confusion_matrix(
         y_true, y_pred, labels=["null", "positive", "negative"]
     )
     if confusion[0].sum():
