@@ -27,7 +27,9 @@ from simval.regression import Fit, fit
 from simval.simulators import (
     BootstrapSimulator,
     FunctionSimulator,
+    HFSimulator,
     MarginalSimulator,
+    PromptTemplate,
     Simulator,
 )
 from simval.study import Coherence, Item, Model, Study
@@ -43,11 +45,13 @@ __all__ = [
     "Fit",
     "FormulaError",
     "FunctionSimulator",
+    "HFSimulator",
     "Heterogeneity",
     "Item",
     "MarginalSimulator",
     "Model",
     "OptionError",
+    "PromptTemplate",
     "Recovery",
     "Simulator",
     "SimulatorError",

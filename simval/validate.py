@@ -41,6 +41,7 @@ from simval.study import (
     Item,
     Model,
     Study,
+    check_codes,
     formula_variables,
     outcome_of,
 )
@@ -204,6 +205,7 @@ def validate(
     plan = _plan(
         formula_or_study,
         human_df,
+        declared=getattr(simulator, "study", None),
         family=family,
         cov=cov,
         subgroups=subgroups,
@@ -251,6 +253,7 @@ def _plan(
     formula_or_study: str | Study,
     human_df: pd.DataFrame,
     *,
+    declared: Study | None,
     family: str,
     cov: str,
     subgroups: Sequence[str] | None,
@@ -278,7 +281,12 @@ def _plan(
         study.check_data(human_df)
     else:
         study = _formula_study(
-            formula_or_study, human_df, family=family, cov=cov, items=items
+            formula_or_study,
+            human_df,
+            declared=declared,
+            family=family,
+            cov=cov,
+            items=items,
         )
     subgroups = tuple(study.subgroups if subgroups is None else subgroups)
     persona_columns = study.persona_columns or tuple(
@@ -303,11 +311,17 @@ def _formula_study(
     formula: str,
     human_df: pd.DataFrame,
     *,
+    declared: Study | None,
     family: str,
     cov: str,
     items: Sequence[str] | None,
 ) -> Study:
-    """A one-model study whose items (outcome + ``items``) take the codes seen in the human data."""
+    """A one-model study of the outcome and ``items``.
+
+    Each item is the one the simulator's own study declares under that name (its
+    question and options, which an LLM simulator needs), or else one whose options
+    are the codes seen in the human data.
+    """
     check_option("family", family, FAMILIES)
     check_cov(cov)
     missing = sorted(formula_variables(formula) - set(human_df.columns))
@@ -321,11 +335,14 @@ def _formula_study(
         raise DataError(
             f"item(s) {', '.join(absent)} are not columns of the human data"
         )
-    observed = [_observed_item(human_df[name]) for name in names]
-    persona = tuple(c for c in human_df.columns if c not in names)
-    return Study(
-        items=tuple(observed), persona=persona, models=(Model(formula, family, cov),)
+    known = set(declared.item_names) if isinstance(declared, Study) else set()
+    chosen = tuple(
+        declared.item(name) if name in known else _observed_item(human_df[name])
+        for name in names
     )
+    check_codes(human_df, chosen, what="the human data")
+    persona = tuple(c for c in human_df.columns if c not in names)
+    return Study(items=chosen, persona=persona, models=(Model(formula, family, cov),))
 
 
 def _observed_item(column: pd.Series) -> Item:

@@ -7,9 +7,9 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
-import sklearn.metrics
 import pandas as pd
 import pytest
+import sklearn.metrics
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon

@@ -1,6 +1,8 @@
 """Simulators: the protocol, and the reference simulators every LLM is read against."""
 
 from simval.simulators.base import Seed, Simulator, check_output
+from simval.simulators.hf import HFSimulator
+from simval.simulators.prompts import PromptTemplate
 from simval.simulators.reference import (
     BootstrapSimulator,
     FunctionSimulator,
@@ -10,7 +12,9 @@ from simval.simulators.reference import (
 __all__ = [
     "BootstrapSimulator",
     "FunctionSimulator",
+    "HFSimulator",
     "MarginalSimulator",
+    "PromptTemplate",
     "Seed",
     "Simulator",
     "check_output",

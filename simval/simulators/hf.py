@@ -1,0 +1,599 @@
+"""HFSimulator: simulated respondents from a causal language model (transformers, + peft adapter).
+
+Two modes. ``score`` reads, for each (persona, item), the log-probability of every
+answer option as a whole continuation of the prompt and normalises them into a
+distribution; answers are then sampled from it with the seed, so the cached model
+output is deterministic and repeated draws stay distinct. ``generate`` samples free
+text and parses it to an option; an answer that cannot be parsed is counted and left
+missing, never mapped to a valid option.
+
+Every model output goes to an on-disk store as each batch finishes, keyed by model,
+adapter, prompt and options (and seed and sample index for generated text), so an
+interrupted run resumes where it stopped and a repeated run makes no model call.
+torch and transformers are imported only when a simulator is built.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from simval.errors import OptionError, check_option
+from simval.simulators.base import Seed
+from simval.simulators.loading import (
+    cache_root,
+    fingerprint,
+    load_causal_lm,
+    require_llm,
+    resolve_model,
+)
+from simval.simulators.prompts import PromptRenderer, PromptTemplate, as_template
+from simval.simulators.store import ResultStore, result_key
+from simval.study import Item, Study
+
+Mode = Literal["score", "generate"]
+MODES = ("score", "generate")
+
+
+class HFSimulator:
+    """Answers a study's items for personas with a causal LM, base or with a LoRA adapter.
+
+    ``model``: a local folder, a hub id already on this machine, or ``"default"`` (the
+    embedded SmolLM2-135M-Instruct). ``adapter``: a peft adapter folder. ``template``:
+    a Jinja2 user-turn string or a ``PromptTemplate`` (see ``simval.simulators.prompts``).
+    ``progress``: None shows a bar only on a terminal. ``cache_dir``: where converted
+    models and the result store live (default ``$SIMVAL_CACHE_DIR`` or ~/.cache/simval).
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        study: Study,
+        adapter: str | Path | None = None,
+        template: str | PromptTemplate | None = None,
+        mode: Mode = "score",
+        batch_size: int | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        cache_dir: str | Path | None = None,
+        progress: bool | None = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 16,
+    ) -> None:
+        check_option("mode", mode, MODES)
+        if batch_size is not None and batch_size < 1:
+            raise OptionError(f"batch_size={batch_size!r} must be a positive integer")
+        if not (temperature > 0 and 0 < top_p <= 1 and max_new_tokens >= 1):
+            raise OptionError(
+                f"need temperature > 0, 0 < top_p <= 1 and max_new_tokens >= 1; got "
+                f"temperature={temperature!r}, top_p={top_p!r}, max_new_tokens={max_new_tokens!r}"
+            )
+        require_llm()
+        self.study = study
+        self.mode = mode
+        self.batch_size = batch_size or 16
+        self.progress = progress
+        self.generation = {
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_new_tokens": max_new_tokens,
+        }
+        self.model_name = resolve_model(model, cache_dir=cache_dir)
+        self.adapter = None if adapter is None else str(Path(adapter).resolve())
+        self.model, self.tokenizer = load_causal_lm(
+            self.model_name,
+            adapter=self.adapter,
+            device=device,
+            dtype=dtype,
+            cache_dir=cache_dir,
+        )
+        self.fingerprint = fingerprint(self.model_name, adapter=self.adapter)
+        self.template = as_template(template)
+        self._render = PromptRenderer(
+            study=study, template=self.template, tokenizer=self.tokenizer
+        )
+        self.store = ResultStore(cache_root(cache_dir) / "results.sqlite")
+        self.unparseable: Counter[str] = Counter()
+        self._prefix: tuple[tuple[int, ...], Any] | None = None
+        self._argument_names = _argument_names(self.model)
+
+    def __repr__(self) -> str:
+        adapter = f", adapter={self.adapter!r}" if self.adapter else ""
+        return f"HFSimulator({self.model_name!r}{adapter}, mode={self.mode!r})"
+
+    # --- public API -------------------------------------------------------------------
+
+    def prompt(self, persona_row: pd.Series | dict, item: Item | str) -> str:
+        """The exact text sent to the model for this persona and item."""
+        return self._render(persona_row, self._item(item))
+
+    def predict_proba(self, personas: pd.DataFrame, item: Item | str) -> pd.DataFrame:
+        """Per persona, the model's probability of each option (columns: option codes)."""
+        item = self._item(item)
+        prompts = [self._render(row, item) for _, row in personas.iterrows()]
+        probabilities = self._option_probabilities(prompts, item)
+        return pd.DataFrame(
+            probabilities, index=personas.index, columns=list(item.codes)
+        )
+
+    def simulate(
+        self, personas: pd.DataFrame, items: Sequence[Item], *, seed: Seed = None
+    ) -> pd.DataFrame:
+        """One answer per persona and item, drawn with ``seed`` (see the class docstring)."""
+        rng = np.random.default_rng(seed)
+        answers = {}
+        for item in items:
+            item = self._item(item)
+            if self.mode == "score":
+                answers[item.name] = _sample(
+                    self.predict_proba(personas, item), rng=rng
+                )
+            else:
+                answers[item.name] = self._generate_answers(personas, item, rng=rng)
+        return pd.DataFrame(answers, index=personas.index)
+
+    # --- score mode -------------------------------------------------------------------
+
+    def _option_probabilities(self, prompts: list[str], item: Item) -> np.ndarray:
+        """Option probabilities per prompt, from the store or the model (unique prompts only)."""
+        labels = list(item.labels)
+        keys = [result_key(self.fingerprint, "score", p, labels) for p in prompts]
+        known = self.store.get_many(keys)
+        todo = list(dict.fromkeys(p for p, k in zip(prompts, keys) if k not in known))
+        if todo:
+            continuations = [self._render.continuation(label) for label in labels]
+            for batch, scores in self._score_batches(todo, continuations, item=item):
+                values = {
+                    result_key(self.fingerprint, "score", p, labels): s.tolist()
+                    for p, s in zip(batch, scores)
+                }
+                self.store.put_many(values)
+                known.update(values)
+        return np.array([known[k] for k in keys], dtype=float).reshape(
+            len(prompts), len(labels)
+        )
+
+    def _score_batches(
+        self, prompts: list[str], continuations: list[str], *, item: Item
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Yield (prompts, option probabilities) batch by batch, prompts sorted to share prefixes."""
+        encoded = {p: self._encode(p) for p in prompts}
+        options = {
+            p: self._continuation_ids(encoded[p], p, continuations) for p in prompts
+        }
+        ordered = sorted(prompts, key=lambda p: encoded[p])
+        groups = _prefix_batches([encoded[p] for p in ordered], size=self.batch_size)
+        batches = [[ordered[i] for i in group] for group in groups]
+        for batch in tqdm(
+            batches, desc=f"scoring {item.name}", disable=self._quiet(len(batches))
+        ):
+            scores = self._score(
+                [encoded[p] for p in batch], [options[p] for p in batch]
+            )
+            yield batch, scores
+
+    def _score(
+        self, prompts: list[list[int]], options: list[list[list[int]]]
+    ) -> np.ndarray:
+        """Softmax over options of the summed log-probability of each option's tokens.
+
+        One forward pass per batch. The batch's common token prefix is run once (and
+        kept while the next batches share it) and its key/value cache reused; the rest
+        of each prompt is left-padded, followed by every option's tokens side by side,
+        with an attention mask that lets each option see the prompt and its own earlier
+        tokens only, and position ids that skip the padding. So options of several
+        tokens are scored as whole continuations without copying the prompt's cache.
+        """
+        torch = _torch()
+        device, dtype = self.model.device, self.model.dtype
+        common = _common_prefix(prompts)
+        layout = _ScoreLayout(
+            suffixes=[p[common:] for p in prompts], options=options, prefix=common
+        )
+        cache = (
+            self._prefix_cache(tuple(prompts[0][:common]), batch=len(prompts))
+            if common
+            else None
+        )
+        with torch.inference_mode():
+            logits, _ = self._forward(
+                input_ids=layout.input_ids(pad=self.tokenizer.pad_token_id).to(device),
+                attention_mask=layout.attention_mask(dtype=dtype).to(device),
+                position_ids=layout.position_ids().to(device),
+                cache=cache,
+                use_cache=False,
+                keep=layout.scored_width,
+            )
+            scored = logits[:, -layout.scored_width :].float()
+            logprobs = torch.log_softmax(scored, dim=-1).cpu().double()
+        totals = layout.option_totals(logprobs)
+        scores = np.exp(totals - totals.max(axis=1, keepdims=True))
+        return scores / scores.sum(axis=1, keepdims=True)
+
+    def _prefix_cache(self, prefix: tuple[int, ...], *, batch: int) -> Any:
+        """The key/value cache of ``prefix`` (kept while consecutive batches share it), expanded."""
+        torch = _torch()
+        if self._prefix is None or self._prefix[0] != prefix:
+            with torch.inference_mode():
+                _, cache = self._forward(
+                    input_ids=torch.tensor([prefix], device=self.model.device),
+                    use_cache=True,
+                    keep=1,
+                )
+            self._prefix = (prefix, cache)
+        cache = copy.deepcopy(self._prefix[1])
+        cache.reorder_cache(
+            torch.zeros(batch, dtype=torch.long, device=self.model.device)
+        )
+        return cache
+
+    def _forward(self, *, cache: Any = None, keep: int = 0, **inputs: Any) -> Any:
+        """One model call, returning (logits, cache); the single place the model runs.
+
+        Speaks both spellings of transformers' cache argument (``cache`` in 5.x,
+        ``past_key_values`` before); ``keep`` > 0 computes logits for the last ``keep``
+        positions only.
+        """
+        names = self._argument_names
+        inputs[names["cache"]] = cache
+        if keep and names["keep"]:
+            inputs[names["keep"]] = keep
+        out = self.model(**inputs)
+        return out.logits, getattr(out, names["cache"], None)
+
+    # --- generate mode ----------------------------------------------------------------
+
+    def _generate_answers(
+        self, personas: pd.DataFrame, item: Item, *, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Sampled text per persona, parsed to option codes (NaN where unparseable)."""
+        run_seed = int(rng.integers(2**63))
+        prompts = [self._render(row, item) for _, row in personas.iterrows()]
+        seen: Counter[str] = Counter()
+        keys = []
+        for p in prompts:
+            keys.append(
+                result_key(
+                    self.fingerprint, "generate", p, self.generation, run_seed, seen[p]
+                )
+            )
+            seen[p] += 1
+        known = self.store.get_many(keys)
+        todo = [(k, p) for k, p in dict(zip(keys, prompts)).items() if k not in known]
+        batches = [
+            todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)
+        ]
+        for batch in tqdm(
+            batches, desc=f"generating {item.name}", disable=self._quiet(len(batches))
+        ):
+            texts = self._generate([p for _, p in batch], seeds=[k for k, _ in batch])
+            values = dict(zip([k for k, _ in batch], texts))
+            self.store.put_many(values)
+            known.update(values)
+        codes = np.array([parse_answer(known[k], item) for k in keys], dtype=float)
+        self.unparseable[item.name] += int(np.isnan(codes).sum())
+        return codes
+
+    def _generate(self, prompts: list[str], *, seeds: list[str]) -> list[str]:
+        """Sample a continuation per prompt, each row with its own generator (batch-independent)."""
+        torch = _torch()
+        device = self.model.device
+        ids, mask = _pad(
+            [self._encode(p) for p in prompts],
+            pad=self.tokenizer.pad_token_id,
+            side="left",
+        )
+        generators = [torch.Generator().manual_seed(int(s[:15], 16)) for s in seeds]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        eos = self.tokenizer.eos_token_id
+        new = [[] for _ in prompts]
+        done = torch.zeros(len(prompts), dtype=torch.bool)
+        cache = None
+        step_ids, step_positions = ids, positions
+        with torch.inference_mode():
+            for _ in range(self.generation["max_new_tokens"]):
+                logits, cache = self._forward(
+                    input_ids=step_ids.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=step_positions.to(device),
+                    cache=cache,
+                    use_cache=True,
+                    keep=1,
+                )
+                logits = logits[:, -1].float().cpu()
+                picked = torch.tensor(
+                    [
+                        _sample_token(row, g, **self.generation)
+                        for row, g in zip(logits, generators)
+                    ]
+                )
+                for r, token in enumerate(picked.tolist()):
+                    if not done[r]:
+                        new[r].append(token)
+                done |= picked == eos
+                if done.all():
+                    break
+                step_ids = picked.unsqueeze(1)
+                step_positions = step_positions[:, -1:] + 1
+                mask = torch.cat(
+                    [mask, torch.ones(len(prompts), 1, dtype=mask.dtype)], dim=1
+                )
+        return [self.tokenizer.decode(t, skip_special_tokens=True) for t in new]
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _item(self, item: Item | str) -> Item:
+        """The study's Item for a name (or the Item itself)."""
+        return self.study.item(item) if isinstance(item, str) else item
+
+    def _encode(self, prompt: str) -> list[int]:
+        """Token ids of a prompt (the chat template already holds its special tokens)."""
+        return self.tokenizer(
+            prompt, add_special_tokens=not self._render.chat
+        ).input_ids
+
+    def _continuation_ids(
+        self, prompt_ids: list[int], prompt: str, continuations: list[str]
+    ) -> list[list[int]]:
+        """Token ids of each option as it continues ``prompt`` (joint tokenisation where it splits cleanly)."""
+        out = []
+        for text in continuations:
+            joint = self._encode(prompt + text)
+            if joint[: len(prompt_ids)] == prompt_ids and len(joint) > len(prompt_ids):
+                out.append(joint[len(prompt_ids) :])
+            else:
+                out.append(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return out
+
+    def _quiet(self, batches: int) -> bool | None:
+        """tqdm's ``disable``: None (auto: only on a terminal) unless progress was set."""
+        if batches < 2:
+            return True
+        return None if self.progress is None else not self.progress
+
+
+@dataclass(frozen=True)
+class _ScoreLayout:
+    """Where each token sits in a scoring pass: left-padded prompt suffixes, then option blocks.
+
+    Columns ``[0, S)`` hold each row's prompt suffix, left-padded to S; then one block
+    per option, its tokens right-padded to the block's width. The cached common
+    prefix (``prefix`` tokens) precedes everything and every real token may see it.
+    """
+
+    suffixes: list[list[int]]
+    options: list[list[list[int]]]
+    prefix: int
+
+    @property
+    def suffix_width(self) -> int:
+        return max(len(s) for s in self.suffixes)
+
+    @property
+    def block_widths(self) -> list[int]:
+        return [
+            max(len(row[k]) for row in self.options)
+            for k in range(len(self.options[0]))
+        ]
+
+    @property
+    def block_starts(self) -> list[int]:
+        starts = np.cumsum([0, *self.block_widths[:-1]]) + self.suffix_width
+        return [int(s) for s in starts]
+
+    @property
+    def scored_width(self) -> int:
+        """Positions whose logits are needed: the last suffix token and every option token."""
+        return 1 + sum(self.block_widths)
+
+    @cached_property
+    def columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row and column: token id (-1 for padding), position id, and group (0 = prompt)."""
+        width = self.suffix_width + sum(self.block_widths)
+        tokens = np.full((len(self.suffixes), width), -1)
+        positions = np.full((len(self.suffixes), width), self.prefix)
+        groups = np.zeros(width, dtype=int)
+        for k, (start, w) in enumerate(zip(self.block_starts, self.block_widths)):
+            groups[start : start + w] = k + 1
+        for r, suffix in enumerate(self.suffixes):
+            first = self.suffix_width - len(suffix)
+            tokens[r, first : self.suffix_width] = suffix
+            positions[r, first : self.suffix_width] = self.prefix + np.arange(
+                len(suffix)
+            )
+            for start, option in zip(self.block_starts, self.options[r]):
+                tokens[r, start : start + len(option)] = option
+                span = self.prefix + len(suffix) + np.arange(len(option))
+                positions[r, start : start + len(option)] = span
+        return tokens, positions, groups
+
+    def input_ids(self, *, pad: int) -> Any:
+        tokens, _, _ = self.columns
+        return _torch().tensor(np.where(tokens < 0, pad, tokens))
+
+    def position_ids(self) -> Any:
+        return _torch().tensor(self.columns[1])
+
+    def attention_mask(self, *, dtype: Any) -> Any:
+        """Additive 4-D mask (rows, 1, queries, prefix + columns): 0 where attention is allowed.
+
+        A prompt token sees the prefix and the row's earlier real prompt tokens; an option
+        token sees the prefix, the row's whole real prompt and its own option's earlier
+        tokens. Every query sees itself, so padding rows never attend to nothing.
+        """
+        torch = _torch()
+        tokens, _, groups = self.columns
+        width = tokens.shape[1]
+        query, key = np.arange(width)[:, None], np.arange(width)[None, :]
+        same_or_prompt = (groups[None, :] == 0) | (groups[None, :] == groups[:, None])
+        causal = key <= query
+        structure = (same_or_prompt & causal) | (
+            (groups[None, :] == 0) & (groups[:, None] > 0)
+        )
+        allowed = structure[None] & (tokens >= 0)[:, None, :]
+        allowed |= np.eye(width, dtype=bool)[None]
+        allowed = np.concatenate(
+            [np.ones((len(tokens), width, self.prefix), dtype=bool), allowed], axis=2
+        )
+        mask = torch.zeros(allowed.shape, dtype=dtype)
+        mask[~torch.from_numpy(allowed)] = torch.finfo(dtype).min
+        return mask[:, None]
+
+    def option_totals(self, logprobs: Any) -> np.ndarray:
+        """Summed log-probability of each row's options, from the scored positions' log-probs."""
+        first_scored = self.suffix_width - 1
+        rows, columns, targets, cells = [], [], [], []
+        for r, row in enumerate(self.options):
+            for k, (start, option) in enumerate(zip(self.block_starts, row)):
+                for j, token in enumerate(option):
+                    predictor = first_scored if j == 0 else start + j - 1
+                    rows.append(r)
+                    columns.append(predictor - first_scored)
+                    targets.append(token)
+                    cells.append(r * len(row) + k)
+        picked = logprobs[rows, columns, targets].numpy()
+        totals = np.bincount(
+            cells, weights=picked, minlength=len(self.options) * len(self.options[0])
+        )
+        return totals.reshape(len(self.options), len(self.options[0]))
+
+
+def parse_answer(text: str, item: Item) -> float:
+    """The option code a free-text answer names, or NaN when it names none unambiguously.
+
+    In order: the whole answer is a label (case and surrounding punctuation ignored);
+    the answer starts with a label (the longest that fits, followed by a non-letter);
+    the answer starts with a number, read as the option's position as shown in the
+    prompt (1..k) or, failing that, as an option code.
+    """
+    answer = text.strip().strip("\"'*`").strip()
+    lowered = answer.lower()
+    labels = {label.lower(): code for label, code in item.options.items()}
+    trimmed = lowered.rstrip(".!,;: ")
+    if trimmed in labels:
+        return float(labels[trimmed])
+    for label in sorted(labels, key=len, reverse=True):
+        if (
+            lowered.startswith(label)
+            and not lowered[len(label) : len(label) + 1].isalpha()
+        ):
+            return float(labels[label])
+    number = re.match(r"\(?(\d+(?:\.\d+)?)\b", answer)
+    if number:
+        value = float(number.group(1))
+        if value.is_integer() and 1 <= value <= len(item.codes):
+            return float(item.codes[int(value) - 1])
+        if value in item.codes:
+            return value
+    return float("nan")
+
+
+def _sample(probabilities: pd.DataFrame, *, rng: np.random.Generator) -> np.ndarray:
+    """One option code per row, drawn from that row's probabilities."""
+    cumulative = probabilities.to_numpy().cumsum(axis=1)
+    draws = rng.random(len(probabilities))[:, None] * cumulative[:, -1:]
+    picked = (draws >= cumulative).sum(axis=1).clip(max=cumulative.shape[1] - 1)
+    return probabilities.columns.to_numpy()[picked]
+
+
+def _sample_token(
+    logits: Any, generator: Any, *, temperature: float, top_p: float, **_: Any
+) -> int:
+    """Nucleus sampling of one token from ``logits`` with a row-specific torch generator."""
+    torch = _torch()
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1:
+        ordered, index = probs.sort(descending=True)
+        keep = ordered.cumsum(0) - ordered < top_p
+        probs = torch.zeros_like(probs).scatter(0, index[keep], ordered[keep])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _argument_names(model: Any) -> dict[str, str | None]:
+    """The base model's names for the cache and logits-to-keep arguments of ``forward``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    parameters = inspect.signature(base.forward).parameters
+    return {
+        "cache": "cache" if "cache" in parameters else "past_key_values",
+        "keep": "logits_to_keep" if "logits_to_keep" in parameters else None,
+    }
+
+
+def _prefix_batches(sequences: list[list[int]], *, size: int) -> list[list[int]]:
+    """Split sorted sequences into batches (of indices) of at most ``size``.
+
+    Neighbours in sorted order share a long prefix (instructions, vignette, question)
+    except where that prefix changes (a new arm or item): those few neighbours share
+    much less. A batch is closed early where a sequence shares less with the batch's
+    first than the 10th percentile of neighbour prefixes, since every row of a batch
+    recomputes whatever its batch does not share.
+    """
+    shared = [_shared_length(a, b) for a, b in pairwise(sequences)]
+    typical = float(np.quantile(shared, 0.1)) if shared else 0.0
+    batches: list[list[int]] = []
+    for index, sequence in enumerate(sequences):
+        current = batches[-1] if batches else None
+        if (
+            current is not None
+            and len(current) < size
+            and _shared_length(sequences[current[0]], sequence) >= typical
+        ):
+            current.append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
+def _shared_length(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two token sequences."""
+    length = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        length += 1
+    return length
+
+
+def _common_prefix(sequences: list[list[int]]) -> int:
+    """Length of the common prefix, leaving every sequence at least one token of its own."""
+    shortest = min(len(s) for s in sequences)
+    length = 0
+    while length < shortest - 1 and all(
+        s[length] == sequences[0][length] for s in sequences
+    ):
+        length += 1
+    return length
+
+
+def _pad(sequences: list[list[int]], *, pad: int, side: str) -> tuple[Any, Any]:
+    """(ids, attention mask) tensors of ``sequences`` padded on ``side`` to a common length."""
+    torch = _torch()
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        span = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
+        ids[row, span] = torch.tensor(seq, dtype=torch.long)
+        mask[row, span] = 1
+    return ids, mask
+
+
+def _torch() -> Any:
+    """torch, imported on first use (simval's import stays light)."""
+    import torch
+
+    return torch

@@ -1,0 +1,117 @@
+"""Persona prompts: what a language model reads before it answers one item for one respondent.
+
+A prompt is rendered from the persona columns, the respondent's treatment vignette
+and the item's question and options, through Jinja2 templates the user can replace.
+Where the tokenizer has a chat template the text goes through it (a system turn and
+a user turn, then the assistant's turn is the answer); otherwise the prompt is plain
+text ending in ``Answer:``. The constant parts come first (instructions, vignette,
+question) and the persona last, so that prompts share long prefixes a simulator
+computes once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from simval.errors import StudyError
+from simval.study import Item, Study
+
+DEFAULT_SYSTEM = (
+    "You are taking part in a survey. You will read a scenario, a question with its answer "
+    "options, and a description of the person you are. Answer as that person would, with "
+    "exactly one of the options, written exactly as shown."
+)
+
+# The persona comes last: prompts for one item and arm then share everything before it,
+# which the scorer computes once.
+DEFAULT_USER = """\
+{% if vignette %}Scenario: {{ vignette }}
+
+{% endif %}Question: {{ item.text }}
+Options:
+{% for label in options %}{{ loop.index }}. {{ label }}
+{% endfor %}
+About you:
+{% for name, value in persona.items() %}- {{ name }}: {{ value }}
+{% endfor %}"""
+
+PLAIN_ANSWER_CUE = "\nAnswer:"
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """Jinja2 sources of the system turn and the user turn.
+
+    The user template sees ``persona`` (column -> value), ``vignette`` (text or
+    None), ``item`` (the Item), ``options`` (its labels in order) and ``study``.
+    """
+
+    user: str = DEFAULT_USER
+    system: str = DEFAULT_SYSTEM
+
+
+def as_template(template: str | PromptTemplate | None) -> PromptTemplate:
+    """A PromptTemplate from None (the default), a user-turn Jinja string, or a PromptTemplate."""
+    if template is None:
+        return PromptTemplate()
+    if isinstance(template, str):
+        return PromptTemplate(user=template)
+    return template
+
+
+class PromptRenderer:
+    """Renders the exact text sent to the model for one persona and one item."""
+
+    def __init__(
+        self, *, study: Study, template: PromptTemplate, tokenizer: Any
+    ) -> None:
+        environment = jinja2.Environment(
+            undefined=jinja2.StrictUndefined, keep_trailing_newline=False
+        )
+        try:
+            self._user = environment.from_string(template.user)
+            self._system = environment.from_string(template.system)
+        except jinja2.TemplateSyntaxError as exc:
+            raise StudyError(
+                f"prompt template line {exc.lineno}: {exc.message}"
+            ) from exc
+        self.study = study
+        self.tokenizer = tokenizer
+        self.chat = getattr(tokenizer, "chat_template", None) is not None
+
+    def __call__(self, persona: Mapping[str, Any] | pd.Series, item: Item) -> str:
+        """The full prompt text (chat-formatted where the tokenizer has a chat template)."""
+        values = {c: persona[c] for c in self.study.persona if c in persona}
+        arm = persona.get(self.study.treatment) if self.study.treatment else None
+        context = {
+            "persona": values,
+            "vignette": self.study.vignettes.get(str(arm)) if arm is not None else None,
+            "item": item,
+            "options": list(item.labels),
+            "study": self.study,
+        }
+        try:
+            system = self._system.render(context).strip()
+            user = self._user.render(context).strip()
+        except jinja2.UndefinedError as exc:
+            raise StudyError(
+                f"prompt template for item {item.name!r}: {exc.message}"
+            ) from exc
+        if not self.chat:
+            return f"{system}\n\n{user}{PLAIN_ANSWER_CUE}"
+        messages = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": user},
+        ]
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    def continuation(self, label: str) -> str:
+        """How an option is written as the model's answer right after the prompt."""
+        return label if self.chat else f" {label}"

@@ -1,0 +1,343 @@
+"""HFSimulator on a tiny offline Llama: prompts, exact option scoring, sampling, cache and resume."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simval import BootstrapSimulator, Item, OptionError, StudyError, validate
+from simval.simulators.hf import HFSimulator, parse_answer
+from simval.simulators.prompts import PromptTemplate
+from simval.tasks import load_task
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load_task("example")
+
+
+@pytest.fixture
+def personas(task) -> pd.DataFrame:
+    return task.human[list(task.study.persona_columns)].iloc[:24]
+
+
+@pytest.fixture
+def make(task, tmp_path):
+    """Build an HFSimulator on a tiny model with a private cache folder."""
+
+    def build(model_dir, **options) -> HFSimulator:
+        options.setdefault("cache_dir", tmp_path / "cache")
+        return HFSimulator(model_dir, study=task.study, progress=False, **options)
+
+    return build
+
+
+def full_sequence_probabilities(
+    sim: HFSimulator, personas: pd.DataFrame, item: Item
+) -> np.ndarray:
+    """Reference: each option appended to the prompt and run alone, no batching, no cache."""
+    import torch
+
+    rows = []
+    for _, persona in personas.iterrows():
+        prompt = sim.prompt(persona, item)
+        ids = sim._encode(prompt)
+        totals = []
+        for label in item.labels:
+            option = sim._encode(prompt + sim._render.continuation(label))[len(ids) :]
+            with torch.no_grad():
+                logits = sim.model(input_ids=torch.tensor([ids + option])).logits[0]
+            logprobs = torch.log_softmax(logits.double(), dim=-1)
+            totals.append(
+                sum(logprobs[len(ids) - 1 + j, t].item() for j, t in enumerate(option))
+            )
+        weights = np.exp(np.array(totals) - max(totals))
+        rows.append(weights / weights.sum())
+    return np.array(rows)
+
+
+# --- prompts -------------------------------------------------------------------------
+
+
+def test_prompt_holds_persona_vignette_question_and_options(
+    task, personas, make, tiny_model_dir
+):
+    sim = make(tiny_model_dir)
+    persona = personas.iloc[0]
+    text = sim.prompt(persona, "concern")
+    for expected in (
+        f"- age: {persona['age']}",
+        f"- gender: {persona['gender']}",
+        task.study.vignettes[persona["arm"]].split(".")[0],
+        task.study.item("concern").text,
+        "5. Extremely concerned",
+    ):
+        assert expected in text
+    assert text.startswith("<|im_start|>system") and text.endswith(
+        "<|im_start|>assistant\n"
+    )
+    assert sim.prompt(persona, task.study.item("concern")) == text
+
+
+def test_plain_model_prompt_ends_with_answer_cue(personas, make, tiny_plain_model_dir):
+    text = make(tiny_plain_model_dir).prompt(personas.iloc[0], "share")
+    assert "<|im_start|>" not in text and text.endswith("\nAnswer:")
+
+
+def test_custom_template(personas, make, tiny_model_dir):
+    sim = make(
+        tiny_model_dir,
+        template="{{ persona.gender }} | {{ item.name }} | {{ options|join('/') }}",
+    )
+    assert f"{personas.iloc[0]['gender']} | share | No/Yes" in sim.prompt(
+        personas.iloc[0], "share"
+    )
+    both = PromptTemplate(system="SYSTEM TEXT", user="{{ item.text }}")
+    assert "SYSTEM TEXT" in make(tiny_model_dir, template=both).prompt(
+        personas.iloc[0], "share"
+    )
+
+
+@pytest.mark.parametrize(
+    "template, culprit", [("{% for x in %}", "line 1"), ("{{ persona.nope }}", "nope")]
+)
+def test_bad_template_names_culprit(personas, make, tiny_model_dir, template, culprit):
+    with pytest.raises(StudyError, match=culprit):
+        make(tiny_model_dir, template=template).prompt(personas.iloc[0], "share")
+
+
+def test_bad_options(make, tiny_model_dir):
+    with pytest.raises(OptionError, match="mode"):
+        make(tiny_model_dir, mode="chat")
+    with pytest.raises(OptionError, match="batch_size"):
+        make(tiny_model_dir, batch_size=0)
+    with pytest.raises(StudyError, match="'worry'"):
+        make(tiny_model_dir).prompt(pd.Series({"age": 30}), "worry")
+
+
+# --- score mode ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fixture", ["tiny_model_dir", "tiny_plain_model_dir"])
+def test_scores_equal_whole_continuations_run_alone(
+    request, task, personas, make, fixture
+):
+    """Batched, left-padded, prefix-cached scoring equals each option scored on its own."""
+    sim = make(request.getfixturevalue(fixture), batch_size=3)
+    personas = personas.iloc[:8]
+    for item in task.study.items:
+        batched = sim.predict_proba(personas, item)
+        assert list(batched.columns) == list(item.codes)
+        assert batched.index.equals(personas.index)
+        np.testing.assert_allclose(batched.sum(axis=1), 1, atol=1e-12)
+        np.testing.assert_allclose(
+            batched.to_numpy(),
+            full_sequence_probabilities(sim, personas, item),
+            atol=1e-5,
+        )
+    multi_token = [
+        sim._encode(sim._render.continuation(label))
+        for label in task.study.item("concern").labels
+    ]
+    assert max(len(ids) for ids in multi_token) > 1
+
+
+def test_padded_and_unpadded_scores_agree(
+    task, personas, make, tiny_model_dir, tmp_path
+):
+    one = make(tiny_model_dir, batch_size=1, cache_dir=tmp_path / "one")
+    many = make(tiny_model_dir, batch_size=16, cache_dir=tmp_path / "many")
+    for item in task.study.items:
+        np.testing.assert_allclose(
+            one.predict_proba(personas, item),
+            many.predict_proba(personas, item),
+            atol=1e-5,
+        )
+
+
+def test_simulate_samples_from_the_probabilities(task, personas, make, tiny_model_dir):
+    sim = make(tiny_model_dir)
+    first = sim.simulate(personas, task.study.items, seed=4)
+    pd.testing.assert_frame_equal(
+        first, sim.simulate(personas, task.study.items, seed=4)
+    )
+    assert not first.equals(sim.simulate(personas, task.study.items, seed=5))
+    crowd = personas.iloc[[0] * 4000]
+    answers = sim.simulate(crowd, task.study.items[:1], seed=0)["concern"]
+    expected = sim.predict_proba(personas.iloc[:1], "concern").iloc[0]
+    observed = answers.value_counts(normalize=True).reindex(
+        expected.index, fill_value=0
+    )
+    np.testing.assert_allclose(observed, expected, atol=4 * math.sqrt(0.25 / 4000))
+
+
+def test_adapter_changes_the_model_and_the_cache_key(
+    task, personas, make, tiny_model_dir, tmp_path
+):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config = LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    get_peft_model(base, config).save_pretrained(tmp_path / "adapter")
+    plain = make(tiny_model_dir)
+    adapted = make(tiny_model_dir, adapter=tmp_path / "adapter")
+    assert plain.fingerprint != adapted.fingerprint
+    assert "adapter" in repr(adapted)
+    difference = plain.predict_proba(personas, "concern") - adapted.predict_proba(
+        personas, "concern"
+    )
+    assert difference.abs().to_numpy().max() > 1e-4
+
+
+# --- cache and resume ----------------------------------------------------------------
+
+
+class Interrupted(RuntimeError):
+    pass
+
+
+def count_calls(monkeypatch, *, fail_after: int | None = None) -> list[int]:
+    """Count model calls on every HFSimulator; raise Interrupted after ``fail_after`` calls."""
+    calls: list[int] = []
+    original = HFSimulator._forward
+
+    def forward(self, **inputs):
+        if fail_after is not None and len(calls) >= fail_after:
+            raise Interrupted("killed")
+        calls.append(1)
+        return original(self, **inputs)
+
+    monkeypatch.setattr(HFSimulator, "_forward", forward)
+    return calls
+
+
+def test_interrupted_run_resumes_and_repeat_run_is_free(
+    task, make, tiny_model_dir, tmp_path, monkeypatch
+):
+    personas = task.human[list(task.study.persona_columns)].iloc[:60]
+    reference = make(tiny_model_dir, batch_size=8, cache_dir=tmp_path / "reference")
+    expected = reference.simulate(personas, task.study.items, seed=1)
+
+    with monkeypatch.context() as patch:
+        count_calls(patch, fail_after=5)
+        with pytest.raises(Interrupted):
+            make(tiny_model_dir, batch_size=8).simulate(
+                personas, task.study.items, seed=1
+            )
+    with monkeypatch.context() as patch:
+        resumed_calls = count_calls(patch)
+        resumed = make(tiny_model_dir, batch_size=8).simulate(
+            personas, task.study.items, seed=1
+        )
+    pd.testing.assert_frame_equal(resumed, expected)
+    with monkeypatch.context() as patch:
+        total_calls = count_calls(patch)
+        make(tiny_model_dir, batch_size=8, cache_dir=tmp_path / "fresh").simulate(
+            personas, task.study.items, seed=1
+        )
+    assert 0 < len(resumed_calls) <= len(total_calls) - 3
+    with monkeypatch.context() as patch:
+        repeat_calls = count_calls(patch)
+        again = make(tiny_model_dir, batch_size=8).simulate(
+            personas, task.study.items, seed=1
+        )
+    assert repeat_calls == []
+    pd.testing.assert_frame_equal(again, expected)
+
+
+# --- generate mode -------------------------------------------------------------------
+
+LIKERT = Item("q", "Q?", {"Disagree": 1, "Neutral": 2, "Agree": 3, "Strongly agree": 4})
+YES_NO = Item("y", "Y?", {"No": 0, "Yes": 1})
+
+
+@pytest.mark.parametrize(
+    "text, item, code",
+    [
+        ("Agree", LIKERT, 3),
+        ("  strongly agree.", LIKERT, 4),
+        ("Strongly agree, because I care.", LIKERT, 4),
+        ("Agree - mostly", LIKERT, 3),
+        ("2", LIKERT, 2),
+        ("4. Strongly agree", LIKERT, 4),
+        ("Yes!", YES_NO, 1),
+        ("no", YES_NO, 0),
+        ("1", YES_NO, 0),
+        ("0", YES_NO, 0),
+        ("Agreeable", LIKERT, math.nan),
+        ("I am not sure", LIKERT, math.nan),
+        ("7", LIKERT, math.nan),
+        ("", YES_NO, math.nan),
+    ],
+)
+def test_parse_answer(text, item, code):
+    parsed = parse_answer(text, item)
+    assert (math.isnan(parsed) and math.isnan(code)) or parsed == code
+
+
+def test_generate_mode_counts_unparseable_and_is_reproducible(
+    task, personas, make, tiny_model_dir, monkeypatch
+):
+    sim = make(tiny_model_dir, mode="generate", max_new_tokens=4)
+    first = sim.simulate(personas, task.study.items, seed=3)
+    missing = first.isna().sum()
+    assert dict(sim.unparseable) == {name: int(n) for name, n in missing.items()}
+    with monkeypatch.context() as patch:
+        calls = count_calls(patch)
+        pd.testing.assert_frame_equal(
+            first, sim.simulate(personas, task.study.items, seed=3)
+        )
+    assert calls == []
+    replies = {"concern": "Very concerned", "trust": "2", "share": "Maybe later"}
+    by_question = {task.study.item(name).text: reply for name, reply in replies.items()}
+
+    def reply(self, prompts, seeds):
+        return [next(r for q, r in by_question.items() if q in p) for p in prompts]
+
+    monkeypatch.setattr(HFSimulator, "_generate", reply)
+    answers = sim.simulate(personas, task.study.items, seed=99)
+    assert (answers["concern"] == 4).all() and (answers["trust"] == 2).all()
+    assert answers["share"].isna().all()
+    assert sim.unparseable["share"] == 2 * missing["share"] + len(
+        personas
+    )  # cached repeat counts too
+
+
+# --- end to end ----------------------------------------------------------------------
+
+
+def test_validate_with_hf_simulator(task, make, tiny_model_dir):
+    human = task.human.iloc[:80]
+    sim = make(tiny_model_dir, batch_size=16)
+    by_study = validate(task.study, human, sim, reps=2, seed=0)
+    assert set(by_study.coefficients["formula"]) == {
+        m.formula for m in task.study.models
+    }
+    by_formula = validate(
+        "share ~ C(arm) + age", human, sim, family="logit", reps=2, items=["concern"]
+    )
+    assert set(by_formula.distributions["item"]) == {"share", "concern"}
+    ceiling = validate(task.study, human, BootstrapSimulator(human), reps=2, seed=0)
+    assert by_study.summary()["jsd"] > ceiling.summary()["jsd"]
+
+
+@pytest.mark.slow
+def test_default_model_end_to_end(task, tmp_path):
+    """SmolLM2-135M-Instruct, converted from its GGUF into a fresh cache, through validate."""
+    human = task.human.iloc[:12]
+    sim = HFSimulator("default", study=task.study, cache_dir=tmp_path, progress=False)
+    result = validate(task.study, human, sim, reps=2, seed=0)
+    summary = result.summary()
+    assert 0 <= summary["jsd"] <= 1
+    assert summary["unique_patterns_sim"] >= 1
+    probabilities = sim.predict_proba(human, "share")
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-9)
+    assert len(result.coefficients) > 0
