@@ -14,6 +14,7 @@ from simval.errors import (
     SimvalError,
     StudyError,
 )
+from simval.finetune import finetune, pilot
 from simval.metrics import (
     Heterogeneity,
     Recovery,
@@ -33,7 +34,7 @@ from simval.simulators import (
     Simulator,
 )
 from simval.study import Coherence, Item, Model, Study
-from simval.validate import Validation, validate
+from simval.validate import Validation, compare, validate
 
 __version__ = "0.1.0"
 
@@ -60,10 +61,13 @@ __all__ = [
     "StudyError",
     "Validation",
     "coefficient_recovery",
+    "compare",
+    "finetune",
     "fit",
     "heterogeneity",
     "incoherence_rate",
     "jsd",
+    "pilot",
     "validate",
     "variance_ratio",
 ]

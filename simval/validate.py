@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -213,6 +213,7 @@ def validate(
         reps=reps,
         alpha=alpha,
     )
+    _check_no_leakage(human_df, simulator)
     if not callable(getattr(simulator, "simulate", None)):
         raise SimulatorError(
             f"{type(simulator).__name__} has no simulate(personas, items, *, seed)"
@@ -244,6 +245,63 @@ def validate(
         seed=seed,
         pattern_items=plan.pattern_items,
     )
+
+
+COMPARE_COLUMNS = {
+    "jsd": "jsd",
+    "subgroup_jsd_gap": "subgroup_jsd_gap",
+    "variance_ratio": "variance_ratio",
+    "unique_patterns": "unique_patterns_sim",
+    "entropy": "entropy_sim",
+    "incoherence": "incoherence_sim",
+    "sign_f1": "sign_f1",
+    "false_positive_rate": "false_positive_rate",
+    "coverage": "coverage",
+}
+"""compare()'s columns and the summary() key each simulator's value comes from."""
+
+HUMAN_COLUMNS = {
+    "unique_patterns": "unique_patterns_human",
+    "entropy": "entropy_human",
+    "incoherence": "incoherence_human",
+}
+"""The columns the human row fills: the levels that exist without a comparison."""
+
+
+def compare(
+    simulators: Mapping[str, Simulator],
+    human_df: pd.DataFrame,
+    study: Study | str,
+    *,
+    reps: int = 20,
+    seed: int | None = 0,
+    alpha: float = 0.05,
+    subgroups: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Headline numbers of several simulators side by side, a row each, plus a human row.
+
+    Each simulator is validated on the same human data with the same replicate
+    personas (same ``seed``). The ``human`` row holds what the humans themselves
+    show (distinct patterns, entropy, incoherence); comparison columns are empty there.
+    """
+    if not simulators:
+        raise OptionError("compare needs at least one simulator")
+    rows = {}
+    for name, simulator in simulators.items():
+        summary = validate(
+            study,
+            human_df,
+            simulator,
+            reps=reps,
+            seed=seed,
+            alpha=alpha,
+            subgroups=subgroups,
+        ).summary()
+        rows[name] = {column: summary[key] for column, key in COMPARE_COLUMNS.items()}
+    rows["human"] = {column: summary[key] for column, key in HUMAN_COLUMNS.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(COMPARE_COLUMNS))
+    table.index.name = "simulator"
+    return table
 
 
 # --- planning and input checks -------------------------------------------------------
@@ -305,6 +363,18 @@ def _plan(
         persona_columns=persona_columns,
         pattern_items=tuple(i.name for i in beliefs) or study.item_names,
     )
+
+
+def _check_no_leakage(human_df: pd.DataFrame, simulator: object) -> None:
+    """Refuse to evaluate a fine-tuned simulator on respondents it was trained on."""
+    trained = getattr(simulator, "training_index", ())
+    seen = human_df.index[human_df.index.isin(list(trained))]
+    if len(seen):
+        shown = ", ".join(repr(label) for label in seen[:5])
+        raise DataError(
+            f"{len(seen)} respondent(s) of the human data were in the fine-tuning pilot of "
+            f"{simulator!r} (e.g. {shown}); evaluate on the holdout only"
+        )
 
 
 def _formula_study(

@@ -44,10 +44,12 @@ def full_sequence_probabilities(
     rows = []
     for _, persona in personas.iterrows():
         prompt = sim.prompt(persona, item)
-        ids = sim._encode(prompt)
+        ids = sim._render.encode(prompt)
         totals = []
         for label in item.labels:
-            option = sim._encode(prompt + sim._render.continuation(label))[len(ids) :]
+            option = sim._render.encode(prompt + sim._render.continuation(label))[
+                len(ids) :
+            ]
             with torch.no_grad():
                 logits = sim.model(input_ids=torch.tensor([ids + option])).logits[0]
             logprobs = torch.log_softmax(logits.double(), dim=-1)
@@ -139,7 +141,7 @@ def test_scores_equal_whole_continuations_run_alone(
             atol=1e-5,
         )
     multi_token = [
-        sim._encode(sim._render.continuation(label))
+        sim._render.encode(sim._render.continuation(label))
         for label in task.study.item("concern").labels
     ]
     assert max(len(ids) for ids in multi_token) > 1

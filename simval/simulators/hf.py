@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from simval.errors import OptionError, check_option
 from simval.simulators.base import Seed
 from simval.simulators.loading import (
+    adapter_record,
     cache_root,
     fingerprint,
     load_causal_lm,
@@ -55,6 +56,8 @@ class HFSimulator:
     a Jinja2 user-turn string or a ``PromptTemplate`` (see ``simval.simulators.prompts``).
     ``progress``: None shows a bar only on a terminal. ``cache_dir``: where converted
     models and the result store live (default ``$SIMVAL_CACHE_DIR`` or ~/.cache/simval).
+    ``training_index``: the respondents an adapter made by ``simval.finetune`` was
+    trained on; ``validate`` refuses human data that contains any of them.
     """
 
     def __init__(
@@ -102,6 +105,8 @@ class HFSimulator:
             cache_dir=cache_dir,
         )
         self.fingerprint = fingerprint(self.model_name, adapter=self.adapter)
+        record = adapter_record(self.adapter) if self.adapter else {}
+        self.training_index = tuple(record.get("pilot_index", ()))
         self.template = as_template(template)
         self._render = PromptRenderer(
             study=study, template=self.template, tokenizer=self.tokenizer
@@ -155,8 +160,7 @@ class HFSimulator:
         known = self.store.get_many(keys)
         todo = list(dict.fromkeys(p for p, k in zip(prompts, keys) if k not in known))
         if todo:
-            continuations = [self._render.continuation(label) for label in labels]
-            for batch, scores in self._score_batches(todo, continuations, item=item):
+            for batch, scores in self._score_batches(todo, item=item):
                 values = {
                     result_key(self.fingerprint, "score", p, labels): s.tolist()
                     for p, s in zip(batch, scores)
@@ -168,12 +172,13 @@ class HFSimulator:
         )
 
     def _score_batches(
-        self, prompts: list[str], continuations: list[str], *, item: Item
+        self, prompts: list[str], *, item: Item
     ) -> Iterator[tuple[list[str], np.ndarray]]:
         """Yield (prompts, option probabilities) batch by batch, prompts sorted to share prefixes."""
-        encoded = {p: self._encode(p) for p in prompts}
+        encoded = {p: self._render.encode(p) for p in prompts}
         options = {
-            p: self._continuation_ids(encoded[p], p, continuations) for p in prompts
+            p: [self._render.answer_ids(p, encoded[p], label) for label in item.labels]
+            for p in prompts
         }
         ordered = sorted(prompts, key=lambda p: encoded[p])
         groups = _prefix_batches([encoded[p] for p in ordered], size=self.batch_size)
@@ -293,7 +298,7 @@ class HFSimulator:
         torch = _torch()
         device = self.model.device
         ids, mask = _pad(
-            [self._encode(p) for p in prompts],
+            [self._render.encode(p) for p in prompts],
             pad=self.tokenizer.pad_token_id,
             side="left",
         )
@@ -317,7 +322,12 @@ class HFSimulator:
                 logits = logits[:, -1].float().cpu()
                 picked = torch.tensor(
                     [
-                        _sample_token(row, g, **self.generation)
+                        _sample_token(
+                            row,
+                            g,
+                            temperature=self.generation["temperature"],
+                            top_p=self.generation["top_p"],
+                        )
                         for row, g in zip(logits, generators)
                     ]
                 )
@@ -339,25 +349,6 @@ class HFSimulator:
     def _item(self, item: Item | str) -> Item:
         """The study's Item for a name (or the Item itself)."""
         return self.study.item(item) if isinstance(item, str) else item
-
-    def _encode(self, prompt: str) -> list[int]:
-        """Token ids of a prompt (the chat template already holds its special tokens)."""
-        return self.tokenizer(
-            prompt, add_special_tokens=not self._render.chat
-        ).input_ids
-
-    def _continuation_ids(
-        self, prompt_ids: list[int], prompt: str, continuations: list[str]
-    ) -> list[list[int]]:
-        """Token ids of each option as it continues ``prompt`` (joint tokenisation where it splits cleanly)."""
-        out = []
-        for text in continuations:
-            joint = self._encode(prompt + text)
-            if joint[: len(prompt_ids)] == prompt_ids and len(joint) > len(prompt_ids):
-                out.append(joint[len(prompt_ids) :])
-            else:
-                out.append(self.tokenizer(text, add_special_tokens=False).input_ids)
-        return out
 
     def _quiet(self, batches: int) -> bool | None:
         """tqdm's ``disable``: None (auto: only on a terminal) unless progress was set."""
@@ -511,7 +502,7 @@ def _sample(probabilities: pd.DataFrame, *, rng: np.random.Generator) -> np.ndar
 
 
 def _sample_token(
-    logits: Any, generator: Any, *, temperature: float, top_p: float, **_: Any
+    logits: Any, generator: Any, *, temperature: float, top_p: float
 ) -> int:
     """Nucleus sampling of one token from ``logits`` with a row-specific torch generator."""
     torch = _torch()

@@ -54,6 +54,16 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 _FINGERPRINTS: dict[tuple[Any, ...], str] = {}
 
 
+RECORD = "simval_finetune.json"
+"""The file in an adapter folder that records how ``simval.finetune`` made it."""
+
+
+def adapter_record(adapter: str | Path) -> dict[str, Any]:
+    """The record finetune wrote into an adapter folder, or {} for an adapter made elsewhere."""
+    path = Path(adapter) / RECORD
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def require_llm() -> None:
     """Raise ImportError naming the install command unless torch, transformers and peft are installed.
 

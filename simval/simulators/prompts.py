@@ -115,3 +115,19 @@ class PromptRenderer:
     def continuation(self, label: str) -> str:
         """How an option is written as the model's answer right after the prompt."""
         return label if self.chat else f" {label}"
+
+    def encode(self, prompt: str) -> list[int]:
+        """Token ids of a prompt (a chat-formatted prompt already holds its special tokens)."""
+        return self.tokenizer(prompt, add_special_tokens=not self.chat).input_ids
+
+    def answer_ids(self, prompt: str, prompt_ids: list[int], label: str) -> list[int]:
+        """Token ids of option ``label`` as the model's answer to ``prompt``.
+
+        Taken from the tokenisation of prompt + answer where it extends the prompt's
+        own tokens (so the ids are those the model would read), else the answer alone.
+        """
+        text = self.continuation(label)
+        joint = self.encode(prompt + text)
+        if joint[: len(prompt_ids)] == prompt_ids and len(joint) > len(prompt_ids):
+            return joint[len(prompt_ids) :]
+        return self.tokenizer(text, add_special_tokens=False).input_ids

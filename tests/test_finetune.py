@@ -1,0 +1,261 @@
+"""Pilot designs, LoRA fine-tuning on the tiny model, no leakage, and compare()."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simval import (
+    BootstrapSimulator,
+    DataError,
+    FunctionSimulator,
+    HFSimulator,
+    Item,
+    OptionError,
+    Study,
+    compare,
+    finetune,
+    pilot,
+    validate,
+)
+from simval.finetune import IGNORE, _collate, training_examples
+from simval.simulators.loading import adapter_record
+from simval.simulators.prompts import PromptRenderer, PromptTemplate
+
+STUDY = Study(
+    items=(
+        Item(
+            "fruit",
+            "Which fruit do you prefer?",
+            {"Apple": 1, "Banana": 2},
+            role="belief",
+        ),
+        Item(
+            "colour",
+            "Which colour do you prefer?",
+            {"Red": 1, "Blue": 2},
+            role="belief",
+        ),
+    ),
+    persona=("group",),
+    treatment="arm",
+    vignettes={"a": "You are at a market.", "b": "You are at a fair."},
+    subgroups=("group",),
+)
+
+
+@pytest.fixture(scope="module")
+def human() -> pd.DataFrame:
+    """A strong known pattern: group x answers Apple/Red, group y Banana/Blue (10% noise)."""
+    rng = np.random.default_rng(0)
+    n = 200
+    group = np.where(rng.random(n) < 0.5, "x", "y")
+    flip = rng.random((2, n)) < 0.1
+    return pd.DataFrame(
+        {
+            "group": group,
+            "arm": rng.choice(["a", "b"], size=n),
+            "fruit": np.where((group == "x") ^ flip[0], 1, 2),
+            "colour": np.where((group == "x") ^ flip[1], 1, 2),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def split(human):
+    return pilot(human, n=60, strategy="balanced", by="group", seed=0)
+
+
+@pytest.fixture(scope="module")
+def adapter(tiny_model_dir, split, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("adapter")
+    return finetune(
+        tiny_model_dir, split[0], STUDY, folder, epochs=3, lr=5e-3, seed=0, progress=False,
+        cache_dir=folder / "cache",
+    )  # fmt: skip
+
+
+# --- pilot designs -------------------------------------------------------------------
+
+
+def test_random_pilot_is_disjoint_and_reproducible(human):
+    chosen, rest = pilot(human, frac=0.1, seed=3)
+    assert len(chosen) == 20 and len(rest) == 180
+    assert not set(chosen.index) & set(rest.index)
+    assert set(chosen.index) | set(rest.index) == set(human.index)
+    assert chosen.index.equals(pilot(human, frac=0.1, seed=3)[0].index)
+    assert not chosen.index.equals(pilot(human, frac=0.1, seed=4)[0].index)
+
+
+def test_balanced_pilot_has_equal_counts(human):
+    chosen, _ = pilot(human, n=30, strategy="balanced", by="group", seed=0)
+    assert chosen["group"].value_counts().tolist() == [15, 15]
+
+
+def test_per_arm_pilot_takes_a_share_of_each_or_named_arms(human):
+    chosen, _ = pilot(human, frac=0.25, strategy="per_arm", by="arm", seed=0)
+    arms = human["arm"].value_counts()
+    assert chosen["arm"].value_counts().to_dict() == {
+        a: round(0.25 * k) for a, k in arms.items()
+    }
+    only_a, _ = pilot(human, n=12, strategy="per_arm", by="arm", arms=["a"], seed=0)
+    assert len(only_a) == 12 and set(only_a["arm"]) == {"a"}
+
+
+@pytest.mark.parametrize(
+    "options, error, culprit",
+    [
+        ({"frac": 0.1, "n": 5}, OptionError, "exactly one"),
+        ({}, OptionError, "exactly one"),
+        ({"frac": 1.5}, OptionError, "frac"),
+        ({"n": 500}, OptionError, "500"),
+        ({"n": 5, "strategy": "stratified"}, OptionError, "stratified"),
+        ({"n": 5, "strategy": "balanced"}, DataError, "by="),
+        ({"n": 5, "strategy": "per_arm", "by": "arm", "arms": ["c"]}, DataError, "'c'"),
+        ({"n": 150, "strategy": "per_arm", "by": "arm"}, OptionError, "150"),
+    ],
+)
+def test_pilot_errors_name_the_culprit(human, options, error, culprit):
+    with pytest.raises(error, match=culprit):
+        pilot(human, **options)
+
+
+# --- bad pilots fail before any model is loaded --------------------------------------
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+
+    monkeypatch.setattr(
+        importlib.import_module("simval.finetune"), "load_causal_lm", refuse
+    )
+
+
+@pytest.mark.parametrize(
+    "mangle, culprit",
+    [
+        (
+            lambda d: d.assign(fruit=d["fruit"].where(d.index % 7 != 0)),
+            "missing.*'fruit'",
+        ),
+        (lambda d: d.assign(colour=d["colour"].replace({2: 9})), "'colour'.*9"),
+        (lambda d: d.head(4), "4 respondents"),
+        (lambda d: d.drop(columns="group"), "group"),
+    ],
+)
+def test_bad_pilot_is_rejected_before_training(
+    split, tmp_path, no_model_load, mangle, culprit
+):
+    with pytest.raises(DataError, match=culprit):
+        finetune("unused", mangle(split[0]), STUDY, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "setting", [{"r": 0}, {"epochs": 0}, {"lr": -1.0}, {"dropout": 1.0}]
+)
+def test_bad_hyperparameters(split, tmp_path, no_model_load, setting):
+    with pytest.raises(OptionError, match=next(iter(setting))):
+        finetune("unused", split[0], STUDY, tmp_path, **setting)
+
+
+# --- training examples and the adapter -----------------------------------------------
+
+
+def test_examples_are_the_simulator_prompts_with_loss_on_answers(
+    tiny_model_dir, split, adapter
+):
+    sim = HFSimulator(
+        tiny_model_dir, study=STUDY, progress=False, cache_dir=adapter / "cache"
+    )
+    renderer = PromptRenderer(
+        study=STUDY, template=PromptTemplate(), tokenizer=sim.tokenizer
+    )
+    examples = training_examples(split[0].head(3), STUDY, renderer=renderer)
+    assert len(examples) == 3 * len(STUDY.items)
+    row = split[0].iloc[0]
+    first = examples[0]
+    assert first.prompt_ids == renderer.encode(sim.prompt(row, "fruit"))
+    label = STUDY.item("fruit").labels[STUDY.item("fruit").codes.index(row["fruit"])]
+    prompt = sim.prompt(row, "fruit")
+    answer = renderer.answer_ids(prompt, first.prompt_ids, label)
+    assert first.answer_ids == [*answer, sim.tokenizer.eos_token_id]
+    batch = _collate(examples[:2], pad=sim.tokenizer.pad_token_id, device="cpu")
+    for r, example in enumerate(examples[:2]):
+        labels = batch["labels"][r]
+        start, end = (
+            len(example.prompt_ids),
+            len(example.prompt_ids) + len(example.answer_ids),
+        )
+        assert (labels[:start] == IGNORE).all() and (labels[end:] == IGNORE).all()
+        assert labels[start:end].tolist() == example.answer_ids
+
+
+def test_adapter_records_how_it_was_made(adapter, split, tiny_model_dir):
+    record = adapter_record(adapter)
+    assert record["pilot_size"] == 60 and record["items"] == ["fruit", "colour"]
+    assert sorted(record["pilot_index"]) == sorted(split[0].index.tolist())
+    assert record["r"] == 8 and record["epochs"] == 3 and record["seed"] == 0
+    assert record["base_model"] == str(tiny_model_dir)
+    assert record["epoch_losses"][-1] < record["epoch_losses"][0]
+
+
+def test_fine_tuning_moves_the_simulator_toward_the_humans(
+    tiny_model_dir, split, adapter
+):
+    """After fine-tuning on the pilot, the holdout is matched better than by the base model."""
+    holdout = split[1]
+    cache = adapter / "cache"
+    table = compare(
+        {
+            "base": HFSimulator(
+                tiny_model_dir, study=STUDY, progress=False, cache_dir=cache
+            ),
+            "fine-tuned": HFSimulator(
+                tiny_model_dir,
+                adapter=adapter,
+                study=STUDY,
+                progress=False,
+                cache_dir=cache,
+            ),
+            "bootstrap": BootstrapSimulator(holdout),
+        },
+        holdout,
+        STUDY,
+        reps=3,
+    )
+    assert list(table.index) == ["base", "fine-tuned", "bootstrap", "human"]
+    assert table.loc["fine-tuned", "jsd"] < table.loc["base", "jsd"]
+    human_entropy = table.loc["human", "entropy"]
+    gap = (table["entropy"] - human_entropy).abs()
+    assert gap["fine-tuned"] < gap["base"]
+    assert np.isnan(table.loc["human", "jsd"])
+
+
+# --- no leakage ----------------------------------------------------------------------
+
+
+def test_no_pilot_respondent_reaches_validate(tiny_model_dir, human, split, adapter):
+    pilot_rows, holdout = split
+    tuned = HFSimulator(
+        tiny_model_dir,
+        adapter=adapter,
+        study=STUDY,
+        progress=False,
+        cache_dir=adapter / "cache",
+    )
+    with pytest.raises(DataError, match="fine-tuning pilot"):
+        validate(STUDY, human, tuned, reps=1)
+    seen: list = []
+
+    def recording(personas, seed):
+        seen.extend(personas.index)
+        return tuned.simulate(personas, STUDY.items, seed=seed)
+
+    validate(STUDY, holdout, FunctionSimulator(recording), reps=2)
+    assert seen and not set(seen) & set(pilot_rows.index)
+    assert set(seen) <= set(holdout.index)
