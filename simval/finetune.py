@@ -272,7 +272,11 @@ def train(
     seed: int,
     progress: bool | None,
 ) -> list[float]:
-    """AdamW over shuffled batches, loss on answer tokens only; returns each epoch's mean loss."""
+    """AdamW over shuffled batches, loss on answer tokens only; returns each epoch's mean loss.
+
+    Batches are drawn from length buckets (see ``_length_batches``) so that little of
+    each batch is padding.
+    """
     import torch
 
     rng = np.random.default_rng(seed)
@@ -288,10 +292,8 @@ def train(
         disable=None if progress is None else not progress,
     ) as bar:
         for _ in range(epochs):
-            order = rng.permutation(len(examples))
             epoch = []
-            for start in range(0, len(order), batch_size):
-                batch = [examples[i] for i in order[start : start + batch_size]]
+            for batch in _length_batches(examples, batch_size=batch_size, rng=rng):
                 inputs = _collate(batch, pad=pad, device=model.device)
                 loss = model(**inputs).loss
                 optimizer.zero_grad()
@@ -305,11 +307,33 @@ def train(
     return losses
 
 
+def _length_batches(
+    examples: list[Example],
+    *,
+    batch_size: int,
+    rng: np.random.Generator,
+    window: int = 16,
+) -> list[list[Example]]:
+    """One epoch of batches: shuffle, sort by length within windows of ``window`` batches, cut
+    into batches and shuffle their order, so batches are random yet of similar lengths."""
+    order = rng.permutation(len(examples))
+    span = batch_size * window
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start : start + span], key=lambda i: _length(examples[i]))
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [[examples[i] for i in batches[b]] for b in rng.permutation(len(batches))]
+
+
+def _length(example: Example) -> int:
+    return len(example.prompt_ids) + len(example.answer_ids)
+
+
 def _collate(batch: list[Example], *, pad: int, device: Any) -> dict[str, Any]:
     """Right-padded input ids, attention mask and labels (answer tokens only) for a batch."""
     import torch
 
-    width = max(len(e.prompt_ids) + len(e.answer_ids) for e in batch)
+    width = max(_length(e) for e in batch)
     ids = torch.full((len(batch), width), pad, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)

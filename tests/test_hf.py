@@ -334,7 +334,7 @@ def test_validate_with_hf_simulator(task, make, tiny_model_dir):
 @pytest.mark.slow
 def test_default_model_end_to_end(task, tmp_path):
     """SmolLM2-135M-Instruct, converted from its GGUF into a fresh cache, through validate."""
-    human = task.human.iloc[:12]
+    human = task.human.iloc[:30]  # enough rows for the human models to be estimable
     sim = HFSimulator("default", study=task.study, cache_dir=tmp_path, progress=False)
     result = validate(task.study, human, sim, reps=2, seed=0)
     summary = result.summary()

@@ -356,24 +356,6 @@ def test_fingerprint_of_hub_ids_and_default(monkeypatch, tmp_path):
         fingerprint(tmp_path / "missing")
 
 
-def test_import_stays_light():
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, simval, simval.simulators.loading; "
-        "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == "[]"
-
-
-# --- the real default model ----------------------------------------------------------------
-
-
-@pytest.mark.slow
 def test_default_model_converts_once_and_matches_the_gguf(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
