@@ -343,3 +343,16 @@ def test_default_model_end_to_end(task, tmp_path):
     probabilities = sim.predict_proba(human, "share")
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-9)
     assert len(result.coefficients) > 0
+
+
+@pytest.mark.parametrize("progress, shown", [(True, True), (False, False), (None, False)])
+def test_progress_bar_only_when_asked_or_on_a_terminal(
+    task, personas, tiny_model_dir, tmp_path, capsys, progress, shown
+):
+    """None means tqdm's automatic choice: no bar when stderr is not a terminal (as here)."""
+    sim = HFSimulator(
+        tiny_model_dir, study=task.study, cache_dir=tmp_path, batch_size=4, progress=progress
+    )
+    capsys.readouterr()
+    sim.predict_proba(personas, "share")
+    assert ("scoring share" in capsys.readouterr().err) is shown

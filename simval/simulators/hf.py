@@ -230,20 +230,34 @@ class HFSimulator:
         return scores / scores.sum(axis=1, keepdims=True)
 
     def _prefix_cache(self, prefix: tuple[int, ...], *, batch: int) -> Any:
-        """The key/value cache of ``prefix`` (kept while consecutive batches share it), expanded."""
+        """The key/value cache of ``prefix``, expanded to ``batch`` rows.
+
+        The last prefix's cache is kept: a new prefix reuses the part they share (cropped
+        from a copy) and runs only its remaining tokens, so consecutive batches of one
+        item and arm never recompute the instructions, vignette and question.
+        """
         torch = _torch()
+        device = self.model.device
         if self._prefix is None or self._prefix[0] != prefix:
-            with torch.inference_mode():
-                _, cache = self._forward(
-                    input_ids=torch.tensor([prefix], device=self.model.device),
-                    use_cache=True,
-                    keep=1,
-                )
+            known, cache = self._prefix or ((), None)
+            shared = _shared_length(known, prefix) if cache is not None else 0
+            cache = copy.deepcopy(cache) if shared else None
+            if cache is not None and len(known) > shared:
+                cache.crop(shared - len(known))  # a negative crop drops that many tokens
+            if shared < len(prefix):
+                with torch.inference_mode():
+                    _, cache = self._forward(
+                        input_ids=torch.tensor([prefix[shared:]], device=device),
+                        position_ids=torch.arange(shared, len(prefix), device=device)[
+                            None
+                        ],
+                        cache=cache,
+                        use_cache=True,
+                        keep=1,
+                    )
             self._prefix = (prefix, cache)
         cache = copy.deepcopy(self._prefix[1])
-        cache.reorder_cache(
-            torch.zeros(batch, dtype=torch.long, device=self.model.device)
-        )
+        cache.reorder_cache(torch.zeros(batch, dtype=torch.long, device=device))
         return cache
 
     def _forward(self, *, cache: Any = None, keep: int = 0, **inputs: Any) -> Any:
