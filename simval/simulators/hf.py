@@ -243,7 +243,9 @@ class HFSimulator:
             shared = _shared_length(known, prefix) if cache is not None else 0
             cache = copy.deepcopy(cache) if shared else None
             if cache is not None and len(known) > shared:
-                cache.crop(shared - len(known))  # a negative crop drops that many tokens
+                cache.crop(
+                    shared - len(known)
+                )  # a negative crop drops that many tokens
             if shared < len(prefix):
                 with torch.inference_mode():
                     _, cache = self._forward(

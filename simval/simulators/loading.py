@@ -197,10 +197,13 @@ def load_causal_lm(
 
     local_only = not _downloads_allowed()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved, local_files_only=local_only)
-        lm = AutoModelForCausalLM.from_pretrained(
-            resolved, dtype=torch_dtype, local_files_only=local_only
-        )
+        with _quiet_transformers(logs=False):  # no loading bars; warnings stay visible
+            tokenizer = AutoTokenizer.from_pretrained(
+                resolved, local_files_only=local_only
+            )
+            lm = AutoModelForCausalLM.from_pretrained(
+                resolved, dtype=torch_dtype, local_files_only=local_only
+            )
     except SimvalError:
         raise
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
@@ -426,8 +429,9 @@ def _without_quantizer(model: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' logging and progress bars for a while, then put everything back."""
+def _quiet_transformers(*, logs: bool = True) -> Iterator[None]:
+    """Silence transformers' progress bars (and, with ``logs``, its logging) for a while,
+    then put everything back."""
     import logging
     import warnings
 
@@ -446,7 +450,8 @@ def _quiet_transformers() -> Iterator[None]:
     # The GGUF reader draws its own tqdm bar, outside transformers' switch.
     gguf_module = _loaded_module("transformers.modeling_gguf_pytorch_utils")
     gguf_tqdm = getattr(gguf_module, "tqdm", None)
-    logger.setLevel(logging.ERROR)
+    if logs:
+        logger.setLevel(logging.ERROR)
     if bars_on:
         hf_logging.disable_progress_bar()
     if gguf_tqdm is not None:
