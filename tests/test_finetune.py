@@ -259,3 +259,21 @@ def test_no_pilot_respondent_reaches_validate(tiny_model_dir, human, split, adap
     validate(STUDY, holdout, FunctionSimulator(recording), reps=2)
     assert seen and not set(seen) & set(pilot_rows.index)
     assert set(seen) <= set(holdout.index)
+
+
+@pytest.mark.slow
+def test_finetune_the_default_model(tmp_path):
+    """One epoch on the embedded SmolLM2 model; the adapter loads in HFSimulator."""
+    from simval.tasks import load_task
+
+    task = load_task("example")
+    chosen, holdout = pilot(task.human, n=10, seed=0)
+    adapter = finetune(
+        "default", chosen, task.study, tmp_path / "adapter", epochs=1, progress=False,
+        cache_dir=tmp_path,
+    )  # fmt: skip
+    assert adapter_record(adapter)["pilot_size"] == 10
+    sim = HFSimulator("default", adapter=adapter, study=task.study, cache_dir=tmp_path)
+    probabilities = sim.predict_proba(holdout.head(4), "share")
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-9)
+    assert sim.training_index and not set(sim.training_index) & set(holdout.index)

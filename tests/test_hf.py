@@ -345,14 +345,40 @@ def test_default_model_end_to_end(task, tmp_path):
     assert len(result.coefficients) > 0
 
 
-@pytest.mark.parametrize("progress, shown", [(True, True), (False, False), (None, False)])
+@pytest.mark.parametrize(
+    "progress, shown", [(True, True), (False, False), (None, False)]
+)
 def test_progress_bar_only_when_asked_or_on_a_terminal(
     task, personas, tiny_model_dir, tmp_path, capsys, progress, shown
 ):
     """None means tqdm's automatic choice: no bar when stderr is not a terminal (as here)."""
     sim = HFSimulator(
-        tiny_model_dir, study=task.study, cache_dir=tmp_path, batch_size=4, progress=progress
+        tiny_model_dir,
+        study=task.study,
+        cache_dir=tmp_path,
+        batch_size=4,
+        progress=progress,
     )
     capsys.readouterr()
     sim.predict_proba(personas, "share")
     assert ("scoring share" in capsys.readouterr().err) is shown
+
+
+def test_shared_prefix_is_computed_once(
+    task, personas, make, tiny_model_dir, monkeypatch
+):
+    """The instructions, vignette and question are run once per item and arm, not per row."""
+    sim = make(tiny_model_dir, batch_size=8)
+    prompts = [
+        sim._render.encode(sim.prompt(row, "concern")) for _, row in personas.iterrows()
+    ]
+    computed: list[int] = []
+    original = HFSimulator._forward
+
+    def forward(self, **inputs):
+        computed.append(inputs["input_ids"].numel())
+        return original(self, **inputs)
+
+    monkeypatch.setattr(HFSimulator, "_forward", forward)
+    sim.predict_proba(personas, "concern")
+    assert sum(computed) < 0.5 * sum(len(p) for p in prompts)

@@ -577,13 +577,8 @@ def _shared_length(a: list[int], b: list[int]) -> int:
 
 def _common_prefix(sequences: list[list[int]]) -> int:
     """Length of the common prefix, leaving every sequence at least one token of its own."""
-    shortest = min(len(s) for s in sequences)
-    length = 0
-    while length < shortest - 1 and all(
-        s[length] == sequences[0][length] for s in sequences
-    ):
-        length += 1
-    return length
+    shared = min(_shared_length(sequences[0], s) for s in sequences)
+    return min(shared, min(len(s) for s in sequences) - 1)
 
 
 def _pad(sequences: list[list[int]], *, pad: int, side: str) -> tuple[Any, Any]:
