@@ -161,7 +161,7 @@ def personas(n: int, study: Study, *, seed: int = 0) -> pd.DataFrame:
         raise SystemExit(f"at most {len(grid)} distinct personas; asked for {n}")
     rng = np.random.default_rng(seed)
     picked = [grid[i] for i in rng.choice(len(grid), size=n, replace=False)]
-    df = pd.DataFrame(picked, columns=["age", "gender", "region", study.treatment])
+    df = pd.DataFrame(picked, columns=["age", "gender", "region", *study.treatment])
     df["age_band"] = pd.cut(
         df["age"], [17, 34, 54, 120], labels=["18-34", "35-54", "55+"]
     ).astype(str)

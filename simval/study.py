@@ -24,6 +24,8 @@ from simval.regression import FAMILIES, Family, check_cov
 
 Role = Literal["belief", "action", "outcome", "other"]
 ROLES: tuple[str, ...] = get_args(Role)
+ARM_SEPARATOR = " | "
+"""Joins a factorial design's levels into the arm name its vignette is keyed by."""
 
 
 @dataclass(frozen=True)
@@ -97,11 +99,15 @@ class Coherence:
 
 @dataclass(frozen=True)
 class Study:
-    """A whole study declaration, validated on construction."""
+    """A whole study declaration, validated on construction.
+
+    ``treatment`` names the column(s) that assign arms: one column, or one per factor
+    of a factorial design. ``vignettes`` maps each arm (see ``arm_of``) to its text.
+    """
 
     items: tuple[Item, ...]
     persona: tuple[str, ...] = ()
-    treatment: str | None = None
+    treatment: tuple[str, ...] = ()
     vignettes: Mapping[str, str] = field(default_factory=dict)
     models: tuple[Model, ...] = ()
     subgroups: tuple[str, ...] = ()
@@ -110,6 +116,10 @@ class Study:
     def __post_init__(self) -> None:
         for name in ("items", "persona", "models", "subgroups", "coherence"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        treatment = self.treatment
+        if treatment is None or isinstance(treatment, str):
+            treatment = (treatment,) if treatment else ()
+        object.__setattr__(self, "treatment", tuple(treatment))
         object.__setattr__(self, "vignettes", dict(self.vignettes))
         _check_study(self)
 
@@ -120,9 +130,30 @@ class Study:
 
     @property
     def persona_columns(self) -> tuple[str, ...]:
-        """The columns a simulator sees for each respondent: persona columns plus the arm."""
-        arm = (self.treatment,) if self.treatment else ()
-        return (*self.persona, *arm)
+        """The columns a simulator sees for each respondent: persona columns plus the arm's."""
+        return (*self.persona, *self.treatment)
+
+    def arm_of(self, respondent: Mapping) -> str | None:
+        """The respondent's arm: its treatment levels joined by ``ARM_SEPARATOR`` (the vignette key).
+
+        A one-factor design's arm is the level itself; a factorial design's arm names
+        one level per factor, e.g. ``"startup | shown | offered"``. None without a
+        treatment or when a level is missing.
+        """
+        if not self.treatment:
+            return None
+        levels = [respondent.get(column) for column in self.treatment]
+        if any(level is None or pd.isna(level) for level in levels):
+            return None
+        return ARM_SEPARATOR.join(str(level) for level in levels)
+
+    def arms(self, df: pd.DataFrame) -> pd.Series:
+        """Each row's arm (see ``arm_of``), as strings; missing where a level is missing."""
+        return pd.Series(
+            [self.arm_of(row) for row in df[list(self.treatment)].to_dict("records")],
+            index=df.index,
+            dtype=object,
+        )
 
     def item(self, name: str) -> Item:
         """The item called ``name``; StudyError naming it if there is none."""
@@ -147,13 +178,12 @@ class Study:
             raise DataError(f"{what} lacks the study's column(s): {', '.join(missing)}")
         check_codes(df, self.items, what=what)
         if self.treatment and self.vignettes:
-            unknown = sorted(
-                set(df[self.treatment].dropna().astype(str)) - set(self.vignettes)
-            )
+            unknown = sorted(set(self.arms(df).dropna()) - set(self.vignettes))
             if unknown:
+                columns = ", ".join(repr(c) for c in self.treatment)
                 raise DataError(
-                    f"{what}: treatment column {self.treatment!r} holds arm(s) with no vignette: "
-                    f"{', '.join(unknown)}"
+                    f"{what}: treatment column(s) {columns} hold arm(s) with no vignette: "
+                    f"{', '.join(repr(a) for a in unknown)}"
                 )
 
     @classmethod
@@ -240,6 +270,12 @@ def _check_study(study: Study) -> None:
         raise StudyError(
             f"{', '.join(overlap)} declared both as item and as persona/treatment"
         )
+    repeated = sorted(set(study.persona) & set(study.treatment))
+    if repeated:
+        raise StudyError(
+            f"{', '.join(repeated)} declared both as persona and as treatment column"
+        )
+    _check_vignettes(study)
     declared = columns | set(names)
     for model in study.models:
         unknown = sorted(formula_variables(model.formula) - declared)
@@ -268,6 +304,22 @@ def _check_study(study: Study) -> None:
             )
 
 
+def _check_vignettes(study: Study) -> None:
+    """Vignettes need a treatment, and each key must name one level per treatment column."""
+    if study.vignettes and not study.treatment:
+        raise StudyError(
+            "the study has vignettes but no treatment column to pick them by"
+        )
+    for arm in study.vignettes:
+        levels = arm.split(ARM_SEPARATOR.strip())
+        if len(levels) != len(study.treatment):
+            raise StudyError(
+                f"vignette {arm!r} names {len(levels)} level(s); the treatment has "
+                f"{len(study.treatment)} column(s) ({', '.join(study.treatment)}), so each "
+                f"vignette key joins one level per column with {ARM_SEPARATOR!r}"
+            )
+
+
 def study_to_dict(study: Study) -> dict:
     """A plain, YAML-ready dict of a study (omitting empty optional fields)."""
     out: dict = {
@@ -279,7 +331,8 @@ def study_to_dict(study: Study) -> dict:
     if study.persona:
         out["persona"] = list(study.persona)
     if study.treatment:
-        out["treatment"] = study.treatment
+        single = len(study.treatment) == 1
+        out["treatment"] = study.treatment[0] if single else list(study.treatment)
     if study.vignettes:
         out["vignettes"] = dict(study.vignettes)
     if study.models:
@@ -318,7 +371,7 @@ def study_from_dict(raw: Mapping) -> Study:
     return Study(
         items=tuple(_build(Item, entry, "item") for entry in raw.get("items") or ()),
         persona=tuple(raw.get("persona") or ()),
-        treatment=raw.get("treatment"),
+        treatment=raw.get("treatment") or (),
         vignettes={str(k): v for k, v in (raw.get("vignettes") or {}).items()},
         models=tuple(
             _build(Model, entry, "model") for entry in raw.get("models") or ()

@@ -38,6 +38,7 @@ from simval.metrics import (
 from simval.regression import FAMILIES, Fit, check_cov, fit
 from simval.simulators.base import Simulator, check_output
 from simval.study import (
+    Coherence,
     Item,
     Model,
     Study,
@@ -90,8 +91,10 @@ class Validation:
     - ``variance``: item, subgroup, level, human_var, sim_var, ratio.
     - ``heterogeneity``: subgroup, level, n_human, n_sim, unique_patterns_human,
       unique_patterns_sim, entropy_human, entropy_sim (over ``pattern_items``).
-    - ``coherence``: belief, action, rule, subgroup, level, n_human, n_sim,
-      incoherence_human, incoherence_sim.
+    - ``coherence``: belief, action, rule, scope, subgroup, level, n_human, n_sim,
+      incoherence_human, incoherence_sim. Each belief–action pair has a ``scope ==
+      "pair"`` row (incoherent under any of its rules); a pair with several rules also
+      has a ``"rule"`` row per rule.
     """
 
     coefficients: pd.DataFrame
@@ -112,13 +115,15 @@ class Validation:
 
         jsd and variance_ratio are means over items; subgroup_jsd_gap is the spread
         (worst minus best) of the per-level mean JSD; sign_f1, false_positive_rate and
-        coverage are means over formulas; incoherence is the mean over coherence pairs.
+        coverage are means over formulas; incoherence is the mean over belief–action pairs of the
+        share of respondents breaking any of the pair's rules.
         """
         overall = _overall
         hetero = overall(self.heterogeneity)
         levels = self.distributions[self.distributions["subgroup"] != OVERALL]
         per_level = levels.groupby(["subgroup", "level"])["jsd"].mean()
         coherence = overall(self.coherence)
+        coherence = coherence[coherence["scope"] == "pair"]
         recovery = overall(self.recovery)
         values = {
             "n_human": self.n_human,
@@ -678,6 +683,7 @@ COHERENCE_COLUMNS = [
     "belief",
     "action",
     "rule",
+    "scope",
     "subgroup",
     "level",
     "n_human",
@@ -688,27 +694,50 @@ COHERENCE_COLUMNS = [
 
 
 def _coherence(plan: _Plan, human: Split, replicates: list[Split]) -> pd.DataFrame:
-    """Belief–action incoherence rates, human vs simulated, per declared pair and group."""
+    """Belief–action incoherence rates, human vs simulated, per pair (and per rule) and group.
+
+    A pair's row counts a respondent incoherent when any of its rules holds (the
+    rules joined with ``or``); a pair declared with several rules (say, high concern
+    yet discloses, low concern yet refuses) also gets one ``rule`` row per rule.
+    """
     rows = []
-    for pair in plan.study.coherence:
-        for group, people in human.items():
-            sims = [replicate[group] for replicate in replicates]
-            rows.append(
-                {
-                    "belief": pair.belief,
-                    "action": pair.action,
-                    "rule": pair.rule,
-                    "subgroup": group[0],
-                    "level": group[1],
-                    "n_human": len(people),
-                    "n_sim": _mean([len(sim) for sim in sims]),
-                    "incoherence_human": incoherence_rate(people, pair),
-                    "incoherence_sim": _mean(
-                        [incoherence_rate(sim, pair) for sim in sims]
-                    ),
-                }
+    for (belief, action), rules in _rules_by_pair(plan.study.coherence).items():
+        scoped = [
+            (
+                "pair",
+                " or ".join(f"({r})" for r in rules) if len(rules) > 1 else rules[0],
             )
+        ]
+        scoped += [("rule", rule) for rule in rules] if len(rules) > 1 else []
+        for scope, rule in scoped:
+            pair = Coherence(belief=belief, action=action, rule=rule)
+            for group, people in human.items():
+                sims = [replicate[group] for replicate in replicates]
+                rows.append(
+                    {
+                        "belief": belief,
+                        "action": action,
+                        "rule": rule,
+                        "scope": scope,
+                        "subgroup": group[0],
+                        "level": group[1],
+                        "n_human": len(people),
+                        "n_sim": _mean([len(sim) for sim in sims]),
+                        "incoherence_human": incoherence_rate(people, pair),
+                        "incoherence_sim": _mean(
+                            [incoherence_rate(sim, pair) for sim in sims]
+                        ),
+                    }
+                )
     return pd.DataFrame(rows, columns=COHERENCE_COLUMNS)
+
+
+def _rules_by_pair(coherence: Sequence[Coherence]) -> dict[tuple[str, str], list[str]]:
+    """The declared rules grouped by (belief, action), in declaration order."""
+    pairs: dict[tuple[str, str], list[str]] = {}
+    for entry in coherence:
+        pairs.setdefault((entry.belief, entry.action), []).append(entry.rule)
+    return pairs
 
 
 # --- small helpers ------------------------------------------------------------------

@@ -44,7 +44,7 @@ def test_yaml_round_trip(tmp_path):
 
 def test_only_items_are_required():
     study = Study(items=[Item("q", "Q?", {"a": 1})])
-    assert study.models == () and study.treatment is None and study.vignettes == {}
+    assert study.models == () and study.treatment == () and study.vignettes == {}
 
 
 def test_bundled_example_loads():
@@ -66,6 +66,12 @@ def test_bundled_example_loads():
         ({"coherence": (Coherence("worry", "share", "share == 1"),)}, "worry"),
         ({"subgroups": ("region",)}, "region"),
         ({"persona": ("age", "concern")}, "concern"),
+        ({"persona": ("age", "arm")}, "arm.*persona and as treatment"),
+        ({"vignettes": {"a | x": "A"}}, "'a | x' names 2 level"),
+        (
+            {"treatment": (), "models": (), "subgroups": ()},
+            "vignettes but no treatment",
+        ),
     ],
 )
 def test_inconsistent_study_names_culprit(overrides, culprit):
@@ -120,3 +126,45 @@ def test_check_data_names_missing_column_and_bad_code():
         study.check_data(good.assign(concern=[1, 7]))
     with pytest.raises(DataError, match="'arm'.*c"):
         study.check_data(good.assign(arm=["a", "c"]))
+
+
+def factorial_study() -> Study:
+    arms = [
+        f"{who} | {badge}" for who in ("firm", "startup") for badge in ("no", "yes")
+    ]
+    return make_study(
+        treatment=("requester", "badge"),
+        vignettes={arm: f"Vignette {arm}" for arm in arms},
+        models=(Model("share ~ C(requester) * C(badge) + concern", family="logit"),),
+        subgroups=("gender", "badge"),
+    )
+
+
+def test_factorial_treatment_names_arms_and_round_trips(tmp_path):
+    study = factorial_study()
+    assert study.persona_columns == ("age", "gender", "requester", "badge")
+    assert study.arm_of({"requester": "startup", "badge": "yes"}) == "startup | yes"
+    assert study.arm_of({"requester": "startup", "badge": None}) is None
+    df = pd.DataFrame({"requester": ["firm", "startup"], "badge": ["no", None]})
+    assert study.arms(df).tolist() == ["firm | no", None]
+    path = tmp_path / "study.yaml"
+    study.to_yaml(path)
+    assert "- requester" in path.read_text()
+    assert Study.from_yaml(path) == study
+
+
+def test_check_data_names_factorial_arm_without_vignette():
+    study = factorial_study()
+    data = pd.DataFrame(
+        {
+            "age": [30, 40],
+            "gender": ["F", "M"],
+            "requester": ["firm", "agency"],
+            "badge": ["no", "yes"],
+            "concern": [1, 3],
+            "share": [0, 1],
+        }
+    )
+    with pytest.raises(DataError, match=r"'requester', 'badge'.*'agency \| yes'"):
+        study.check_data(data)
+    study.check_data(data.assign(requester=["firm", "startup"]))

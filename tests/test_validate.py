@@ -208,3 +208,20 @@ def test_human_model_that_cannot_be_estimated_is_an_error():
     human = known_effects().assign(y=1.0)
     with pytest.raises(EstimationError, match="'y'"):
         validate(FORMULA, human, BootstrapSimulator(human))
+
+
+def test_coherence_pair_counts_a_respondent_breaking_any_of_its_rules():
+    """The example declares two rules on (concern, share): the pair row is their union and is
+    what summary() reports; each rule keeps its own row."""
+    task = load_task("example")
+    result = validate(task.study, task.human, BootstrapSimulator(task.human), reps=3)
+    overall = result.coherence.query("subgroup == @OVERALL")
+    assert overall["scope"].tolist() == ["pair", "rule", "rule"]
+    pair, high, low = overall["incoherence_human"]
+    human = task.human
+    union = ((human.concern >= 4) & (human.share == 1)) | (
+        (human.concern <= 2) & (human.share == 0)
+    )
+    assert pair == pytest.approx(union.mean())
+    assert pair == pytest.approx(high + low)  # the two directions cannot both hold
+    assert result.summary()["incoherence_human"] == pytest.approx(pair)

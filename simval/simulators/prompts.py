@@ -87,10 +87,10 @@ class PromptRenderer:
     def __call__(self, persona: Mapping[str, Any] | pd.Series, item: Item) -> str:
         """The full prompt text (chat-formatted where the tokenizer has a chat template)."""
         values = {c: persona[c] for c in self.study.persona if c in persona}
-        arm = persona.get(self.study.treatment) if self.study.treatment else None
+        arm = self.study.arm_of(persona)
         context = {
             "persona": values,
-            "vignette": self.study.vignettes.get(str(arm)) if arm is not None else None,
+            "vignette": self.study.vignettes.get(arm) if arm is not None else None,
             "item": item,
             "options": list(item.labels),
             "study": self.study,

@@ -1,34 +1,73 @@
-"""Built-in tasks: a study declaration (study.yaml) and the code that makes its reference data."""
+"""Built-in tasks: a study declaration (study.yaml) and the code that makes its reference data.
+
+Each task's bundled respondents are a SIMULATED reference population drawn from a
+documented structural model (``population.py``), never human data; a researcher's
+own respondents replace them with ``load_task(name, human="data.csv")``.
+"""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from simval.errors import check_option
+from simval.errors import DataError, check_option
 from simval.study import Study
 
-TASKS = ("example",)
+TASKS = ("disclosure", "example")
 _HERE = Path(__file__).parent
 
 
 @dataclass(frozen=True)
 class Task:
-    """A built-in study and its reference respondents (simulated, labelled as such)."""
+    """A built-in study and the respondents it is checked against.
+
+    ``source`` says where the respondents come from; ``simulated`` is True for the
+    bundled reference population, which is not human data.
+    """
 
     name: str
     study: Study
     human: pd.DataFrame
+    source: str
+    simulated: bool
 
 
-def load_task(name: str, *, seed: int = 0) -> Task:
-    """The built-in task ``name`` with its reference population drawn from ``seed``."""
+def load_task(
+    name: str, *, seed: int = 0, human: str | Path | pd.DataFrame | None = None
+) -> Task:
+    """The built-in task ``name``, with the user's ``human`` data (a CSV path or a
+    DataFrame, checked against the study) or else its simulated population from ``seed``."""
     check_option("task", name, TASKS)
-    from simval.tasks.example.population import population
-
     study = Study.from_yaml(_HERE / name / "study.yaml")
-    human = population(seed=seed)
-    study.check_data(human, what=f"the {name} task's reference population")
-    return Task(name=name, study=study, human=human)
+    if human is None:
+        population = importlib.import_module(f"simval.tasks.{name}.population")
+        people = population.population(seed=seed)
+        source = f"simulated reference population (seed {seed}), not human data"
+    else:
+        people = read_human(human)
+        source = str(human) if not isinstance(human, pd.DataFrame) else "a DataFrame"
+    study.check_data(people, what=source)
+    return Task(
+        name=name, study=study, human=people, source=source, simulated=human is None
+    )
+
+
+def read_human(human: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """Respondents from a CSV file (a ``respondent`` column becomes the index) or a DataFrame."""
+    if isinstance(human, pd.DataFrame):
+        return human
+    path = Path(human)
+    if not path.is_file():
+        raise DataError(f"human data file {str(path)!r} does not exist")
+    try:
+        people = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read human data {str(path)!r} as CSV: {exc}") from exc
+    if "respondent" in people.columns:
+        if not people["respondent"].is_unique:
+            raise DataError(f"{str(path)!r}: column 'respondent' has repeated ids")
+        people = people.set_index("respondent")
+    return people

@@ -1,0 +1,130 @@
+"""Built-in tasks: the disclosure study, its simulated reference population and user CSVs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from simval import BootstrapSimulator, DataError
+from simval.metrics import heterogeneity
+from simval.regression import fit
+from simval.simulators.hf import HFSimulator
+from simval.tasks import TASKS, load_task
+from simval.validate import validate
+
+ETHNICITIES = {"White", "Black", "Asian", "Mixed", "Other"}
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load_task("disclosure")
+
+
+def test_disclosure_declares_a_2x2x2_design_with_beliefs_actions_and_personas(task):
+    study = task.study
+    assert study.treatment == ("requester", "assurance", "incentive")
+    assert len(study.vignettes) == 8
+    assert len(study.items_with_role("belief")) >= 5
+    assert len(study.items_with_role("action")) >= 3
+    assert all(i.codes == (1, 2, 3, 4, 5) for i in study.items_with_role("belief"))
+    assert all(i.labels == ("No", "Yes") for i in study.items_with_role("action"))
+    for column in ("age", "gender", "ethnicity", "education", "political_leaning"):
+        assert column in study.persona
+    assert set(study.subgroups) == {"ethnicity", "gender", "age_band"}
+    logit, ols = study.models
+    assert logit.family == "logit" and "C(assurance) * C(incentive)" in logit.formula
+    assert ols.family == "ols" and ols.outcome == "concern"
+
+
+def test_reference_population_is_labelled_simulated_and_reproducible(task):
+    assert task.simulated and "simulated" in task.source and "not human" in task.source
+    assert len(task.human) == 929
+    assert set(task.human["ethnicity"]) == ETHNICITIES
+    arms = task.study.arms(task.human).value_counts()
+    assert len(arms) == 8 and arms.min() >= 116 and arms.max() <= 117
+    assert set(arms.index) == set(task.study.vignettes)
+    pd.testing.assert_frame_equal(load_task("disclosure", seed=0).human, task.human)
+    assert not load_task("disclosure", seed=1).human.equals(task.human)
+
+
+def test_reference_population_has_a_realistic_shape(task):
+    """Hundreds of belief patterns, about a quarter incoherent, clear arm effects and nulls."""
+    human = task.human
+    beliefs = [item.name for item in task.study.items_with_role("belief")]
+    assert 250 <= heterogeneity(human, beliefs).unique_patterns <= 500
+    incoherent = ((human.concern >= 4) & (human.share_location == 1)) | (
+        (human.concern <= 2) & (human.share_location == 0)
+    )
+    assert 0.2 <= incoherent.mean() <= 0.3
+    logit, ols = (
+        fit(m.formula, human, family=m.family, cov=m.cov).table.set_index("term")
+        for m in task.study.models
+    )
+    startup, shown = "C(requester)[T.startup]", "C(assurance)[T.shown]"
+    assert ols.loc[startup, "estimate"] > 0 and ols.loc[startup, "p_value"] < 0.05
+    assert ols.loc[shown, "estimate"] < 0 and ols.loc[shown, "p_value"] < 0.05
+    assert ols.loc["C(incentive)[T.offered]", "p_value"] > 0.05
+    assert logit.loc[startup, "estimate"] < 0 and logit.loc[startup, "p_value"] < 0.05
+    assert logit.loc["concern", "estimate"] < 0
+    assert (logit["p_value"] > 0.05).sum() >= 5  # demographics mostly null
+
+
+def test_validate_runs_on_the_disclosure_task(task):
+    """The bootstrap ceiling on the disclosure task: close distributions, every table filled."""
+    result = validate(task.study, task.human, BootstrapSimulator(task.human), reps=3)
+    summary = result.summary()
+    assert summary["jsd"] < 0.05 and 0.9 < summary["variance_ratio"] < 1.1
+    assert 0.2 <= summary["incoherence_human"] <= 0.3
+    assert set(result.recovery["formula"]) == {m.formula for m in task.study.models}
+    assert set(result.distributions["subgroup"]) == {"overall", *task.study.subgroups}
+
+
+def test_user_csv_replaces_the_population(task, tmp_path):
+    path = tmp_path / "people.csv"
+    task.human.to_csv(path)
+    own = load_task("disclosure", human=path)
+    assert not own.simulated and own.source == str(path)
+    pd.testing.assert_frame_equal(own.human, task.human, check_dtype=False)
+
+
+@pytest.mark.parametrize(
+    "change, culprit",
+    [
+        (lambda df: df.drop(columns="ethnicity"), "ethnicity"),
+        (lambda df: df.assign(trust=6), "'trust'.*6"),
+        (lambda df: df.assign(requester="agency"), "'agency"),
+    ],
+)
+def test_user_csv_is_checked_against_the_study(task, tmp_path, change, culprit):
+    path = tmp_path / "people.csv"
+    change(task.human).to_csv(path)
+    with pytest.raises(DataError, match=culprit):
+        load_task("disclosure", human=path)
+
+
+def test_missing_or_unreadable_csv_names_the_file(tmp_path):
+    with pytest.raises(DataError, match="nope.csv"):
+        load_task("disclosure", human=tmp_path / "nope.csv")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty.csv"):
+        load_task("disclosure", human=empty)
+
+
+def test_every_task_loads():
+    for name in TASKS:
+        assert len(load_task(name).human) > 0
+
+
+def test_prompt_shows_the_factorial_arms_vignette(task, tiny_model_dir, tmp_path):
+    sim = HFSimulator(
+        tiny_model_dir, study=task.study, cache_dir=tmp_path, progress=False
+    )
+    person = task.human.iloc[0]
+    arm = task.study.arm_of(person)
+    text = sim.prompt(person, "share_location")
+    assert task.study.vignettes[arm] in text
+    assert f"- ethnicity: {person['ethnicity']}" in text
+    assert (
+        "requester" not in text
+    )  # the arm reaches the model through its vignette only
