@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from simval.errors import DataError, OptionError, check_option
+from simval.simulators.hf import _argument_names, _common_prefix, _shared_length
 from simval.simulators.loading import RECORD, fingerprint, load_causal_lm, resolve_model
 from simval.simulators.prompts import PromptRenderer, PromptTemplate, as_template
 from simval.study import Study
@@ -42,7 +44,7 @@ def pilot(
     frac: float | None = None,
     n: int | None = None,
     strategy: Strategy = "random",
-    by: str | None = None,
+    by: str | Sequence[str] | None = None,
     arms: Sequence[Any] | None = None,
     seed: int | np.random.Generator | None = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -54,6 +56,8 @@ def pilot(
       split evenly, rounded down).
     - ``"per_arm"``: from each arm of the ``by`` (treatment) column, ``frac`` of that
       arm's rows or ``n`` rows; with ``arms``, from the named arms only.
+    ``by`` may name several columns (a factorial design's factors): their level
+    combinations are the groups, and ``arms`` then holds tuples of levels.
     """
     check_option("strategy", strategy, STRATEGIES)
     if not isinstance(human_df, pd.DataFrame) or human_df.empty:
@@ -70,9 +74,14 @@ def pilot(
         raise OptionError(f"frac={frac!r} must lie strictly between 0 and 1")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise OptionError(f"n={n!r} must be a positive integer")
-    if strategy != "random" and (by is None or by not in human_df.columns):
+    if not isinstance(by, str) and by is not None:
+        by = by[0] if len(by) == 1 else list(by)
+    columns = [by] if isinstance(by, str) else by or []
+    if strategy != "random" and (
+        not columns or any(c not in human_df.columns for c in columns)
+    ):
         raise DataError(
-            f"strategy={strategy!r} needs by= naming a column of the data; got {by!r}"
+            f"strategy={strategy!r} needs by= naming column(s) of the data; got {by!r}"
         )
     if arms is not None and strategy != "per_arm":
         raise OptionError("arms= applies to strategy='per_arm' only")
@@ -181,8 +190,11 @@ def finetune(
     Every (respondent, item) pair is one example: the prompt HFSimulator renders for
     that respondent and item (same ``template``), followed by the label of the
     respondent's answer and the end-of-turn token; the loss covers those answer
-    tokens only. The folder loads with ``HFSimulator(model, adapter=path, study=...)``
-    and holds ``simval_finetune.json``, the record of how it was made.
+    tokens only. A batch holds examples whose prompts share a prefix (one item and
+    arm), which it runs once (see ``train``), so LoRA dropout on that prefix is drawn
+    once for the batch's rows. The folder loads with
+    ``HFSimulator(model, adapter=path, study=...)`` and holds ``simval_finetune.json``,
+    the record of how it was made.
     """
     check_pilot(pilot_df, study)
     settings = {"r": r, "alpha": alpha, "dropout": dropout, "epochs": epochs, "lr": lr}
@@ -218,6 +230,7 @@ def finetune(
         "examples": len(examples),
         "seed": seed,
         "batch_size": batch_size,
+        "batching": "shared-prefix groups, the prefix run once per batch",
         **settings,
         "epoch_losses": losses,
         "template": asdict(as_template(template)),
@@ -274,17 +287,21 @@ def train(
 ) -> list[float]:
     """AdamW over shuffled batches, loss on answer tokens only; returns each epoch's mean loss.
 
-    Batches are drawn from length buckets (see ``_length_batches``) so that little of
-    each batch is padding.
+    Examples are grouped once by shared prompt prefix (``_prefix_groups``; with the
+    default prompts, one group per item and arm). Each epoch every group is shuffled
+    and cut into batches of at most ``batch_size``, and the batches are shuffled, all
+    from ``seed``. Each batch runs its shared prefix once (``_batch_loss``).
     """
     import torch
 
     rng = np.random.default_rng(seed)
+    groups = _prefix_groups([e.prompt_ids for e in examples], batch_size=batch_size)
+    names = _argument_names(model)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=lr
     )
     model.train()
-    steps = epochs * math.ceil(len(examples) / batch_size)
+    steps = epochs * sum(math.ceil(len(g) / batch_size) for g in groups)
     losses = []
     with tqdm(
         total=steps,
@@ -293,9 +310,10 @@ def train(
     ) as bar:
         for _ in range(epochs):
             epoch = []
-            for batch in _length_batches(examples, batch_size=batch_size, rng=rng):
-                inputs = _collate(batch, pad=pad, device=model.device)
-                loss = model(**inputs).loss
+            for batch in _group_batches(groups, batch_size=batch_size, rng=rng):
+                loss = _batch_loss(
+                    model, [examples[i] for i in batch], pad=pad, names=names
+                )
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -307,48 +325,168 @@ def train(
     return losses
 
 
-def _length_batches(
-    examples: list[Example],
-    *,
-    batch_size: int,
-    rng: np.random.Generator,
-    window: int = 16,
-) -> list[list[Example]]:
-    """One epoch of batches: shuffle, sort by length within windows of ``window`` batches, cut
-    into batches and shuffle their order, so batches are random yet of similar lengths."""
-    order = rng.permutation(len(examples))
-    span = batch_size * window
+def _prefix_groups(prompts: list[list[int]], *, batch_size: int) -> list[list[int]]:
+    """Indices of ``prompts`` in groups whose members share a long token prefix.
+
+    Sorted, the prompts form a tree: a run of them splits, where neighbours share the
+    fewest tokens, into runs that share more. Each run stays one group or splits into
+    its sub-runs, whichever computes fewer prompt tokens when every batch (at most
+    ``batch_size`` of one group) runs the group's common prefix once. With the default
+    prompts a group is one item and arm (only the persona block differs), or finer
+    where whole prompts repeat.
+    """
+    order = sorted(range(len(prompts)), key=prompts.__getitem__)
+    shared = [_shared_length(prompts[a], prompts[b]) for a, b in pairwise(order)]
+    lengths = [len(prompts[i]) for i in order]
+    _, runs = _cheapest_runs(
+        0, len(order), shared=shared, lengths=lengths, batch_size=batch_size
+    )
+    return [order[lo:hi] for lo, hi in runs]
+
+
+def _cheapest_runs(
+    lo: int, hi: int, *, shared: list[int], lengths: list[int], batch_size: int
+) -> tuple[int, list[tuple[int, int]]]:
+    """(prompt tokens computed, runs) for sorted prompts ``lo..hi-1``, kept whole or split.
+
+    A run of n prompts with common prefix p costs ceil(n / batch_size) prefixes plus
+    each prompt's remaining tokens; ``shared[k]`` is what prompts k and k+1 share. A
+    prefix always leaves each prompt at least one token of its own.
+    """
+    if hi - lo == 1:
+        return lengths[lo], [(lo, hi)]
+    least = min(shared[lo : hi - 1])
+    prefix = min(least, min(lengths[lo:hi]) - 1)
+    whole = (
+        math.ceil((hi - lo) / batch_size) * prefix
+        + sum(lengths[lo:hi])
+        - (hi - lo) * prefix
+    )
+    cuts = [lo, *(k + 1 for k in range(lo, hi - 1) if shared[k] == least), hi]
+    parts = [
+        _cheapest_runs(a, b, shared=shared, lengths=lengths, batch_size=batch_size)
+        for a, b in pairwise(cuts)
+    ]
+    split = sum(cost for cost, _ in parts)
+    if whole <= split:
+        return whole, [(lo, hi)]
+    return split, [run for _, runs in parts for run in runs]
+
+
+def _group_batches(
+    groups: list[list[int]], *, batch_size: int, rng: np.random.Generator
+) -> list[list[int]]:
+    """One epoch of batches (example indices): each group shuffled and cut into
+    ceil(n / batch_size) batches of near-equal size, then all batches shuffled."""
     batches = []
-    for start in range(0, len(order), span):
-        chunk = sorted(order[start : start + span], key=lambda i: _length(examples[i]))
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [[examples[i] for i in batches[b]] for b in rng.permutation(len(batches))]
+    for group in groups:
+        shuffled = np.asarray(group)[rng.permutation(len(group))]
+        parts = np.array_split(shuffled, math.ceil(len(group) / batch_size))
+        batches += [part.tolist() for part in parts]
+    return [batches[b] for b in rng.permutation(len(batches))]
 
 
-def _length(example: Example) -> int:
-    return len(example.prompt_ids) + len(example.answer_ids)
+@dataclass(frozen=True)
+class _PrefixBatch:
+    """A batch as two model inputs: the common prompt prefix (run once) and the suffixes.
+
+    Suffix row r holds the rest of example r's prompt (at least one token) and its
+    answer, right-padded; ``mask`` covers prefix + suffix columns. Every column that
+    predicts an answer token is among the last ``keep``, the only ones whose logits
+    are computed; ``targets`` holds, per kept column, the answer token it predicts
+    (``IGNORE`` elsewhere).
+    """
+
+    prefix: Any
+    input_ids: Any
+    mask: Any
+    position_ids: Any
+    targets: Any
+    keep: int
 
 
-def _collate(batch: list[Example], *, pad: int, device: Any) -> dict[str, Any]:
-    """Right-padded input ids, attention mask and labels (answer tokens only) for a batch."""
+def _prefix_batch(batch: list[Example], *, pad: int) -> _PrefixBatch:
+    """Split a batch at its examples' common prompt prefix (see ``_PrefixBatch``)."""
     import torch
 
-    width = max(_length(e) for e in batch)
+    common = _common_prefix([e.prompt_ids for e in batch])
+    suffixes = [e.prompt_ids[common:] + e.answer_ids for e in batch]
+    width = max(len(s) for s in suffixes)
+    first = min(len(e.prompt_ids) for e in batch) - common - 1
+    keep = width - first
     ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-    for row, example in enumerate(batch):
-        sequence = example.prompt_ids + example.answer_ids
-        ids[row, : len(sequence)] = torch.tensor(sequence)
-        mask[row, : len(sequence)] = 1
-        labels[row, len(example.prompt_ids) : len(sequence)] = torch.tensor(
+    mask = torch.zeros((len(batch), common + width), dtype=torch.long)
+    targets = torch.full((len(batch), keep), IGNORE, dtype=torch.long)
+    for row, (example, suffix) in enumerate(zip(batch, suffixes)):
+        ids[row, : len(suffix)] = torch.tensor(suffix)
+        mask[row, : common + len(suffix)] = 1
+        start = len(example.prompt_ids) - common - 1 - first
+        targets[row, start : start + len(example.answer_ids)] = torch.tensor(
             example.answer_ids
         )
-    return {
-        "input_ids": ids.to(device),
-        "attention_mask": mask.to(device),
-        "labels": labels.to(device),
-    }
+    return _PrefixBatch(
+        prefix=torch.tensor([batch[0].prompt_ids[:common]], dtype=torch.long),
+        input_ids=ids,
+        mask=mask,
+        position_ids=(common + torch.arange(width)).expand(len(batch), width),
+        targets=targets,
+        keep=keep,
+    )
+
+
+def _batch_loss(
+    model: Any, batch: list[Example], *, pad: int, names: dict[str, str | None]
+) -> Any:
+    """Mean cross-entropy over the batch's answer tokens, running the shared prefix once.
+
+    The prefix runs at batch size 1 and its key/value cache is repeated to every row
+    (autograd flows back through both passes); the suffixes run on that cache, their
+    positions continuing after the prefix. The loss equals a full pass over every
+    whole sequence (mean over all answer tokens of the batch), but LoRA dropout masks
+    on the prefix are drawn once and so shared by the batch's rows. ``names``: the
+    model's cache and logits-to-keep arguments (``_argument_names``).
+    """
+    import torch
+
+    device = model.device
+    layout = _prefix_batch(batch, pad=pad)
+    cache = None
+    if layout.prefix.shape[1]:
+        out = _forward(
+            model,
+            names=names,
+            keep=1,
+            use_cache=True,
+            input_ids=layout.prefix.to(device),
+        )
+        cache = getattr(out, names["cache"])
+        cache.batch_repeat_interleave(len(batch))
+    logits = _forward(
+        model,
+        names=names,
+        keep=layout.keep,
+        cache=cache,
+        use_cache=False,
+        input_ids=layout.input_ids.to(device),
+        attention_mask=layout.mask.to(device),
+        position_ids=layout.position_ids.to(device),
+    ).logits[:, -layout.keep :]
+    return torch.nn.functional.cross_entropy(
+        logits.float().flatten(0, 1),
+        layout.targets.to(device).flatten(),
+        ignore_index=IGNORE,
+    )
+
+
+def _forward(
+    model: Any, *, names: dict[str, str | None], keep: int, cache: Any = None, **inputs
+) -> Any:
+    """One model call with the cache under the model's argument name and logits for the
+    last ``keep`` positions only (where the model supports it)."""
+    inputs[names["cache"]] = cache
+    if names["keep"]:
+        inputs[names["keep"]] = keep
+    return model(**inputs)
 
 
 def _check_settings(

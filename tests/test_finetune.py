@@ -21,8 +21,18 @@ from simval import (
     pilot,
     validate,
 )
-from simval.finetune import IGNORE, _collate, training_examples
-from simval.simulators.loading import adapter_record
+from simval.finetune import (
+    IGNORE,
+    Example,
+    _batch_loss,
+    _group_batches,
+    _prefix_batch,
+    _prefix_groups,
+    train,
+    training_examples,
+)
+from simval.simulators.hf import _argument_names
+from simval.simulators.loading import adapter_record, load_causal_lm
 from simval.simulators.prompts import PromptRenderer, PromptTemplate
 
 STUDY = Study(
@@ -105,6 +115,18 @@ def test_per_arm_pilot_takes_a_share_of_each_or_named_arms(human):
     assert len(only_a) == 12 and set(only_a["arm"]) == {"a"}
 
 
+def test_per_arm_pilot_over_factorial_arms(human):
+    """Several ``by`` columns: every combination of their levels is an arm."""
+    cells = human.groupby(["arm", "group"]).size()
+    chosen, _ = pilot(human, n=3, strategy="per_arm", by=["arm", "group"], seed=0)
+    assert chosen.groupby(["arm", "group"]).size().to_dict() == dict.fromkeys(
+        cells.index, 3
+    )
+    one, _ = pilot(human, n=3, strategy="per_arm", by=["arm"], seed=0)
+    two, _ = pilot(human, n=3, strategy="per_arm", by="arm", seed=0)
+    assert one.index.equals(two.index)
+
+
 @pytest.mark.parametrize(
     "options, error, culprit",
     [
@@ -114,6 +136,7 @@ def test_per_arm_pilot_takes_a_share_of_each_or_named_arms(human):
         ({"n": 500}, OptionError, "500"),
         ({"n": 5, "strategy": "stratified"}, OptionError, "stratified"),
         ({"n": 5, "strategy": "balanced"}, DataError, "by="),
+        ({"n": 5, "strategy": "balanced", "by": ["arm", "nope"]}, DataError, "nope"),
         ({"n": 5, "strategy": "per_arm", "by": "arm", "arms": ["c"]}, DataError, "'c'"),
         ({"n": 150, "strategy": "per_arm", "by": "arm"}, OptionError, "150"),
     ],
@@ -184,15 +207,147 @@ def test_examples_are_the_simulator_prompts_with_loss_on_answers(
     prompt = sim.prompt(row, "fruit")
     answer = renderer.answer_ids(prompt, first.prompt_ids, label)
     assert first.answer_ids == [*answer, sim.tokenizer.eos_token_id]
-    batch = _collate(examples[:2], pad=sim.tokenizer.pad_token_id, device="cpu")
-    for r, example in enumerate(examples[:2]):
-        labels = batch["labels"][r]
-        start, end = (
-            len(example.prompt_ids),
-            len(example.prompt_ids) + len(example.answer_ids),
+    layout = _prefix_batch(examples[::2], pad=sim.tokenizer.pad_token_id)
+    common = layout.prefix.shape[1]
+    assert common > 0 and layout.position_ids[0, 0] == common
+    for r, example in enumerate(examples[::2]):
+        assert layout.prefix[0].tolist() == example.prompt_ids[:common]
+        suffix = example.prompt_ids[common:] + example.answer_ids
+        assert layout.input_ids[r, : len(suffix)].tolist() == suffix
+        assert layout.mask[r].sum() == common + len(suffix)
+        # each kept column's target is the next input token, for answer tokens only
+        kept = layout.input_ids.shape[1] - layout.keep
+        answer = len(example.prompt_ids) - common
+        targets = layout.targets[r].tolist()
+        assert (
+            targets[answer - 1 - kept :][: len(example.answer_ids)] == suffix[answer:]
         )
-        assert (labels[:start] == IGNORE).all() and (labels[end:] == IGNORE).all()
-        assert labels[start:end].tolist() == example.answer_ids
+        assert sum(t != IGNORE for t in targets) == len(example.answer_ids)
+
+
+def lora(model_dir, *, seed: int = 0):
+    """The tiny model with a LoRA adapter whose B is random too (so every LoRA weight has a
+    gradient) and no dropout, and its tokenizer."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    base, tokenizer = load_causal_lm(model_dir)
+    config = LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear",
+        task_type="CAUSAL_LM", init_lora_weights=False,
+    )  # fmt: skip
+    return get_peft_model(base, config), tokenizer
+
+
+def examples_of(tokenizer, rows: pd.DataFrame) -> list[Example]:
+    renderer = PromptRenderer(
+        study=STUDY, template=PromptTemplate(), tokenizer=tokenizer
+    )
+    return training_examples(rows, STUDY, renderer=renderer)
+
+
+def full_pass_loss(model, batch: list[Example], *, pad: int):
+    """The reference: every whole sequence right-padded, labels on the answer tokens only."""
+    import torch
+
+    width = max(len(e.prompt_ids) + len(e.answer_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE)
+    for r, e in enumerate(batch):
+        sequence = e.prompt_ids + e.answer_ids
+        ids[r, : len(sequence)] = torch.tensor(sequence)
+        mask[r, : len(sequence)] = 1
+        labels[r, len(e.prompt_ids) : len(sequence)] = torch.tensor(e.answer_ids)
+    return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+
+def gradients(model, loss) -> dict:
+    model.zero_grad()
+    loss.backward()
+    return {
+        name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad
+    }
+
+
+def test_prefix_groups_split_where_prompts_stop_sharing(tiny_model_dir, split):
+    """Groups never mix items or arms; here whole prompts repeat (the persona is x or y),
+    so each (item, arm, persona) is a group of identical prompts."""
+    _, tokenizer = load_causal_lm(tiny_model_dir)
+    examples = examples_of(tokenizer, split[0])
+    groups = _prefix_groups([e.prompt_ids for e in examples], batch_size=8)
+    rows = split[0][["arm", "group"]].to_numpy().tolist()
+    keys = [{(*rows[i // 2], i % 2) for i in group} for group in groups]
+    assert sorted(i for group in groups for i in group) == list(range(len(examples)))
+    assert all(len(k) == 1 for k in keys) and len(groups) == 8
+
+
+def test_group_batches_are_reproducible_and_stay_in_their_group():
+    groups = [list(range(12)), list(range(12, 15)), [15]]
+    epoch = _group_batches(groups, batch_size=5, rng=np.random.default_rng(1))
+    again = _group_batches(groups, batch_size=5, rng=np.random.default_rng(1))
+    other = _group_batches(groups, batch_size=5, rng=np.random.default_rng(2))
+    assert epoch == again and epoch != other
+    assert sorted(i for batch in epoch for i in batch) == list(range(16))
+    assert sorted(len(b) for b in epoch) == [1, 3, 4, 4, 4]
+    owner = {i: g for g, group in enumerate(groups) for i in group}
+    assert all(len({owner[i] for i in batch}) == 1 for batch in epoch)
+
+
+@pytest.mark.parametrize("model_dir", ["tiny_model_dir", "tiny_plain_model_dir"])
+@pytest.mark.parametrize("kind", ["one group", "mixed", "single", "identical"])
+def test_shared_prefix_loss_and_gradients_equal_the_full_pass(
+    request, split, model_dir, kind
+):
+    """Same loss and LoRA gradients as one pass over the whole sequences (float32, no dropout).
+
+    "identical": the prefix is all but the last prompt token, so the first answer token
+    is predicted from the suffix's first column.
+    """
+    import torch
+
+    model, tokenizer = lora(request.getfixturevalue(model_dir))
+    model.train()
+    examples = examples_of(tokenizer, split[0].head(24))
+    groups = _prefix_groups([e.prompt_ids for e in examples], batch_size=8)
+    batch = {
+        "one group": [examples[i] for i in groups[0][:6]],
+        "mixed": [examples[i] for i in (0, 1, 2, 5, 6)],
+        "single": [examples[3]],
+        "identical": [examples[i] for i in groups[0][:2]] * 2,
+    }[kind]
+    pad = tokenizer.pad_token_id
+    if kind == "identical":
+        assert len({tuple(e.prompt_ids) for e in batch}) == 1
+    ours = _batch_loss(model, batch, pad=pad, names=_argument_names(model))
+    ours_grads = gradients(model, ours)
+    reference = full_pass_loss(model, batch, pad=pad)
+    reference_grads = gradients(model, reference)
+    assert abs(ours.item() - reference.item()) < 1e-5
+    assert ours_grads.keys() == reference_grads.keys() and len(ours_grads) > 0
+    for name, grad in reference_grads.items():
+        assert grad.abs().max() > 0, name
+        torch.testing.assert_close(ours_grads[name], grad, rtol=1e-4, atol=1e-5)
+
+
+def test_train_is_reproducible_with_a_seed(tiny_model_dir, split):
+    def run(seed: int):
+        model, tokenizer = lora(tiny_model_dir)
+        examples = examples_of(tokenizer, split[0].head(20))
+        losses = train(
+            model, examples, pad=tokenizer.pad_token_id, epochs=2, lr=5e-3,
+            batch_size=4, seed=seed, progress=False,
+        )  # fmt: skip
+        return losses, [
+            p.detach().clone() for p in model.parameters() if p.requires_grad
+        ]
+
+    losses, weights = run(0)
+    again, same = run(0)
+    other, _ = run(1)
+    assert losses == again and losses != other and losses[-1] < losses[0]
+    assert all((a == b).all() for a, b in zip(weights, same))
 
 
 def test_adapter_records_how_it_was_made(adapter, split, tiny_model_dir):
@@ -200,6 +355,7 @@ def test_adapter_records_how_it_was_made(adapter, split, tiny_model_dir):
     assert record["pilot_size"] == 60 and record["items"] == ["fruit", "colour"]
     assert sorted(record["pilot_index"]) == sorted(split[0].index.tolist())
     assert record["r"] == 8 and record["epochs"] == 3 and record["seed"] == 0
+    assert record["batch_size"] == 8 and "shared-prefix" in record["batching"]
     assert record["base_model"] == str(tiny_model_dir)
     assert record["epoch_losses"][-1] < record["epoch_losses"][0]
 
