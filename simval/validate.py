@@ -14,6 +14,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,6 +172,24 @@ class Validation:
             values[f.name] = value
         return cls(**values)
 
+    def to_html(
+        self, path: str | Path, *, study: Study, name: str | None = None, **kw: Any
+    ) -> Path:
+        """Write a self-contained HTML report of this validation (``simval.report.write_html``)."""
+        from simval.report import write_html
+
+        return write_html({name or self.simulator: self}, study=study, out=path, **kw)
+
+    def to_markdown(
+        self, path: str | Path, *, study: Study, name: str | None = None, **kw: Any
+    ) -> Path:
+        """Write the Markdown report, figures beside it (``simval.report.write_markdown``)."""
+        from simval.report import write_markdown
+
+        return write_markdown(
+            {name or self.simulator: self}, study=study, out=path, **kw
+        )
+
 
 @dataclass(frozen=True)
 class _Plan:
@@ -291,9 +310,8 @@ def compare(
     """
     if not simulators:
         raise OptionError("compare needs at least one simulator")
-    rows = {}
-    for name, simulator in simulators.items():
-        summary = validate(
+    validations = {
+        name: validate(
             study,
             human_df,
             simulator,
@@ -301,7 +319,19 @@ def compare(
             seed=seed,
             alpha=alpha,
             subgroups=subgroups,
-        ).summary()
+        )
+        for name, simulator in simulators.items()
+    }
+    return summary_table(validations)
+
+
+def summary_table(validations: Mapping[str, Validation]) -> pd.DataFrame:
+    """compare()'s table from validations of several simulators against the same human data."""
+    if not validations:
+        raise OptionError("summary_table needs at least one validation")
+    rows = {}
+    for name, validation in validations.items():
+        summary = validation.summary()
         rows[name] = {column: summary[key] for column, key in COMPARE_COLUMNS.items()}
     rows["human"] = {column: summary[key] for column, key in HUMAN_COLUMNS.items()}
     table = pd.DataFrame.from_dict(rows, orient="index", columns=list(COMPARE_COLUMNS))

@@ -1,0 +1,133 @@
+"""The document model a report is built from: sections of text, tables and figures.
+
+Sections are built once in Python and rendered twice, by the HTML and the Markdown
+templates, so both outputs always hold the same sections, tables and figures.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from dataclasses import dataclass
+from typing import ClassVar
+
+from markupsafe import Markup
+
+
+@dataclass(frozen=True)
+class Text:
+    """A paragraph; ``lead`` is shown in bold before it (e.g. a simulator's name)."""
+
+    text: str
+    lead: str = ""
+    kind: ClassVar[str] = "text"
+
+
+@dataclass(frozen=True)
+class Heading:
+    """A sub-heading inside a section."""
+
+    text: str
+    kind: ClassVar[str] = "heading"
+
+
+@dataclass(frozen=True)
+class Bullets:
+    """A bulleted list of paragraphs."""
+
+    items: tuple[Text, ...]
+    kind: ClassVar[str] = "bullets"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A table cell: its display text, whether it is marked best, whether it is a number."""
+
+    text: str
+    best: bool = False
+    numeric: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table with display headers and rows of cells."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Cell, ...], ...]
+    kind: ClassVar[str] = "table"
+
+    @property
+    def numeric(self) -> tuple[bool, ...]:
+        """Whether each column holds numbers (judged by its first row), for alignment."""
+        first = self.rows[0] if self.rows else ()
+        return tuple(
+            i < len(first) and first[i].numeric for i in range(len(self.columns))
+        )
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A PNG figure; ``name`` is unique within a report and names its Markdown file."""
+
+    name: str
+    caption: str
+    png: bytes
+    kind: ClassVar[str] = "figure"
+
+    @property
+    def data_uri(self) -> str:
+        """The PNG as a ``data:`` URI, so the HTML needs no other file."""
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+Block = Text | Heading | Bullets | Table | Figure
+
+
+@dataclass(frozen=True)
+class Section:
+    """A titled section of the report."""
+
+    title: str
+    blocks: tuple[Block, ...]
+
+    @property
+    def anchor(self) -> str:
+        """An id for the section's heading, made of its title's letters and digits."""
+        return slug(self.title)
+
+
+def slug(text: str) -> str:
+    """Lower-case ASCII letters, digits and dashes only: safe in file names and ids."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+
+
+def number(value: float | None, *, digits: int = 3) -> str:
+    """A number for display: integers without decimals, others to ``digits`` places, NaN as a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    value = float(value)
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.{digits}f}"
+
+
+def cell(value: float | None, *, best: bool = False, digits: int = 3) -> Cell:
+    """A numeric cell."""
+    return Cell(number(value, digits=digits), best=best, numeric=True)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#~])")
+
+
+def md_escape(value: object) -> str:
+    """Plain text made inert in Markdown: HTML characters as entities, Markdown marks escaped.
+
+    Used as the Markdown template's ``finalize``, so every ``{{ value }}`` is escaped
+    unless it is ``Markup`` (text the renderer itself made safe).
+    """
+    if isinstance(value, Markup):
+        return str(value)
+    text = " ".join(str(value).split())
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))

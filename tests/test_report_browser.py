@@ -1,0 +1,115 @@
+"""The written report and leaderboard pages open in a real browser (headless Chromium):
+no console error, and every figure decodes and takes up space on the page.
+
+Needs the Debian packages chromium and chromium-driver and the Python package
+selenium; Selenium Manager is never used (the driver path is given), so nothing is
+downloaded. Missing tools fail the test, they never skip it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from simval.report import option_shares, write_leaderboard, write_report
+from simval.simulators import BootstrapSimulator, MarginalSimulator
+from simval.tasks import load_task
+from simval.validate import summary_table, validate
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+INSTALL = (
+    "run the README's test command, which installs them "
+    "(apt-get install -y chromium chromium-driver; pip install selenium)"
+)
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--window-size=1280,900",
+)
+IMAGES = """
+return Array.from(document.images).map(img => {
+  const box = img.getBoundingClientRect();
+  return {complete: img.complete, naturalWidth: img.naturalWidth,
+          naturalHeight: img.naturalHeight, width: box.width, height: box.height};
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """A headless Chromium driven through the Debian chromedriver, its console log kept."""
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not found: {INSTALL}")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.fail(f"selenium is not installed: {INSTALL}")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"
+    )
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory) -> dict[str, tuple[Path, int]]:
+    """The report (with distribution bars) and the leaderboard, with their figure counts."""
+    task = load_task("example")
+    sims = {
+        "ceiling": BootstrapSimulator(task.human),
+        "floor": MarginalSimulator(task.human),
+    }
+    validations = {
+        n: validate(task.study, task.human, s, reps=2, seed=0) for n, s in sims.items()
+    }
+    personas = task.human[list(task.study.persona_columns)]
+    shares = option_shares(
+        task.human,
+        {n: s.simulate(personas, task.study.items, seed=1) for n, s in sims.items()},
+        task.study,
+    )
+    folder = tmp_path_factory.mktemp("pages")
+    report, _ = write_report(
+        validations, study=task.study, out=folder / "report.html", shares=shares
+    )
+    figures = len(task.study.models) + len(task.study.items) + 5
+    _, _, board = write_leaderboard(summary_table(validations), folder)
+    return {"report": (report, figures), "leaderboard": (board, 0)}
+
+
+@pytest.mark.parametrize("page", ["report", "leaderboard"])
+def test_page_loads_cleanly_with_every_figure_drawn(browser, pages, page):
+    path, figures = pages[page]
+    browser.get_log("browser")  # drop anything logged before this page
+    browser.get(path.as_uri())
+    assert browser.execute_script("return document.readyState") == "complete"
+    assert browser.find_element("tag name", "h1").text
+    errors = [
+        e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")
+    ]
+    assert not errors, f"console errors: {errors}"
+    images = browser.execute_script(IMAGES)
+    assert len(images) == figures
+    for i, img in enumerate(images):
+        assert img["complete"], f"figure {i} did not load"
+        assert img["naturalWidth"] > 0 and img["naturalHeight"] > 0, (
+            f"figure {i} did not decode"
+        )
+        assert img["width"] > 0 and img["height"] > 0, f"figure {i} takes no space"
