@@ -66,7 +66,7 @@ def test_reference_population_has_a_realistic_shape(task):
     assert ols.loc["C(incentive)[T.offered]", "p_value"] > 0.05
     assert logit.loc[startup, "estimate"] < 0 and logit.loc[startup, "p_value"] < 0.05
     assert logit.loc["concern", "estimate"] < 0
-    assert (logit["p_value"] > 0.05).sum() >= 5  # demographics mostly null
+    assert logit.loc[["age", "C(gender)[T.Woman]"], "p_value"].min() > 0.05
 
 
 def test_validate_runs_on_the_disclosure_task(task):

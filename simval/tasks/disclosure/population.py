@@ -20,8 +20,10 @@ supplies their own (``simval bench disclosure --human data.csv``):
 
 Effects are of plausible size for a vignette experiment (odds ratios 1.3-2.5 for
 the arms, a few tenths of a scale point for beliefs), so the study's models have
-clearly non-zero terms as well as null ones (incentive on concern, most ethnicity
-contrasts).
+clearly non-zero terms as well as null ones (incentive on concern, age and gender
+on disclosure). Gender is recorded as the platform's binary field (Woman, Man): a 2%
+category makes the disclosure logit inestimable (perfect separation) in the small
+samples a CPU demo can score.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ FACTORS = {
     "incentive": ("none", "offered"),
 }
 PERSONA_SHARES = {
-    "gender": {"Woman": 0.49, "Man": 0.49, "Non-binary": 0.02},
+    "gender": {"Woman": 0.5, "Man": 0.5},
     "ethnicity": {
         "White": 0.64,
         "Black": 0.12,
@@ -54,7 +56,7 @@ PERSONA_SHARES = {
 }
 AGE_BANDS = {"18-29": 29, "30-44": 44, "45-59": 59, "60+": 200}
 DEMOGRAPHIC_SHIFT = {
-    "Woman": 0.15, "Non-binary": 0.2, "Black": 0.15, "Asian": 0.05, "Mixed": 0.1,
+    "Woman": 0.15, "Black": 0.15, "Asian": 0.05, "Mixed": 0.1,
     "Other": 0.05, "Graduate degree": 0.1, "Conservative": 0.1,
 }  # fmt: skip
 ARM_SHIFT = {"startup": 0.5, "shown": -0.4, "offered": 0.05}

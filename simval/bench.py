@@ -1,0 +1,240 @@
+"""Benchmarking language models on a built-in task, and the demo the README runs.
+
+``bench`` validates each model (optionally with a LoRA adapter) against the task's
+respondents next to the bootstrap ceiling and returns the leaderboard, the
+validations and the option shares a report needs; ``demo`` does the same for the
+default model before and after fine-tuning on a 10% pilot.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from simval.errors import DataError, OptionError
+from simval.finetune import finetune, pilot
+from simval.simulators.base import Simulator
+from simval.simulators.loading import (
+    RECORD,
+    adapter_record,
+    fingerprint,
+    resolve_model,
+)
+from simval.simulators.reference import BootstrapSimulator
+from simval.study import Study
+from simval.tasks import Task, load_task
+from simval.validate import Validation, summary_table, validate
+
+CEILING = "bootstrap (ceiling)"
+"""The leaderboard row of the bootstrap ceiling: resampled humans, the best any simulator can do."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One leaderboard entry: a display name, a model (folder, hub id or "default"), an adapter."""
+
+    name: str
+    model: str
+    adapter: str | None = None
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    """Parse ``NAME=PATH[:ADAPTER]``, e.g. ``smollm=default:adapters/smollm-pilot``."""
+    name, equals, rest = text.partition("=")
+    model, _, adapter = rest.partition(":")
+    if not equals or not name.strip() or not model.strip():
+        raise OptionError(
+            f"--model {text!r} must read NAME=PATH or NAME=PATH:ADAPTER, e.g. base=default"
+        )
+    return ModelSpec(
+        name=name.strip(), model=model.strip(), adapter=adapter.strip() or None
+    )
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """What a benchmark run produced: the leaderboard and everything a report draws.
+
+    ``leaderboard``: validate.summary_table's layout (a row per simulator, the
+    ceiling and the humans). ``shares``: simulator, item, code, share (one simulated
+    sample per simulator; simulator "human" for the respondents). ``human``: the
+    respondents every simulator was compared with.
+    """
+
+    leaderboard: pd.DataFrame
+    validations: dict[str, Validation]
+    shares: pd.DataFrame
+    human: pd.DataFrame
+
+
+def bench(
+    simulators: Mapping[str, Simulator],
+    human_df: pd.DataFrame,
+    study: Study,
+    *,
+    reps: int = 20,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> Benchmark:
+    """Validate every simulator and the bootstrap ceiling on the same respondents."""
+    from simval.report import option_shares
+
+    if CEILING in simulators or "human" in simulators:
+        raise OptionError(f"simulator names {CEILING!r} and 'human' are reserved")
+    everyone = {**simulators, CEILING: BootstrapSimulator(human_df)}
+    validations = {
+        name: validate(study, human_df, simulator, reps=reps, seed=seed, alpha=alpha)
+        for name, simulator in everyone.items()
+    }
+    personas = human_df[list(study.persona_columns)]
+    samples = {
+        name: simulator.simulate(personas, study.items, seed=seed)
+        for name, simulator in everyone.items()
+    }
+    return Benchmark(
+        leaderboard=summary_table(validations),
+        validations=validations,
+        shares=option_shares(human_df, samples, study),
+        human=human_df,
+    )
+
+
+def evaluation_sample(
+    task: Task,
+    *,
+    exclude: Any = (),
+    n: int | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The task's respondents minus ``exclude`` (pilot respondents), optionally ``n`` drawn at random."""
+    people = task.human.drop(index=[i for i in exclude if i in task.human.index])
+    if n is None or n >= len(people):
+        return people
+    if n < 10:
+        raise OptionError(f"n={n} is too few respondents to compare; use at least 10")
+    picked = np.random.default_rng(seed).choice(len(people), size=n, replace=False)
+    return people.iloc[np.sort(picked)]
+
+
+def write_outputs(
+    result: Benchmark, *, task: Task, out_dir: str | Path, notes: tuple[str, ...] = ()
+) -> dict[str, Path]:
+    """The report (HTML + Markdown) and the leaderboard (CSV, Markdown, HTML) in ``out_dir``."""
+    from simval.report import write_leaderboard, write_report
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    notes = (*notes, f"Respondents: {len(result.human)} from {task.source}.")
+    html, markdown = write_report(
+        result.validations,
+        study=task.study,
+        out=out / "report.html",
+        leaderboard=result.leaderboard,
+        shares=result.shares,
+        title=f"simval benchmark: the {task.name} task",
+        notes=notes,
+        exclude=("human", CEILING),
+    )
+    csv, md, board = write_leaderboard(
+        result.leaderboard, out, exclude=("human", CEILING)
+    )
+    return {
+        "report": html,
+        "report_markdown": markdown,
+        "leaderboard_csv": csv,
+        "leaderboard_markdown": md,
+        "leaderboard_html": board,
+    }
+
+
+def pilot_rows_of(specs: list[ModelSpec]) -> set[Any]:
+    """Every respondent any of the adapters was trained on (they must not be evaluated)."""
+    rows: set[Any] = set()
+    for spec in specs:
+        if spec.adapter:
+            if not Path(spec.adapter).is_dir():
+                raise DataError(f"adapter folder {spec.adapter!r} does not exist")
+            rows |= set(adapter_record(spec.adapter).get("pilot_index", ()))
+    return rows
+
+
+def finetuned_adapter(
+    model: str,
+    pilot_df: pd.DataFrame,
+    study: Study,
+    out_dir: Path,
+    *,
+    epochs: int,
+    seed: int,
+    progress: bool | None = None,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """An adapter trained on ``pilot_df``: the one in ``out_dir`` if it was made the same way,
+    else a new one, so a repeated demo does not train again."""
+    record = out_dir / RECORD
+    if record.is_file():
+        made = json.loads(record.read_text(encoding="utf-8"))
+        same = {
+            "base_fingerprint": fingerprint(resolve_model(model, cache_dir=cache_dir)),
+            "items": list(study.item_names),
+            "pilot_index": pilot_df.index.tolist(),
+            "epochs": epochs,
+            "seed": seed,
+        }
+        if all(made.get(key) == value for key, value in same.items()):
+            return out_dir
+    return finetune(
+        model, pilot_df, study, out_dir, epochs=epochs, seed=seed,
+        progress=progress, cache_dir=cache_dir,
+    )  # fmt: skip
+
+
+DEMO_RESPONDENTS = 80
+"""Holdout respondents the demo scores: enough for stable distributions, few enough for a
+2-core CPU to finish in minutes (the full holdout takes about ten times as long)."""
+
+
+def demo(
+    *,
+    out_dir: str | Path,
+    model: str = "default",
+    n: int | None = DEMO_RESPONDENTS,
+    pilot_frac: float = 0.1,
+    epochs: int = 1,
+    reps: int = 10,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    progress: bool | None = None,
+) -> tuple[Benchmark, dict[str, Path]]:
+    """The disclosure task on ``model``: base vs fine-tuned on a ``pilot_frac`` pilot vs the
+    bootstrap ceiling, scored on ``n`` holdout respondents; writes the report and leaderboard."""
+    from simval.simulators.hf import HFSimulator
+
+    task = load_task("disclosure", seed=seed)
+    pilot_df, _ = pilot(task.human, frac=pilot_frac, seed=seed)
+    out = Path(out_dir)
+    adapter = finetuned_adapter(
+        model, pilot_df, task.study, out / "adapter", epochs=epochs, seed=seed,
+        progress=progress, cache_dir=cache_dir,
+    )  # fmt: skip
+    shared = {"study": task.study, "cache_dir": cache_dir, "progress": progress}
+    simulators = {
+        "base": HFSimulator(model, **shared),
+        "fine-tuned": HFSimulator(model, adapter=adapter, **shared),
+    }
+    human = evaluation_sample(task, exclude=pilot_df.index, n=n, seed=seed)
+    result = bench(simulators, human, task.study, reps=reps, seed=seed)
+    notes = (
+        (
+            f"fine-tuned: LoRA on a random {pilot_frac:.0%} pilot ({len(pilot_df)} "
+            f"respondents), {epochs} epoch(s), seed {seed}; the pilot is not among the "
+            "respondents compared."
+        ),
+    )
+    return result, write_outputs(result, task=task, out_dir=out, notes=notes)

@@ -1,0 +1,223 @@
+"""The `simval` command: every subcommand end to end on the tiny model, and bad input -> exit 2."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from simval.bench import CEILING, ModelSpec, parse_model_spec
+from simval.cli import main
+from simval.errors import OptionError
+from simval.simulators.loading import adapter_record
+from simval.tasks import load_task
+
+EXAMPLE = "simval/tasks/example/study.yaml"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMVAL_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def example_csv(tmp_path):
+    path = tmp_path / "people.csv"
+    load_task("example").human.iloc[:120].to_csv(path, index_label="respondent")
+    return path
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize(
+    "text, spec",
+    [
+        ("base=default", ModelSpec("base", "default")),
+        ("ft=models/smol:adapters/a", ModelSpec("ft", "models/smol", "adapters/a")),
+        (
+            " x = HuggingFaceTB/SmolLM2-135M ",
+            ModelSpec("x", "HuggingFaceTB/SmolLM2-135M"),
+        ),
+    ],
+)
+def test_model_spec(text, spec):
+    assert parse_model_spec(text) == spec
+
+
+@pytest.mark.parametrize("text", ["default", "=default", "name=", "name=:adapter"])
+def test_bad_model_spec(text):
+    with pytest.raises(OptionError, match="NAME=PATH"):
+        parse_model_spec(text)
+
+
+@pytest.mark.parametrize(
+    "argv, culprit",
+    [
+        (["bench", "nope", "--model", "a=default", "--out", "o"], "'nope'"),
+        (["bench", "disclosure", "--out", "o"], "--model"),
+        (["bench", "disclosure", "--model", "default", "--out", "o"], "NAME=PATH"),
+        (
+            ["bench", "disclosure", "--model", "a=x", "--model", "a=y", "--out", "o"],
+            "differ",
+        ),
+        (
+            ["bench", "disclosure", "--model", "a=x:/no/adapter", "--out", "o"],
+            "/no/adapter",
+        ),
+        (
+            [
+                "bench",
+                "disclosure",
+                "--model",
+                "a=x",
+                "--human",
+                "no.csv",
+                "--out",
+                "o",
+            ],
+            "no.csv",
+        ),
+        (
+            [
+                "validate",
+                "no.yaml",
+                "--human",
+                "h.csv",
+                "--model",
+                "m",
+                "--out",
+                "r.html",
+            ],
+            "no.yaml",
+        ),
+        (
+            ["validate", EXAMPLE, "--human", "h.csv", "--model", "m", "--out", "r.pdf"],
+            ".html",
+        ),
+        (
+            [
+                "validate",
+                EXAMPLE,
+                "--human",
+                "h.csv",
+                "--model",
+                "m",
+                "--out",
+                "r.html",
+            ],
+            "h.csv",
+        ),
+        (["demo", "--n", "3"], "--n"),
+        (
+            ["finetune", EXAMPLE, "--human", "h.csv", "--model", "m", "--out", "a"],
+            "h.csv",
+        ),
+        (["frobnicate"], "frobnicate"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, argv, culprit):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("simval: error: ")
+    assert culprit in err
+
+
+def test_bad_csv_is_refused_before_any_model_loads(capsys, tmp_path, example_csv):
+    broken = tmp_path / "broken.csv"
+    pd.read_csv(example_csv).drop(columns="trust").to_csv(broken, index=False)
+    code, _, err = run(
+        capsys, "validate", EXAMPLE, "--human", broken, "--model", "/no/such/model",
+        "--out", tmp_path / "r.html",
+    )  # fmt: skip
+    assert code == 2 and "trust" in err and "/no/such/model" not in err
+
+
+def test_the_installed_command_and_python_dash_m(tmp_path):
+    """The console script and `python -m simval` are the same command, exit codes included."""
+    script = shutil.which("simval") or str(sys.executable).replace("python", "simval")
+    for command in ([script], [sys.executable, "-m", "simval"]):
+        ok = subprocess.run(
+            [*command, "--help"], check=False, capture_output=True, text=True
+        )
+        assert ok.returncode == 0 and "demo" in ok.stdout
+        bad = subprocess.run(
+            [*command, "bench", "nope"], check=False, capture_output=True, text=True
+        )
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def test_validate_writes_a_report(capsys, tmp_path, example_csv, tiny_model_dir):
+    report = tmp_path / "out" / "report.html"
+    code, out, _ = run(
+        capsys, "validate", EXAMPLE, "--human", example_csv, "--model", tiny_model_dir,
+        "--reps", "2", "--n", "40", "--out", report,
+    )  # fmt: skip
+    assert code == 0, out
+    assert report.is_file() and report.with_suffix(".md").is_file()
+    assert "model" in out and CEILING in out
+    html = report.read_text()
+    assert "Respondents: 40" in html and "bootstrap" in html
+
+
+def test_finetune_then_bench_leaves_the_pilot_out(
+    capsys, tmp_path, example_csv, tiny_model_dir
+):
+    adapter = tmp_path / "adapter"
+    code, out, err = run(
+        capsys, "finetune", EXAMPLE, "--human", example_csv, "--model", tiny_model_dir,
+        "--pilot-n", "8", "--strategy", "per_arm", "--epochs", "1", "--out", adapter,
+    )  # fmt: skip
+    assert code == 0, err
+    record = adapter_record(adapter)
+    assert record["pilot_size"] == 16 and "trained on 16 respondents" in out
+    board_dir = tmp_path / "bench"
+    code, out, err = run(
+        capsys, "bench", "example", "--human", example_csv, "--reps", "2",
+        "--model", f"base={tiny_model_dir}", "--model", f"tuned={tiny_model_dir}:{adapter}",
+        "--out", board_dir,
+    )  # fmt: skip
+    assert code == 0, err
+    board = pd.read_csv(board_dir / "leaderboard.csv", index_col=0)
+    assert list(board.index) == ["base", "tuned", CEILING, "human"]
+    assert "best_in" in board.columns
+    for name in ("leaderboard.md", "leaderboard.html", "report.html", "report.md"):
+        assert (board_dir / name).is_file()
+    assert f"Respondents: {120 - 16}" in (board_dir / "report.html").read_text()
+
+
+def test_demo_on_the_tiny_model(tmp_path, tiny_model_dir):
+    from simval.bench import demo
+
+    result, paths = demo(
+        out_dir=tmp_path / "demo",
+        model=str(tiny_model_dir),
+        n=60,
+        reps=2,
+        progress=False,
+    )
+    assert list(result.leaderboard.index) == ["base", "fine-tuned", CEILING, "human"]
+    assert len(result.human) == 60
+    assert paths["report"].is_file() and paths["leaderboard_csv"].is_file()
+    trained = (
+        (tmp_path / "demo" / "adapter" / "adapter_model.safetensors").stat().st_mtime
+    )
+    demo(
+        out_dir=tmp_path / "demo",
+        model=str(tiny_model_dir),
+        n=60,
+        reps=2,
+        progress=False,
+    )
+    again = (
+        (tmp_path / "demo" / "adapter" / "adapter_model.safetensors").stat().st_mtime
+    )
+    assert (
+        again == trained
+    )  # the adapter made the same way is reused, not trained again
