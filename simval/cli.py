@@ -198,8 +198,7 @@ def demo_command(
     ] = Path("simval-demo"),
     n: Annotated[
         int, typer.Option("--n", min=10, help="Holdout respondents to compare on.")
-    ] = 80,
-    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    ] = 60,
     reps: Reps = 10,
     seed: Seed = 0,
 ) -> None:
@@ -210,7 +209,7 @@ def demo_command(
         "simval demo: the disclosure task (a SIMULATED reference population of 929, "
         "not human data) on SmolLM2-135M-Instruct"
     )
-    result, paths = demo(out_dir=out, n=n, epochs=epochs, reps=reps, seed=seed)
+    result, paths = demo(out_dir=out, n=n, reps=reps, seed=seed)
     _print_table(result.leaderboard, exclude=("human", CEILING))
     typer.echo("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
 

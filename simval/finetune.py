@@ -184,6 +184,8 @@ def finetune(
     progress: bool | None = None,
     template: str | PromptTemplate | None = None,
     cache_dir: str | Path | None = None,
+    layers: int | None = None,
+    dtype: str = "auto",
 ) -> Path:
     """Train a LoRA adapter on the pilot's real answers; return the adapter folder.
 
@@ -192,25 +194,34 @@ def finetune(
     respondent's answer and the end-of-turn token; the loss covers those answer
     tokens only. A batch holds examples whose prompts share a prefix (one item and
     arm), which it runs once (see ``train``), so LoRA dropout on that prefix is drawn
-    once for the batch's rows. The folder loads with
+    once for the batch's rows. ``layers``: put LoRA on the last ``layers`` transformer
+    blocks only (None: all); the blocks below then run forward only, which makes
+    training cheaper at some cost in how far the model can move. ``dtype``: the base
+    weights' precision (see ``load_causal_lm``; LoRA weights stay float32). The folder
+    loads with
     ``HFSimulator(model, adapter=path, study=...)`` and holds ``simval_finetune.json``,
     the record of how it was made.
     """
     check_pilot(pilot_df, study)
     settings = {"r": r, "alpha": alpha, "dropout": dropout, "epochs": epochs, "lr": lr}
     _check_settings(**settings, batch_size=batch_size)
+    if layers is not None and (isinstance(layers, bool) or layers < 1):
+        raise OptionError(
+            f"layers={layers!r} must be a positive number of blocks or None"
+        )
     import torch
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    base, tokenizer = load_causal_lm(model, cache_dir=cache_dir)
+    base, tokenizer = load_causal_lm(model, dtype=dtype, cache_dir=cache_dir)
     renderer = PromptRenderer(
         study=study, template=as_template(template), tokenizer=tokenizer
     )
     examples = training_examples(pilot_df, study, renderer=renderer)
     config = LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear",
-        task_type="CAUSAL_LM",
+        r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
+        target_modules="all-linear" if layers is None else _linear_names(base),
+        layers_to_transform=_top_layers(base, layers),
     )  # fmt: skip
     lora = get_peft_model(base, config)
     losses = train(
@@ -231,12 +242,39 @@ def finetune(
         "seed": seed,
         "batch_size": batch_size,
         "batching": "shared-prefix groups, the prefix run once per batch",
+        "layers": layers,
+        "dtype": dtype,
         **settings,
         "epoch_losses": losses,
         "template": asdict(as_template(template)),
     }
     (out / RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
     return out
+
+
+def _linear_names(model: Any) -> list[str]:
+    """The names of the linear layers inside the transformer blocks (what "all-linear"
+    picks; peft needs them spelled out to restrict LoRA to some blocks)."""
+    import torch
+
+    output = model.get_output_embeddings()
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and module is not output
+        }
+    )
+
+
+def _top_layers(model: Any, layers: int | None) -> list[int] | None:
+    """Indices of the last ``layers`` transformer blocks (None: every block gets LoRA)."""
+    if layers is None:
+        return None
+    total = model.config.num_hidden_layers
+    if layers > total:
+        raise OptionError(f"layers={layers} exceeds the model's {total} blocks")
+    return list(range(total - layers, total))
 
 
 def check_pilot(pilot_df: pd.DataFrame, study: Study) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+import jinja2
+import jinja2.meta
 import pandas as pd
 import yaml
 from formulaic import Formula
@@ -103,6 +105,9 @@ class Study:
 
     ``treatment`` names the column(s) that assign arms: one column, or one per factor
     of a factorial design. ``vignettes`` maps each arm (see ``arm_of``) to its text.
+    ``persona_text``: a Jinja2 phrase describing a respondent from persona columns
+    (e.g. ``"{{ age }}-year-old {{ gender | lower }}"``); None lists every persona
+    column as a ``name: value`` line in the prompt.
     """
 
     items: tuple[Item, ...]
@@ -112,6 +117,7 @@ class Study:
     models: tuple[Model, ...] = ()
     subgroups: tuple[str, ...] = ()
     coherence: tuple[Coherence, ...] = ()
+    persona_text: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("items", "persona", "models", "subgroups", "coherence"):
@@ -276,6 +282,7 @@ def _check_study(study: Study) -> None:
             f"{', '.join(repeated)} declared both as persona and as treatment column"
         )
     _check_vignettes(study)
+    _check_persona_text(study)
     declared = columns | set(names)
     for model in study.models:
         unknown = sorted(formula_variables(model.formula) - declared)
@@ -320,6 +327,24 @@ def _check_vignettes(study: Study) -> None:
             )
 
 
+def _check_persona_text(study: Study) -> None:
+    """``persona_text`` must parse as Jinja2 and read persona columns only."""
+    if study.persona_text is None:
+        return
+    environment = jinja2.Environment()
+    try:
+        parsed = environment.parse(study.persona_text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise StudyError(f"persona_text: {exc.message}") from exc
+    unknown = sorted(jinja2.meta.find_undeclared_variables(parsed) - set(study.persona))
+    if unknown:
+        raise StudyError(
+            f"persona_text names {', '.join(unknown)}, which "
+            f"{'is' if len(unknown) == 1 else 'are'} not persona column(s) "
+            f"(persona: {', '.join(study.persona) or 'none'})"
+        )
+
+
 def study_to_dict(study: Study) -> dict:
     """A plain, YAML-ready dict of a study (omitting empty optional fields)."""
     out: dict = {
@@ -342,6 +367,8 @@ def study_to_dict(study: Study) -> dict:
         ]
     if study.subgroups:
         out["subgroups"] = list(study.subgroups)
+    if study.persona_text is not None:
+        out["persona_text"] = study.persona_text
     if study.coherence:
         out["coherence"] = [
             {"belief": c.belief, "action": c.action, "rule": c.rule}
@@ -358,6 +385,7 @@ _STUDY_KEYS = (
     "models",
     "subgroups",
     "coherence",
+    "persona_text",
 )
 
 
@@ -381,6 +409,7 @@ def study_from_dict(raw: Mapping) -> Study:
             _build(Coherence, entry, "coherence")
             for entry in raw.get("coherence") or ()
         ),
+        persona_text=raw.get("persona_text"),
     )
 
 

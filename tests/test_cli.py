@@ -58,72 +58,24 @@ def test_bad_model_spec(text):
 
 
 @pytest.mark.parametrize(
-    "argv, culprit",
+    "command, culprit",
     [
-        (["bench", "nope", "--model", "a=default", "--out", "o"], "'nope'"),
-        (["bench", "disclosure", "--out", "o"], "--model"),
-        (["bench", "disclosure", "--model", "default", "--out", "o"], "NAME=PATH"),
-        (
-            ["bench", "disclosure", "--model", "a=x", "--model", "a=y", "--out", "o"],
-            "differ",
-        ),
-        (
-            ["bench", "disclosure", "--model", "a=x:/no/adapter", "--out", "o"],
-            "/no/adapter",
-        ),
-        (
-            [
-                "bench",
-                "disclosure",
-                "--model",
-                "a=x",
-                "--human",
-                "no.csv",
-                "--out",
-                "o",
-            ],
-            "no.csv",
-        ),
-        (
-            [
-                "validate",
-                "no.yaml",
-                "--human",
-                "h.csv",
-                "--model",
-                "m",
-                "--out",
-                "r.html",
-            ],
-            "no.yaml",
-        ),
-        (
-            ["validate", EXAMPLE, "--human", "h.csv", "--model", "m", "--out", "r.pdf"],
-            ".html",
-        ),
-        (
-            [
-                "validate",
-                EXAMPLE,
-                "--human",
-                "h.csv",
-                "--model",
-                "m",
-                "--out",
-                "r.html",
-            ],
-            "h.csv",
-        ),
-        (["demo", "--n", "3"], "--n"),
-        (
-            ["finetune", EXAMPLE, "--human", "h.csv", "--model", "m", "--out", "a"],
-            "h.csv",
-        ),
-        (["frobnicate"], "frobnicate"),
+        ("bench nope --model a=default --out o", "'nope'"),
+        ("bench disclosure --out o", "--model"),
+        ("bench disclosure --model default --out o", "NAME=PATH"),
+        ("bench disclosure --model a=x --model a=y --out o", "differ"),
+        ("bench disclosure --model a=x:/no/adapter --out o", "/no/adapter"),
+        ("bench disclosure --model a=x --human no.csv --out o", "no.csv"),
+        ("validate no.yaml --human h.csv --model m --out r.html", "no.yaml"),
+        (f"validate {EXAMPLE} --human h.csv --model m --out r.pdf", ".html"),
+        (f"validate {EXAMPLE} --human h.csv --model m --out r.html", "h.csv"),
+        ("demo --n 3", "--n"),
+        (f"finetune {EXAMPLE} --human h.csv --model m --out a", "h.csv"),
+        ("frobnicate", "frobnicate"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(capsys, argv, culprit):
-    code, out, err = run(capsys, *argv)
+def test_bad_input_exits_2_with_one_line(capsys, command, culprit):
+    code, out, err = run(capsys, *command.split())
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("simval: error: ")
     assert culprit in err
@@ -193,31 +145,35 @@ def test_finetune_then_bench_leaves_the_pilot_out(
 
 
 def test_demo_on_the_tiny_model(tmp_path, tiny_model_dir):
+    """The demo's whole path on the tiny model (2 blocks, so LoRA on the top one)."""
     from simval.bench import demo
 
-    result, paths = demo(
-        out_dir=tmp_path / "demo",
-        model=str(tiny_model_dir),
-        n=60,
-        reps=2,
-        progress=False,
-    )
+    options = {"model": str(tiny_model_dir), "n": 60, "reps": 2, "progress": False}
+    result, paths = demo(out_dir=tmp_path / "demo", layers=1, **options)
     assert list(result.leaderboard.index) == ["base", "fine-tuned", CEILING, "human"]
     assert len(result.human) == 60
     assert paths["report"].is_file() and paths["leaderboard_csv"].is_file()
-    trained = (
-        (tmp_path / "demo" / "adapter" / "adapter_model.safetensors").stat().st_mtime
-    )
-    demo(
-        out_dir=tmp_path / "demo",
-        model=str(tiny_model_dir),
-        n=60,
-        reps=2,
-        progress=False,
-    )
-    again = (
-        (tmp_path / "demo" / "adapter" / "adapter_model.safetensors").stat().st_mtime
-    )
+    weights = tmp_path / "demo" / "adapter" / "adapter_model.safetensors"
+    trained = weights.stat().st_mtime_ns
+    demo(out_dir=tmp_path / "demo", layers=1, **options)
     assert (
-        again == trained
-    )  # the adapter made the same way is reused, not trained again
+        weights.stat().st_mtime_ns == trained
+    )  # made the same way: reused, not retrained
+    demo(out_dir=tmp_path / "demo", layers=2, **options)
+    assert weights.stat().st_mtime_ns != trained  # other settings: trained again
+
+
+@pytest.mark.slow
+def test_simval_demo_on_the_default_model(capsys, tmp_path):
+    """The README's main job end to end: fine-tuning moves the default model toward the
+    humans' answer distributions (the source paper's headline), and a rerun reuses the
+    adapter and the cached scores."""
+    code, out, err = run(capsys, "demo", "--out", tmp_path / "demo")
+    assert code == 0, err
+    board = pd.read_csv(tmp_path / "demo" / "leaderboard.csv", index_col=0)
+    assert list(board.index) == ["base", "fine-tuned", CEILING, "human"]
+    assert board.loc["fine-tuned", "jsd"] < board.loc["base", "jsd"]
+    assert board.loc[CEILING, "jsd"] < board.loc["fine-tuned", "jsd"]
+    assert "base" in out and "fine-tuned" in out and "report:" in out
+    html = (tmp_path / "demo" / "report.html").read_text()
+    assert "SIMULATED" in out and "not human data" in html

@@ -358,6 +358,34 @@ def test_adapter_records_how_it_was_made(adapter, split, tiny_model_dir):
     assert record["batch_size"] == 8 and "shared-prefix" in record["batching"]
     assert record["base_model"] == str(tiny_model_dir)
     assert record["epoch_losses"][-1] < record["epoch_losses"][0]
+    assert record["layers"] is None and record["dtype"] == "auto"
+
+
+def test_layers_puts_lora_on_the_top_blocks_only(tiny_model_dir, split, tmp_path):
+    """layers=1 on a 2-block model: LoRA weights in block 1 only, and the adapter loads."""
+    from safetensors import safe_open
+
+    folder = finetune(
+        tiny_model_dir, split[0].head(12), STUDY, tmp_path / "top", epochs=1,
+        layers=1, progress=False,
+    )  # fmt: skip
+    with safe_open(folder / "adapter_model.safetensors", framework="pt") as weights:
+        names = list(weights.keys())
+    assert names and all(".layers.1." in name for name in names)
+    assert {n.split(".layers.1.")[1].split(".")[1] for n in names} >= {
+        "q_proj",
+        "down_proj",
+    }
+    assert adapter_record(folder)["layers"] == 1
+    sim = HFSimulator(tiny_model_dir, study=STUDY, adapter=folder, progress=False,
+                      cache_dir=tmp_path / "cache")  # fmt: skip
+    assert sim.training_index
+
+
+@pytest.mark.parametrize("layers", [0, 3])
+def test_bad_layers_are_refused(tiny_model_dir, split, tmp_path, layers):
+    with pytest.raises(OptionError, match=f"layers={layers}"):
+        finetune(tiny_model_dir, split[0].head(12), STUDY, tmp_path, layers=layers)
 
 
 def test_fine_tuning_moves_the_simulator_toward_the_humans(

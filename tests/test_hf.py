@@ -192,6 +192,8 @@ def test_adapter_changes_the_model_and_the_cache_key(
     plain = make(tiny_model_dir)
     adapted = make(tiny_model_dir, adapter=tmp_path / "adapter")
     assert plain.fingerprint != adapted.fingerprint
+    halved = make(tiny_model_dir, dtype="bfloat16")
+    assert halved.fingerprint not in (plain.fingerprint, adapted.fingerprint)
     assert "adapter" in repr(adapted)
     difference = plain.predict_proba(personas, "concern") - adapted.predict_proba(
         personas, "concern"

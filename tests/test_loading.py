@@ -125,6 +125,37 @@ def test_explicit_dtype(tiny_model_dir):
     assert next(model.parameters()).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_fast_dtype_is_bfloat16_only_where_the_cpu_computes_it(
+    tiny_model_dir, monkeypatch, native
+):
+    import torch
+
+    from simval.simulators import loading
+
+    monkeypatch.setattr(loading, "native_cpu_bfloat16", lambda: native)
+    model, _ = load_causal_lm(tiny_model_dir, device="cpu", dtype="fast")
+    expected = torch.bfloat16 if native else torch.float32
+    assert next(model.parameters()).dtype == expected
+
+
+@pytest.mark.parametrize(
+    "flags, native",
+    [
+        ("fpu avx2 avx512f avx512_bf16 sha_ni", True),
+        ("fpu amx_bf16 amx_tile", True),
+        ("fpu avx2 avx512f avx512_vnni", False),
+    ],
+)
+def test_native_cpu_bfloat16_reads_the_cpu_flags(tmp_path, flags, native):
+    from simval.simulators.loading import native_cpu_bfloat16
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert native_cpu_bfloat16(cpuinfo) is native
+    assert native_cpu_bfloat16(tmp_path / "absent") is False
+
+
 def test_bad_dtype_lists_the_allowed_values(tiny_model_dir):
     with pytest.raises(
         OptionError, match="dtype='half'.*'float32', 'float16', 'bfloat16'"

@@ -478,3 +478,21 @@ def test_import_simval_stays_free_of_matplotlib_and_figures_skip_pyplot():
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_verdict_when_the_humans_show_no_effect(validations):
+    """A small sample where no human term is significant has no finding to recover."""
+    base = constructed(validations[FLOOR], sign_f1=0.0, fpr=0.5, coverage=0.9)
+    coefficients = base.coefficients.assign(
+        human_class=["positive", "null", "null", "null", "null", None],
+        sim_class=["positive", "null", "positive", "null", "null", "null"],
+    )
+    v = verdict(
+        dataclasses.replace(base, coefficients=coefficients),
+        "y ~ a + b + c + d + e",
+        simulator="x",
+    )
+    assert v.fit is None and v.conclusion == "no verdict"
+    assert v.false_positives == 1 and v.n_terms == 4
+    assert "the humans show no significant effect among the 4 terms" in v.text
+    assert f"(n = {base.n_human})" in v.text and "call 1 of them significant" in v.text

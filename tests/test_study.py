@@ -42,6 +42,13 @@ def test_yaml_round_trip(tmp_path):
     assert [i.name for i in study.items_with_role("belief")] == ["concern"]
 
 
+def test_persona_text_round_trips(tmp_path):
+    study = make_study(persona_text="{{ age }}-year-old {{ gender | lower }}")
+    path = tmp_path / "study.yaml"
+    study.to_yaml(path)
+    assert Study.from_yaml(path) == study
+
+
 def test_only_items_are_required():
     study = Study(items=[Item("q", "Q?", {"a": 1})])
     assert study.models == () and study.treatment == () and study.vignettes == {}
@@ -72,6 +79,8 @@ def test_bundled_example_loads():
             {"treatment": (), "models": (), "subgroups": ()},
             "vignettes but no treatment",
         ),
+        ({"persona_text": "{{ age }} from {{ region }}"}, "region.*not persona"),
+        ({"persona_text": "{{ age "}, "persona_text"),
     ],
 )
 def test_inconsistent_study_names_culprit(overrides, culprit):

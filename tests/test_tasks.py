@@ -124,7 +124,11 @@ def test_prompt_shows_the_factorial_arms_vignette(task, tiny_model_dir, tmp_path
     arm = task.study.arm_of(person)
     text = sim.prompt(person, "share_location")
     assert task.study.vignettes[arm] in text
-    assert f"- ethnicity: {person['ethnicity']}" in text
     assert (
-        "requester" not in text
-    )  # the arm reaches the model through its vignette only
+        f"About you: {person['age']}-year-old {person['gender'].lower()}, "
+        f"{person['ethnicity']} ethnicity, education: {person['education'].lower()}, "
+        f"politically {person['political_leaning'].lower()}." in text
+    )
+    assert "age_band" not in text and person["age_band"] not in text  # subgroups only
+    # the arm reaches the model through its vignette only
+    assert "requester" not in text

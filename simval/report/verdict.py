@@ -37,7 +37,8 @@ class Verdict:
     """The verdict on one formula for one simulator, with the counts behind it.
 
     ``fit`` is None when no verdict is possible (the human model could not be
-    estimated, or there is no term besides the intercept); ``failing`` names the
+    estimated, there is no term besides the intercept, or none of its terms is
+    significant on the human data, as in small samples); ``failing`` names the
     thresholds missed; ``text`` is the sentence the report shows.
     """
 
@@ -115,6 +116,17 @@ def verdict(validation: Validation, formula: str, *, simulator: str) -> Verdict:
             **{**empty, **scalars},
             fit=None,
             text=f"no term besides the intercept to compare: {NO_VERDICT}.",
+        )
+    if (human == "null").all():
+        return Verdict(
+            **{**empty, **counts, **scalars},
+            fit=None,
+            text=(
+                f"the humans show no significant effect among the {len(judged)} "
+                f"term{_s(len(judged))} (n = {validation.n_human}), so there is no "
+                f"finding to recover; simulated samples call "
+                f"{counts['false_positives']} of them significant: {NO_VERDICT}."
+            ),
         )
     failing = _failing(**scalars, nominal=nominal)
     return Verdict(

@@ -104,7 +104,11 @@ class HFSimulator:
             dtype=dtype,
             cache_dir=cache_dir,
         )
-        self.fingerprint = fingerprint(self.model_name, adapter=self.adapter)
+        # the weights' precision changes the numbers, so it is part of every cache key
+        precision = str(self.model.dtype).removeprefix("torch.")
+        self.fingerprint = (
+            f"{fingerprint(self.model_name, adapter=self.adapter)}-{precision}"
+        )
         record = adapter_record(self.adapter) if self.adapter else {}
         self.training_index = tuple(record.get("pilot_index", ()))
         self.template = as_template(template)

@@ -36,9 +36,9 @@ DEFAULT_USER = """\
 Options:
 {% for label in options %}{{ loop.index }}. {{ label }}
 {% endfor %}
-About you:
+{% if persona_text %}About you: {{ persona_text }}{% else %}About you:
 {% for name, value in persona.items() %}- {{ name }}: {{ value }}
-{% endfor %}"""
+{% endfor %}{% endif %}"""
 
 PLAIN_ANSWER_CUE = "\nAnswer:"
 
@@ -47,8 +47,10 @@ PLAIN_ANSWER_CUE = "\nAnswer:"
 class PromptTemplate:
     """Jinja2 sources of the system turn and the user turn.
 
-    The user template sees ``persona`` (column -> value), ``vignette`` (text or
-    None), ``item`` (the Item), ``options`` (its labels in order) and ``study``.
+    The user template sees ``persona`` (column -> value), ``persona_text`` (the
+    study's persona phrase rendered for this respondent, or None), ``vignette``
+    (text or None), ``item`` (the Item), ``options`` (its labels in order) and
+    ``study``.
     """
 
     user: str = DEFAULT_USER
@@ -80,6 +82,9 @@ class PromptRenderer:
             raise StudyError(
                 f"prompt template line {exc.lineno}: {exc.message}"
             ) from exc
+        self._persona_text = (
+            environment.from_string(study.persona_text) if study.persona_text else None
+        )
         self.study = study
         self.tokenizer = tokenizer
         self.chat = getattr(tokenizer, "chat_template", None) is not None
@@ -88,14 +93,17 @@ class PromptRenderer:
         """The full prompt text (chat-formatted where the tokenizer has a chat template)."""
         values = {c: persona[c] for c in self.study.persona if c in persona}
         arm = self.study.arm_of(persona)
-        context = {
-            "persona": values,
-            "vignette": self.study.vignettes.get(arm) if arm is not None else None,
-            "item": item,
-            "options": list(item.labels),
-            "study": self.study,
-        }
         try:
+            context = {
+                "persona": values,
+                "persona_text": self._persona_text.render(values).strip()
+                if self._persona_text
+                else None,
+                "vignette": self.study.vignettes.get(arm) if arm is not None else None,
+                "item": item,
+                "options": list(item.labels),
+                "study": self.study,
+            }
             system = self._system.render(context).strip()
             user = self._user.render(context).strip()
         except jinja2.UndefinedError as exc:
