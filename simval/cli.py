@@ -203,7 +203,7 @@ def demo_command(
     seed: Seed = 0,
 ) -> None:
     """The disclosure task on the default model: base vs fine-tuned (10% pilot) vs bootstrap."""
-    from simval.bench import CEILING, demo
+    from simval.bench import CEILING, demo, human_findings
 
     typer.echo(
         "simval demo: the disclosure task (a SIMULATED reference population of 929, "
@@ -211,6 +211,12 @@ def demo_command(
     )
     result, paths = demo(out_dir=out, n=n, reps=reps, seed=seed)
     _print_table(result.leaderboard, exclude=("human", CEILING))
+    typer.echo(
+        f"On {len(result.human)} respondents the humans' own models find "
+        f"{human_findings(result)} significant term(s): too few to judge coefficient "
+        "recovery (sign-F1, false positives, coverage), which needs the study's full "
+        "sample (simval bench disclosure)."
+    )
     typer.echo("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
 
 

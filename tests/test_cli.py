@@ -177,3 +177,16 @@ def test_simval_demo_on_the_default_model(capsys, tmp_path):
     assert "base" in out and "fine-tuned" in out and "report:" in out
     html = (tmp_path / "demo" / "report.html").read_text()
     assert "SIMULATED" in out and "not human data" in html
+
+
+def test_human_findings_counts_the_humans_significant_terms():
+    from simval.bench import bench, human_findings
+    from simval.regression import fit
+
+    task = load_task("disclosure")
+    result = bench({}, task.human, task.study, reps=2)
+    expected = 0
+    for model in task.study.models:
+        table = fit(model.formula, task.human, family=model.family, cov=model.cov).table
+        expected += int((table.query("term != 'Intercept'")["p_value"] < 0.05).sum())
+    assert human_findings(result) == expected > 0
