@@ -120,6 +120,8 @@ def finetune_command(
     from simval.study import Study
     from simval.tasks import read_human
 
+    if (pilot_frac is None) == (pilot_n is None):
+        raise OptionError("give exactly one of --pilot-frac and --pilot-n")
     declared = Study.from_yaml(_existing(study, what="study file"))
     people = read_human(human)
     declared.check_data(people, what=str(human))

@@ -70,7 +70,12 @@ def test_bad_model_spec(text):
         (f"validate {EXAMPLE} --human h.csv --model m --out r.pdf", ".html"),
         (f"validate {EXAMPLE} --human h.csv --model m --out r.html", "h.csv"),
         ("demo --n 3", "--n"),
-        (f"finetune {EXAMPLE} --human h.csv --model m --out a", "h.csv"),
+        (f"finetune {EXAMPLE} --human h.csv --model m --out a", "--pilot-frac"),
+        (f"finetune {EXAMPLE} --human h.csv --model m --pilot-n 9 --out a", "h.csv"),
+        (
+            f"finetune {EXAMPLE} --human h.csv --model m --pilot-frac 0.1 --pilot-n 9 --out a",
+            "--pilot-n",
+        ),
         ("frobnicate", "frobnicate"),
     ],
 )
