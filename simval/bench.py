@@ -106,14 +106,14 @@ def bench(
 
 
 def evaluation_sample(
-    task: Task,
+    human_df: pd.DataFrame,
     *,
     exclude: Any = (),
     n: int | None = None,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """The task's respondents minus ``exclude`` (pilot respondents), optionally ``n`` drawn at random."""
-    people = task.human.drop(index=[i for i in exclude if i in task.human.index])
+    """The respondents minus ``exclude`` (pilot respondents), optionally ``n`` drawn at random."""
+    people = human_df.drop(index=[i for i in exclude if i in human_df.index])
     if n is None or n >= len(people):
         return people
     if n < 10:
@@ -249,7 +249,7 @@ def demo(
         "base": HFSimulator(model, **shared),
         "fine-tuned": HFSimulator(model, adapter=adapter, **shared),
     }
-    human = evaluation_sample(task, exclude=pilot_df.index, n=n, seed=seed)
+    human = evaluation_sample(task.human, exclude=pilot_df.index, n=n, seed=seed)
     result = bench(simulators, human, task.study, reps=reps, seed=seed)
     trained = ", ".join(f"{key} {value}" for key, value in settings.items())
     notes = (

@@ -15,6 +15,7 @@ import typer
 
 from simval.errors import OptionError, SimvalError
 from simval.finetune import STRATEGIES
+from simval.study import Study
 
 app = typer.Typer(
     add_completion=False,
@@ -63,18 +64,13 @@ def validate_command(
     from simval.bench import CEILING, ModelSpec, bench, evaluation_sample, pilot_rows_of
     from simval.report import write_report
     from simval.simulators.hf import HFSimulator
-    from simval.study import Study
-    from simval.tasks import Task, read_human
 
     _check_suffix(out, ".html")
-    declared = Study.from_yaml(_existing(study, what="study file"))
-    people = read_human(human)
-    declared.check_data(people, what=str(human))
-    task = Task("study", declared, people, source=str(human), simulated=False)
+    declared, people = _study_and_human(study, human)
     pilot = pilot_rows_of(
         [ModelSpec("model", model, str(adapter) if adapter else None)]
     )
-    compared = evaluation_sample(task, exclude=pilot, n=n, seed=seed)
+    compared = evaluation_sample(people, exclude=pilot, n=n, seed=seed)
     simulator = HFSimulator(model, study=declared, adapter=adapter)
     result = bench({"model": simulator}, compared, declared, reps=reps, seed=seed)
     notes = [f"Respondents: {len(compared)} from {human}."]
@@ -117,14 +113,10 @@ def finetune_command(
 ) -> None:
     """Fine-tune a LoRA adapter on a pilot drawn from the human respondents."""
     from simval.finetune import finetune, pilot
-    from simval.study import Study
-    from simval.tasks import read_human
 
     if (pilot_frac is None) == (pilot_n is None):
         raise OptionError("give exactly one of --pilot-frac and --pilot-n")
-    declared = Study.from_yaml(_existing(study, what="study file"))
-    people = read_human(human)
-    declared.check_data(people, what=str(human))
+    declared, people = _study_and_human(study, human)
     columns = by or list(declared.treatment) or None
     if strategy != "random" and not columns:
         raise OptionError(
@@ -182,7 +174,9 @@ def bench_command(
     if len(set(names)) < len(names):
         raise OptionError(f"--model names must differ; got {', '.join(names)}")
     loaded = load_task(task, seed=seed, human=human)
-    compared = evaluation_sample(loaded, exclude=pilot_rows_of(specs), n=n, seed=seed)
+    compared = evaluation_sample(
+        loaded.human, exclude=pilot_rows_of(specs), n=n, seed=seed
+    )
     simulators = {
         spec.name: HFSimulator(spec.model, study=loaded.study, adapter=spec.adapter)
         for spec in specs
@@ -235,10 +229,16 @@ def _print_table(table: pd.DataFrame, *, exclude: tuple[str, ...]) -> None:
     )
 
 
-def _existing(path: Path, *, what: str) -> Path:
-    if not path.is_file():
-        raise SimvalError(f"{what} {str(path)!r} does not exist")
-    return path
+def _study_and_human(study: Path, human: Path) -> tuple[Study, pd.DataFrame]:
+    """The study from its YAML file and the human CSV, checked against it."""
+    from simval.tasks import read_human
+
+    if not study.is_file():
+        raise SimvalError(f"study file {str(study)!r} does not exist")
+    declared = Study.from_yaml(study)
+    people = read_human(human)
+    declared.check_data(people, what=str(human))
+    return declared, people
 
 
 def _check_suffix(path: Path, suffix: str) -> None:

@@ -107,34 +107,34 @@ def write_report(
 
 
 def write_html(
-    validations: Mapping[str, Validation],
-    *,
-    study: Study,
-    out: str | Path,
-    title: str = TITLE,
-    notes: Sequence[str] = (),
-    **kw,
+    validations: Mapping[str, Validation], *, study: Study, out: str | Path, **kw
 ) -> Path:
     """Only the self-contained HTML report (``write_report``'s keywords apply)."""
-    path = _suffixed(out, ".html")
-    sections = build_sections(validations, study=study, **kw)
-    _write_html(sections, path=path, title=title, notes=notes)
-    return path
+    return _write_one(validations, study=study, out=out, fmt="html", **kw)
 
 
 def write_markdown(
+    validations: Mapping[str, Validation], *, study: Study, out: str | Path, **kw
+) -> Path:
+    """Only the Markdown report and its figure folder (``write_report``'s keywords apply)."""
+    return _write_one(validations, study=study, out=out, fmt="md", **kw)
+
+
+def _write_one(
     validations: Mapping[str, Validation],
     *,
     study: Study,
     out: str | Path,
+    fmt: str,
     title: str = TITLE,
     notes: Sequence[str] = (),
     **kw,
 ) -> Path:
-    """Only the Markdown report and its figure folder (``write_report``'s keywords apply)."""
-    path = _suffixed(out, ".md")
+    """One of the report's two files, ``fmt`` "html" or "md"."""
+    path = _suffixed(out, f".{fmt}")
     sections = build_sections(validations, study=study, **kw)
-    _write_markdown(sections, path=path, title=title, notes=notes)
+    writer = _write_html if fmt == "html" else _write_markdown
+    writer(sections, path=path, title=title, notes=notes)
     return path
 
 
