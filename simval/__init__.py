@@ -27,6 +27,7 @@ from simval.metrics import (
 from simval.regression import Fit, fit
 from simval.simulators import (
     BootstrapSimulator,
+    FreshSampleSimulator,
     FunctionSimulator,
     HFSimulator,
     MarginalSimulator,
@@ -45,6 +46,7 @@ __all__ = [
     "EstimationError",
     "Fit",
     "FormulaError",
+    "FreshSampleSimulator",
     "FunctionSimulator",
     "HFSimulator",
     "Heterogeneity",

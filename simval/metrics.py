@@ -8,12 +8,13 @@ recovery (``coefficient_recovery``). Nothing here knows about simulators or mode
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Literal, Protocol
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 from numpy.typing import ArrayLike
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy as shannon_entropy
@@ -24,11 +25,17 @@ __all__ = [
     "CoherenceLike",
     "Heterogeneity",
     "Recovery",
+    "WaldTest",
     "coefficient_recovery",
+    "equivalence_p_value",
+    "geometric_mean",
     "heterogeneity",
+    "incoherence_flags",
     "incoherence_rate",
     "jsd",
     "variance_ratio",
+    "wald_equality",
+    "wasserstein",
 ]
 
 JsdKind = Literal["samples", "probabilities"]
@@ -45,22 +52,18 @@ COEF_COLUMNS = (
     "ci_high",
 )
 _NUMERIC = ("estimate", "std_error", "p_value", "ci_low", "ci_high")
-_CLASS_LABELS = np.array(["negative", "null", "positive"])  # indexed by class code + 1
+_CLASS_LABELS = np.array(["negative", "null", "positive", "failed"])  # class code + 1
 _TERM_COLUMNS = (
     "term", "human_estimate", "human_std_error", "human_p_value", "human_ci_low",
-    "human_ci_high", "human_class", "sim_estimate", "sim_std_error", "sim_ci_low",
-    "sim_ci_high", "sim_class", "bias", "std_diff", "se_ratio", "sign_agree",
-    "sig_agree", "ci_overlap", "coverage", "n_reps", "n_failed",
+    "human_ci_high", "human_class", "sim_estimate", "sim_std_error", "sim_class",
+    "diff", "diff_std_error", "diff_ci_low", "diff_ci_high", "diff_z", "diff_p_value",
+    "margin", "equivalence_p_value", "coverage", "se_ratio", "sign_agree", "sig_agree",
+    "n_reps", "n_failed",
 )  # fmt: skip
 _COMPARISONS = (
-    "bias",
-    "std_diff",
-    "se_ratio",
-    "sign_agree",
-    "sig_agree",
-    "ci_overlap",
-    "coverage",
-)
+    "diff", "diff_std_error", "diff_ci_low", "diff_ci_high", "diff_z", "diff_p_value",
+    "equivalence_p_value", "coverage", "se_ratio", "sign_agree", "sig_agree",
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- jsd
@@ -163,6 +166,33 @@ def _integer_valued(x: pd.Series) -> bool:
     return bool(np.all(values == np.round(values)))
 
 
+def wasserstein(a: ArrayLike, b: ArrayLike, *, codes: Sequence[float]) -> float:
+    """Earth mover's distance between two samples of answer codes, over the code range.
+
+    Unlike JSD it respects the order of the options: moving answers from "agree" to
+    "strongly agree" costs less than to "strongly disagree". Divided by
+    max(codes) - min(codes), it lies in [0, 1] (1: all mass at opposite ends). NaN
+    dropped; a sample with no answer gives NaN.
+    """
+    x, y = (pd.Series(v, dtype=float).dropna().to_numpy() for v in (a, b))
+    span = float(max(codes) - min(codes)) if len(codes) else 0.0
+    if not len(x) or not len(y):
+        return float("nan")
+    if span <= 0:
+        return 0.0
+    return float(scipy.stats.wasserstein_distance(x, y) / span)
+
+
+def geometric_mean(values: ArrayLike) -> float:
+    """Geometric mean of the positive finite values (ratios: 1/2 and 2 average to 1).
+
+    NaN when there are none.
+    """
+    array = np.asarray(values, dtype=float)
+    array = array[np.isfinite(array) & (array > 0)]
+    return float(np.exp(np.log(array).mean())) if len(array) else float("nan")
+
+
 # --------------------------------------------------------------------- heterogeneity
 
 
@@ -195,12 +225,16 @@ class Heterogeneity:
 
     ``n``: rows used (no missing answer in any item); ``unique_patterns``: distinct
     response vectors among them; ``entropy``: Shannon entropy in bits of the pattern
-    frequencies (0 when everyone answers alike, log2(n) when all patterns differ).
+    frequencies (0 when everyone answers alike, log2(n) when all patterns differ);
+    ``entropy_corrected``: the Miller–Madow bias-corrected entropy, entropy +
+    (unique_patterns - 1) / (2 n ln 2) bits, whose expectation depends far less on n
+    (the plug-in entropy of a small sample is biased low).
     """
 
     n: int
     unique_patterns: int
     entropy: float
+    entropy_corrected: float
 
 
 def heterogeneity(df: pd.DataFrame, items: Sequence[str]) -> Heterogeneity:
@@ -220,12 +254,16 @@ def heterogeneity(df: pd.DataFrame, items: Sequence[str]) -> Heterogeneity:
         )
     answered = df[items].dropna()
     if answered.empty:
-        return Heterogeneity(n=0, unique_patterns=0, entropy=float("nan"))
+        return Heterogeneity(
+            n=0, unique_patterns=0, entropy=float("nan"), entropy_corrected=float("nan")
+        )
     counts = answered.value_counts(sort=False).to_numpy()
+    entropy = float(shannon_entropy(counts, base=2))
     return Heterogeneity(
         n=len(answered),
         unique_patterns=len(counts),
-        entropy=float(shannon_entropy(counts, base=2)),
+        entropy=entropy,
+        entropy_corrected=entropy + (len(counts) - 1) / (2 * len(answered) * np.log(2)),
     )
 
 
@@ -255,6 +293,12 @@ def incoherence_rate(df: pd.DataFrame, coherence: CoherenceLike | str) -> float:
     (with NaN answers a comparison is False, so pass a Coherence to exclude
     unanswered rows). No eligible row gives ``nan``.
     """
+    flags = incoherence_flags(df, coherence)
+    return float(flags.mean()) if flags.notna().any() else float("nan")
+
+
+def incoherence_flags(df: pd.DataFrame, coherence: CoherenceLike | str) -> pd.Series:
+    """Per respondent: 1.0 incoherent, 0.0 coherent, NaN not eligible (see ``incoherence_rate``)."""
     if isinstance(coherence, str):
         rule, answered = coherence, pd.Series(True, index=df.index)
     else:
@@ -268,9 +312,7 @@ def incoherence_rate(df: pd.DataFrame, coherence: CoherenceLike | str) -> float:
         answered = df[coherence.belief].notna() & df[coherence.action].notna()
     incoherent = _evaluate_rule(df, rule)
     eligible = answered & incoherent.notna()
-    if not eligible.any():
-        return float("nan")
-    return float(incoherent[eligible].astype(bool).mean())
+    return incoherent.where(eligible).astype(float)
 
 
 def _evaluate_rule(df: pd.DataFrame, rule: str) -> pd.Series:
@@ -306,7 +348,9 @@ class Recovery:
 
     ``terms``: one row per human term (columns documented in
     ``coefficient_recovery``); the scalars pool every (term, replicate) pair of the
-    terms with a defined human estimate.
+    terms with a defined human estimate; ``replicates`` holds the same scalars per
+    replicate (columns rep, sign_f1, false_positive_rate, coverage), whose spread
+    gives their Monte Carlo standard errors (``mcse``).
     """
 
     terms: pd.DataFrame
@@ -314,12 +358,24 @@ class Recovery:
     false_positive_rate: float
     coverage: float
     alpha: float
+    replicates: pd.DataFrame
 
     def summary(self) -> dict[str, float]:
         """The scalar fields as a flat dict."""
         return {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name != "terms"
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("terms", "replicates")
         }
+
+    def mcse(self, name: str) -> float:
+        """Monte Carlo standard error of a scalar: SD of its per-replicate values / sqrt(R)."""
+        values = self.replicates[name].dropna()
+        return (
+            float(values.std(ddof=1) / np.sqrt(len(values)))
+            if len(values) > 1
+            else np.nan
+        )
 
 
 def coefficient_recovery(
@@ -328,42 +384,54 @@ def coefficient_recovery(
     *,
     alpha: float = 0.05,
     exclude: Sequence[str] = (),
+    margins: Mapping[str, float] | None = None,
+    human_nobs: int | None = None,
+    sim_nobs: Sequence[int] | None = None,
 ) -> Recovery:
     """Compare a human coefficient table with one table per synthetic replicate sample.
 
     Tables are tidy (``term, estimate, std_error, statistic, p_value, ci_low,
     ci_high``). A replicate that lacks a term, or has a NaN estimate for it, *failed*
     to estimate it. A term's class is "positive"/"negative" (sign of the estimate) if
-    ``p_value < alpha``, else "null"; a failed replicate's class is "null". Terms of
+    ``p_value < alpha``, else "null"; a failed replicate's class is "failed". Terms of
     the replicates that the human table lacks are ignored.
+
+    Nonresponse never buys a wider interval: with ``human_nobs`` and ``sim_nobs`` (rows
+    each fit used), a replicate that used fewer rows than the humans has its standard
+    error scaled to the humans' row count, ``se * sqrt(nobs_rep / nobs_human)``.
 
     ``terms`` columns, one row per human term in human order:
 
     * ``human_*``: the human estimate, std_error, p_value, ci_low, ci_high and class;
-    * ``sim_estimate, sim_std_error, sim_ci_low, sim_ci_high``: means over the
-      ``n_reps`` replicates that estimated the term (``n_failed`` did not);
-      ``sim_class``: the most frequent class over all replicates, "null" on a tie;
-    * ``bias`` = sim_estimate - human_estimate; ``std_diff`` = bias / human_std_error
-      (the standardised difference); ``se_ratio`` = sim_std_error / human_std_error;
-    * ``sign_agree``, ``sig_agree``, ``coverage``: shares of all replicates whose
-      estimate has the human sign, whose class equals the human class, whose CI
-      contains the human estimate (a failed replicate disagrees / is not covering);
-    * ``ci_overlap``: mean over estimating replicates of the Karr et al. (2006)
-      overlap J = ½[O/(U_h - L_h) + O/(U_s - L_s)], O = min(U_h, U_s) - max(L_h, L_s);
-      1 for identical intervals, negative for disjoint ones.
+    * ``sim_estimate, sim_std_error``: means over the ``n_reps`` replicates that
+      estimated the term (``n_failed`` did not); ``sim_class``: the most frequent
+      class over all replicates, "null" on a tie;
+    * ``diff`` = sim_estimate - human_estimate, with ``diff_std_error`` =
+      sqrt(se_h^2 + mean(se_rep^2) / n_reps) (independent human and synthetic
+      samples; the mean of n_reps replicates), ``diff_ci_low/high`` = diff -/+
+      z * diff_std_error (z the normal 1 - alpha/2 quantile), ``diff_z`` and the
+      two-sided normal ``diff_p_value``;
+    * ``margin`` (from ``margins``, NaN without) and ``equivalence_p_value``: the TOST
+      p-value that |true difference| < margin, max(P(Z > (diff + m)/se), P(Z < (diff - m)/se));
+    * ``coverage``: share of all replicates whose difference CI,
+      |b_rep - b_h| <= z * sqrt(se_h^2 + se_rep^2), contains 0 (a failed replicate
+      does not cover); its nominal value is 1 - alpha at any sample-size ratio;
+    * ``se_ratio`` = sim_std_error / human_std_error; ``sign_agree``, ``sig_agree``:
+      shares of all replicates whose estimate has the human sign, whose class equals
+      the human class (failed replicates disagree).
 
-    A human row with a NaN estimate keeps its row with the comparison columns
-    (bias ... coverage) and ``human_class`` missing, and is left out of the scalars;
-    so are the terms named in ``exclude`` (e.g. the intercept, which is rarely a
-    finding of the study), though they keep their rows. The scalars:
+    A human row with a NaN estimate keeps its row with the comparison columns and
+    ``human_class`` missing and is left out of the scalars; so are the terms named in
+    ``exclude`` (e.g. the intercept, rarely a finding of the study). The scalars (the
+    paper's definitions, Wang et al.):
 
     * ``sign_f1``: micro-averaged F1 over the classes "positive" and "negative",
-      pooled over (term, replicate) pairs, i.e. 2·TP / (#sim non-null + #human
-      non-null) with TP the pairs whose non-null sim class equals the human class
-      (sklearn's ``f1_score(labels=["positive", "negative"], average="micro")``);
-      nan when both counts are 0;
-    * ``false_positive_rate``: share of pairs with human class "null" whose sim class
-      is not "null" (nan if there is none);
+      pooled over (term, replicate) pairs, 2·TP / (#sim non-null + #human non-null),
+      TP the pairs whose significant sim class equals the human class; a failed pair
+      counts as a miss (it is not a significant sim class); nan when both counts are 0;
+    * ``false_positive_rate``: among pairs whose human class is "null" and whose
+      replicate estimated the term, the share the replicate calls significant (a
+      failure is reported in n_failed, never counted as recovering a null term);
     * ``coverage``: mean of the per-term coverage.
     """
     if not 0 < alpha < 1:
@@ -385,19 +453,26 @@ def coefficient_recovery(
         raise DataError("sim_tables is empty; give at least one replicate table")
     for i, table in enumerate(tables):
         _check_columns(table, f"sim_tables[{i}]")
+    scale = nonresponse_scale(human_nobs, sim_nobs, reps=len(tables))
 
-    est, se, p, low, high = _replicate_grid(human["term"], tables)
+    est, se, p, _, _ = _replicate_grid(human["term"], tables)
     failed = np.isnan(est)
-    se, low, high = (np.where(failed, np.nan, x) for x in (se, low, high))
-    h_est, h_se, h_p, h_low, h_high = (human[c].to_numpy()[:, None] for c in _NUMERIC)
+    se = np.where(failed, np.nan, se) * scale[None, :]
+    h_est, h_se, h_p = (human[c].to_numpy()[:, None] for c in _NUMERIC[:3])
     h_class = _classes(h_est, h_p, alpha)
-    s_class = _classes(est, p, alpha)
+    s_class = np.where(failed, FAILED, _classes(est, p, alpha))
+    z = float(scipy.stats.norm.ppf(1 - alpha / 2))
+    margin = np.array(
+        [(margins or {}).get(term, np.nan) for term in human["term"]], dtype=float
+    )
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        overlap = np.minimum(h_high, high) - np.maximum(h_low, low)
-        karr = (overlap / (h_high - h_low) + overlap / (high - low)) / 2
+        n_reps = (~failed).sum(axis=1)
         sim_estimate, sim_se = _row_mean(est), _row_mean(se)
-        bias = sim_estimate - h_est[:, 0]
+        diff = sim_estimate - h_est[:, 0]
+        diff_se = np.sqrt(h_se[:, 0] ** 2 + _row_mean(se**2) / n_reps)
+        diff_z = diff / diff_se
+        covered = np.abs(est - h_est) <= z * np.sqrt(h_se**2 + se**2)
         terms = pd.DataFrame(
             {
                 "term": human["term"].to_numpy(),
@@ -405,43 +480,163 @@ def coefficient_recovery(
                 "human_class": _CLASS_LABELS[h_class[:, 0] + 1],
                 "sim_estimate": sim_estimate,
                 "sim_std_error": sim_se,
-                "sim_ci_low": _row_mean(low),
-                "sim_ci_high": _row_mean(high),
                 "sim_class": _CLASS_LABELS[_modal_class(s_class) + 1],
-                "bias": bias,
-                "std_diff": bias / h_se[:, 0],
+                "diff": diff,
+                "diff_std_error": diff_se,
+                "diff_ci_low": diff - z * diff_se,
+                "diff_ci_high": diff + z * diff_se,
+                "diff_z": diff_z,
+                "diff_p_value": 2 * scipy.stats.norm.sf(np.abs(diff_z)),
+                "margin": margin,
+                "equivalence_p_value": equivalence_p_value(
+                    diff=diff, std_error=diff_se, margin=margin
+                ),
+                "coverage": covered.mean(axis=1),
                 "se_ratio": sim_se / h_se[:, 0],
                 "sign_agree": (np.sign(est) == np.sign(h_est)).mean(axis=1),
                 "sig_agree": (s_class == h_class).mean(axis=1),
-                "ci_overlap": _row_mean(karr),
-                "coverage": ((low <= h_est) & (h_est <= high)).mean(axis=1),
-                "n_reps": (~failed).sum(axis=1),
+                "n_reps": n_reps,
                 "n_failed": failed.sum(axis=1),
             },
             columns=list(_TERM_COLUMNS),
         )
     defined = ~np.isnan(h_est[:, 0])
     terms.loc[~defined, ["human_class", *_COMPARISONS]] = np.nan
-
     scored = defined & ~terms["term"].isin(exclude).to_numpy()
-    h_class, s_class = np.broadcast_arrays(h_class[scored], s_class[scored])
-    true_positives = np.sum((s_class != 0) & (s_class == h_class))
-    denominator = np.sum(s_class != 0) + np.sum(h_class != 0)
-    null_pairs = h_class == 0
+    h_scored, s_scored = np.broadcast_arrays(h_class[scored], s_class[scored])
+    per_rep = pd.DataFrame(
+        [
+            {
+                "rep": r,
+                **_pooled(h_scored[:, [r]], s_scored[:, [r]], covered[scored][:, [r]]),
+            }
+            for r in range(len(tables))
+        ],
+        columns=["rep", "sign_f1", "false_positive_rate", "coverage"],
+    )
     return Recovery(
         terms=terms,
-        sign_f1=float(2 * true_positives / denominator)
-        if denominator
-        else float("nan"),
-        false_positive_rate=(
-            float(np.mean(s_class[null_pairs] != 0))
-            if null_pairs.any()
-            else float("nan")
-        ),
-        coverage=float(terms["coverage"][scored].mean())
-        if scored.any()
-        else float("nan"),
+        **_pooled(h_scored, s_scored, covered[scored]),
         alpha=alpha,
+        replicates=per_rep,
+    )
+
+
+FAILED = 2
+"""Class code of a (term, replicate) pair the replicate could not estimate."""
+
+
+def _pooled(
+    human: np.ndarray, sim: np.ndarray, covered: np.ndarray
+) -> dict[str, float]:
+    """Sign-F1, false-positive rate and coverage pooled over (term, replicate) pairs."""
+    significant = (sim != 0) & (sim != FAILED)
+    true_positives = np.sum(significant & (sim == human))
+    denominator = np.sum(significant) + np.sum(human != 0)
+    null_pairs = (human == 0) & (sim != FAILED)
+    return {
+        "sign_f1": float(2 * true_positives / denominator) if denominator else np.nan,
+        "false_positive_rate": float(np.mean(significant[null_pairs]))
+        if null_pairs.any()
+        else np.nan,
+        "coverage": float(covered.mean(axis=1).mean()) if covered.size else np.nan,
+    }
+
+
+def nonresponse_scale(
+    human_nobs: int | None, sim_nobs: Sequence[int] | None, *, reps: int
+) -> np.ndarray:
+    """Per replicate, the factor sqrt(min(1, nobs_rep / nobs_human)) on its standard errors.
+
+    A simulator that leaves respondents unanswered fits on fewer rows, and its wider
+    intervals would otherwise cover more often: its errors are scaled to the precision
+    it would have had answering everyone, so nonresponse can never raise a score.
+    """
+    if human_nobs is None or sim_nobs is None:
+        return np.ones(reps)
+    nobs = np.asarray(sim_nobs, dtype=float)
+    if len(nobs) != reps:
+        raise DataError(f"sim_nobs has {len(nobs)} entries for {reps} replicate tables")
+    return np.sqrt(np.minimum(1.0, nobs / human_nobs))
+
+
+def equivalence_p_value(
+    *, diff: ArrayLike, std_error: ArrayLike, margin: ArrayLike
+) -> np.ndarray:
+    """TOST p-value for |true difference| < margin (two one-sided normal tests, the larger p).
+
+    NaN where the margin is missing or not positive.
+    """
+    diff, se, margin = (np.asarray(x, dtype=float) for x in (diff, std_error, margin))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lower = scipy.stats.norm.sf((diff + margin) / se)
+        upper = scipy.stats.norm.cdf((diff - margin) / se)
+    return np.where(margin > 0, np.maximum(lower, upper), np.nan)
+
+
+@dataclass(frozen=True)
+class WaldTest:
+    """Joint test that the simulator's coefficients equal the humans' on ``terms``.
+
+    ``statistic`` = d' V^-1 d with d = mean replicate estimate - human estimate and
+    V = V_human + mean(V_rep) / n_reps over the replicates that estimated every term
+    (``n_reps`` of them); chi-squared with ``df`` = rank of V. NaN without a usable
+    replicate or term.
+    """
+
+    terms: tuple[str, ...]
+    statistic: float
+    df: int
+    p_value: float
+    n_reps: int
+
+
+def wald_equality(
+    *,
+    human_estimate: pd.Series,
+    human_vcov: pd.DataFrame,
+    sim_estimates: Sequence[pd.Series],
+    sim_vcovs: Sequence[pd.DataFrame],
+    terms: Sequence[str],
+    scales: Sequence[float] | None = None,
+) -> WaldTest:
+    """Wald test of equal coefficients between the humans and the mean of the replicates.
+
+    Estimates are Series and covariances DataFrames indexed by term; ``scales`` (the
+    per-replicate ``nonresponse_scale``) multiply each replicate's standard errors.
+    Terms the humans could not estimate are left out; replicates missing any of the
+    rest are left out of the mean.
+    """
+    terms = [t for t in terms if np.isfinite(human_estimate.get(t, np.nan))]
+    factors = np.ones(len(sim_estimates)) if scales is None else np.asarray(scales)
+    complete = [
+        r
+        for r, est in enumerate(sim_estimates)
+        if terms and np.isfinite(est.reindex(terms).to_numpy(float)).all()
+    ]
+    if not terms or not complete:
+        return WaldTest(tuple(terms), np.nan, 0, np.nan, len(complete))
+    estimates = np.stack(
+        [sim_estimates[r].reindex(terms).to_numpy(float) for r in complete]
+    )
+    vcovs = np.stack(
+        [
+            sim_vcovs[r].reindex(index=terms, columns=terms).to_numpy(float)
+            * factors[r] ** 2
+            for r in complete
+        ]
+    )
+    d = estimates.mean(axis=0) - human_estimate.reindex(terms).to_numpy(float)
+    v = human_vcov.reindex(index=terms, columns=terms).to_numpy(float)
+    v = v + vcovs.mean(axis=0) / len(complete)
+    rank = int(np.linalg.matrix_rank(v))
+    statistic = float(d @ np.linalg.pinv(v) @ d)
+    return WaldTest(
+        terms=tuple(terms),
+        statistic=statistic,
+        df=rank,
+        p_value=float(scipy.stats.chi2.sf(statistic, rank)) if rank else np.nan,
+        n_reps=len(complete),
     )
 
 
@@ -493,9 +688,10 @@ def _classes(estimate: np.ndarray, p_value: np.ndarray, alpha: float) -> np.ndar
 
 def _modal_class(classes: np.ndarray) -> np.ndarray:
     """Per row, the most frequent class code; 0 (null) when the top count is shared."""
-    counts = np.stack([(classes == c).sum(axis=1) for c in (-1, 0, 1)], axis=1)
+    codes = (-1, 0, 1, FAILED)
+    counts = np.stack([(classes == c).sum(axis=1) for c in codes], axis=1)
     tied = (counts == counts.max(axis=1, keepdims=True)).sum(axis=1) > 1
-    return np.where(tied, 0, counts.argmax(axis=1) - 1)
+    return np.where(tied, 0, np.array(codes)[counts.argmax(axis=1)])
 
 
 def _row_mean(x: np.ndarray) -> np.ndarray:

@@ -58,6 +58,7 @@ from simval.errors import (
     OptionError,
     check_option,
 )
+from simval.formulas import formula_variables
 
 Family = Literal["ols", "logit", "probit", "poisson"]
 
@@ -83,7 +84,12 @@ class Fit:
 
     ``table`` has the columns ``term, estimate, std_error, statistic, p_value, ci_low,
     ci_high`` (one row per design column, in formulaic's order and naming); aliased terms keep
-    their row with NaN and are listed in ``aliased``.
+    their row with NaN and are listed in ``aliased``. ``vcov`` is the covariance of the
+    estimates (terms x terms, NaN rows and columns for aliased terms), the one the standard
+    errors come from, so joint (Wald) tests can use it. ``design_sd`` is each design
+    column's standard deviation in the rows used and ``outcome_sd`` the outcome's: the
+    scales that turn a standardised margin into one on a coefficient's own scale.
+    ``clusters`` counts the clusters of a ``cluster:`` covariance (None otherwise).
     """
 
     formula: str
@@ -94,13 +100,20 @@ class Fit:
     nobs: int
     table: pd.DataFrame
     aliased: tuple[str, ...]
+    vcov: pd.DataFrame
+    design_sd: pd.Series
+    outcome_sd: float
+    clusters: int | None
     _spec: ModelSpecs = field(repr=False, compare=False)
 
     def refit(self, data: pd.DataFrame) -> Fit:
         """Fit the same model to new data with the original design (factor levels, columns).
 
         A level absent from ``data`` gives an all-zero column, which is aliased; a level the
-        original fit never saw is a DataError. Cheap: the formula is not parsed again.
+        original fit never saw is a DataError. When a factor's reference level is absent,
+        the other levels' columns would silently measure contrasts against another level
+        under the same names: every term of that factor is marked aliased (NaN) instead.
+        Cheap: the formula is not parsed again.
         """
         _check_frame(data)
         rows = _complete_rows(
@@ -130,6 +143,7 @@ class Fit:
             cov=self.cov,
             absorb=self.absorb,
             conf_level=self.conf_level,
+            unidentified=_unreferenced_terms(self._spec, matrices.rhs.columns, rows),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -260,15 +274,14 @@ def _parse(formula: str) -> Formula:
 
 
 def _variables(parsed: Formula, *, formula: str, data: pd.DataFrame) -> set[str]:
-    """The data columns a parsed formula uses.
+    """The data columns ``formula`` uses, read by the parser Study shares (simval.formulas).
 
-    formulaic's ``required_variables`` plus every data column whose name appears in the
-    formula: formulaic 1.2 leaves out the arguments of stateful transforms (``center(x)``,
-    ``scale(x)``, ``poly(x, 2)``) before the first materialization. Afterwards the model
-    spec knows them exactly, so ``refit`` asks the spec instead.
+    That parser also sees the arguments of stateful transforms (``center(x)``,
+    ``poly(x, 2)``), which formulaic 1.2's ``required_variables`` leaves out before the
+    first materialization; afterwards the model spec knows them, so ``refit`` asks it.
+    ``parsed`` and ``data`` are not needed; they stay so that callers need not change.
     """
-    named = set(re.findall(r"[A-Za-z_]\w*", formula)) & set(data.columns)
-    return set(parsed.required_variables) | named
+    return formula_variables(formula)
 
 
 def _complete_rows(
@@ -408,8 +421,13 @@ def _estimate(
     cov: str,
     absorb: str | None,
     conf_level: float,
+    unidentified: frozenset[str] = frozenset(),
 ) -> Fit:
-    """Check the design, drop aliased columns, estimate and tabulate (shared by fit and refit)."""
+    """Check the design, drop aliased columns, estimate and tabulate (shared by fit and refit).
+
+    ``unidentified`` names columns that must not be estimated (refit: factors whose
+    reference level is absent); they are aliased like collinear columns.
+    """
     y, outcome = _outcome(matrices, family=family)
     design = matrices.rhs
     if absorb is not None:  # the absorbed effects span the intercept
@@ -422,6 +440,7 @@ def _estimate(
     effects = _groups(used, absorb)
     n_absorbed = 0 if effects is None else effects.max() + 1
     norms = np.linalg.norm(X, axis=0)
+    norms = np.where(np.isin(terms, list(unidentified)), 0.0, norms)
     keep = _estimable(X if effects is None else _demean(X, effects), norms=norms)
     if len(y) <= keep.sum() + n_absorbed:
         raise EstimationError(
@@ -452,6 +471,8 @@ def _estimate(
         )
     if clusters is not None and family == "ols":
         df = clusters.max()  # t with G - 1 df
+    full = np.full((len(terms), len(terms)), np.nan)
+    full[np.ix_(keep, keep)] = vcov
     return Fit(
         formula=formula,
         family=family,
@@ -461,8 +482,42 @@ def _estimate(
         nobs=len(y),
         table=_table(terms, keep, params, vcov, df=df, conf_level=conf_level),
         aliased=tuple(t for t, k in zip(terms, keep) if not k),
+        vcov=pd.DataFrame(full, index=terms, columns=terms),
+        design_sd=pd.Series(X.std(axis=0, ddof=1), index=terms),
+        outcome_sd=float(np.std(y, ddof=1)),
+        clusters=None if clusters is None else int(clusters.max() + 1),
         _spec=matrices.model_spec,
     )
+
+
+def _unreferenced_terms(
+    spec: ModelSpecs, columns: pd.Index, rows: pd.DataFrame
+) -> frozenset[str]:
+    """Design columns of categorical factors whose reference (first) level ``rows`` lacks.
+
+    Without its reference level a factor's remaining dummies would be re-based on another
+    level under the original names; those columns are returned so they are aliased.
+    """
+    missing = []
+    for factor, (kind, state) in spec.rhs.encoder_state.items():
+        levels = state.get("categories") if kind.value == "categorical" else None
+        if not levels:
+            continue
+        variable = _factor_variable(factor, rows)
+        if variable is not None and not rows[variable].isin(levels[:1]).any():
+            missing.append(factor)
+    return frozenset(
+        column
+        for column in columns
+        if any(part.startswith(f"{f}[") for part in column.split(":") for f in missing)
+    )
+
+
+def _factor_variable(factor: str, rows: pd.DataFrame) -> str | None:
+    """The data column a categorical factor (``g`` or ``C(g, ...)``) encodes, if plain."""
+    match = re.fullmatch(r"(?:C\(\s*)?`?([A-Za-z_][\w.]*)`?(?:\s*[,)].*)?", factor)
+    name = match.group(1) if match else None
+    return name if name in rows.columns else None
 
 
 def _groups(rows: pd.DataFrame, column: str | None) -> np.ndarray | None:
@@ -659,7 +714,7 @@ def _table(
 
 def _same(a: object, b: object) -> bool:
     """Field equality for Fit: frames with ``equals`` (NaN == NaN), the rest with ``==``."""
-    if isinstance(a, pd.DataFrame) and isinstance(b, pd.DataFrame):
+    if isinstance(a, pd.DataFrame | pd.Series) and isinstance(b, type(a)):
         return a.equals(b)
     return a == b
 

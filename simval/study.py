@@ -19,9 +19,9 @@ import jinja2
 import jinja2.meta
 import pandas as pd
 import yaml
-from formulaic import Formula
 
-from simval.errors import DataError, FormulaError, StudyError, check_option
+from simval.errors import DataError, SimvalError, StudyError, check_option
+from simval.formulas import formula_variables, outcome_of
 from simval.regression import FAMILIES, Family, check_cov
 
 Role = Literal["belief", "action", "outcome", "other"]
@@ -40,12 +40,27 @@ class Item:
     role: Role = "other"
 
     def __post_init__(self) -> None:
+        for what, value in (("name", self.name), ("text", self.text)):
+            if not isinstance(value, str):
+                raise StudyError(
+                    f"item {self.name!r}: its {what} must be text, got {_shown(value)}"
+                )
         check_option(f"role of item {self.name!r}", self.role, ROLES)
+        if not isinstance(self.options, Mapping):
+            raise StudyError(
+                f"item {self.name!r}: options must map each label to its code, "
+                f"got {_shown(self.options)}"
+            )
         if not self.options:
             raise StudyError(f"item {self.name!r} has no options")
         object.__setattr__(self, "options", dict(self.options))
         seen: dict[float, str] = {}
         for label, code in self.options.items():
+            if isinstance(label, bool):
+                raise StudyError(
+                    f"item {self.name!r}: option label {label!r} is not text (YAML reads "
+                    "unquoted yes/no/on/off/true/false as booleans: quote the label)"
+                )
             if (
                 isinstance(code, bool)
                 or not isinstance(code, int | float)
@@ -72,17 +87,43 @@ class Item:
         return tuple(self.options)
 
 
+DEFAULT_MARGIN = 0.1
+"""The default equivalence margin, a standardised coefficient (see ``Model``)."""
+
+
 @dataclass(frozen=True)
 class Model:
-    """A regression the original study ran: an R-style formula, a family and a covariance type."""
+    """A regression the original study ran: an R-style formula, a family and a covariance type.
+
+    ``margin``: the smallest difference between simulated and human coefficients that
+    matters, as a standardised coefficient (the change in the outcome, in its SDs, per
+    SD of the term; latent SDs for logit (pi/sqrt(3)) and probit (1); the log rate
+    for poisson). The default 0.1 is a small effect (Cohen's r = .1; for a balanced
+    binary term d = 0.2), the smallest-effect-of-interest convention for equivalence
+    tests (Lakens, Scheel & Isager 2018); docs/metrics.md says why it is not the effect
+    the human study had 33% power to detect.
+    """
 
     formula: str
     family: Family = "ols"
     cov: str = "HC1"
+    margin: float = DEFAULT_MARGIN
 
     def __post_init__(self) -> None:
+        if not isinstance(self.formula, str):
+            raise StudyError(
+                f"a model's formula must be text, got {_shown(self.formula)}"
+            )
         check_option(f"family of model {self.formula!r}", self.family, FAMILIES)
         check_cov(self.cov)
+        if (
+            isinstance(self.margin, bool)
+            or not isinstance(self.margin, int | float)
+            or not 0 < self.margin < math.inf
+        ):
+            raise StudyError(
+                f"model {self.formula!r}: margin={self.margin!r} must be a positive number"
+            )
 
     @property
     def outcome(self) -> str:
@@ -97,6 +138,12 @@ class Coherence:
     belief: str
     action: str
     rule: str
+
+    def __post_init__(self) -> None:
+        for what in ("belief", "action", "rule"):
+            value = getattr(self, what)
+            if not isinstance(value, str):
+                raise StudyError(f"coherence {what} must be text, got {_shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -194,11 +241,19 @@ class Study:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Study:
-        """Load a study from a YAML file (the layout ``to_yaml`` writes)."""
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        """Load a study from a YAML file (the layout ``to_yaml`` writes).
+
+        Every problem is one SimvalError line that starts with the file's name: a
+        file that cannot be read, YAML syntax (with its line and column), and a
+        field of the wrong type or an inconsistent declaration (its usual error).
+        """
+        raw = _read_yaml(Path(path))
         if not isinstance(raw, dict):
             raise StudyError(f"{path}: expected a mapping at the top level")
-        return study_from_dict(raw)
+        try:
+            return study_from_dict(raw)
+        except SimvalError as exc:  # same kind of error, now naming the file
+            raise type(exc)(f"{path}: {exc}") from exc
 
     def to_yaml(self, path: str | Path) -> None:
         """Write the study to a YAML file that ``from_yaml`` reads back to an equal study."""
@@ -206,25 +261,42 @@ class Study:
         Path(path).write_text(text, encoding="utf-8")
 
 
-def outcome_of(formula: str) -> str:
-    """The single outcome column named on the left of ``formula``."""
+def _read_yaml(path: Path) -> object:
+    """Parse the YAML file at ``path``; StudyError naming the file (and line) when it cannot."""
     try:
-        lhs = Formula(formula).lhs.required_variables
-    except Exception as exc:  # formulaic raises several parser errors
-        raise FormulaError(f"cannot parse formula {formula!r}: {exc}") from exc
-    if len(lhs) != 1:
-        raise FormulaError(
-            f"formula {formula!r} must have exactly one outcome on its left side"
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise StudyError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    except OSError as exc:
+        raise StudyError(
+            f"{path}: cannot read the study file ({exc.strerror or exc})"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        raise StudyError(_yaml_problem(path, exc)) from None
+    except yaml.YAMLError as exc:  # e.g. a control character (a ReaderError)
+        raise StudyError(f"{path}: {str(exc).strip().splitlines()[0]}") from None
+
+
+def _yaml_problem(path: Path, exc: yaml.MarkedYAMLError) -> str:
+    """One line: the file, the 1-based line and column of the problem, and what it is.
+
+    An unclosed bracket is noticed where the file ends, so the construct it opened
+    (the error's context) is named too, with the line it starts on.
+    """
+    mark = exc.problem_mark or exc.context_mark
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    message = f"{path}{where}: {exc.problem or exc.context or 'invalid YAML'}"
+    start = exc.context_mark
+    if exc.problem and exc.context and start and (not mark or start.line != mark.line):
+        message += (
+            f" ({exc.context} that starts at line {start.line + 1}, "
+            f"column {start.column + 1})"
         )
-    return next(iter(lhs))
-
-
-def formula_variables(formula: str) -> set[str]:
-    """Every data column ``formula`` reads, outcome included."""
-    try:
-        return set(Formula(formula).required_variables)
-    except Exception as exc:
-        raise FormulaError(f"cannot parse formula {formula!r}: {exc}") from exc
+    return message
 
 
 def rule_variables(rule: str) -> set[str]:
@@ -331,6 +403,8 @@ def _check_persona_text(study: Study) -> None:
     """``persona_text`` must parse as Jinja2 and read persona columns only."""
     if study.persona_text is None:
         return
+    if not isinstance(study.persona_text, str):
+        raise StudyError(f"persona_text must be text, got {_shown(study.persona_text)}")
     environment = jinja2.Environment()
     try:
         parsed = environment.parse(study.persona_text)
@@ -363,6 +437,7 @@ def study_to_dict(study: Study) -> dict:
     if study.models:
         out["models"] = [
             {"formula": m.formula, "family": m.family, "cov": m.cov}
+            | ({} if m.margin == DEFAULT_MARGIN else {"margin": m.margin})
             for m in study.models
         ]
     if study.subgroups:
@@ -390,33 +465,75 @@ _STUDY_KEYS = (
 
 
 def study_from_dict(raw: Mapping) -> Study:
-    """Build a Study from the dict layout of ``study_to_dict``; unknown keys are errors."""
-    unknown = sorted(set(raw) - set(_STUDY_KEYS))
+    """Build a Study from the dict layout of ``study_to_dict``; unknown keys are errors.
+
+    A field of the wrong type (``items: 3``, ``persona: {a: 1}``) is a StudyError
+    naming the field, not a TypeError from deep inside.
+    """
+    unknown = sorted(str(key) for key in set(raw) - set(_STUDY_KEYS))
     if unknown:
         raise StudyError(
             f"unknown study field(s): {', '.join(unknown)}; known: {', '.join(_STUDY_KEYS)}"
         )
     return Study(
-        items=tuple(_build(Item, entry, "item") for entry in raw.get("items") or ()),
-        persona=tuple(raw.get("persona") or ()),
-        treatment=raw.get("treatment") or (),
-        vignettes={str(k): v for k, v in (raw.get("vignettes") or {}).items()},
-        models=tuple(
-            _build(Model, entry, "model") for entry in raw.get("models") or ()
-        ),
-        subgroups=tuple(raw.get("subgroups") or ()),
-        coherence=tuple(
-            _build(Coherence, entry, "coherence")
-            for entry in raw.get("coherence") or ()
-        ),
+        items=_entries(raw, key="items", cls=Item, what="item"),
+        persona=_names(raw, key="persona"),
+        treatment=_names(raw, key="treatment"),
+        vignettes=_vignettes(raw),
+        models=_entries(raw, key="models", cls=Model, what="model"),
+        subgroups=_names(raw, key="subgroups"),
+        coherence=_entries(raw, key="coherence", cls=Coherence, what="coherence"),
         persona_text=raw.get("persona_text"),
     )
+
+
+def _entries(raw: Mapping, *, key: str, cls: type, what: str) -> tuple:
+    """The ``key`` field: a list of mappings, each built into a ``cls``."""
+    value = raw.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise StudyError(f"{key} must be a list of {what} entries, got {_shown(value)}")
+    return tuple(_build(cls, entry, what) for entry in value)
+
+
+def _names(raw: Mapping, *, key: str) -> tuple[str, ...]:
+    """The ``key`` field: one column name or a list of them (none when empty)."""
+    value = raw.get(key)
+    if value is None or value == "" or value == []:
+        return ()
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise StudyError(
+            f"{key} must be a column name or a list of column names, got {_shown(value)}"
+        )
+    return tuple(names)
+
+
+def _vignettes(raw: Mapping) -> dict[str, str]:
+    """The ``vignettes`` field: a mapping of arm to vignette text."""
+    value = raw.get("vignettes")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(text, str) for text in value.values()
+    ):
+        raise StudyError(
+            f"vignettes must map each arm to its text, got {_shown(value)}"
+        )
+    return {str(arm): text for arm, text in value.items()}
+
+
+def _shown(value: object, *, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters so an error stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _build(cls: type, entry: object, what: str):
     """Instantiate ``cls`` from a YAML mapping, naming the entry when its fields are wrong."""
     if not isinstance(entry, Mapping):
-        raise StudyError(f"each {what} must be a mapping, got {entry!r}")
+        raise StudyError(f"each {what} must be a mapping, got {_shown(entry)}")
     try:
         return cls(**entry)
     except TypeError as exc:

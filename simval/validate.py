@@ -1,25 +1,30 @@
 """validate(): would the study reach the same conclusions on simulated respondents?
 
-Orchestration only: it draws replicate samples of personas, asks the simulator to
-answer them, fits the study's models and computes every metric on the human data
-and on each synthetic replicate, overall and per subgroup, and gathers the results
-in a ``Validation``. The statistics themselves live in ``regression`` and
-``metrics``.
+Orchestration only: it draws replicate samples of personas, asks the simulator, and
+the fresh-sample reference beside it, to answer them, fits the study's models and
+computes every metric on the human data and on each replicate, overall and per
+subgroup, resamples respondents for the metrics' confidence intervals and gathers
+it all in a ``Validation``. The statistics live in ``regression`` and ``metrics``;
+the result, its registry of headline metrics and the decisions in ``results``.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.stats
+from statsmodels.stats.multitest import multipletests
 
+from simval.bootstrap import Coding, code_samples, headline_values
 from simval.errors import (
     DataError,
     EstimationError,
@@ -29,15 +34,29 @@ from simval.errors import (
     check_option,
 )
 from simval.metrics import (
-    Recovery,
     coefficient_recovery,
+    geometric_mean,
     heterogeneity,
     incoherence_rate,
     jsd,
+    nonresponse_scale,
     variance_ratio,
+    wald_equality,
+    wasserstein,
 )
-from simval.regression import FAMILIES, Fit, check_cov, fit
+from simval.regression import CLUSTER_PREFIX, FAMILIES, Fit, check_cov, fit
+from simval.results import (
+    HEADLINE,
+    HUMAN_LEVELS,
+    METRICS,
+    NOT_FINDINGS,
+    OVERALL,
+    Validation,
+    decide,
+    summary_table,
+)
 from simval.simulators.base import Simulator, check_output
+from simval.simulators.reference import FreshSampleSimulator
 from simval.study import (
     Coherence,
     Item,
@@ -48,147 +67,30 @@ from simval.study import (
     outcome_of,
 )
 
-OVERALL = "overall"
-"""The ``subgroup`` and ``level`` of rows that cover every respondent."""
+__all__ = [
+    "NOT_FINDINGS",
+    "OVERALL",
+    "Validation",
+    "compare",
+    "fresh_reference",
+    "summary_table",
+    "validate",
+]
 
-NOT_FINDINGS = ("Intercept",)
-"""Terms kept in the coefficient table but left out of sign-F1, FPR and coverage."""
+MIN_SUBGROUP_N = 30
+"""Subgroup cells with fewer human respondents are flagged ``small`` and kept out of the
+headline numbers: below about 30 the JSD between two samples of one distribution
+exceeds 0.2 for a five-option item, and a cell's regression rests on a handful of rows."""
 
-SUMMARY_KEYS = (
-    "n_human",
-    "reps",
-    "jsd",
-    "subgroup_jsd_gap",
-    "variance_ratio",
-    "unique_patterns_human",
-    "unique_patterns_sim",
-    "entropy_human",
-    "entropy_sim",
-    "incoherence_human",
-    "incoherence_sim",
-    "sign_f1",
-    "false_positive_rate",
-    "coverage",
-)
+MIN_EVENTS_PER_PARAMETER = 10
+"""A binary-outcome model's cell is also ``small`` when its rarer outcome has fewer than
+this many cases per coefficient (Peduzzi et al. 1996, events per variable)."""
 
+FEW_CLUSTERS = 30
+"""Cluster-robust errors with fewer clusters are unreliable; the notes warn."""
 
-@dataclass(frozen=True)
-class Validation:
-    """Human vs simulated respondents on every axis, overall and per subgroup.
-
-    Every table has ``subgroup`` and ``level`` columns; rows about all respondents
-    have both set to ``"overall"``. Simulated figures are means over the replicate
-    samples. Columns:
-
-    - ``coefficients``: formula, subgroup, level, term, human_estimate,
-      human_std_error, human_ci_low, human_ci_high, human_p_value, human_class,
-      sim_estimate, sim_std_error, sim_ci_low, sim_ci_high, sim_class, bias,
-      std_diff, se_ratio, sign_agree, sig_agree, ci_overlap, coverage, n_reps,
-      n_failed, failure (the commonest reason a replicate could not estimate it).
-    - ``recovery``: formula, subgroup, level, n_terms, sign_f1,
-      false_positive_rate, coverage, failure (why the human model itself could not
-      be estimated in that subgroup, else empty).
-    - ``distributions``: item, subgroup, level, n_human, n_sim, jsd.
-    - ``variance``: item, subgroup, level, human_var, sim_var, ratio.
-    - ``heterogeneity``: subgroup, level, n_human, n_sim, unique_patterns_human,
-      unique_patterns_sim, entropy_human, entropy_sim (over ``pattern_items``).
-    - ``coherence``: belief, action, rule, scope, subgroup, level, n_human, n_sim,
-      incoherence_human, incoherence_sim. Each belief–action pair has a ``scope ==
-      "pair"`` row (incoherent under any of its rules); a pair with several rules also
-      has a ``"rule"`` row per rule.
-    """
-
-    coefficients: pd.DataFrame
-    recovery: pd.DataFrame
-    distributions: pd.DataFrame
-    variance: pd.DataFrame
-    heterogeneity: pd.DataFrame
-    coherence: pd.DataFrame
-    simulator: str
-    n_human: int
-    reps: int
-    alpha: float
-    seed: int | None
-    pattern_items: tuple[str, ...]
-
-    def summary(self) -> dict[str, float]:
-        """Headline numbers, each over all respondents (see docs/metrics.md for definitions).
-
-        jsd and variance_ratio are means over items; subgroup_jsd_gap is the spread
-        (worst minus best) of the per-level mean JSD; sign_f1, false_positive_rate and
-        coverage are means over formulas; incoherence is the mean over belief–action pairs of the
-        share of respondents breaking any of the pair's rules.
-        """
-        overall = _overall
-        hetero = overall(self.heterogeneity)
-        levels = self.distributions[self.distributions["subgroup"] != OVERALL]
-        per_level = levels.groupby(["subgroup", "level"])["jsd"].mean()
-        coherence = overall(self.coherence)
-        coherence = coherence[coherence["scope"] == "pair"]
-        recovery = overall(self.recovery)
-        values = {
-            "n_human": self.n_human,
-            "reps": self.reps,
-            "jsd": _mean(overall(self.distributions)["jsd"]),
-            "subgroup_jsd_gap": float(per_level.max() - per_level.min())
-            if len(per_level)
-            else math.nan,
-            "variance_ratio": _mean(overall(self.variance)["ratio"]),
-            "unique_patterns_human": _first(hetero["unique_patterns_human"]),
-            "unique_patterns_sim": _first(hetero["unique_patterns_sim"]),
-            "entropy_human": _first(hetero["entropy_human"]),
-            "entropy_sim": _first(hetero["entropy_sim"]),
-            "incoherence_human": _mean(coherence["incoherence_human"]),
-            "incoherence_sim": _mean(coherence["incoherence_sim"]),
-            "sign_f1": _mean(recovery["sign_f1"]),
-            "false_positive_rate": _mean(recovery["false_positive_rate"]),
-            "coverage": _mean(recovery["coverage"]),
-        }
-        return {key: values[key] for key in SUMMARY_KEYS}
-
-    def to_json(self) -> str:
-        """Serialise every table and setting to JSON; ``Validation.from_json`` reads it back."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, pd.DataFrame):
-                value = _frame_to_json(value)
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[f.name] = value
-        return json.dumps(out, allow_nan=False)
-
-    @classmethod
-    def from_json(cls, text: str) -> Validation:
-        """Rebuild a Validation from the output of ``to_json``."""
-        raw = json.loads(text)
-        values = {}
-        for f in fields(cls):
-            value = raw[f.name]
-            if isinstance(value, dict) and "dtypes" in value:
-                value = _frame_from_json(value)
-            elif isinstance(value, list):
-                value = tuple(value)
-            values[f.name] = value
-        return cls(**values)
-
-    def to_html(
-        self, path: str | Path, *, study: Study, name: str | None = None, **kw: Any
-    ) -> Path:
-        """Write a self-contained HTML report of this validation (``simval.report.write_html``)."""
-        from simval.report import write_html
-
-        return write_html({name or self.simulator: self}, study=study, out=path, **kw)
-
-    def to_markdown(
-        self, path: str | Path, *, study: Study, name: str | None = None, **kw: Any
-    ) -> Path:
-        """Write the Markdown report, figures beside it (``simval.report.write_markdown``)."""
-        from simval.report import write_markdown
-
-        return write_markdown(
-            {name or self.simulator: self}, study=study, out=path, **kw
-        )
+LATENT_SD = {"logit": math.pi / math.sqrt(3), "probit": 1.0, "poisson": 1.0}
+"""The outcome scale a standardised margin is multiplied by, per non-linear family."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +102,9 @@ class _Plan:
     levels: dict[str, tuple[Any, ...]]
     persona_columns: tuple[str, ...]
     pattern_items: tuple[str, ...]
+    categorical_items: tuple[Item, ...]
+    cluster: str | None
+    min_subgroup_n: int
 
 
 def validate(
@@ -214,13 +119,17 @@ def validate(
     reps: int = 20,
     alpha: float = 0.05,
     seed: int | None = 0,
+    resamples: int = 200,
+    min_subgroup_n: int = MIN_SUBGROUP_N,
 ) -> Validation:
     """Compare ``reps`` synthetic replicate samples from ``simulator`` with the human data.
 
-    Each replicate draws n personas from the humans with replacement (a fresh sample
-    of the same population; with ``BootstrapSimulator`` it is exactly a
-    nonparametric bootstrap of the human data), simulates their answers, fits every
-    model and computes every metric, overall and in each subgroup level.
+    Each replicate draws n personas from the humans with replacement (whole clusters
+    under a ``cluster:`` covariance), simulates their answers, fits every model and
+    computes every metric, overall and in each subgroup level. The fresh-sample
+    reference (``FreshSampleSimulator``) answers the same personas, giving each
+    metric's value under a perfect simulator; ``resamples`` bootstrap resamples of the
+    respondents give the headline metrics' confidence intervals.
 
     With a formula, the simulated columns are its outcome plus ``items``; every other
     column of ``human_df`` is persona data the simulator sees. With a ``Study``, the
@@ -236,6 +145,8 @@ def validate(
         items=items,
         reps=reps,
         alpha=alpha,
+        resamples=resamples,
+        min_subgroup_n=min_subgroup_n,
     )
     _check_no_leakage(human_df, simulator)
     if not callable(getattr(simulator, "simulate", None)):
@@ -246,50 +157,44 @@ def validate(
     human_fits = _human_fits(plan, human, alpha=alpha)
     rng = np.random.default_rng(seed)
     personas = human_df[list(plan.persona_columns)]
-    replicates = []
-    for _ in range(reps):
-        drawn = personas.iloc[rng.integers(len(personas), size=len(personas))]
-        answers = simulator.simulate(drawn, plan.study.items, seed=rng.integers(2**63))
-        answers = check_output(
-            answers, personas=drawn, items=plan.study.items, simulator=simulator
-        )
-        replicates.append(_split(plan, pd.concat([drawn, answers], axis=1)))
-    recoveries, failures = _recoveries(human_fits, replicates, alpha=alpha)
+    draws = [_draw(personas, rng=rng, cluster=plan.cluster) for _ in range(reps)]
+    seeds = rng.integers(2**63, size=reps)
+    reference = fresh_reference(
+        plan.study, human_df, subgroups=plan.subgroups, seed=rng.integers(2**63)
+    )
+    samples = _replicates(plan, simulator, personas, draws, seeds)
+    reference_samples = _replicates(plan, reference, personas, draws, seeds)
+    found = _evaluate(plan, human, human_fits, samples, alpha=alpha, subgroups=True)
+    fresh = _evaluate(
+        plan, human, human_fits, reference_samples, alpha=alpha, subgroups=False
+    )
+    coded = _code(plan, human, human_df, samples)
+    boot = _bootstrap(coded, resamples=resamples, rng=rng)
     return Validation(
-        coefficients=_coefficients_table(recoveries, failures),
-        recovery=_recovery_table(recoveries),
-        distributions=_distributions(plan, human, replicates),
-        variance=_variance(plan, human, replicates),
-        heterogeneity=_heterogeneity(plan, human, replicates),
-        coherence=_coherence(plan, human, replicates),
+        study=plan.study,
+        coefficients=found["coefficients"],
+        recovery=found["recovery"],
+        verdicts=_verdicts(plan, found["recovery"]),
+        replicate_coefficients=found["replicate_coefficients"],
+        distributions=found["distributions"],
+        variance=found["variance"],
+        heterogeneity=found["heterogeneity"],
+        coherence=found["coherence"],
+        shares=_shares(plan, human_df, samples),
+        headline=_headline(found, fresh, boot, coded, alpha=alpha),
+        draws=boot,
+        replicate_metrics=found["replicate_metrics"],
         simulator=repr(simulator),
         n_human=len(human_df),
         reps=reps,
         alpha=alpha,
         seed=seed,
         pattern_items=plan.pattern_items,
+        min_subgroup_n=min_subgroup_n,
+        notes=_notes(plan, simulator, reference, samples, human_fits),
+        versions=_versions(),
+        fingerprint=fingerprint(human_df),
     )
-
-
-COMPARE_COLUMNS = {
-    "jsd": "jsd",
-    "subgroup_jsd_gap": "subgroup_jsd_gap",
-    "variance_ratio": "variance_ratio",
-    "unique_patterns": "unique_patterns_sim",
-    "entropy": "entropy_sim",
-    "incoherence": "incoherence_sim",
-    "sign_f1": "sign_f1",
-    "false_positive_rate": "false_positive_rate",
-    "coverage": "coverage",
-}
-"""compare()'s columns and the summary() key each simulator's value comes from."""
-
-HUMAN_COLUMNS = {
-    "unique_patterns": "unique_patterns_human",
-    "entropy": "entropy_human",
-    "incoherence": "incoherence_human",
-}
-"""The columns the human row fills: the levels that exist without a comparison."""
 
 
 def compare(
@@ -302,41 +207,44 @@ def compare(
     alpha: float = 0.05,
     subgroups: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Headline numbers of several simulators side by side, a row each, plus a human row.
+    """Headline numbers of several simulators side by side (``summary_table``).
 
     Each simulator is validated on the same human data with the same replicate
-    personas (same ``seed``). The ``human`` row holds what the humans themselves
-    show (distinct patterns, entropy, incoherence); comparison columns are empty there.
+    personas and bootstrap resamples (same ``seed``), so their differences are paired.
     """
     if not simulators:
         raise OptionError("compare needs at least one simulator")
     validations = {
         name: validate(
-            study,
-            human_df,
-            simulator,
-            reps=reps,
-            seed=seed,
-            alpha=alpha,
+            study, human_df, simulator, reps=reps, seed=seed, alpha=alpha,
             subgroups=subgroups,
         )
         for name, simulator in simulators.items()
-    }
+    }  # fmt: skip
     return summary_table(validations)
 
 
-def summary_table(validations: Mapping[str, Validation]) -> pd.DataFrame:
-    """compare()'s table from validations of several simulators against the same human data."""
-    if not validations:
-        raise OptionError("summary_table needs at least one validation")
-    rows = {}
-    for name, validation in validations.items():
-        summary = validation.summary()
-        rows[name] = {column: summary[key] for column, key in COMPARE_COLUMNS.items()}
-    rows["human"] = {column: summary[key] for column, key in HUMAN_COLUMNS.items()}
-    table = pd.DataFrame.from_dict(rows, orient="index", columns=list(COMPARE_COLUMNS))
-    table.index.name = "simulator"
-    return table
+def fresh_reference(
+    study: Study,
+    human_df: pd.DataFrame,
+    *,
+    subgroups: Sequence[str] | None = None,
+    seed: int | np.random.Generator | None = 0,
+) -> FreshSampleSimulator:
+    """The fresh-sample reference simulator validate runs beside every simulator, matching
+    donors on the arm, the persona variables the formulas read and the subgroups."""
+    persona = study.persona_columns or tuple(
+        c for c in human_df.columns if c not in study.item_names
+    )
+    chosen = tuple(study.subgroups if subgroups is None else subgroups)
+    match = _match_columns(study, persona, chosen)
+    return FreshSampleSimulator(human_df, match=match, seed=seed)
+
+
+def fingerprint(human_df: pd.DataFrame) -> str:
+    """SHA-256 of the human data (index, columns and values as CSV): which humans a
+    validation was computed on, so validations of different data are never ranked together."""
+    return hashlib.sha256(human_df.to_csv().encode("utf-8")).hexdigest()
 
 
 # --- planning and input checks -------------------------------------------------------
@@ -353,10 +261,17 @@ def _plan(
     items: Sequence[str] | None,
     reps: int,
     alpha: float,
+    resamples: int,
+    min_subgroup_n: int,
 ) -> _Plan:
     """Resolve the study, check every input against the human data, and fix the subgroup levels."""
-    if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
-        raise OptionError(f"reps={reps!r} must be a positive integer")
+    for name, value, low in (
+        ("reps", reps, 1),
+        ("resamples", resamples, 0),
+        ("min_subgroup_n", min_subgroup_n, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise OptionError(f"{name}={value!r} must be an integer of at least {low}")
     if not 0 < alpha < 1:
         raise OptionError(f"alpha={alpha!r} must lie strictly between 0 and 1")
     if not isinstance(human_df, pd.DataFrame) or human_df.empty:
@@ -397,7 +312,57 @@ def _plan(
         levels={s: _levels(human_df[s], subgroup=s) for s in subgroups},
         persona_columns=persona_columns,
         pattern_items=tuple(i.name for i in beliefs) or study.item_names,
+        categorical_items=_categorical_items(study),
+        cluster=_cluster(study, persona_columns),
+        min_subgroup_n=min_subgroup_n,
     )
+
+
+def _categorical_items(study: Study) -> tuple[Item, ...]:
+    """Items a formula treats as a factor (``C(item)``): fitted with the declared options
+    as levels, so every sample is estimated on the same contrasts."""
+    return tuple(
+        item
+        for item in study.items
+        if any(
+            re.search(rf"\bC\(\s*`?{re.escape(item.name)}\b", m.formula)
+            for m in study.models
+        )
+    )
+
+
+def _cluster(study: Study, persona_columns: Sequence[str]) -> str | None:
+    """The column the models cluster on (replicates resample its clusters), if any."""
+    columns = {
+        m.cov.removeprefix(CLUSTER_PREFIX)
+        for m in study.models
+        if m.cov.startswith(CLUSTER_PREFIX)
+    }
+    if len(columns) > 1:
+        raise OptionError(
+            f"the models cluster on different columns ({', '.join(sorted(columns))}); "
+            "replicates can resample one clustering only"
+        )
+    column = next(iter(columns), None)
+    if column is not None and column not in persona_columns:
+        raise DataError(
+            f"cluster column {column!r} is not a persona column of the human data"
+        )
+    return column
+
+
+def _match_columns(
+    study: Study, persona_columns: Sequence[str], subgroups: Sequence[str]
+) -> tuple[str, ...]:
+    """What the fresh-sample reference matches donors on, the most important first:
+    the arm, the persona variables the formulas read, then the subgroups."""
+    used = set().union(*(formula_variables(m.formula) for m in study.models))
+    ordered = [
+        *study.treatment,
+        *(c for c in persona_columns if c in used),
+        *subgroups,
+    ]
+    return tuple(dict.fromkeys(c for c in ordered if c in persona_columns))
 
 
 def _check_no_leakage(human_df: pd.DataFrame, simulator: object) -> None:
@@ -408,7 +373,7 @@ def _check_no_leakage(human_df: pd.DataFrame, simulator: object) -> None:
         shown = ", ".join(repr(label) for label in seen[:5])
         raise DataError(
             f"{len(seen)} respondent(s) of the human data were in the fine-tuning pilot of "
-            f"{simulator!r} (e.g. {shown}); evaluate on the holdout only"
+            f"{simulator!r} (e.g. {shown}); evaluate on held-out respondents only"
         )
 
 
@@ -483,15 +448,63 @@ def _levels(column: pd.Series, *, subgroup: str) -> tuple[Any, ...]:
     return levels
 
 
+# --- replicate samples --------------------------------------------------------------------
+
+
+def _draw(
+    personas: pd.DataFrame, *, rng: np.random.Generator, cluster: str | None
+) -> np.ndarray:
+    """Row positions of one replicate: n personas with replacement, or whole clusters."""
+    if cluster is None:
+        return rng.integers(len(personas), size=len(personas))
+    groups = list(personas.groupby(cluster, sort=True, dropna=False).indices.values())
+    picked = rng.integers(len(groups), size=len(groups))
+    return np.concatenate([groups[g] for g in picked])
+
+
+def _replicates(
+    plan: _Plan,
+    simulator: Simulator,
+    personas: pd.DataFrame,
+    draws: Sequence[np.ndarray],
+    seeds: np.ndarray,
+) -> list[pd.DataFrame]:
+    """Each replicate's personas with the simulator's answers beside them.
+
+    Under clustering, a cluster drawn twice becomes two clusters (renumbered after the
+    simulator has answered, so the simulator sees the personas as they are).
+    """
+    samples = []
+    for positions, seed in zip(draws, seeds):
+        drawn = personas.iloc[positions]
+        answers = simulator.simulate(drawn, plan.study.items, seed=seed)
+        answers = check_output(
+            answers, personas=drawn, items=plan.study.items, simulator=simulator
+        )
+        sample = pd.concat([drawn, answers], axis=1)
+        if plan.cluster is not None:
+            sample[plan.cluster] = _cluster_draw_ids(drawn[plan.cluster])
+        samples.append(sample)
+    return samples
+
+
+def _cluster_draw_ids(clusters: pd.Series) -> np.ndarray:
+    """A new id per drawn cluster: a run of one cluster's rows in draw order is one draw."""
+    values = clusters.to_numpy()
+    starts = np.r_[True, values[1:] != values[:-1]]
+    return np.cumsum(starts)
+
+
 # --- splitting into (subgroup, level) groups ---------------------------------------
 
 Group = tuple[str, str]
 """(subgroup, level); ``(OVERALL, OVERALL)`` for all respondents."""
 Key = tuple[str, str, str]
 """(formula, subgroup, level)."""
+Split = dict[Group, pd.DataFrame]
 
 
-def _split(plan: _Plan, df: pd.DataFrame) -> dict[Group, pd.DataFrame]:
+def _split(plan: _Plan, df: pd.DataFrame) -> Split:
     """All respondents, then the rows of every level of every subgroup (levels as strings)."""
     groups = {(OVERALL, OVERALL): df}
     for subgroup in plan.subgroups:
@@ -500,12 +513,79 @@ def _split(plan: _Plan, df: pd.DataFrame) -> dict[Group, pd.DataFrame]:
     return groups
 
 
+def _evaluate(
+    plan: _Plan,
+    human: Split,
+    human_fits: dict[Key, Fit | str],
+    samples: list[pd.DataFrame],
+    *,
+    alpha: float,
+    subgroups: bool,
+) -> dict[str, pd.DataFrame]:
+    """Every table of a validation for one set of replicate samples.
+
+    ``subgroups=False`` (the reference run) fits the models overall only.
+    """
+    replicates = [_split(plan, sample) for sample in samples]
+    fits = (
+        human_fits
+        if subgroups
+        else {k: v for k, v in human_fits.items() if k[1] == OVERALL}
+    )
+    coefficients, recovery, per_rep, by_rep = _coefficients(
+        plan, human, fits, replicates, alpha=alpha
+    )
+    return {
+        "coefficients": coefficients,
+        "recovery": recovery,
+        "replicate_coefficients": by_rep,
+        "replicate_metrics": per_rep,
+        "distributions": _distributions(plan, human, replicates),
+        "variance": _variance(plan, human, replicates),
+        "heterogeneity": _heterogeneity(plan, human, replicates),
+        "coherence": _coherence(plan, human, replicates),
+        "nonresponse": _mean(
+            [
+                sample[list(plan.study.item_names)].isna().to_numpy().mean()
+                for sample in samples
+            ]
+        ),
+    }
+
+
+def _code(
+    plan: _Plan, human: Split, human_df: pd.DataFrame, samples: list[pd.DataFrame]
+) -> Coding:
+    """The human data and the replicates coded for the bootstrap."""
+    cells = [(s, level) for s in plan.subgroups for level in plan.levels[s]]
+    return code_samples(
+        plan.study,
+        human_df,
+        samples,
+        cells=cells,
+        judged=[len(human[s, str(level)]) >= plan.min_subgroup_n for s, level in cells],
+        pattern_items=plan.pattern_items,
+        pairs=[pair for pair, _ in _pairs(plan.study.coherence)],
+    )
+
+
 # --- coefficients -------------------------------------------------------------------
 
 
-def _human_fits(
-    plan: _Plan, human: dict[Group, pd.DataFrame], *, alpha: float
-) -> dict[Key, Fit | str]:
+def _for_fit(plan: _Plan, rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows with each factor item as a categorical of its declared options, so the
+    humans and every replicate share levels and reference level."""
+    if not plan.categorical_items:
+        return rows
+    return rows.assign(
+        **{
+            item.name: pd.Categorical(rows[item.name], categories=list(item.codes))
+            for item in plan.categorical_items
+        }
+    )
+
+
+def _human_fits(plan: _Plan, human: Split, *, alpha: float) -> dict[Key, Fit | str]:
     """The human fit of every model in every group, or the reason it cannot be estimated.
 
     The overall human fit must succeed: if the study's own model cannot be estimated
@@ -517,7 +597,7 @@ def _human_fits(
             try:
                 fits[model.formula, subgroup, level] = fit(
                     model.formula,
-                    rows,
+                    _for_fit(plan, rows),
                     family=model.family,
                     cov=model.cov,
                     conf_level=1 - alpha,
@@ -529,71 +609,212 @@ def _human_fits(
     return fits
 
 
-def _recoveries(
+def _coefficients(
+    plan: _Plan,
+    people: Split,
     human_fits: dict[Key, Fit | str],
-    replicates: list[dict[Group, pd.DataFrame]],
+    replicates: list[Split],
     *,
     alpha: float,
-) -> tuple[dict[Key, Recovery | str], dict[Key, Counter]]:
-    """Recovery of every human estimate from refitting each model on each replicate.
-
-    Returns the Recovery per group (or the reason the human fit failed there) and,
-    per group, a count of (term, reason) for each term a replicate could not estimate.
-    """
-    sim_tables: dict[Key, list[pd.DataFrame]] = {k: [] for k in human_fits}
-    failures: dict[Key, Counter] = {k: Counter() for k in human_fits}
-    for synthetic in replicates:
-        for (formula, subgroup, level), human in human_fits.items():
-            if isinstance(human, str):
-                continue
-            table, reasons = _refit(human, synthetic[subgroup, level])
-            sim_tables[formula, subgroup, level].append(table)
-            failures[formula, subgroup, level].update(reasons)
-    recoveries = {
-        key: human
-        if isinstance(human, str)
-        else coefficient_recovery(
-            human.table, sim_tables[key], alpha=alpha, exclude=NOT_FINDINGS
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Per-term comparisons, per-group recovery and tests, per-replicate scores and fits."""
+    models = {m.formula: m for m in plan.study.models}
+    term_frames, rows, scores, by_rep = [], [], [], []
+    for key, human in human_fits.items():
+        formula, subgroup, level = key
+        row = {"formula": formula, "subgroup": subgroup, "level": level}
+        if isinstance(human, str):
+            rows.append({**row, "n_terms": 0, "failure": human, "small": True})
+            continue
+        refits = [_refit(plan, human, r[subgroup, level]) for r in replicates]
+        margins = _margins(human, margin=models[formula].margin)
+        sim_nobs = [r.nobs if isinstance(r, Fit) else 0 for r, _ in refits]
+        recovery = coefficient_recovery(
+            human.table,
+            [
+                r.table if isinstance(r, Fit) else human.table.iloc[0:0]
+                for r, _ in refits
+            ],
+            alpha=alpha,
+            exclude=NOT_FINDINGS,
+            margins=margins,
+            human_nobs=human.nobs,
+            sim_nobs=sim_nobs,
         )
-        for key, human in human_fits.items()
-    }
-    return recoveries, failures
+        compared = [
+            t for t in human.table["term"] if t not in NOT_FINDINGS and t in margins
+        ]
+        wald = wald_equality(
+            human_estimate=human.table.set_index("term")["estimate"],
+            human_vcov=human.vcov,
+            sim_estimates=[_estimates(r) for r, _ in refits],
+            sim_vcovs=[
+                r.vcov if isinstance(r, Fit) else human.vcov.iloc[0:0, 0:0]
+                for r, _ in refits
+            ],
+            terms=compared,
+            scales=nonresponse_scale(human.nobs, sim_nobs, reps=len(refits)),
+        )
+        terms = recovery.terms
+        judged = terms[terms["term"].isin(wald.terms)]
+        equivalence = (
+            float(judged["equivalence_p_value"].max(skipna=False))
+            if len(judged)
+            else math.nan
+        )
+        failed_share = 1 - wald.n_reps / len(refits)
+        decision, reason = decide(
+            n_terms=len(wald.terms), failed_share=failed_share,
+            wald_p_value=wald.p_value, equivalence_p_value=equivalence, alpha=alpha,
+        )  # fmt: skip
+        failures = Counter(reason for _, reasons in refits for reason in reasons)
+        term_frames.append(
+            terms.assign(
+                formula=formula, subgroup=subgroup, level=level,
+                failure=[_commonest(failures, t) for t in terms["term"]],
+            )
+        )  # fmt: skip
+        rows.append(
+            {
+                **row,
+                "n_human": len(people[subgroup, level]),
+                "nobs_human": human.nobs,
+                "nobs_sim": float(np.mean(sim_nobs)),
+                "small": subgroup != OVERALL
+                and _small(plan, models[formula], human, people[subgroup, level]),
+                "n_terms": len(wald.terms),
+                "sign_f1": recovery.sign_f1,
+                "false_positive_rate": recovery.false_positive_rate,
+                "coverage": recovery.coverage,
+                "wald_statistic": wald.statistic,
+                "wald_df": wald.df,
+                "wald_p_value": wald.p_value,
+                "equivalence_p_value": equivalence,
+                "decision": decision,
+                "reason": reason,
+                "failed_share": failed_share,
+                "failure": "",
+            }
+        )
+        if subgroup == OVERALL:
+            scores.append(recovery.replicates.assign(formula=formula))
+            by_rep.extend(_replicate_rows(formula, refits))
+    coefficients = pd.concat(term_frames, ignore_index=True)
+    coefficients = coefficients[
+        ["formula", "subgroup", "level", *recovery_columns(coefficients)]
+    ]
+    per_rep = (
+        pd.concat(scores)
+        .groupby("rep")[["sign_f1", "false_positive_rate", "coverage"]]
+        .mean()
+        .reset_index()
+        .melt(id_vars="rep", var_name="metric", value_name="value")
+    )
+    by_rep_frame = pd.DataFrame(
+        by_rep,
+        columns=["rep", "formula", "term", "estimate", "std_error", "p_value", "nobs"],
+    )
+    return (
+        coefficients,
+        _adjusted(pd.DataFrame(rows, columns=RECOVERY_COLUMNS)),
+        per_rep,
+        by_rep_frame,
+    )
+
+
+def recovery_columns(frame: pd.DataFrame) -> list[str]:
+    """The per-term columns of a coefficients frame, in ``coefficient_recovery``'s order."""
+    return [c for c in frame.columns if c not in ("formula", "subgroup", "level")]
+
+
+RECOVERY_COLUMNS = [
+    "formula", "subgroup", "level", "n_human", "nobs_human", "nobs_sim", "small",
+    "n_terms", "sign_f1", "false_positive_rate", "coverage", "wald_statistic",
+    "wald_df", "wald_p_value", "wald_p_adjusted", "equivalence_p_value", "decision",
+    "reason", "failed_share", "failure",
+]  # fmt: skip
 
 
 def _refit(
-    human: Fit, rows: pd.DataFrame
-) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """A replicate's coefficient table and the (term, reason) of each term it cannot estimate."""
+    plan: _Plan, human: Fit, rows: pd.DataFrame
+) -> tuple[Fit | None, list[tuple[str, str]]]:
+    """A replicate's fit (None when it failed) and the (term, reason) of each failed term."""
     try:
-        refitted = human.refit(rows)
+        refitted = human.refit(_for_fit(plan, rows))
     except (EstimationError, DataError) as exc:
-        return human.table.iloc[0:0], [(term, str(exc)) for term in human.table["term"]]
+        return None, [(term, str(exc)) for term in human.table["term"]]
     reasons = [
-        (term, "not estimable in the replicate (aliased)") for term in refitted.aliased
+        (
+            term,
+            "not estimable in the replicate (aliased, or its reference level absent)",
+        )
+        for term in refitted.aliased
+        if term not in human.aliased
     ]
-    return refitted.table, reasons
+    return refitted, reasons
 
 
-def _coefficients_table(
-    recoveries: dict[Key, Recovery | str], failures: dict[Key, Counter]
-) -> pd.DataFrame:
-    """One row per (formula, subgroup, level, term), with the commonest failure reason."""
-    frames = []
-    for (formula, subgroup, level), recovery in recoveries.items():
-        if isinstance(recovery, str):
+def _estimates(refitted: Fit | None) -> pd.Series:
+    """A replicate's estimates by term (empty when its fit failed)."""
+    if refitted is None:
+        return pd.Series(dtype=float)
+    return refitted.table.set_index("term")["estimate"]
+
+
+def _replicate_rows(formula: str, refits: list) -> list[tuple]:
+    """Rows of ``replicate_coefficients`` for one formula's overall refits."""
+    rows = []
+    for rep, (refitted, _) in enumerate(refits):
+        if refitted is None:
             continue
-        terms = recovery.terms.copy()
-        terms.insert(0, "level", level)
-        terms.insert(0, "subgroup", subgroup)
-        terms.insert(0, "formula", formula)
-        counts = failures[formula, subgroup, level]
-        terms["failure"] = [_commonest(counts, term) for term in terms["term"]]
-        frames.append(terms)
-    return (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame(columns=["formula"])
-    )
+        for term in refitted.table.itertuples(index=False):
+            rows.append(
+                (
+                    rep,
+                    formula,
+                    term.term,
+                    term.estimate,
+                    term.std_error,
+                    term.p_value,
+                    refitted.nobs,
+                )
+            )
+    return rows
+
+
+def _margins(human: Fit, *, margin: float) -> dict[str, float]:
+    """Each term's equivalence margin on its own scale: the standardised ``margin`` times
+    the outcome's SD (latent SD for logit/probit, 1 for poisson) over the term's SD."""
+    scale = human.outcome_sd if human.family == "ols" else LATENT_SD[human.family]
+    defined = human.table.dropna(subset=["estimate"])["term"]
+    sd = human.design_sd.reindex(defined)
+    return {term: margin * scale / s for term, s in sd.items() if s > 0}
+
+
+def _small(plan: _Plan, model: Model, human: Fit, rows: pd.DataFrame) -> bool:
+    """A cell too small to judge: under ``min_subgroup_n`` respondents, or, for a binary
+    outcome, under ``MIN_EVENTS_PER_PARAMETER`` cases of the rarer outcome per coefficient."""
+    if len(rows) < plan.min_subgroup_n:
+        return True
+    if model.family not in ("logit", "probit"):
+        return False
+    outcome = rows[model.outcome].dropna()
+    rarer = min(int((outcome == 1).sum()), int((outcome == 0).sum()))
+    return rarer < MIN_EVENTS_PER_PARAMETER * (len(human.table) - len(human.aliased))
+
+
+def _adjusted(recovery: pd.DataFrame) -> pd.DataFrame:
+    """``wald_p_adjusted``: Holm over each formula's subgroup cells that are not small
+    (the overall row keeps its own p-value)."""
+    adjusted = recovery["wald_p_value"].copy()
+    cells = (recovery["subgroup"] != OVERALL) & ~recovery["small"].astype(bool)
+    cells &= recovery["wald_p_value"].notna()
+    for index in recovery[cells].groupby("formula").groups.values():
+        adjusted.loc[index] = multipletests(
+            recovery.loc[index, "wald_p_value"], method="holm"
+        )[1]
+    adjusted[(recovery["subgroup"] != OVERALL) & ~cells] = np.nan
+    return recovery.assign(wald_p_adjusted=adjusted)
 
 
 def _commonest(reasons: Counter, term: str) -> str:
@@ -602,51 +823,19 @@ def _commonest(reasons: Counter, term: str) -> str:
     return counts.most_common(1)[0][0] if counts else ""
 
 
-RECOVERY_COLUMNS = [
-    "formula",
-    "subgroup",
-    "level",
-    "n_terms",
-    "sign_f1",
-    "false_positive_rate",
-    "coverage",
-    "failure",
-]
-
-
-def _recovery_table(recoveries: dict[Key, Recovery | str]) -> pd.DataFrame:
-    """Sign-F1, false-positive rate and coverage per (formula, subgroup, level)."""
-    rows = []
-    for (formula, subgroup, level), recovery in recoveries.items():
-        row = {"formula": formula, "subgroup": subgroup, "level": level}
-        if isinstance(recovery, str):
-            rows.append({**row, "n_terms": 0, "failure": recovery})
-            continue
-        rows.append(
-            {
-                **row,
-                "n_terms": len(recovery.terms),
-                "sign_f1": recovery.sign_f1,
-                "false_positive_rate": recovery.false_positive_rate,
-                "coverage": recovery.coverage,
-                "failure": "",
-            }
-        )
-    return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)
-
-
 # --- distributions, variance, heterogeneity, coherence ------------------------------
-
-Split = dict[Group, pd.DataFrame]
 
 
 def _distributions(plan: _Plan, human: Split, replicates: list[Split]) -> pd.DataFrame:
-    """JSD between the human and each replicate's answers, per item and group (mean over reps)."""
+    """JSD and ordinal distance between the human and each replicate's answers, per
+    item and group (means over the replicates that answered)."""
     rows = []
     for group, people in human.items():
         sims = [replicate[group] for replicate in replicates]
-        for name in plan.study.item_names:
+        for item in plan.study.items:
+            name = item.name
             answered = [sim[name] for sim in sims if sim[name].notna().any()]
+            has_human = people[name].notna().any()
             rows.append(
                 {
                     "item": name,
@@ -654,18 +843,39 @@ def _distributions(plan: _Plan, human: Split, replicates: list[Split]) -> pd.Dat
                     "level": group[1],
                     "n_human": int(people[name].notna().sum()),
                     "n_sim": _mean([sim[name].notna().sum() for sim in sims]),
-                    "jsd": _mean([jsd(people[name], answers) for answers in answered])
-                    if people[name].notna().any()
+                    "small": group != (OVERALL, OVERALL)
+                    and len(people) < plan.min_subgroup_n,
+                    "jsd": _mean([jsd(people[name], a) for a in answered])
+                    if has_human
+                    else math.nan,
+                    "wasserstein": _mean(
+                        [
+                            wasserstein(people[name], a, codes=item.codes)
+                            for a in answered
+                        ]
+                    )
+                    if has_human
                     else math.nan,
                 }
             )
     return pd.DataFrame(
-        rows, columns=["item", "subgroup", "level", "n_human", "n_sim", "jsd"]
+        rows,
+        columns=[
+            "item",
+            "subgroup",
+            "level",
+            "n_human",
+            "n_sim",
+            "small",
+            "jsd",
+            "wasserstein",
+        ],
     )
 
 
 def _variance(plan: _Plan, human: Split, replicates: list[Split]) -> pd.DataFrame:
-    """Variance of each item, human vs simulated, per group; ratio is the mean per-replicate ratio."""
+    """Variance of each item, human vs simulated, per group; ratio is the geometric mean
+    of the per-replicate ratios (a ratio of 1/2 is as far off as one of 2)."""
     rows = []
     for group, people in human.items():
         sims = [replicate[group] for replicate in replicates]
@@ -677,7 +887,7 @@ def _variance(plan: _Plan, human: Split, replicates: list[Split]) -> pd.DataFram
                     "level": group[1],
                     "human_var": float(people[name].var()),
                     "sim_var": _mean([sim[name].var() for sim in sims]),
-                    "ratio": _mean(
+                    "ratio": geometric_mean(
                         [variance_ratio(sim[name], people[name]) for sim in sims]
                     ),
                 }
@@ -688,7 +898,9 @@ def _variance(plan: _Plan, human: Split, replicates: list[Split]) -> pd.DataFram
 
 
 def _heterogeneity(plan: _Plan, human: Split, replicates: list[Split]) -> pd.DataFrame:
-    """Distinct response patterns and their entropy over the pattern items, per group."""
+    """Distinct response patterns and their bias-corrected entropy over the pattern items,
+    per group. Each replicate answers as many personas as there are humans, so the
+    counts compare at equal n; nonresponse leaves fewer complete patterns."""
     items = list(plan.pattern_items)
     rows = []
     for group, people in human.items():
@@ -700,10 +912,12 @@ def _heterogeneity(plan: _Plan, human: Split, replicates: list[Split]) -> pd.Dat
                 "level": group[1],
                 "n_human": own.n,
                 "n_sim": _mean([h.n for h in sims]),
+                "small": group != (OVERALL, OVERALL)
+                and len(people) < plan.min_subgroup_n,
                 "unique_patterns_human": own.unique_patterns,
                 "unique_patterns_sim": _mean([h.unique_patterns for h in sims]),
-                "entropy_human": own.entropy,
-                "entropy_sim": _mean([h.entropy for h in sims]),
+                "entropy_human": own.entropy_corrected,
+                "entropy_sim": _mean([h.entropy_corrected for h in sims]),
             }
         )
     return pd.DataFrame(rows)
@@ -731,43 +945,324 @@ def _coherence(plan: _Plan, human: Split, replicates: list[Split]) -> pd.DataFra
     yet discloses, low concern yet refuses) also gets one ``rule`` row per rule.
     """
     rows = []
-    for (belief, action), rules in _rules_by_pair(plan.study.coherence).items():
-        scoped = [
-            (
-                "pair",
-                " or ".join(f"({r})" for r in rules) if len(rules) > 1 else rules[0],
-            )
-        ]
-        scoped += [("rule", rule) for rule in rules] if len(rules) > 1 else []
+    for pair, rules in _pairs(plan.study.coherence):
+        scoped = [("pair", pair)]
+        scoped += (
+            [("rule", Coherence(pair.belief, pair.action, r)) for r in rules]
+            if len(rules) > 1
+            else []
+        )
         for scope, rule in scoped:
-            pair = Coherence(belief=belief, action=action, rule=rule)
             for group, people in human.items():
                 sims = [replicate[group] for replicate in replicates]
                 rows.append(
                     {
-                        "belief": belief,
-                        "action": action,
-                        "rule": rule,
+                        "belief": rule.belief,
+                        "action": rule.action,
+                        "rule": rule.rule,
                         "scope": scope,
                         "subgroup": group[0],
                         "level": group[1],
                         "n_human": len(people),
                         "n_sim": _mean([len(sim) for sim in sims]),
-                        "incoherence_human": incoherence_rate(people, pair),
+                        "incoherence_human": incoherence_rate(people, rule),
                         "incoherence_sim": _mean(
-                            [incoherence_rate(sim, pair) for sim in sims]
+                            [incoherence_rate(sim, rule) for sim in sims]
                         ),
                     }
                 )
     return pd.DataFrame(rows, columns=COHERENCE_COLUMNS)
 
 
-def _rules_by_pair(coherence: Sequence[Coherence]) -> dict[tuple[str, str], list[str]]:
-    """The declared rules grouped by (belief, action), in declaration order."""
-    pairs: dict[tuple[str, str], list[str]] = {}
+def _pairs(coherence: Sequence[Coherence]) -> list[tuple[Coherence, list[str]]]:
+    """Each belief–action pair as one Coherence whose rule joins its rules with ``or``,
+    with the rules themselves, in declaration order."""
+    rules: dict[tuple[str, str], list[str]] = {}
     for entry in coherence:
-        pairs.setdefault((entry.belief, entry.action), []).append(entry.rule)
-    return pairs
+        rules.setdefault((entry.belief, entry.action), []).append(entry.rule)
+    return [
+        (
+            Coherence(
+                belief,
+                action,
+                " or ".join(f"({r})" for r in listed) if len(listed) > 1 else listed[0],
+            ),
+            listed,
+        )
+        for (belief, action), listed in rules.items()
+    ]
+
+
+def _shares(
+    plan: _Plan, human_df: pd.DataFrame, samples: list[pd.DataFrame]
+) -> pd.DataFrame:
+    """Share of each option among the answers, human and simulated (mean over replicates)."""
+    rows = []
+    for item in plan.study.items:
+        for label, code in item.options.items():
+            rows.append(
+                {
+                    "item": item.name,
+                    "code": float(code),
+                    "label": label,
+                    "human": _share(human_df[item.name], code),
+                    "sim": _mean(
+                        [_share(sample[item.name], code) for sample in samples]
+                    ),
+                }
+            )
+    return pd.DataFrame(rows, columns=["item", "code", "label", "human", "sim"])
+
+
+def _share(answers: pd.Series, code: float) -> float:
+    """Share of the non-missing answers equal to ``code`` (NaN with none)."""
+    given = pd.to_numeric(answers, errors="coerce").dropna()
+    return float((given == code).mean()) if len(given) else math.nan
+
+
+# --- verdicts, headline, uncertainty, notes -------------------------------------------
+
+
+VERDICT_COLUMNS = [
+    "formula", "decision", "wald_statistic", "wald_df", "wald_p_value",
+    "equivalence_p_value", "margin", "n_terms", "nobs_human", "nobs_sim",
+    "failed_share", "reason",
+]  # fmt: skip
+
+
+def _verdicts(plan: _Plan, recovery: pd.DataFrame) -> pd.DataFrame:
+    """One row per formula over all respondents: the decision, its tests and its reason."""
+    overall = recovery[recovery["subgroup"] == OVERALL]
+    margins = {m.formula: m.margin for m in plan.study.models}
+    return overall.assign(margin=overall["formula"].map(margins))[
+        VERDICT_COLUMNS
+    ].reset_index(drop=True)
+
+
+def _headline(
+    found: dict[str, pd.DataFrame],
+    fresh: dict[str, pd.DataFrame],
+    draws: pd.DataFrame,
+    coding: Coding,
+    *,
+    alpha: float,
+) -> pd.DataFrame:
+    """A row per headline metric (value, bootstrap CI, Monte Carlo SE, reference), then
+    the humans' own levels."""
+    values, references = _point(found), _point(fresh)
+    mcse = _mcse(found, coding)
+    rows = []
+    for name in [m.name for m in HEADLINE] + list(HUMAN_LEVELS):
+        spec = METRICS.get(name)
+        low, high = _bootstrap_interval(draws, name, value=values[name], alpha=alpha)
+        if spec is not None and spec.uncertainty == "replicates":
+            low, high = _replicate_interval(
+                found["replicate_metrics"], name, alpha=alpha
+            )
+        reference = math.nan
+        if spec is not None:
+            reference = (
+                values[spec.human] if spec.reference == "human" else references[name]
+            )
+        rows.append(
+            {
+                "metric": name,
+                "label": spec.label if spec else name.replace("_", " "),
+                "value": values[name],
+                "ci_low": float(low),
+                "ci_high": float(high),
+                "mcse": mcse.get(name, math.nan),
+                "reference": reference,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["metric", "label", "value", "ci_low", "ci_high", "mcse", "reference"],
+    )
+
+
+def _point(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """The headline values from a run's tables (definitions: docs/metrics.md)."""
+    overall = {
+        name: _overall(tables[name])
+        for name in (
+            "distributions",
+            "variance",
+            "heterogeneity",
+            "coherence",
+            "recovery",
+        )
+    }
+    cells = tables["distributions"]
+    cells = cells[(cells["subgroup"] != OVERALL) & ~cells["small"].astype(bool)]
+    per_cell = cells.groupby(["subgroup", "level"])["jsd"].mean().dropna()
+    pairs = overall["coherence"][overall["coherence"]["scope"] == "pair"]
+    hetero = overall["heterogeneity"]
+    return {
+        "jsd": _mean(overall["distributions"]["jsd"]),
+        "wasserstein": _mean(overall["distributions"]["wasserstein"]),
+        "subgroup_jsd_gap": float(per_cell.max() - per_cell.min())
+        if len(per_cell)
+        else math.nan,
+        "variance_ratio": geometric_mean(overall["variance"]["ratio"]),
+        "unique_patterns": _first(hetero["unique_patterns_sim"]),
+        "entropy": _first(hetero["entropy_sim"]),
+        "incoherence": _mean(pairs["incoherence_sim"]),
+        "nonresponse": float(tables["nonresponse"]),
+        "sign_f1": _mean(overall["recovery"]["sign_f1"]),
+        "false_positive_rate": _mean(overall["recovery"]["false_positive_rate"]),
+        "coverage": _mean(overall["recovery"]["coverage"]),
+        "unique_patterns_human": _first(hetero["unique_patterns_human"]),
+        "entropy_human": _first(hetero["entropy_human"]),
+        "incoherence_human": _mean(pairs["incoherence_human"]),
+    }
+
+
+def _bootstrap_interval(
+    draws: pd.DataFrame, metric: str, *, value: float, alpha: float
+) -> tuple[float, float]:
+    """The estimate plus the spread of its bootstrap draws (their quantiles minus their
+    mean). A distance between two resampled samples is biased upward (resampling adds
+    noise), so plain percentiles can miss the estimate; the spread is what the interval
+    shows, and each metric's reference value shows the noise level."""
+    drawn = draws.loc[draws["metric"] == metric, "value"].dropna().to_numpy()
+    if len(drawn) < 2 or not math.isfinite(value):
+        return math.nan, math.nan
+    low, high = np.quantile(drawn, [alpha / 2, 1 - alpha / 2]) - drawn.mean()
+    return float(value + low), float(value + high)
+
+
+def _replicate_interval(
+    per_rep: pd.DataFrame, metric: str, *, alpha: float
+) -> tuple[float, float]:
+    """A t interval of a replicate metric's mean over replicates (its Monte Carlo CI)."""
+    values = per_rep.loc[per_rep["metric"] == metric, "value"].dropna()
+    if len(values) < 2:
+        return math.nan, math.nan
+    half = (
+        scipy.stats.t.ppf(1 - alpha / 2, len(values) - 1)
+        * values.std(ddof=1)
+        / math.sqrt(len(values))
+    )
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def _mcse(found: dict[str, pd.DataFrame], coding: Coding) -> dict[str, float]:
+    """Monte Carlo standard error over replicates of each simulated metric."""
+    out = {}
+    per_rep = found["replicate_metrics"]
+    for name, values in per_rep.groupby("metric")["value"]:
+        values = values.dropna()
+        out[name] = (
+            float(values.std(ddof=1) / math.sqrt(len(values)))
+            if len(values) > 1
+            else math.nan
+        )
+    identity = np.arange(len(coding.human.answers))
+    if len(coding.replicates) > 1:
+        single = [
+            headline_values(
+                Coding(
+                    coding.human,
+                    (rep,),
+                    coding.codes,
+                    coding.order,
+                    coding.n_options,
+                    coding.judged_cells,
+                ),
+                identity,
+                [np.arange(len(rep.answers))],
+            )
+            for rep in coding.replicates
+        ]
+        for name in single[0]:
+            if name in METRICS and name not in out:
+                values = np.array([s[name] for s in single], dtype=float)
+                values = values[np.isfinite(values)]
+                out[name] = (
+                    float(values.std(ddof=1) / math.sqrt(len(values)))
+                    if len(values) > 1
+                    else math.nan
+                )
+    return out
+
+
+def _bootstrap(
+    coding: Coding, *, resamples: int, rng: np.random.Generator
+) -> pd.DataFrame:
+    """``resamples`` draws of every distribution-based headline metric, resampling the
+    human respondents and each replicate's rows (the same draws for every simulator
+    validated with the same seed, so differences between simulators are paired)."""
+    n = len(coding.human.answers)
+    rows = []
+    for draw in range(resamples):
+        human_rows = rng.integers(n, size=n)
+        replicate_rows = [
+            rng.integers(len(r.answers), size=len(r.answers)) for r in coding.replicates
+        ]
+        for name, value in headline_values(coding, human_rows, replicate_rows).items():
+            rows.append((name, draw, value))
+    return pd.DataFrame(rows, columns=["metric", "draw", "value"])
+
+
+def _notes(
+    plan: _Plan,
+    simulator: object,
+    reference: FreshSampleSimulator,
+    samples: list[pd.DataFrame],
+    human_fits: dict[Key, Fit | str],
+) -> dict[str, Any]:
+    """What the reader must know beside the numbers: the simulator's nonresponse per
+    item and unparseable answers, the reference's fallbacks, and warnings."""
+    warnings = []
+    for (formula, subgroup, _), human in human_fits.items():
+        clusters = getattr(human, "clusters", None) if subgroup == OVERALL else None
+        if clusters is not None and clusters < FEW_CLUSTERS:
+            warnings.append(
+                f"{formula}: cluster-robust errors on {clusters} clusters "
+                f"(fewer than {FEW_CLUSTERS}) are unreliable"
+            )
+    small = sorted(
+        {
+            f"{s}={lvl}"
+            for (_, s, lvl), h in human_fits.items()
+            if s != OVERALL and isinstance(h, str)
+        }
+    )
+    if small:
+        warnings.append(
+            f"human models not estimable in subgroup cell(s): {', '.join(small)}"
+        )
+    return {
+        "nonresponse": {
+            item: _mean([sample[item].isna().mean() for sample in samples])
+            for item in plan.study.item_names
+        },
+        "unparseable": int(getattr(simulator, "unparseable", 0) or 0),
+        "reference_fallbacks": int(getattr(reference, "fallbacks", 0)),
+        "reference": repr(reference),
+        "warnings": warnings,
+    }
+
+
+def _versions() -> dict[str, str]:
+    """Versions of simval and the libraries its numbers come from."""
+    names = (
+        "simval",
+        "numpy",
+        "pandas",
+        "scipy",
+        "statsmodels",
+        "formulaic",
+        "linearmodels",
+    )
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 # --- small helpers ------------------------------------------------------------------
@@ -790,19 +1285,3 @@ def _overall(table: pd.DataFrame) -> pd.DataFrame:
 def _first(column: pd.Series) -> float:
     """The single overall value of a column, NaN if the table is empty."""
     return float(column.iloc[0]) if len(column) else math.nan
-
-
-def _frame_to_json(frame: pd.DataFrame) -> dict[str, Any]:
-    """A JSON-ready dict of a frame: columns, dtypes and rows (NaN as null)."""
-    data = frame.astype(object).where(frame.notna(), None).to_numpy().tolist()
-    return {
-        "columns": [str(c) for c in frame.columns],
-        "dtypes": {str(c): str(t) for c, t in frame.dtypes.items()},
-        "data": data,
-    }
-
-
-def _frame_from_json(raw: dict[str, Any]) -> pd.DataFrame:
-    """Inverse of ``_frame_to_json``."""
-    frame = pd.DataFrame(raw["data"], columns=raw["columns"])
-    return frame.astype(raw["dtypes"]) if len(frame.columns) else frame

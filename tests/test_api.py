@@ -99,11 +99,24 @@ def test_every_public_attribute_of_every_result(survey):
     assert isinstance(fitted, Fit)
     assert set(public_fields(fitted)) == {
         "formula", "family", "cov", "absorb", "conf_level", "nobs", "table", "aliased",
+        "vcov", "design_sd", "outcome_sd", "clusters",
     }  # fmt: skip
     assert fitted.refit(human) == fitted
+    # the covariance is the one the standard errors come from
+    np.testing.assert_allclose(
+        np.sqrt(np.diag(fitted.vcov)), fitted.table["std_error"], rtol=1e-12
+    )
+    assert list(fitted.vcov.index) == list(fitted.table["term"])
+    assert (
+        fitted.clusters is None
+        and fit("score ~ x", human, cov="cluster:site").clusters > 1
+    )
 
     recovery = simval.coefficient_recovery(fitted.table, [fitted.table])
     assert isinstance(recovery, Recovery)
+    assert list(recovery.replicates.columns) == [
+        "rep", "sign_f1", "false_positive_rate", "coverage",
+    ]  # fmt: skip
     assert set(recovery.summary()) == {
         "sign_f1",
         "false_positive_rate",
@@ -117,6 +130,7 @@ def test_every_public_attribute_of_every_result(survey):
         patterns.n == len(human)
         and patterns.unique_patterns <= 10
         and patterns.entropy > 0
+        and patterns.entropy_corrected > patterns.entropy
     )
 
     for result in (validation, fitted, recovery, patterns):

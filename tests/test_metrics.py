@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 import sklearn.metrics
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,9 +31,10 @@ fast = settings(max_examples=40, deadline=None)
 
 TERM_COLUMNS = [
     "term", "human_estimate", "human_std_error", "human_p_value", "human_ci_low",
-    "human_ci_high", "human_class", "sim_estimate", "sim_std_error", "sim_ci_low",
-    "sim_ci_high", "sim_class", "bias", "std_diff", "se_ratio", "sign_agree",
-    "sig_agree", "ci_overlap", "coverage", "n_reps", "n_failed",
+    "human_ci_high", "human_class", "sim_estimate", "sim_std_error", "sim_class",
+    "diff", "diff_std_error", "diff_ci_low", "diff_ci_high", "diff_z", "diff_p_value",
+    "margin", "equivalence_p_value", "coverage", "se_ratio", "sign_agree", "sig_agree",
+    "n_reps", "n_failed",
 ]  # fmt: skip
 
 codes = st.lists(st.integers(1, 5), min_size=1, max_size=30)
@@ -417,26 +419,32 @@ def test_coefficient_recovery_hand_example():
             "human_class": ["positive", "negative", "null", NAN],
             "sim_estimate": [1.05, -0.45, 0.2, 0.2],
             "sim_std_error": [0.2, 0.225, 0.8 / 3, 0.1],
-            "sim_ci_low": [0.5, -0.9, -1 / 3, 0.0],
-            "sim_ci_high": [1.5, 0.0, 2.2 / 3, 0.4],
             "sim_class": ["positive", "null", "null", "null"],
-            "bias": [0.05, 0.05, 0.0, NAN],
-            "std_diff": [0.2, 0.25, 0.0, NAN],
-            "se_ratio": [0.8, 1.125, (0.8 / 3) / 0.3, NAN],
-            "sign_agree": [2 / 3, 2 / 3, 2 / 3, NAN],
-            "sig_agree": [2 / 3, 1 / 3, 2 / 3, NAN],
-            # x1: J = ½(0.9/1 + 0.9/1.2), ½(0.7/1 + 0.7/0.8); x2: ½(0.6/0.8 + 0.6/0.8),
-            # ½(0.8/0.8 + 0.8/1); x3: ½(0.7/1.2 + 0.7/0.8), ½(0.9/1.2 + 0.9/1.2), 1.
-            "ci_overlap": [
-                (0.825 + 0.7875) / 2,
-                (0.75 + 0.9) / 2,
-                ((0.7 / 1.2 + 0.875) / 2 + 0.75 + 1) / 3,
+            "diff": [0.05, 0.05, 0.0, NAN],
+            # sqrt(se_h^2 + mean(se_rep^2) / n_reps)
+            "diff_std_error": [
+                math.sqrt(0.0625 + (0.09 + 0.01) / 2 / 2),
+                math.sqrt(0.04 + (0.04 + 0.0625) / 2 / 2),
+                math.sqrt(0.09 + (0.04 + 0.09 + 0.09) / 3 / 3),
                 NAN,
             ],
-            "coverage": [2 / 3, 2 / 3, 1.0, NAN],
-            "n_reps": [2, 2, 3, 3],
-            "n_failed": [1, 1, 0, 0],
         }
+    )
+    z = 1.959963984540054
+    expected["diff_ci_low"] = expected["diff"] - z * expected["diff_std_error"]
+    expected["diff_ci_high"] = expected["diff"] + z * expected["diff_std_error"]
+    expected["diff_z"] = expected["diff"] / expected["diff_std_error"]
+    expected["diff_p_value"] = 2 * scipy.stats.norm.sf(expected["diff_z"].abs())
+    expected = expected.assign(
+        margin=NAN,
+        equivalence_p_value=NAN,
+        # |b_rep - b_h| <= z sqrt(se_h^2 + se_rep^2) for every estimating replicate here
+        coverage=[2 / 3, 2 / 3, 1.0, NAN],
+        se_ratio=[0.8, 1.125, (0.8 / 3) / 0.3, NAN],
+        sign_agree=[2 / 3, 2 / 3, 2 / 3, NAN],
+        sig_agree=[2 / 3, 1 / 3, 2 / 3, NAN],
+        n_reps=[2, 2, 3, 3],
+        n_failed=[1, 1, 0, 0],
     )
     pd.testing.assert_frame_equal(terms, expected, check_dtype=False, atol=1e-12)
     # Pairs over x1..x3 x 3 replicates (x4 has no human estimate):
@@ -459,9 +467,10 @@ def test_coefficient_recovery_hand_example():
 
 def test_coefficient_recovery_alpha_changes_classes():
     result = coefficient_recovery(HUMAN, REPLICATES, alpha=0.001)
-    # Only rep 0's x1 (p = 1e-4) is significant now; every human term is null.
+    # Only rep 0's x1 (p = 1e-4) is significant now; every human term is null. The
+    # two failed pairs (x1 in rep 2, x2 in rep 1) are not counted as recovered nulls.
     assert list(result.terms["human_class"].iloc[:3]) == ["null"] * 3
-    assert result.false_positive_rate == pytest.approx(1 / 9)
+    assert result.false_positive_rate == pytest.approx(1 / 7)
     assert result.sign_f1 == 0
     assert result.alpha == 0.001
 
@@ -502,11 +511,12 @@ def test_coefficient_recovery_failed_everywhere():
     result = coefficient_recovery(HUMAN.iloc[:3], [empty, empty])
     terms = result.terms
     assert terms["n_failed"].tolist() == [2, 2, 2]
-    assert terms["sim_class"].tolist() == ["null"] * 3
+    assert terms["sim_class"].tolist() == ["failed"] * 3
     assert terms[["sign_agree", "coverage"]].to_numpy().tolist() == [[0, 0]] * 3
-    assert terms[["sim_estimate", "bias", "ci_overlap"]].isna().all().all()
+    assert terms[["sim_estimate", "diff", "diff_std_error"]].isna().all().all()
     assert result.sign_f1 == 0
-    assert result.false_positive_rate == 0
+    # a failure never counts as recovering the human null term x3
+    assert math.isnan(result.false_positive_rate)
 
 
 @st.composite
@@ -543,8 +553,8 @@ def test_coefficient_recovery_of_the_human_table_itself(human, n_reps, random):
     assert (terms["coverage"] == 1).all() and result.coverage == 1
     assert (terms["sign_agree"] == 1).all() and (terms["sig_agree"] == 1).all()
     # Means of equal floats are equal up to rounding.
-    np.testing.assert_allclose(terms[["bias", "std_diff"]], 0, atol=1e-12)
-    np.testing.assert_allclose(terms[["ci_overlap", "se_ratio"]], 1, rtol=1e-12)
+    np.testing.assert_allclose(terms[["diff", "diff_z"]], 0, atol=1e-9)
+    np.testing.assert_allclose(terms["se_ratio"], 1, rtol=1e-12)
     assert (terms["sim_class"] == terms["human_class"]).all()
     assert (terms["n_reps"] == n_reps).all() and (terms["n_failed"] == 0).all()
     if (terms["human_class"] != "null").any():
@@ -571,7 +581,7 @@ def test_coefficient_recovery_of_the_human_table_itself(human, n_reps, random):
     ),
 )
 def test_sign_f1_and_fpr_match_sklearn(human, draws):
-    replicates, y_true, y_pred = [], [], []
+    replicates, y_true, y_pred, estimated = [], [], [], []
     human_class = np.where(
         human["p_value"] < 0.05,
         np.where(human["estimate"] > 0, "positive", "negative"),
@@ -587,6 +597,7 @@ def test_sign_f1_and_fpr_match_sklearn(human, draws):
         for cls, (e, p, failed) in zip(human_class, draw):
             significant = p < 0.05 and not failed and e != 0
             y_true.append(cls)
+            estimated.append(not failed)
             y_pred.append(
                 ("positive" if e > 0 else "negative") if significant else "null"
             )
@@ -598,8 +609,11 @@ def test_sign_f1_and_fpr_match_sklearn(human, draws):
         assert result.sign_f1 == pytest.approx(expected, abs=1e-12)
     else:
         assert math.isnan(result.sign_f1)
+    # the false-positive rate counts the pairs the replicate estimated (failures apart)
     confusion = sklearn.metrics.confusion_matrix(
-        y_true, y_pred, labels=["null", "positive", "negative"]
+        [t for t, e in zip(y_true, estimated) if e],
+        [p for p, e in zip(y_pred, estimated) if e],
+        labels=["null", "positive", "negative"],
     )
     if confusion[0].sum():
         assert result.false_positive_rate == pytest.approx(

@@ -252,14 +252,29 @@ def test_refit_with_a_missing_level(small: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(again.table.dropna().reset_index(drop=True), direct)
 
 
-def test_refit_without_the_base_level_aliases_the_last_level(
+def test_refit_without_the_base_level_marks_the_factor_unidentified(
     small: pd.DataFrame,
 ) -> None:
-    """Without the base level the dummies sum to the intercept: R aliases the later one."""
+    """Without the base level the remaining dummies would measure contrasts against
+    another level under the original names (R would alias the last one and re-base the
+    rest): every term of the factor is aliased instead; other terms are kept."""
     original = fit("yb ~ x + C(arm)", small, family="logit")
     again = original.refit(small[small["arm"] != "a"])
-    assert again.aliased == ("C(arm)[T.c]",)
-    assert np.isfinite(again.table["std_error"].iloc[:3]).all()
+    assert again.aliased == ("C(arm)[T.b]", "C(arm)[T.c]")
+    assert np.isfinite(
+        again.table.set_index("term").loc[["Intercept", "x"], "std_error"]
+    ).all()
+    interacted = fit("y ~ x * C(arm)", small).refit(small[small["arm"] != "a"])
+    assert set(interacted.aliased) == {
+        "C(arm)[T.b]", "C(arm)[T.c]", "x:C(arm)[T.b]", "x:C(arm)[T.c]",
+    }  # fmt: skip
+
+
+def test_refit_without_another_level_aliases_only_its_column(
+    small: pd.DataFrame,
+) -> None:
+    original = fit("y ~ x + C(arm)", small)
+    assert original.refit(small[small["arm"] != "c"]).aliased == ("C(arm)[T.c]",)
 
 
 def test_refit_rejects_an_unseen_level(small: pd.DataFrame) -> None:

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from simval import Coherence, DataError, Item, Model, OptionError, Study, StudyError
+from simval.errors import FormulaError
 from simval.tasks import load_task
 
 LIKERT = {"Low": 1, "Mid": 2, "High": 3}
@@ -177,3 +178,114 @@ def test_check_data_names_factorial_arm_without_vignette():
     with pytest.raises(DataError, match=r"'requester', 'badge'.*'agency \| yes'"):
         study.check_data(data)
     study.check_data(data.assign(requester=["firm", "startup"]))
+
+
+def test_stateful_transform_of_an_undeclared_variable_is_refused():
+    """formulaic leaves ``z`` of ``center(z)`` out of required_variables; Study must not."""
+    with pytest.raises(StudyError, match="undeclared variable.*: z"):
+        make_study(models=(Model("share ~ center(z) + concern"),))
+    with pytest.raises(StudyError, match="undeclared variable.*: income, z"):
+        make_study(models=(Model("share ~ poly(z, 2) + scale(income)"),))
+    make_study(models=(Model("share ~ center(age) + scale(concern)"),))
+
+
+BROKEN_YAML = [
+    (
+        "items:\n  - name: q\n    text: Why: because\n    options: {a: 1}\n",
+        "line 3, column 14: mapping values are not allowed here",
+    ),
+    (
+        "items:\n  - name: q\n    text: Q?\n    options: {a: 1, b: 2\npersona: [age]\n",
+        (
+            "line 5, column 8: expected ',' or '}', but got ':' (while parsing a flow "
+            "mapping that starts at line 4, column 14)"
+        ),
+    ),
+    (
+        "items:\n  - name: q\n\ttext: Q?\n",
+        "line 3, column 1: found character '\\t' that cannot start any token",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "problem"), BROKEN_YAML)
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path, text, problem):
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    with pytest.raises(StudyError) as info:
+        Study.from_yaml(path)
+    assert str(info.value) == f"{path}, {problem}"
+
+
+def test_unreadable_study_file_names_it(tmp_path):
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(StudyError, match="missing.yaml: cannot read"):
+        Study.from_yaml(missing)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe items: []")
+    with pytest.raises(StudyError, match="binary.yaml: not UTF-8 text"):
+        Study.from_yaml(binary)
+    control = tmp_path / "control.yaml"
+    control.write_text("items: \x07\n")
+    with pytest.raises(StudyError, match="control.yaml: unacceptable character"):
+        Study.from_yaml(control)
+
+
+ITEM = "{name: q, text: Q, options: {a: 1, b: 2}}"
+
+
+@pytest.mark.parametrize(
+    ("text", "culprit"),
+    [
+        ("items: 3\n", "items must be a list of item entries, got 3"),
+        ("items: [3]\n", "each item must be a mapping, got 3"),
+        (
+            "items:\n  - {name: q, text: Q, options: {a: '1'}}\n",
+            "item 'q': option 'a' has code '1'; codes must be numbers",
+        ),
+        ("items:\n  - {name: q, text: Q, options: [a, b]}\n", "options must map"),
+        ("items:\n  - {name: q, text: Q, options: 3}\n", "options must map"),
+        ("items:\n  - {name: q, text: 7, options: {a: 1}}\n", "text must be text"),
+        ("items:\n  - {name: 3, text: Q, options: {a: 1}}\n", "name must be text"),
+        ("items:\n  - {name: q, text: Q, options: {No: 0, Yes: 1}}\n", "quote"),
+        ("items:\n  - {name: q, text: Q}\n", "item 'q'.*options"),
+        (f"items: [{ITEM}]\npersona: 3\n", "persona must be a column name"),
+        (f"items: [{ITEM}]\npersona: {{age: 1}}\n", "persona must be a column name"),
+        (f"items: [{ITEM}]\ntreatment: [1, 2]\n", "treatment must be a column name"),
+        (f"items: [{ITEM}]\nsubgroups: 3\n", "subgroups must be a column name"),
+        (f"items: [{ITEM}]\ntreatment: arm\nvignettes: [a]\n", "vignettes must map"),
+        (f"items: [{ITEM}]\nmodels: {{formula: q ~ 1}}\n", "models must be a list"),
+        (f"items: [{ITEM}]\nmodels: [{{formula: 3}}]\n", "formula must be text"),
+        (
+            f"items: [{ITEM}]\ncoherence: [{{belief: q, action: q, rule: 3}}]\n",
+            "coherence rule must be text",
+        ),
+        (f"items: [{ITEM}]\npersona_text: 3\n", "persona_text must be text"),
+        (f"items: [{ITEM}]\n3: x\nz: y\n", "unknown study field.*3, z"),
+        ("- 3\n", "expected a mapping at the top level"),
+    ],
+)
+def test_wrong_field_type_is_one_line_error_naming_the_file(tmp_path, text, culprit):
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    with pytest.raises(StudyError, match=culprit) as info:
+        Study.from_yaml(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("model", "kind", "culprit"),
+    [
+        ("{formula: q ~ 1, family: tobit}", OptionError, "tobit.*choose one of"),
+        ("{formula: q ~ (1}", FormulaError, "cannot parse formula 'q ~ \\(1'"),
+    ],
+)
+def test_yaml_option_or_formula_error_names_the_file_and_keeps_its_kind(
+    tmp_path, model, kind, culprit
+):
+    path = tmp_path / "study.yaml"
+    path.write_text(f"items: [{ITEM}]\nmodels: [{model}]\n")
+    with pytest.raises(kind, match=culprit) as info:
+        Study.from_yaml(path)
+    assert str(info.value).startswith(f"{path}: ")

@@ -5,12 +5,14 @@ from simval.simulators.hf import HFSimulator
 from simval.simulators.prompts import PromptTemplate
 from simval.simulators.reference import (
     BootstrapSimulator,
+    FreshSampleSimulator,
     FunctionSimulator,
     MarginalSimulator,
 )
 
 __all__ = [
     "BootstrapSimulator",
+    "FreshSampleSimulator",
     "FunctionSimulator",
     "HFSimulator",
     "MarginalSimulator",

@@ -1,0 +1,264 @@
+"""Confidence intervals for the headline metrics by resampling respondents.
+
+The human sample and each replicate sample are coded once as integer arrays (the
+option each respondent chose per item, its answer pattern, its subgroup levels, its
+incoherence flags); each bootstrap draw then resamples rows of those arrays and
+recomputes every distribution-based headline metric with counting alone, so a few
+hundred draws cost a second and no simulator is asked again. The definitions are
+the tables' (``validate``); a test checks that the identity draw reproduces them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.distance import jensenshannon
+
+from simval.metrics import incoherence_flags
+from simval.study import Coherence, Study
+
+
+@dataclass(frozen=True)
+class Coded:
+    """One sample as arrays: ``answers`` (n x items, option position, -1 missing),
+    ``patterns`` (n, pattern id, -1 incomplete), ``levels`` (n x cells, True where the
+    row belongs to that subgroup cell), ``incoherent`` (n x pairs, 1/0/NaN)."""
+
+    answers: np.ndarray
+    patterns: np.ndarray
+    levels: np.ndarray
+    incoherent: np.ndarray
+
+
+@dataclass(frozen=True)
+class Coding:
+    """The human sample and the replicates coded alike, with what the metrics need."""
+
+    human: Coded
+    replicates: tuple[Coded, ...]
+    codes: np.ndarray  # items x options: option codes sorted, NaN padded
+    order: (
+        np.ndarray
+    )  # items x options: position of each sorted option in the declared order
+    n_options: np.ndarray
+    judged_cells: np.ndarray  # indices of subgroup cells large enough for the gap
+
+
+def code_samples(
+    study: Study,
+    human: pd.DataFrame,
+    samples: Sequence[pd.DataFrame],
+    *,
+    cells: Sequence[tuple[str, object]],
+    judged: Sequence[bool],
+    pattern_items: Sequence[str],
+    pairs: Sequence[Coherence],
+) -> Coding:
+    """Code the human data and the replicates; ``cells`` are (subgroup column, level)."""
+    frames = [human, *samples]
+    width = max(len(item.codes) for item in study.items)
+    codes = np.full((len(study.items), width), np.nan)
+    order = np.zeros((len(study.items), width), dtype=int)
+    for i, item in enumerate(study.items):
+        ranked = np.argsort(np.asarray(item.codes, dtype=float), kind="stable")
+        codes[i, : len(ranked)] = np.asarray(item.codes, dtype=float)[ranked]
+        order[i, : len(ranked)] = ranked
+    answers = [_answers(study, frame) for frame in frames]
+    columns = [study.item_names.index(name) for name in pattern_items]
+    patterns = _pattern_ids([a[:, columns] for a in answers])
+    coded = [
+        Coded(
+            answers=a,
+            patterns=p,
+            levels=np.column_stack(
+                [frame[column].to_numpy() == level for column, level in cells]
+            )
+            if cells
+            else np.zeros((len(frame), 0), dtype=bool),
+            incoherent=np.column_stack(
+                [incoherence_flags(frame, pair).to_numpy() for pair in pairs]
+            )
+            if pairs
+            else np.zeros((len(frame), 0)),
+        )
+        for frame, a, p in zip(frames, answers, patterns)
+    ]
+    return Coding(
+        human=coded[0],
+        replicates=tuple(coded[1:]),
+        codes=codes,
+        order=order,
+        n_options=np.array([len(item.codes) for item in study.items]),
+        judged_cells=np.flatnonzero(np.asarray(judged, dtype=bool)),
+    )
+
+
+def _answers(study: Study, frame: pd.DataFrame) -> np.ndarray:
+    """Option positions (declared order) of each answer, -1 where missing."""
+    return np.column_stack(
+        [
+            pd.Index(np.asarray(item.codes, dtype=float)).get_indexer(
+                pd.to_numeric(frame[item.name], errors="coerce").to_numpy(float)
+            )
+            for item in study.items
+        ]
+    )
+
+
+def _pattern_ids(answer_sets: list[np.ndarray]) -> list[np.ndarray]:
+    """One id per distinct answer vector across all samples; -1 where any is missing."""
+    stacked = np.concatenate(answer_sets)
+    complete = (stacked >= 0).all(axis=1)
+    ids = np.full(len(stacked), -1)
+    if complete.any():
+        _, inverse = np.unique(stacked[complete], axis=0, return_inverse=True)
+        ids[complete] = inverse.ravel()
+    return np.split(ids, np.cumsum([len(a) for a in answer_sets])[:-1])
+
+
+def headline_values(
+    coding: Coding, human_rows: np.ndarray, replicate_rows: Sequence[np.ndarray]
+) -> dict[str, float]:
+    """Every distribution-based headline metric for one draw of rows (identity: the data)."""
+    human = _take(coding.human, human_rows)
+    reps = [_take(r, rows) for r, rows in zip(coding.replicates, replicate_rows)]
+    h_counts = _counts(coding, human.answers)
+    r_counts = np.stack([_counts(coding, r.answers) for r in reps])
+    distance = _jsd(h_counts[None], r_counts)  # reps x items
+    values = {
+        "jsd": _mean_over_items(distance),
+        "wasserstein": _mean_over_items(_wasserstein(coding, h_counts[None], r_counts)),
+        "subgroup_jsd_gap": _gap(coding, human, reps),
+        "variance_ratio": _variance_ratio(coding, h_counts, r_counts),
+        "nonresponse": float(np.mean([(r.answers < 0).mean() for r in reps])),
+    }
+    h_patterns = _pattern_levels(human.patterns)
+    r_patterns = np.array([_pattern_levels(r.patterns) for r in reps])
+    values |= {
+        "unique_patterns": float(np.nanmean(r_patterns[:, 0])),
+        "entropy": float(np.nanmean(r_patterns[:, 1])),
+        "unique_patterns_human": h_patterns[0],
+        "entropy_human": h_patterns[1],
+        "incoherence": _incoherence(reps),
+        "incoherence_human": _incoherence([human]),
+    }
+    return values
+
+
+def _take(coded: Coded, rows: np.ndarray) -> Coded:
+    return Coded(
+        answers=coded.answers[rows],
+        patterns=coded.patterns[rows],
+        levels=coded.levels[rows],
+        incoherent=coded.incoherent[rows],
+    )
+
+
+def _counts(coding: Coding, answers: np.ndarray) -> np.ndarray:
+    """items x options counts, options in ascending code order."""
+    items, width = coding.codes.shape
+    keys = np.arange(items)[None, :] * width + answers
+    counts = np.bincount(keys[answers >= 0], minlength=items * width).reshape(
+        items, width
+    )
+    return np.take_along_axis(counts, coding.order, axis=1) * (
+        np.arange(width)[None, :] < coding.n_options[:, None]
+    )
+
+
+def _jsd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Jensen–Shannon distance (base 2) along the last axis; NaN where a side is empty."""
+    p, q = np.broadcast_arrays(p.astype(float), q.astype(float))
+    empty = (p.sum(axis=-1) == 0) | (q.sum(axis=-1) == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = jensenshannon(p, q, axis=-1, base=2)
+    out = np.where(np.isnan(out), 0.0, np.minimum(out, 1.0))
+    return np.where(empty, np.nan, out)
+
+
+def _wasserstein(coding: Coding, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Earth mover's distance over the code range, from counts in ascending code order."""
+    p, q = np.broadcast_arrays(p.astype(float), q.astype(float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cdf = np.cumsum(p, axis=-1) / p.sum(axis=-1, keepdims=True) - np.cumsum(
+            q, axis=-1
+        ) / q.sum(axis=-1, keepdims=True)
+        gaps = np.nan_to_num(np.diff(coding.codes, axis=1))
+        span = np.nanmax(coding.codes, axis=1) - np.nanmin(coding.codes, axis=1)
+        distance = (np.abs(cdf[..., :-1]) * gaps).sum(axis=-1) / span
+    return np.where(span > 0, distance, 0.0) * np.where(
+        (p.sum(axis=-1) > 0) & (q.sum(axis=-1) > 0), 1.0, np.nan
+    )
+
+
+def _mean_over_items(values: np.ndarray) -> float:
+    """Mean over items of each item's mean over replicates (NaN ignored at both steps)."""
+    with np.errstate(invalid="ignore"), _quiet():
+        return float(np.nanmean(np.nanmean(values, axis=0)))
+
+
+def _variance_ratio(coding: Coding, human: np.ndarray, reps: np.ndarray) -> float:
+    """Geometric mean over items of each item's geometric-mean ratio over replicates."""
+    ratios = _variance(coding, reps) / _variance(coding, human)[None]
+    with np.errstate(divide="ignore", invalid="ignore"), _quiet():
+        logs = np.log(np.where(np.isfinite(ratios) & (ratios > 0), ratios, np.nan))
+        return float(np.exp(np.nanmean(np.nanmean(logs, axis=0))))
+
+
+def _variance(coding: Coding, counts: np.ndarray) -> np.ndarray:
+    """Sample variance (ddof 1) of each item from its counts."""
+    codes = np.nan_to_num(coding.codes)
+    n = counts.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (counts * codes).sum(axis=-1) / n
+        square = (counts * codes**2).sum(axis=-1)
+        return np.where(n >= 2, (square - n * mean**2) / (n - 1), np.nan)
+
+
+def _gap(coding: Coding, human: Coded, reps: list[Coded]) -> float:
+    """Worst minus best mean JSD over the subgroup cells large enough to judge."""
+    per_cell = []
+    for cell in coding.judged_cells:
+        h = _counts(coding, human.answers[human.levels[:, cell]])
+        r = np.stack(
+            [_counts(coding, rep.answers[rep.levels[:, cell]]) for rep in reps]
+        )
+        per_cell.append(_mean_over_items(_jsd(h[None], r)))
+    per_cell = np.array(per_cell, dtype=float)
+    per_cell = per_cell[~np.isnan(per_cell)]
+    return float(per_cell.max() - per_cell.min()) if len(per_cell) else np.nan
+
+
+def _pattern_levels(patterns: np.ndarray) -> tuple[float, float]:
+    """Distinct complete patterns and their Miller–Madow corrected entropy (bits)."""
+    complete = patterns[patterns >= 0]
+    if not len(complete):
+        return 0.0, np.nan
+    counts = np.unique(complete, return_counts=True)[1]
+    p = counts / counts.sum()
+    entropy = float(-(p * np.log2(p)).sum())
+    return float(len(counts)), entropy + (len(counts) - 1) / (
+        2 * len(complete) * np.log(2)
+    )
+
+
+def _incoherence(samples: list[Coded]) -> float:
+    """Mean over belief–action pairs of each pair's mean rate over the samples."""
+    if not samples or not samples[0].incoherent.shape[1]:
+        return np.nan
+    with np.errstate(invalid="ignore"), _quiet():
+        rates = np.array([np.nanmean(s.incoherent, axis=0) for s in samples])
+        return float(np.nanmean(np.nanmean(rates, axis=0)))
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence numpy's 'mean of empty slice' warnings (NaN is the intended answer)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield

@@ -1,0 +1,481 @@
+"""What a validation found: the ``Validation`` result, its headline metrics and decisions.
+
+One registry (``HEADLINE``) names every headline metric once, with its label, the
+direction in which it is better and what its reference value is; ``summary()``,
+``summary_table``, the leaderboards and the command's printed table all read it.
+The three-way decision per formula (``decide``) and the sentence that states it
+(``verdict_sentence``) live here, beside the numbers they are derived from, so a
+report can only repeat them. Nothing here runs a simulator or fits a model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from simval.errors import DataError, OptionError
+from simval.study import Study, study_from_dict, study_to_dict
+
+OVERALL = "overall"
+"""The ``subgroup`` and ``level`` of rows that cover every respondent."""
+
+NOT_FINDINGS = ("Intercept",)
+"""Terms kept in the coefficient tables but left out of every score and test."""
+
+CONSISTENT = "consistent"
+INCONSISTENT = "inconsistent"
+UNDETERMINED = "undetermined"
+DECISIONS = (CONSISTENT, INCONSISTENT, UNDETERMINED)
+"""The three-way decision per formula: equivalence shown / equality rejected / neither."""
+
+MAX_FAILED_SHARE = 0.5
+"""A formula whose model fails (separation, constant outcome) in more than this share of
+the replicates is inconsistent: the simulated answers cannot carry the study's analysis."""
+
+Direction = Literal["lowest", "highest", "near_one", "near_human", "near_nominal"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A headline metric: its summary key, display label, what "better" means, its reference.
+
+    ``reference`` says where ``<name>_reference`` comes from: ``"fresh"``, the same
+    statistic for the fresh-sample reference simulator on the same personas (its value
+    under a perfect simulator, sampling noise included); ``"human"``, the humans' own
+    value, which a fresh sample of equal size matches in expectation. ``uncertainty``:
+    ``"bootstrap"`` (respondents resampled) or ``"replicates"`` (Monte Carlo over the
+    replicate samples). ``human`` is the summary key of the humans' own level, if any.
+    """
+
+    name: str
+    label: str
+    direction: Direction
+    reference: Literal["fresh", "human"]
+    uncertainty: Literal["bootstrap", "replicates"]
+    human: str | None = None
+
+
+HEADLINE: tuple[Metric, ...] = (
+    Metric("jsd", "JSD", "lowest", "fresh", "bootstrap"),
+    Metric("wasserstein", "ordinal distance", "lowest", "fresh", "bootstrap"),
+    Metric("subgroup_jsd_gap", "subgroup JSD gap", "lowest", "fresh", "bootstrap"),
+    Metric("variance_ratio", "variance ratio", "near_one", "fresh", "bootstrap"),
+    Metric(
+        "unique_patterns", "distinct patterns", "near_human", "human", "bootstrap",
+        human="unique_patterns_human",
+    ),
+    Metric(
+        "entropy", "pattern entropy", "near_human", "human", "bootstrap",
+        human="entropy_human",
+    ),
+    Metric(
+        "incoherence", "incoherence", "near_human", "human", "bootstrap",
+        human="incoherence_human",
+    ),
+    Metric("nonresponse", "nonresponse", "lowest", "fresh", "bootstrap"),
+    Metric("sign_f1", "sign-F1", "highest", "fresh", "replicates"),
+    Metric("false_positive_rate", "false-positive rate", "lowest", "fresh", "replicates"),
+    Metric("coverage", "difference-CI coverage", "near_nominal", "fresh", "replicates"),
+)  # fmt: skip
+"""Every headline metric, in display order (definitions: docs/metrics.md)."""
+
+METRICS = {metric.name: metric for metric in HEADLINE}
+HUMAN_LEVELS = tuple(m.human for m in HEADLINE if m.human)
+"""Summary keys of the levels the humans show themselves (patterns, entropy, incoherence)."""
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Human vs simulated respondents on every axis, overall and per subgroup.
+
+    Every table has ``subgroup`` and ``level`` columns; rows about all respondents
+    have both set to ``"overall"``. Simulated figures are means over the replicate
+    samples. ``small`` marks subgroup cells below the minimum size (kept in the
+    tables, left out of headline numbers). Columns:
+
+    - ``coefficients``: formula, subgroup, level, term, the human estimate
+      (human_estimate, human_std_error, human_p_value, human_ci_low, human_ci_high,
+      human_class), sim_estimate, sim_std_error, sim_class, the difference synthetic
+      minus human (diff, diff_std_error, diff_ci_low, diff_ci_high, diff_z,
+      diff_p_value), margin, equivalence_p_value, coverage (share of replicates whose
+      difference CI contains 0), se_ratio, sign_agree, sig_agree, n_reps, n_failed,
+      failure (the commonest reason a replicate could not estimate it);
+      ``metrics.coefficient_recovery`` defines each.
+    - ``recovery``: formula, subgroup, level, n_human, nobs_human, nobs_sim, small,
+      n_terms, sign_f1, false_positive_rate, coverage, wald_statistic, wald_df,
+      wald_p_value, wald_p_adjusted (Holm over the subgroup cells of the formula),
+      equivalence_p_value, decision, failed_share, failure (why the human model could
+      not be estimated there, else empty).
+    - ``verdicts``: the overall rows, one per formula: formula, decision,
+      wald_statistic, wald_df, wald_p_value, equivalence_p_value, margin, n_terms,
+      nobs_human, nobs_sim, failed_share, reason.
+    - ``replicate_coefficients``: rep, formula, term, estimate, std_error, p_value, nobs
+      (every replicate's overall fit).
+    - ``distributions``: item, subgroup, level, n_human, n_sim, small, jsd, wasserstein.
+    - ``variance``: item, subgroup, level, human_var, sim_var, ratio (geometric mean of
+      the per-replicate ratios).
+    - ``heterogeneity``: subgroup, level, n_human, n_sim, small, unique_patterns_human,
+      unique_patterns_sim, entropy_human, entropy_sim (Miller–Madow corrected).
+    - ``coherence``: belief, action, rule, scope, subgroup, level, n_human, n_sim,
+      incoherence_human, incoherence_sim.
+    - ``shares``: item, code, label, human, sim (share of each option among the
+      answers; sim is the mean over replicates).
+    - ``headline``: metric, label, value, ci_low, ci_high, mcse, reference: a row per
+      ``HEADLINE`` metric, then the humans' own levels (``HUMAN_LEVELS``, reference
+      empty); ``draws``: metric, draw, value (the bootstrap draws behind the CIs,
+      paired across validations with the same seed); ``replicate_metrics``: metric,
+      rep, value.
+    - ``notes``: the simulator's own notes (unparseable answers, nonresponse per item)
+      and warnings; ``versions``: package versions; ``fingerprint``: SHA-256 of the
+      human data.
+    """
+
+    study: Study
+    coefficients: pd.DataFrame
+    recovery: pd.DataFrame
+    verdicts: pd.DataFrame
+    replicate_coefficients: pd.DataFrame
+    distributions: pd.DataFrame
+    variance: pd.DataFrame
+    heterogeneity: pd.DataFrame
+    coherence: pd.DataFrame
+    shares: pd.DataFrame
+    headline: pd.DataFrame
+    draws: pd.DataFrame
+    replicate_metrics: pd.DataFrame
+    simulator: str
+    n_human: int
+    reps: int
+    alpha: float
+    seed: int | None
+    pattern_items: tuple[str, ...]
+    min_subgroup_n: int
+    notes: dict[str, Any]
+    versions: dict[str, str]
+    fingerprint: str
+
+    def summary(self) -> dict[str, float]:
+        """Headline numbers over all respondents, flat: each metric with ``_ci_low``,
+        ``_ci_high`` and ``_reference`` beside it, plus the humans' own levels."""
+        out: dict[str, float] = {"n_human": self.n_human, "reps": self.reps}
+        for row in self.headline.itertuples(index=False):
+            out[row.metric] = row.value
+            out[f"{row.metric}_ci_low"] = row.ci_low
+            out[f"{row.metric}_ci_high"] = row.ci_high
+            if row.metric in METRICS:
+                out[f"{row.metric}_reference"] = row.reference
+        return out
+
+    def decision(self, formula: str) -> str:
+        """The three-way decision for ``formula`` (one of ``DECISIONS``)."""
+        rows = self.verdicts[self.verdicts["formula"] == formula]
+        if rows.empty:
+            raise OptionError(
+                f"formula {formula!r} is not among this validation's: "
+                + ", ".join(map(repr, self.verdicts["formula"]))
+            )
+        return str(rows["decision"].iloc[0])
+
+    def to_json(self) -> str:
+        """Serialise every field to JSON; ``Validation.from_json`` reads it back."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, pd.DataFrame):
+                value = _frame_to_json(value)
+            elif isinstance(value, Study):
+                value = study_to_dict(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return json.dumps(_json_safe(out), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Validation:
+        """Rebuild a Validation from the output of ``to_json``."""
+        raw = json.loads(text)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            value = raw[f.name]
+            if f.name == "study":
+                value = study_from_dict(value)
+            elif isinstance(value, dict) and "dtypes" in value:
+                value = _frame_from_json(value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            values[f.name] = value
+        return cls(**values)
+
+    def to_html(self, path: str | Path, *, name: str | None = None, **kw: Any) -> Path:
+        """Write a self-contained HTML report of this validation (``simval.report.write_html``)."""
+        from simval.report import write_html
+
+        return write_html({name or self.simulator: self}, out=path, **kw)
+
+    def to_markdown(
+        self, path: str | Path, *, name: str | None = None, **kw: Any
+    ) -> Path:
+        """Write the Markdown report, figures beside it (``simval.report.write_markdown``)."""
+        from simval.report import write_markdown
+
+        return write_markdown({name or self.simulator: self}, out=path, **kw)
+
+
+# --- decisions --------------------------------------------------------------------------
+
+
+def decide(
+    *,
+    n_terms: int,
+    failed_share: float,
+    wald_p_value: float,
+    equivalence_p_value: float,
+    alpha: float,
+) -> tuple[str, str]:
+    """The decision for one formula and the reason, in this order of precedence.
+
+    No term to compare: undetermined. The model fails in more than
+    ``MAX_FAILED_SHARE`` of the replicates: inconsistent. Equivalence shown (every
+    term's TOST p-value below alpha, an intersection–union test): consistent. The
+    Wald test of equal coefficients rejects at alpha: inconsistent. Otherwise
+    undetermined: the data cannot tell, which is never reported as agreement.
+    """
+    if n_terms == 0:
+        return UNDETERMINED, "no term besides the intercept to compare"
+    if failed_share > MAX_FAILED_SHARE:
+        return INCONSISTENT, (
+            f"the model could not be estimated on the simulated answers in "
+            f"{failed_share:.0%} of the replicates"
+        )
+    if equivalence_p_value < alpha:
+        return CONSISTENT, (
+            f"every coefficient is within its margin of the humans' "
+            f"(equivalence p = {_p(equivalence_p_value)})"
+        )
+    if wald_p_value < alpha:
+        return INCONSISTENT, (
+            f"the coefficients differ from the humans' (Wald p = {_p(wald_p_value)})"
+        )
+    return UNDETERMINED, (
+        f"no difference shown (Wald p = {_p(wald_p_value)}) but no equivalence "
+        f"either (equivalence p = {_p(equivalence_p_value)}): too little information"
+    )
+
+
+def verdict_sentence(row: Mapping[str, Any], *, simulator: str) -> str:
+    """The plain-language verdict of one ``verdicts`` row: it restates the decision."""
+    meaning = {
+        CONSISTENT: "would lead to the same conclusions as the humans",
+        INCONSISTENT: "would lead to different conclusions from the humans'",
+        UNDETERMINED: "cannot be judged against these humans",
+    }[row["decision"]]
+    return (
+        f"{simulator} on {row['formula']}: {row['decision']}: its simulated "
+        f"respondents {meaning} ({row['reason']})."
+    )
+
+
+def _p(value: float) -> str:
+    """A p-value for a sentence: n/a, <0.001 or three decimals."""
+    if value is None or math.isnan(value):
+        return "n/a"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+# --- comparing validations: the leaderboard ------------------------------------------------
+
+
+def summary_table(validations: Mapping[str, Validation]) -> pd.DataFrame:
+    """The headline metrics of several validations against the same humans, a row each,
+    plus a ``human`` row with the humans' own levels and a ``fresh reference`` row with
+    the metrics' reference values (from the first validation)."""
+    if not validations:
+        raise OptionError("summary_table needs at least one validation")
+    _check_same_humans(validations)
+    rows = {
+        name: {m.name: v.summary()[m.name] for m in HEADLINE}
+        for name, v in validations.items()
+    }
+    first = next(iter(validations.values())).summary()
+    rows[REFERENCE_ROW] = {m.name: first[f"{m.name}_reference"] for m in HEADLINE}
+    rows[HUMAN_ROW] = {m.name: first[m.human] for m in HEADLINE if m.human}
+    table = pd.DataFrame.from_dict(
+        rows, orient="index", columns=[m.name for m in HEADLINE]
+    )
+    table.index.name = "simulator"
+    return table
+
+
+HUMAN_ROW = "human"
+REFERENCE_ROW = "fresh reference"
+"""summary_table's reference rows: the humans' own levels; each metric's reference value."""
+
+
+def score(
+    values: np.ndarray, *, direction: Direction, target: np.ndarray | float
+) -> np.ndarray:
+    """Lower is better: the value, its negative, or its distance to the target."""
+    values = np.asarray(values, dtype=float)
+    if direction == "lowest":
+        return values
+    if direction == "highest":
+        return -values
+    if direction == "near_one":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.abs(np.log(np.where(values > 0, values, np.nan)))
+    return np.abs(values - target)
+
+
+def paired_difference(
+    a: Validation, b: Validation, metric: str, *, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Score of ``a`` minus score of ``b`` on ``metric`` (lower is better) with its CI.
+
+    Paired: both validations resampled the same respondents (bootstrap metrics) or
+    drew the same replicate personas (replicate metrics), so the CI is that of the
+    difference, not of two separate numbers. Returns (difference, ci_low, ci_high).
+    """
+    spec = METRICS[metric]
+    target = 1 - a.alpha
+    if spec.uncertainty == "bootstrap":
+        frames = [v.draws for v in (a, b)]
+        key = "draw"
+    else:
+        frames = [v.replicate_metrics for v in (a, b)]
+        key = "rep"
+    series = [
+        frame[frame["metric"] == metric].set_index(key)["value"] for frame in frames
+    ]
+    human = (
+        frames[0][frames[0]["metric"] == spec.human].set_index(key)["value"]
+        if spec.human and spec.uncertainty == "bootstrap"
+        else None
+    )
+    point = [v.summary()[metric] for v in (a, b)]
+    human_point = a.summary()[spec.human] if spec.human else target
+    diff = float(
+        score(point[0], direction=spec.direction, target=human_point)
+        - score(point[1], direction=spec.direction, target=human_point)
+    )
+    joined = pd.concat(series, axis=1, keys=["a", "b"]).dropna()
+    if human is not None:
+        joined = joined.join(human.rename("human"), how="inner")
+    goal = joined["human"].to_numpy() if human is not None else human_point
+    deltas = score(joined["a"], direction=spec.direction, target=goal) - score(
+        joined["b"], direction=spec.direction, target=goal
+    )
+    deltas = deltas[np.isfinite(deltas)]
+    if len(deltas) < 2:
+        return diff, math.nan, math.nan
+    if spec.uncertainty == "bootstrap":
+        low, high = np.quantile(deltas, [(1 - level) / 2, (1 + level) / 2])
+        return diff, float(low), float(high)
+    half = scipy.stats.t.ppf((1 + level) / 2, len(deltas) - 1) * deltas.std(ddof=1)
+    half /= math.sqrt(len(deltas))
+    return diff, float(deltas.mean() - half), float(deltas.mean() + half)
+
+
+def rank(validations: Mapping[str, Validation], *, level: float = 0.95) -> pd.DataFrame:
+    """Per metric, which simulators are best: ``"best"`` for one distinguishable from
+    every other, ``"tie"`` for the best and those whose paired difference with it has
+    a CI containing 0, else empty. Rows are simulators, columns the headline metrics."""
+    _check_same_humans(validations)
+    names = list(validations)
+    marks = pd.DataFrame("", index=names, columns=[m.name for m in HEADLINE])
+    for spec in HEADLINE:
+        summaries = {n: validations[n].summary() for n in names}
+        target = (
+            summaries[names[0]][spec.human]
+            if spec.human
+            else 1 - validations[names[0]].alpha
+        )
+        scores = {
+            n: float(
+                score(summaries[n][spec.name], direction=spec.direction, target=target)
+            )
+            for n in names
+        }
+        finite = [n for n in names if math.isfinite(scores[n])]
+        if not finite:
+            continue
+        best = min(finite, key=lambda n: scores[n])
+        tied = [
+            n
+            for n in finite
+            if n != best
+            and not _distinguishable(
+                paired_difference(
+                    validations[n], validations[best], spec.name, level=level
+                )
+            )
+        ]
+        if len(finite) == 1:
+            continue
+        marks.loc[[best, *tied], spec.name] = "tie" if tied else "best"
+    return marks
+
+
+def _distinguishable(difference: tuple[float, float, float]) -> bool:
+    """A paired difference whose CI lies wholly on one side of 0."""
+    _, low, high = difference
+    return bool(math.isfinite(low) and math.isfinite(high) and (low > 0 or high < 0))
+
+
+def _check_same_humans(validations: Mapping[str, Validation]) -> None:
+    """Validations compared side by side must share the human data, seed and alpha."""
+    first_name, first = next(iter(validations.items()))
+    for name, v in validations.items():
+        if not isinstance(v, Validation):
+            raise DataError(f"{name!r} is a {type(v).__name__}, not a Validation")
+        for attribute in ("fingerprint", "seed", "alpha", "reps"):
+            if getattr(v, attribute) != getattr(first, attribute):
+                raise DataError(
+                    f"validations {first_name!r} and {name!r} differ in {attribute}; "
+                    "compare simulators on the same human data with the same seed, "
+                    "alpha and reps"
+                )
+
+
+# --- JSON ---------------------------------------------------------------------------------
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as None, numpy scalars as Python numbers, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _frame_to_json(frame: pd.DataFrame) -> dict[str, Any]:
+    """A JSON-ready dict of a frame: columns, dtypes and rows (NaN as null)."""
+    data = frame.astype(object).where(frame.notna(), None).to_numpy().tolist()
+    return {
+        "columns": [str(c) for c in frame.columns],
+        "dtypes": {str(c): str(t) for c, t in frame.dtypes.items()},
+        "data": data,
+    }
+
+
+def _frame_from_json(raw: dict[str, Any]) -> pd.DataFrame:
+    """Inverse of ``_frame_to_json``."""
+    frame = pd.DataFrame(raw["data"], columns=raw["columns"])
+    return frame.astype(raw["dtypes"]) if len(frame.columns) else frame
+
+
+def frame_columns(columns: Sequence[str]) -> pd.DataFrame:
+    """An empty frame with these columns (a table with no rows keeps its layout)."""
+    return pd.DataFrame(columns=list(columns))

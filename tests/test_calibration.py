@@ -1,0 +1,261 @@
+"""Calibration of the verdict, proven by seeded simulation on data with known effects.
+
+Each test draws S human data sets from a known data-generating process, validates a
+simulator against each, and compares a rate (Wald rejections, difference-CI coverage,
+decisions) with its stated value under a two-sided binomial tolerance: an interval or
+test that is always too wide (too conservative) fails as surely as one too narrow.
+The perfect simulator draws fresh answers from the true process; the departures are
+a simulator with effects attenuated by half, one with twice the noise variance, one
+that leaves half the personas unanswered, and the two references on the study's own
+data (fresh-sample and resampling). docs/metrics.md documents the same run.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simval import (
+    BootstrapSimulator,
+    FunctionSimulator,
+    Item,
+    Model,
+    Study,
+    validate,
+)
+from simval.results import CONSISTENT, INCONSISTENT, UNDETERMINED
+from simval.tasks import load_task
+from simval.validate import fresh_reference
+
+ALPHA = 0.05
+NOMINAL = 1 - ALPHA
+
+
+def tolerance(p: float, n: int, z: float = 3.0) -> float:
+    """Two-sided tolerance for a share estimated from n independent Bernoulli(p) draws."""
+    return z * math.sqrt(p * (1 - p) / n)
+
+
+# --- known data-generating processes ---------------------------------------------------
+
+OLS = Study(
+    items=(Item("y", "y", {str(c): c for c in range(9)}),),
+    persona=("x", "g"),
+    models=(Model("y ~ x + g"),),
+)
+LOGIT = Study(
+    items=(Item("y", "y", {"no": 0, "yes": 1}),),
+    persona=("x", "g"),
+    models=(Model("y ~ x + g", family="logit"),),
+)
+
+
+def personas(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"x": rng.normal(size=n), "g": rng.integers(0, 2, size=n)})
+
+
+def answers(
+    people: pd.DataFrame, seed, *, family: str, effect: float = 1.0, noise: float = 1.0
+) -> pd.Series:
+    """The true process: an ordinal 0..8 outcome (OLS) or a logit, scaled effects."""
+    rng = np.random.default_rng(seed)
+    if family == "ols":
+        latent = 4 + effect * (0.5 * people["x"] - 0.8 * people["g"])
+        latent = latent + noise * rng.normal(size=len(people))
+        return pd.Series(np.clip(np.round(latent), 0, 8), index=people.index)
+    logit = -0.3 + effect * (0.8 * people["x"] - 0.7 * people["g"])
+    chance = 1 / (1 + np.exp(-logit))
+    return pd.Series((rng.random(len(people)) < chance).astype(int), index=people.index)
+
+
+def simulator(
+    *, family: str, effect: float = 1.0, noise: float = 1.0, answer_share=1.0
+):
+    """A simulator drawing from the process (perfect with the defaults)."""
+
+    def simulate(people: pd.DataFrame, seed) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        y = answers(people, rng, family=family, effect=effect, noise=noise)
+        y = y.where(rng.random(len(people)) < answer_share)
+        return pd.DataFrame({"y": y}, index=people.index)
+
+    return FunctionSimulator(simulate)
+
+
+def human(n: int, seed: int, *, family: str) -> pd.DataFrame:
+    people = personas(n, seed)
+    return people.assign(y=answers(people, 10_000 + seed, family=family))
+
+
+@cache
+def runs(kind: str, family: str, n: int, datasets: int) -> pd.DataFrame:
+    """One row per human data set: the verdict row and the mean difference-CI coverage."""
+    study = OLS if family == "ols" else LOGIT
+    settings = {
+        "perfect": {},
+        "attenuated": {"effect": 0.5},
+        "noisier": {"noise": math.sqrt(2)},
+        "half nonresponse": {"answer_share": 0.5},
+    }
+    rows = []
+    for seed in range(datasets):
+        people = human(n, seed, family=family)
+        if kind == "resampling":
+            sim = BootstrapSimulator(people)
+        else:
+            sim = simulator(family=family, **settings[kind])
+        result = validate(
+            study, people, sim, reps=4, resamples=0, seed=seed, alpha=ALPHA
+        )
+        terms = result.coefficients.query("term != 'Intercept'")
+        rows.append(
+            {
+                **result.verdicts.iloc[0].to_dict(),
+                "coverage": terms["coverage"].mean(),
+                "x_covered_rep0": _first_replicate_covers(result, term="x"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _first_replicate_covers(result, *, term: str) -> bool:
+    """Whether replicate 0's difference CI for ``term`` contains 0 (independent per data set)."""
+    rep = result.replicate_coefficients.query("rep == 0 and term == @term").iloc[0]
+    human_row = result.coefficients.query("term == @term").iloc[0]
+    z = 1.959963984540054
+    spread = math.hypot(human_row["human_std_error"], rep["std_error"])
+    return abs(rep["estimate"] - human_row["human_estimate"]) <= z * spread
+
+
+def share(frame: pd.DataFrame, decision: str) -> float:
+    return float((frame["decision"] == decision).mean())
+
+
+# --- a perfect simulator: nominal rates -------------------------------------------------
+
+
+@pytest.mark.parametrize("family, n", [("ols", 200), ("logit", 300)])
+def test_perfect_simulator_is_calibrated(family, n):
+    """Wald rejection ~ alpha, difference-CI coverage ~ 1 - alpha, inconsistent ~ alpha."""
+    datasets = 300
+    frame = runs("perfect", family, n, datasets)
+    rejection = float((frame["wald_p_value"] < ALPHA).mean())
+    assert abs(rejection - ALPHA) <= tolerance(ALPHA, datasets)
+    covered = float(frame["x_covered_rep0"].mean())
+    assert abs(covered - NOMINAL) <= tolerance(NOMINAL, datasets)
+    # pooled over replicates and terms: the per-data-set mean varies less than a
+    # Bernoulli draw, so the data-set tolerance is conservative
+    assert abs(frame["coverage"].mean() - NOMINAL) <= tolerance(NOMINAL, datasets)
+    assert share(frame, INCONSISTENT) <= ALPHA + tolerance(ALPHA, datasets)
+
+
+def test_perfect_simulator_on_a_large_study_is_consistent():
+    """With enough humans, equivalence within the default margin is shown."""
+    datasets = 40
+    frame = runs("perfect", "ols", 2000, datasets)
+    assert share(frame, CONSISTENT) >= 0.9
+
+
+# --- known departures ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family, n", [("ols", 200), ("logit", 600)])
+def test_attenuated_simulator_is_inconsistent(family, n):
+    """Effects halved: the Wald test rejects in most data sets, and coverage falls."""
+    datasets = 60
+    frame = runs("attenuated", family, n, datasets)
+    assert share(frame, INCONSISTENT) >= 0.7
+    assert share(frame, CONSISTENT) == 0
+    assert frame["coverage"].mean() < NOMINAL - 0.2
+
+
+@pytest.mark.parametrize("kind", ["noisier", "half nonresponse"])
+def test_noise_and_nonresponse_never_score_better_than_perfect(kind):
+    """Twice the variance or half the personas unanswered: coverage no higher than the
+    perfect simulator's, consistent no more often, inconsistent no less often."""
+    datasets = 300
+    frame, perfect = (
+        runs(kind, "ols", 200, datasets),
+        runs("perfect", "ols", 200, datasets),
+    )
+    slack = tolerance(NOMINAL, datasets)
+    assert frame["coverage"].mean() <= perfect["coverage"].mean() + slack
+    assert frame["x_covered_rep0"].mean() <= perfect["x_covered_rep0"].mean() + slack
+    assert share(frame, CONSISTENT) <= share(perfect, CONSISTENT) + tolerance(
+        0.5, datasets
+    )
+    assert share(frame, INCONSISTENT) >= share(perfect, INCONSISTENT) - tolerance(
+        ALPHA, datasets
+    )
+
+
+def test_large_study_noise_lowers_consistency():
+    """Where the perfect simulator is shown consistent, a noisier one is less often."""
+    datasets = 40
+    perfect = runs("perfect", "ols", 2000, datasets)
+    nonresponding = runs("half nonresponse", "ols", 2000, datasets)
+    assert share(nonresponding, CONSISTENT) <= share(perfect, CONSISTENT)
+
+
+def test_underpowered_study_is_undetermined_not_consistent():
+    """40 humans cannot show equivalence within the default margin: undetermined."""
+    datasets = 100
+    frame = runs("perfect", "ols", 40, datasets)
+    assert share(frame, CONSISTENT) == 0
+    assert share(frame, UNDETERMINED) >= 1 - ALPHA - tolerance(ALPHA, datasets)
+
+
+# --- the references on the study's own data ----------------------------------------------
+
+
+@cache
+def reference_runs(kind: str, datasets: int) -> pd.DataFrame:
+    """The example task's own process, the reference validated as if it were a simulator."""
+    rows = []
+    for seed in range(datasets):
+        task = load_task("example", seed=seed)
+        people = task.human
+        sim = (
+            fresh_reference(task.study, people, seed=seed)
+            if kind == "fresh"
+            else BootstrapSimulator(people)
+        )
+        result = validate(
+            task.study, people, sim, reps=4, resamples=0, seed=seed, subgroups=[]
+        )
+        terms = result.coefficients.query("term != 'Intercept'")
+        for row in result.verdicts.itertuples(index=False):
+            mine = terms[terms["formula"] == row.formula]
+            rows.append(
+                {
+                    "formula": row.formula,
+                    "wald_p_value": row.wald_p_value,
+                    "decision": row.decision,
+                    "coverage": mine["coverage"].mean(),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_fresh_reference_is_calibrated_on_the_studys_own_data():
+    """Under the fresh-sample reference the Wald test rejects at about alpha and the
+    difference CIs cover at about 1 - alpha, for both of the example task's models."""
+    datasets = 150
+    frame = reference_runs("fresh", datasets)
+    for _, rows in frame.groupby("formula"):
+        rejection = float((rows["wald_p_value"] < ALPHA).mean())
+        assert abs(rejection - ALPHA) <= tolerance(ALPHA, datasets, z=3.5)
+        assert abs(rows["coverage"].mean() - NOMINAL) <= tolerance(NOMINAL, datasets)
+
+
+def test_resampling_reference_is_centred_on_the_humans():
+    """BootstrapSimulator reuses the humans' answers: its Wald test almost never rejects
+    and its difference CIs almost always cover, so it is no perfect simulator."""
+    frame = reference_runs("resampling", 40)
+    assert (frame["wald_p_value"] < ALPHA).mean() <= 0.02
+    assert frame["coverage"].mean() >= 0.99

@@ -1,0 +1,216 @@
+"""The tests behind a verdict (Wald, TOST), the three-way decision, and the new metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simval.metrics import (
+    coefficient_recovery,
+    equivalence_p_value,
+    geometric_mean,
+    heterogeneity,
+    nonresponse_scale,
+    wald_equality,
+    wasserstein,
+)
+from simval.results import (
+    CONSISTENT,
+    INCONSISTENT,
+    UNDETERMINED,
+    decide,
+    verdict_sentence,
+)
+
+fast = settings(max_examples=60, deadline=None)
+
+
+# --- equivalence (TOST) ----------------------------------------------------------------
+
+
+def test_tost_closed_form():
+    # diff 0.1, se 0.1, margin 0.3: the larger one-sided p is P(Z < (0.1 - 0.3)/0.1)
+    p = equivalence_p_value(diff=0.1, std_error=0.1, margin=0.3)
+    assert p == pytest.approx(scipy.stats.norm.cdf(-2.0))
+    assert math.isnan(equivalence_p_value(diff=0.1, std_error=0.1, margin=np.nan))
+    assert math.isnan(equivalence_p_value(diff=0.1, std_error=0.1, margin=0.0))
+
+
+@fast
+@given(st.floats(-5, 5), st.floats(0.01, 3), st.floats(0.01, 5), st.floats(0.01, 5))
+def test_tost_is_a_p_value_falling_with_the_margin(diff, se, small, extra):
+    narrow = equivalence_p_value(diff=diff, std_error=se, margin=small)
+    wide = equivalence_p_value(diff=diff, std_error=se, margin=small + extra)
+    assert 0 <= wide <= narrow <= 1
+    # never below the p-value a difference of exactly 0 would get: equivalence
+    # cannot be shown with a margin under ~1.645 standard errors
+    floor = equivalence_p_value(diff=0.0, std_error=se, margin=small)
+    assert narrow >= floor - 1e-12
+
+
+# --- Wald ------------------------------------------------------------------------------
+
+
+def _series(values, terms=("a", "b")):
+    return pd.Series(values, index=list(terms), dtype=float)
+
+
+def _matrix(values, terms=("a", "b")):
+    return pd.DataFrame(values, index=list(terms), columns=list(terms), dtype=float)
+
+
+def test_wald_with_one_term_is_the_squared_z():
+    human = _series([1.0], terms=("a",))
+    vcov = _matrix([[0.04]], terms=("a",))
+    reps = [_series([1.3], terms=("a",)), _series([1.5], terms=("a",))]
+    rep_vcov = [_matrix([[0.09]], terms=("a",))] * 2
+    test = wald_equality(
+        human_estimate=human, human_vcov=vcov, sim_estimates=reps,
+        sim_vcovs=rep_vcov, terms=["a"],
+    )  # fmt: skip
+    z = 0.4 / math.sqrt(0.04 + 0.09 / 2)
+    assert test.statistic == pytest.approx(z**2)
+    assert test.df == 1 and test.n_reps == 2
+    assert test.p_value == pytest.approx(2 * scipy.stats.norm.sf(z))
+
+
+def test_wald_joint_uses_the_covariance():
+    human = _series([0.0, 0.0])
+    vcov = _matrix([[1.0, 0.5], [0.5, 1.0]])
+    reps = [_series([1.0, 1.0])]
+    zero = _matrix([[0.0, 0.0], [0.0, 0.0]])
+    test = wald_equality(
+        human_estimate=human, human_vcov=vcov, sim_estimates=reps,
+        sim_vcovs=[zero], terms=["a", "b"],
+    )  # fmt: skip
+    d = np.array([1.0, 1.0])
+    assert test.statistic == pytest.approx(d @ np.linalg.inv(vcov.to_numpy()) @ d)
+    assert test.df == 2
+
+
+def test_wald_leaves_out_failed_replicates_and_human_aliased_terms():
+    human = _series([0.0, np.nan])
+    vcov = _matrix([[1.0, np.nan], [np.nan, np.nan]])
+    reps = [_series([2.0, 1.0]), _series([np.nan, 1.0]), pd.Series(dtype=float)]
+    rep_vcov = [_matrix([[1.0, 0.0], [0.0, 1.0]])] * 2 + [pd.DataFrame()]
+    test = wald_equality(
+        human_estimate=human, human_vcov=vcov, sim_estimates=reps,
+        sim_vcovs=rep_vcov, terms=["a", "b"],
+    )  # fmt: skip
+    assert test.terms == ("a",) and test.n_reps == 1
+    assert test.statistic == pytest.approx(4 / 2)
+
+
+def test_wald_without_a_usable_replicate_is_nan():
+    test = wald_equality(
+        human_estimate=_series([0.0, 0.0]), human_vcov=_matrix(np.eye(2)),
+        sim_estimates=[pd.Series(dtype=float)], sim_vcovs=[pd.DataFrame()],
+        terms=["a", "b"],
+    )  # fmt: skip
+    assert math.isnan(test.p_value) and test.n_reps == 0
+
+
+# --- nonresponse never widens an interval ------------------------------------------------
+
+
+def test_nonresponse_scale():
+    scale = nonresponse_scale(100, [100, 50, 120], reps=3)
+    np.testing.assert_allclose(scale, [1.0, math.sqrt(0.5), 1.0])
+    np.testing.assert_allclose(nonresponse_scale(None, None, reps=2), [1.0, 1.0])
+
+
+def test_coverage_of_a_replicate_with_fewer_rows_uses_the_full_sample_precision():
+    human = pd.DataFrame(
+        {"term": ["x"], "estimate": [0.0], "std_error": [1.0], "statistic": [0.0],
+         "p_value": [1.0], "ci_low": [-1.96], "ci_high": [1.96]}
+    )  # fmt: skip
+    # |3 - 0| <= 1.96 sqrt(1 + 2^2) = 4.38 covers; scaled to half the rows, the
+    # replicate's error is 2 sqrt(0.5) and 1.96 sqrt(1 + 2) = 3.39 still covers;
+    # at estimate 3.5: unscaled covers, scaled does not.
+    replicate = human.assign(estimate=3.5, std_error=2.0)
+    unscaled = coefficient_recovery(human, [replicate])
+    scaled = coefficient_recovery(human, [replicate], human_nobs=100, sim_nobs=[50])
+    assert unscaled.coverage == 1 and scaled.coverage == 0
+
+
+# --- decisions --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "inputs, expected",
+    [
+        ({"n_terms": 0}, UNDETERMINED),
+        ({"failed_share": 0.6}, INCONSISTENT),
+        ({"equivalence_p_value": 0.01}, CONSISTENT),
+        ({"equivalence_p_value": 0.01, "wald_p_value": 0.001}, CONSISTENT),
+        ({"wald_p_value": 0.01}, INCONSISTENT),
+        ({}, UNDETERMINED),
+        ({"wald_p_value": math.nan, "equivalence_p_value": math.nan}, UNDETERMINED),
+    ],
+)
+def test_decide(inputs, expected):
+    settings_ = {
+        "n_terms": 3, "failed_share": 0.0, "wald_p_value": 0.4,
+        "equivalence_p_value": 0.3, "alpha": 0.05,
+    } | inputs  # fmt: skip
+    decision, reason = decide(**settings_)
+    assert decision == expected and reason
+
+
+def test_verdict_sentence_states_the_decision():
+    row = {"formula": "y ~ x", "decision": INCONSISTENT, "reason": "Wald p = 0.001"}
+    text = verdict_sentence(row, simulator="base")
+    assert "inconsistent" in text and "y ~ x" in text and "base" in text
+
+
+# --- distances and summaries ----------------------------------------------------------------
+
+
+def test_wasserstein_respects_order():
+    codes = (1, 2, 3, 4, 5)
+    assert wasserstein([1, 1], [2, 2], codes=codes) == pytest.approx(0.25)
+    assert wasserstein([1, 1], [5, 5], codes=codes) == pytest.approx(1.0)
+    assert wasserstein([1, 2, 3], [3, 2, 1], codes=codes) == 0
+    assert math.isnan(wasserstein([], [1], codes=codes))
+
+
+@fast
+@given(
+    st.lists(st.integers(1, 5), min_size=1, max_size=30),
+    st.lists(st.integers(1, 5), min_size=1, max_size=30),
+)
+def test_wasserstein_is_a_bounded_symmetric_distance(a, b):
+    codes = (1, 2, 3, 4, 5)
+    d = wasserstein(a, b, codes=codes)
+    assert 0 <= d <= 1 + 1e-12
+    assert d == pytest.approx(wasserstein(b, a, codes=codes))
+    assert wasserstein(a, a, codes=codes) == 0
+
+
+def test_geometric_mean_of_ratios():
+    assert geometric_mean([0.5, 2.0]) == pytest.approx(1.0)
+    assert geometric_mean([4.0, np.nan, np.inf, 0.0]) == pytest.approx(4.0)
+    assert math.isnan(geometric_mean([np.nan]))
+
+
+def test_bias_corrected_entropy_depends_less_on_n():
+    """Miller–Madow: the plug-in entropy of small samples is biased low; the correction
+    moves the mean over small samples closer to the large-sample value."""
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(20))
+    big = heterogeneity(
+        pd.DataFrame({"a": rng.choice(20, 20000, p=probabilities)}), ["a"]
+    )
+    small = [
+        heterogeneity(pd.DataFrame({"a": rng.choice(20, 60, p=probabilities)}), ["a"])
+        for _ in range(200)
+    ]
+    plug_in = np.mean([h.entropy for h in small])
+    corrected = np.mean([h.entropy_corrected for h in small])
+    assert abs(corrected - big.entropy) < abs(plug_in - big.entropy) / 2
