@@ -53,7 +53,8 @@ COEF_COLUMNS = (
 )
 _NUMERIC = ("estimate", "std_error", "p_value", "ci_low", "ci_high")
 _CLASS_LABELS = np.array(["negative", "null", "positive", "failed"])  # class code + 1
-_TERM_COLUMNS = (
+#: The columns of ``Recovery.terms``, in order (``coefficient_recovery`` defines each).
+TERM_COLUMNS = (
     "term", "human_estimate", "human_std_error", "human_p_value", "human_ci_low",
     "human_ci_high", "human_class", "sim_estimate", "sim_std_error", "sim_class",
     "diff", "diff_std_error", "diff_ci_low", "diff_ci_high", "diff_z", "diff_p_value",
@@ -498,7 +499,7 @@ def coefficient_recovery(
                 "n_reps": n_reps,
                 "n_failed": failed.sum(axis=1),
             },
-            columns=list(_TERM_COLUMNS),
+            columns=list(TERM_COLUMNS),
         )
     defined = ~np.isnan(h_est[:, 0])
     terms.loc[~defined, ["human_class", *_COMPARISONS]] = np.nan

@@ -22,7 +22,7 @@ import yaml
 
 from simval.errors import DataError, SimvalError, StudyError, check_option
 from simval.formulas import formula_variables, outcome_of
-from simval.regression import FAMILIES, Family, check_cov
+from simval.regression import CLUSTER_PREFIX, FAMILIES, Family, check_cov
 
 Role = Literal["belief", "action", "outcome", "other"]
 ROLES: tuple[str, ...] = get_args(Role)
@@ -365,6 +365,13 @@ def _check_study(study: Study) -> None:
         if model.outcome not in names:
             raise StudyError(
                 f"formula {model.formula!r}: outcome {model.outcome!r} is not one of the items"
+            )
+        cluster = model.cov.removeprefix(CLUSTER_PREFIX)
+        if model.cov.startswith(CLUSTER_PREFIX) and cluster not in columns:
+            raise StudyError(
+                f"model {model.formula!r}: cov={model.cov!r} clusters on {cluster!r}, which "
+                f"is not a persona or treatment column "
+                f"(declared: {', '.join(sorted(columns)) or 'none'})"
             )
     for pair in study.coherence:
         for role, name in (("belief", pair.belief), ("action", pair.action)):

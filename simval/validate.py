@@ -13,9 +13,11 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from importlib import metadata
 from typing import Any
 
@@ -34,6 +36,9 @@ from simval.errors import (
     check_option,
 )
 from simval.metrics import (
+    TERM_COLUMNS,
+    Recovery,
+    WaldTest,
     coefficient_recovery,
     geometric_mean,
     heterogeneity,
@@ -192,7 +197,7 @@ def validate(
         pattern_items=plan.pattern_items,
         min_subgroup_n=min_subgroup_n,
         notes=_notes(plan, simulator, reference, samples, human_fits),
-        versions=_versions(),
+        versions=dict(_versions()),
         fingerprint=fingerprint(human_df),
     )
 
@@ -627,34 +632,10 @@ def _coefficients(
             rows.append({**row, "n_terms": 0, "failure": human, "small": True})
             continue
         refits = [_refit(plan, human, r[subgroup, level]) for r in replicates]
-        margins = _margins(human, margin=models[formula].margin)
+        recovery, wald = _compare(
+            human, refits, margin=models[formula].margin, alpha=alpha
+        )
         sim_nobs = [r.nobs if isinstance(r, Fit) else 0 for r, _ in refits]
-        recovery = coefficient_recovery(
-            human.table,
-            [
-                r.table if isinstance(r, Fit) else human.table.iloc[0:0]
-                for r, _ in refits
-            ],
-            alpha=alpha,
-            exclude=NOT_FINDINGS,
-            margins=margins,
-            human_nobs=human.nobs,
-            sim_nobs=sim_nobs,
-        )
-        compared = [
-            t for t in human.table["term"] if t not in NOT_FINDINGS and t in margins
-        ]
-        wald = wald_equality(
-            human_estimate=human.table.set_index("term")["estimate"],
-            human_vcov=human.vcov,
-            sim_estimates=[_estimates(r) for r, _ in refits],
-            sim_vcovs=[
-                r.vcov if isinstance(r, Fit) else human.vcov.iloc[0:0, 0:0]
-                for r, _ in refits
-            ],
-            terms=compared,
-            scales=nonresponse_scale(human.nobs, sim_nobs, reps=len(refits)),
-        )
         terms = recovery.terms
         judged = terms[terms["term"].isin(wald.terms)]
         equivalence = (
@@ -667,7 +648,7 @@ def _coefficients(
             n_terms=len(wald.terms), failed_share=failed_share,
             wald_p_value=wald.p_value, equivalence_p_value=equivalence, alpha=alpha,
         )  # fmt: skip
-        failures = Counter(reason for _, reasons in refits for reason in reasons)
+        failures = Counter(pair for _, reasons in refits for pair in reasons)
         term_frames.append(
             terms.assign(
                 formula=formula, subgroup=subgroup, level=level,
@@ -699,16 +680,19 @@ def _coefficients(
         if subgroup == OVERALL:
             scores.append(recovery.replicates.assign(formula=formula))
             by_rep.extend(_replicate_rows(formula, refits))
-    coefficients = pd.concat(term_frames, ignore_index=True)
-    coefficients = coefficients[
-        ["formula", "subgroup", "level", *recovery_columns(coefficients)]
-    ]
+    coefficients = (
+        pd.concat(term_frames, ignore_index=True)
+        if term_frames
+        else pd.DataFrame(columns=COEFFICIENT_COLUMNS)
+    )[COEFFICIENT_COLUMNS]
     per_rep = (
         pd.concat(scores)
         .groupby("rep")[["sign_f1", "false_positive_rate", "coverage"]]
         .mean()
         .reset_index()
         .melt(id_vars="rep", var_name="metric", value_name="value")
+        if scores
+        else pd.DataFrame(columns=["rep", "metric", "value"])
     )
     by_rep_frame = pd.DataFrame(
         by_rep,
@@ -722,10 +706,8 @@ def _coefficients(
     )
 
 
-def recovery_columns(frame: pd.DataFrame) -> list[str]:
-    """The per-term columns of a coefficients frame, in ``coefficient_recovery``'s order."""
-    return [c for c in frame.columns if c not in ("formula", "subgroup", "level")]
-
+COEFFICIENT_COLUMNS = ["formula", "subgroup", "level", *TERM_COLUMNS, "failure"]
+"""The columns of ``Validation.coefficients``."""
 
 RECOVERY_COLUMNS = [
     "formula", "subgroup", "level", "n_human", "nobs_human", "nobs_sim", "small",
@@ -733,6 +715,40 @@ RECOVERY_COLUMNS = [
     "wald_df", "wald_p_value", "wald_p_adjusted", "equivalence_p_value", "decision",
     "reason", "failed_share", "failure",
 ]  # fmt: skip
+
+
+def _compare(
+    human: Fit,
+    refits: list[tuple[Fit | None, list]],
+    *,
+    margin: float,
+    alpha: float,
+) -> tuple[Recovery, WaldTest]:
+    """The per-term comparison and the joint Wald test of one group's replicate fits
+    against the human fit, nonresponse scaled to the humans' rows."""
+    margins = _margins(human, margin=margin)
+    sim_nobs = [r.nobs if isinstance(r, Fit) else 0 for r, _ in refits]
+    empty = human.table.iloc[0:0]
+    recovery = coefficient_recovery(
+        human.table,
+        [r.table if isinstance(r, Fit) else empty for r, _ in refits],
+        alpha=alpha,
+        exclude=NOT_FINDINGS,
+        margins=margins,
+        human_nobs=human.nobs,
+        sim_nobs=sim_nobs,
+    )
+    wald = wald_equality(
+        human_estimate=human.table.set_index("term")["estimate"],
+        human_vcov=human.vcov,
+        sim_estimates=[_estimates(r) for r, _ in refits],
+        sim_vcovs=[r.vcov if isinstance(r, Fit) else pd.DataFrame() for r, _ in refits],
+        terms=[
+            t for t in human.table["term"] if t not in NOT_FINDINGS and t in margins
+        ],
+        scales=nonresponse_scale(human.nobs, sim_nobs, reps=len(refits)),
+    )
+    return recovery, wald
 
 
 def _refit(
@@ -999,25 +1015,22 @@ def _shares(
     """Share of each option among the answers, human and simulated (mean over replicates)."""
     rows = []
     for item in plan.study.items:
-        for label, code in item.options.items():
-            rows.append(
-                {
-                    "item": item.name,
-                    "code": float(code),
-                    "label": label,
-                    "human": _share(human_df[item.name], code),
-                    "sim": _mean(
-                        [_share(sample[item.name], code) for sample in samples]
-                    ),
-                }
-            )
+        human = _option_shares(human_df[item.name], item)
+        sims = np.array([_option_shares(sample[item.name], item) for sample in samples])
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sim = np.nanmean(sims, axis=0)
+        for (label, code), h, m in zip(item.options.items(), human, sim):
+            rows.append((item.name, float(code), label, h, m))
     return pd.DataFrame(rows, columns=["item", "code", "label", "human", "sim"])
 
 
-def _share(answers: pd.Series, code: float) -> float:
-    """Share of the non-missing answers equal to ``code`` (NaN with none)."""
-    given = pd.to_numeric(answers, errors="coerce").dropna()
-    return float((given == code).mean()) if len(given) else math.nan
+def _option_shares(answers: pd.Series, item: Item) -> np.ndarray:
+    """Share of the non-missing answers taking each option code (NaN with none)."""
+    given = pd.to_numeric(answers, errors="coerce").dropna().to_numpy(float)
+    if not len(given):
+        return np.full(len(item.codes), np.nan)
+    return np.array([(given == code).mean() for code in item.codes])
 
 
 # --- verdicts, headline, uncertainty, notes -------------------------------------------
@@ -1214,11 +1227,11 @@ def _notes(
 ) -> dict[str, Any]:
     """What the reader must know beside the numbers: the simulator's nonresponse per
     item and unparseable answers, the reference's fallbacks, and warnings."""
-    warnings = []
+    cautions = []
     for (formula, subgroup, _), human in human_fits.items():
         clusters = getattr(human, "clusters", None) if subgroup == OVERALL else None
         if clusters is not None and clusters < FEW_CLUSTERS:
-            warnings.append(
+            cautions.append(
                 f"{formula}: cluster-robust errors on {clusters} clusters "
                 f"(fewer than {FEW_CLUSTERS}) are unreliable"
             )
@@ -1230,7 +1243,7 @@ def _notes(
         }
     )
     if small:
-        warnings.append(
+        cautions.append(
             f"human models not estimable in subgroup cell(s): {', '.join(small)}"
         )
     return {
@@ -1241,10 +1254,11 @@ def _notes(
         "unparseable": int(getattr(simulator, "unparseable", 0) or 0),
         "reference_fallbacks": int(getattr(reference, "fallbacks", 0)),
         "reference": repr(reference),
-        "warnings": warnings,
+        "warnings": cautions,
     }
 
 
+@cache
 def _versions() -> dict[str, str]:
     """Versions of simval and the libraries its numbers come from."""
     names = (

@@ -15,18 +15,11 @@ from __future__ import annotations
 import math
 from functools import cache
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from simval import (
-    BootstrapSimulator,
-    FunctionSimulator,
-    Item,
-    Model,
-    Study,
-    validate,
-)
+from simval import BootstrapSimulator, validate
+from simval.calibration import calibration_run
 from simval.results import CONSISTENT, INCONSISTENT, UNDETERMINED
 from simval.tasks import load_task
 from simval.validate import fresh_reference
@@ -40,96 +33,10 @@ def tolerance(p: float, n: int, z: float = 3.0) -> float:
     return z * math.sqrt(p * (1 - p) / n)
 
 
-# --- known data-generating processes ---------------------------------------------------
-
-OLS = Study(
-    items=(Item("y", "y", {str(c): c for c in range(9)}),),
-    persona=("x", "g"),
-    models=(Model("y ~ x + g"),),
-)
-LOGIT = Study(
-    items=(Item("y", "y", {"no": 0, "yes": 1}),),
-    persona=("x", "g"),
-    models=(Model("y ~ x + g", family="logit"),),
-)
-
-
-def personas(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({"x": rng.normal(size=n), "g": rng.integers(0, 2, size=n)})
-
-
-def answers(
-    people: pd.DataFrame, seed, *, family: str, effect: float = 1.0, noise: float = 1.0
-) -> pd.Series:
-    """The true process: an ordinal 0..8 outcome (OLS) or a logit, scaled effects."""
-    rng = np.random.default_rng(seed)
-    if family == "ols":
-        latent = 4 + effect * (0.5 * people["x"] - 0.8 * people["g"])
-        latent = latent + noise * rng.normal(size=len(people))
-        return pd.Series(np.clip(np.round(latent), 0, 8), index=people.index)
-    logit = -0.3 + effect * (0.8 * people["x"] - 0.7 * people["g"])
-    chance = 1 / (1 + np.exp(-logit))
-    return pd.Series((rng.random(len(people)) < chance).astype(int), index=people.index)
-
-
-def simulator(
-    *, family: str, effect: float = 1.0, noise: float = 1.0, answer_share=1.0
-):
-    """A simulator drawing from the process (perfect with the defaults)."""
-
-    def simulate(people: pd.DataFrame, seed) -> pd.DataFrame:
-        rng = np.random.default_rng(seed)
-        y = answers(people, rng, family=family, effect=effect, noise=noise)
-        y = y.where(rng.random(len(people)) < answer_share)
-        return pd.DataFrame({"y": y}, index=people.index)
-
-    return FunctionSimulator(simulate)
-
-
-def human(n: int, seed: int, *, family: str) -> pd.DataFrame:
-    people = personas(n, seed)
-    return people.assign(y=answers(people, 10_000 + seed, family=family))
-
-
 @cache
 def runs(kind: str, family: str, n: int, datasets: int) -> pd.DataFrame:
-    """One row per human data set: the verdict row and the mean difference-CI coverage."""
-    study = OLS if family == "ols" else LOGIT
-    settings = {
-        "perfect": {},
-        "attenuated": {"effect": 0.5},
-        "noisier": {"noise": math.sqrt(2)},
-        "half nonresponse": {"answer_share": 0.5},
-    }
-    rows = []
-    for seed in range(datasets):
-        people = human(n, seed, family=family)
-        if kind == "resampling":
-            sim = BootstrapSimulator(people)
-        else:
-            sim = simulator(family=family, **settings[kind])
-        result = validate(
-            study, people, sim, reps=4, resamples=0, seed=seed, alpha=ALPHA
-        )
-        terms = result.coefficients.query("term != 'Intercept'")
-        rows.append(
-            {
-                **result.verdicts.iloc[0].to_dict(),
-                "coverage": terms["coverage"].mean(),
-                "x_covered_rep0": _first_replicate_covers(result, term="x"),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def _first_replicate_covers(result, *, term: str) -> bool:
-    """Whether replicate 0's difference CI for ``term`` contains 0 (independent per data set)."""
-    rep = result.replicate_coefficients.query("rep == 0 and term == @term").iloc[0]
-    human_row = result.coefficients.query("term == @term").iloc[0]
-    z = 1.959963984540054
-    spread = math.hypot(human_row["human_std_error"], rep["std_error"])
-    return abs(rep["estimate"] - human_row["human_estimate"]) <= z * spread
+    """simval.calibration's run, cached so tests comparing simulators share it."""
+    return calibration_run(kind, family=family, n=n, datasets=datasets, alpha=ALPHA)
 
 
 def share(frame: pd.DataFrame, decision: str) -> float:

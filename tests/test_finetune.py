@@ -412,7 +412,9 @@ def test_fine_tuning_moves_the_simulator_toward_the_humans(
         STUDY,
         reps=3,
     )
-    assert list(table.index) == ["base", "fine-tuned", "bootstrap", "human"]
+    assert list(table.index) == [
+        "base", "fine-tuned", "bootstrap", "fresh reference", "human",
+    ]  # fmt: skip
     assert table.loc["fine-tuned", "jsd"] < table.loc["base", "jsd"]
     human_entropy = table.loc["human", "entropy"]
     gap = (table["entropy"] - human_entropy).abs()

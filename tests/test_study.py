@@ -289,3 +289,20 @@ def test_yaml_option_or_formula_error_names_the_file_and_keeps_its_kind(
     with pytest.raises(kind, match=culprit) as info:
         Study.from_yaml(path)
     assert str(info.value).startswith(f"{path}: ")
+
+
+def test_cluster_column_must_be_declared():
+    """cov='cluster:<col>' is checked when the study is built, not after the model runs."""
+    items = (Item("y", "y", {"0": 0, "1": 1}),)
+    with pytest.raises(StudyError, match="'site'.*not a persona"):
+        Study(items=items, persona=("x",), models=(Model("y ~ x", cov="cluster:site"),))
+    Study(items=items, persona=("x", "site"), models=(Model("y ~ x", cov="cluster:site"),))
+
+
+def test_margin_is_declared_per_model_and_round_trips(tmp_path):
+    items = (Item("y", "y", {"0": 0, "1": 1}),)
+    study = Study(items=items, persona=("x",), models=(Model("y ~ x", margin=0.2),))
+    study.to_yaml(tmp_path / "s.yaml")
+    assert Study.from_yaml(tmp_path / "s.yaml").models[0].margin == 0.2
+    with pytest.raises(StudyError, match="margin"):
+        Model("y ~ x", margin=-1)
