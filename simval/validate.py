@@ -1252,7 +1252,8 @@ def _notes(
             for item in plan.study.item_names
         },
         "unparseable": int(getattr(simulator, "unparseable", 0) or 0),
-        "reference_fallbacks": int(getattr(reference, "fallbacks", 0)),
+        "reference_fallback_share": reference.fallbacks
+        / max(1, sum(len(sample) for sample in samples)),
         "reference": repr(reference),
         "warnings": cautions,
     }
