@@ -1,9 +1,10 @@
 """Benchmarking language models on a built-in task, and the demo the README runs.
 
 ``bench`` validates each model (optionally with a LoRA adapter) against the task's
-respondents next to the bootstrap ceiling and returns the leaderboard, the
-validations and the option shares a report needs; ``demo`` does the same for the
-default model before and after fine-tuning on a 10% pilot.
+respondents next to the resampling reference and returns the leaderboard and the
+validations a report reads (each carries its own option shares, decisions and its
+fresh-sample reference values); ``demo`` does the same for the default model before
+and after fine-tuning on a 10% pilot.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ import pandas as pd
 
 from simval.errors import DataError, OptionError
 from simval.finetune import finetune, pilot
+from simval.results import (
+    HUMAN_ROW,
+    NOT_FINDINGS,
+    OVERALL,
+    REFERENCE_ROW,
+    Validation,
+    summary_table,
+)
 from simval.simulators.base import Simulator
 from simval.simulators.loading import (
     RECORD,
@@ -29,10 +38,13 @@ from simval.simulators.loading import (
 from simval.simulators.reference import BootstrapSimulator
 from simval.study import Study
 from simval.tasks import Task, load_task
-from simval.validate import NOT_FINDINGS, OVERALL, Validation, summary_table, validate
+from simval.validate import validate
 
-CEILING = "bootstrap (ceiling)"
-"""The leaderboard row of the bootstrap ceiling: resampled humans, the best any simulator can do."""
+RESAMPLING = "bootstrap (resampling reference)"
+"""The leaderboard row of ``BootstrapSimulator``: the humans' own answers resampled, so it
+is centred on them and looks closer to them than any independent sample could; a
+reference shown beside the models, never ranked. The perfect-simulator benchmark is
+the ``fresh reference`` row (the fresh-sample reference every validation runs)."""
 
 
 @dataclass(frozen=True)
@@ -59,17 +71,16 @@ def parse_model_spec(text: str) -> ModelSpec:
 
 @dataclass(frozen=True)
 class Benchmark:
-    """What a benchmark run produced: the leaderboard and everything a report draws.
+    """What a benchmark run produced: the leaderboard and the validations a report reads.
 
-    ``leaderboard``: validate.summary_table's layout (a row per simulator, the
-    ceiling and the humans). ``shares``: simulator, item, code, share (one simulated
-    sample per simulator; simulator "human" for the respondents). ``human``: the
+    ``leaderboard``: ``simval.results.summary_table`` of the validations (a row per
+    simulator, the resampling reference, the fresh reference and the humans).
+    ``validations``: name -> Validation, the resampling reference last. ``human``: the
     respondents every simulator was compared with.
     """
 
     leaderboard: pd.DataFrame
     validations: dict[str, Validation]
-    shares: pd.DataFrame
     human: pd.DataFrame
 
 
@@ -81,27 +92,26 @@ def bench(
     reps: int = 20,
     seed: int = 0,
     alpha: float = 0.05,
+    resamples: int = 200,
 ) -> Benchmark:
-    """Validate every simulator and the bootstrap ceiling on the same respondents."""
-    from simval.report import option_shares
-
-    if CEILING in simulators or "human" in simulators:
-        raise OptionError(f"simulator names {CEILING!r} and 'human' are reserved")
-    everyone = {**simulators, CEILING: BootstrapSimulator(human_df)}
+    """Validate every simulator and the resampling reference on the same respondents with
+    the same seed, so their differences are paired (``simval.results.rank``)."""
+    reserved = (RESAMPLING, REFERENCE_ROW, HUMAN_ROW)
+    taken = [name for name in simulators if name in reserved]
+    if taken:
+        raise OptionError(
+            f"simulator name {taken[0]!r} is reserved ({', '.join(map(repr, reserved))})"
+        )
+    everyone = {**simulators, RESAMPLING: BootstrapSimulator(human_df)}
     validations = {
-        name: validate(study, human_df, simulator, reps=reps, seed=seed, alpha=alpha)
+        name: validate(
+            study, human_df, simulator, reps=reps, seed=seed, alpha=alpha,
+            resamples=resamples,
+        )
         for name, simulator in everyone.items()
-    }
-    personas = human_df[list(study.persona_columns)]
-    samples = {
-        name: simulator.simulate(personas, study.items, seed=seed)
-        for name, simulator in everyone.items()
-    }
+    }  # fmt: skip
     return Benchmark(
-        leaderboard=summary_table(validations),
-        validations=validations,
-        shares=option_shares(human_df, samples, study),
-        human=human_df,
+        leaderboard=summary_table(validations), validations=validations, human=human_df
     )
 
 
@@ -133,16 +143,13 @@ def write_outputs(
     notes = (*notes, f"Respondents: {len(result.human)} from {task.source}.")
     html, markdown = write_report(
         result.validations,
-        study=task.study,
         out=out / "report.html",
-        leaderboard=result.leaderboard,
-        shares=result.shares,
         title=f"simval benchmark: the {task.name} task",
         notes=notes,
-        exclude=("human", CEILING),
+        references=(RESAMPLING,),
     )
     csv, md, board = write_leaderboard(
-        result.leaderboard, out, exclude=("human", CEILING)
+        result.validations, out, references=(RESAMPLING,)
     )
     return {
         "report": html,
@@ -224,8 +231,9 @@ def demo(
     progress: bool | None = None,
     **training: Any,
 ) -> tuple[Benchmark, dict[str, Path]]:
-    """The disclosure task on ``model``: base vs fine-tuned on a ``pilot_frac`` pilot vs the
-    bootstrap ceiling, scored on ``n`` holdout respondents; writes the report and leaderboard.
+    """The disclosure task on ``model``: base vs fine-tuned on a ``pilot_frac`` pilot, beside
+    the resampling and fresh-sample references, scored on ``n`` holdout respondents;
+    writes the report and leaderboard.
 
     ``training`` overrides ``DEMO_TRAINING`` (any of finetune's keywords).
     """
@@ -264,7 +272,6 @@ def demo(
 
 def human_findings(result: Benchmark) -> int:
     """How many terms (intercepts aside) the humans' own models call significant."""
-    validation = result.validations[CEILING]
-    rows = validation.coefficients
+    rows = next(iter(result.validations.values())).coefficients
     rows = rows[(rows["subgroup"] == OVERALL) & ~rows["term"].isin(NOT_FINDINGS)]
     return int((rows["human_class"].notna() & (rows["human_class"] != "null")).sum())

@@ -7,6 +7,7 @@ culprit (checked before any model is loaded where possible), 1 on anything else.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,7 @@ import typer
 
 from simval.errors import OptionError, SimvalError
 from simval.finetune import STRATEGIES
+from simval.results import Validation
 from simval.study import Study
 
 app = typer.Typer(
@@ -61,7 +63,13 @@ def validate_command(
     n: Count = None,
 ) -> None:
     """Compare one model's simulated respondents with the humans; write a report."""
-    from simval.bench import CEILING, ModelSpec, bench, evaluation_sample, pilot_rows_of
+    from simval.bench import (
+        RESAMPLING,
+        ModelSpec,
+        bench,
+        evaluation_sample,
+        pilot_rows_of,
+    )
     from simval.report import write_report
     from simval.simulators.hf import HFSimulator
 
@@ -79,11 +87,10 @@ def validate_command(
             f"{len(pilot)} pilot respondents the adapter was trained on are left out."
         )
     paths = write_report(
-        result.validations, study=declared, out=out, leaderboard=result.leaderboard,
-        shares=result.shares, title=f"simval report: {study.name}", notes=notes,
-        exclude=("human", CEILING),
+        result.validations, out=out, title=f"simval report: {study.name}", notes=notes,
+        references=(RESAMPLING,),
     )  # fmt: skip
-    _print_table(result.leaderboard, exclude=("human", CEILING))
+    _print_table(result.validations, references=(RESAMPLING,))
     typer.echo(f"report: {paths[0]}\nmarkdown: {paths[1]}")
 
 
@@ -159,7 +166,7 @@ def bench_command(
 ) -> None:
     """Rank language models on a built-in task: a leaderboard (CSV, Markdown, HTML) and a report."""
     from simval.bench import (
-        CEILING,
+        RESAMPLING,
         bench,
         evaluation_sample,
         parse_model_spec,
@@ -183,7 +190,7 @@ def bench_command(
     }
     result = bench(simulators, compared, loaded.study, reps=reps, seed=seed)
     paths = write_outputs(result, task=loaded, out_dir=out)
-    _print_table(result.leaderboard, exclude=("human", CEILING))
+    _print_table(result.validations, references=(RESAMPLING,))
     typer.echo("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
 
 
@@ -198,15 +205,15 @@ def demo_command(
     reps: Reps = 10,
     seed: Seed = 0,
 ) -> None:
-    """The disclosure task on the default model: base vs fine-tuned (10% pilot) vs bootstrap."""
-    from simval.bench import CEILING, demo, human_findings
+    """The disclosure task on the default model: base vs fine-tuned (10% pilot), with references."""
+    from simval.bench import RESAMPLING, demo, human_findings
 
     typer.echo(
         "simval demo: the disclosure task (a SIMULATED reference population of 929, "
         "not human data) on SmolLM2-135M-Instruct"
     )
     result, paths = demo(out_dir=out, n=n, reps=reps, seed=seed)
-    _print_table(result.leaderboard, exclude=("human", CEILING))
+    _print_table(result.validations, references=(RESAMPLING,))
     typer.echo(
         f"On {len(result.human)} respondents the humans' own models find "
         f"{human_findings(result)} significant term(s): too few to judge coefficient "
@@ -216,25 +223,67 @@ def demo_command(
     typer.echo("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
 
 
-def _print_table(table: pd.DataFrame, *, exclude: tuple[str, ...]) -> None:
-    """The leaderboard as text, the best value per column starred."""
-    from simval.report import mark_best
-
-    best = mark_best(table, exclude=exclude)
-    shown = table.map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
-    shown = shown.where(~best, shown + "*")
-    typer.echo(shown.to_string())
-    typer.echo(
-        "* best among the models (bootstrap ceiling and human rows are references)"
+def _print_table(
+    validations: Mapping[str, Validation], *, references: tuple[str, ...]
+) -> None:
+    """The headline metrics as text, a row per metric (``simval.results.HEADLINE``): each
+    simulator's value [CI], * for best and ~ for tied (``simval.results.rank``), the fresh
+    reference and the humans' own levels beside; then each formula's decision per simulator."""
+    from simval.report import leaderboard_marks
+    from simval.report.blocks import interval, number
+    from simval.results import (
+        HEADLINE,
+        HUMAN_ROW,
+        REFERENCE_ROW,
+        summary_table,
+        verdict_sentence,
     )
+
+    marks = leaderboard_marks(validations, references=references)
+    reference = summary_table(validations).loc[REFERENCE_ROW]
+    summaries = {name: v.summary() for name, v in validations.items()}
+    human = next(iter(summaries.values()))
+    signs = {"best": "*", "tie": "~", "": ""}
+
+    def shown(summary: dict, key: str) -> str:
+        return interval(
+            summary[key], summary[f"{key}_ci_low"], summary[f"{key}_ci_high"]
+        )
+
+    rows = {
+        metric.label: {
+            **{
+                name: shown(summary, metric.name) + signs[marks.at[name, metric.name]]
+                for name, summary in summaries.items()
+            },
+            REFERENCE_ROW: number(reference[metric.name]),
+            HUMAN_ROW: shown(human, metric.human) if metric.human else "",
+        }
+        for metric in HEADLINE
+    }
+    typer.echo(pd.DataFrame.from_dict(rows, orient="index").to_string())
+    never = ", ".join((*references, REFERENCE_ROW, HUMAN_ROW))
+    typer.echo(
+        "value [CI]; * best among the models, ~ tied for best (paired-difference CIs); "
+        f"{REFERENCE_ROW}: a perfect simulator's value; never marked: {never}"
+    )
+    formulas = dict.fromkeys(
+        f for v in validations.values() for f in v.verdicts["formula"]
+    )
+    for formula in formulas:
+        for name, v in validations.items():
+            for row in v.verdicts[v.verdicts["formula"] == formula].to_dict("records"):
+                typer.echo(verdict_sentence(row, simulator=name))
 
 
 def _study_and_human(study: Path, human: Path) -> tuple[Study, pd.DataFrame]:
-    """The study from its YAML file and the human CSV, checked against it."""
+    """The study from its YAML file and the human CSV, checked against it.
+
+    Every problem with the study file (missing, not UTF-8, broken YAML, a wrong field)
+    is a one-line SimvalError from ``Study.from_yaml`` that names the file.
+    """
     from simval.tasks import read_human
 
-    if not study.is_file():
-        raise SimvalError(f"study file {str(study)!r} does not exist")
     declared = Study.from_yaml(study)
     people = read_human(human)
     declared.check_data(people, what=str(human))

@@ -52,7 +52,8 @@ class Metric:
     under a perfect simulator, sampling noise included); ``"human"``, the humans' own
     value, which a fresh sample of equal size matches in expectation. ``uncertainty``:
     ``"bootstrap"`` (respondents resampled) or ``"replicates"`` (Monte Carlo over the
-    replicate samples). ``human`` is the summary key of the humans' own level, if any.
+    replicate samples). ``human`` is the summary key of the humans' own level, if any;
+    ``bounds`` the range its values (and so its intervals) lie in.
     """
 
     name: str
@@ -61,20 +62,24 @@ class Metric:
     reference: Literal["fresh", "human"]
     uncertainty: Literal["bootstrap", "replicates"]
     human: str | None = None
+    bounds: tuple[float, float] = (0.0, 1.0)
 
 
 HEADLINE: tuple[Metric, ...] = (
     Metric("jsd", "JSD", "lowest", "fresh", "bootstrap"),
     Metric("wasserstein", "ordinal distance", "lowest", "fresh", "bootstrap"),
     Metric("subgroup_jsd_gap", "subgroup JSD gap", "lowest", "fresh", "bootstrap"),
-    Metric("variance_ratio", "variance ratio", "near_one", "fresh", "bootstrap"),
+    Metric(
+        "variance_ratio", "variance ratio", "near_one", "fresh", "bootstrap",
+        bounds=(0.0, math.inf),
+    ),
     Metric(
         "unique_patterns", "distinct patterns", "near_human", "human", "bootstrap",
-        human="unique_patterns_human",
+        human="unique_patterns_human", bounds=(0.0, math.inf),
     ),
     Metric(
         "entropy", "pattern entropy", "near_human", "human", "bootstrap",
-        human="entropy_human",
+        human="entropy_human", bounds=(0.0, math.inf),
     ),
     Metric(
         "incoherence", "incoherence", "near_human", "human", "bootstrap",

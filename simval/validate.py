@@ -56,6 +56,7 @@ from simval.results import (
     METRICS,
     NOT_FINDINGS,
     OVERALL,
+    UNDETERMINED,
     Validation,
     decide,
     summary_table,
@@ -629,7 +630,17 @@ def _coefficients(
         formula, subgroup, level = key
         row = {"formula": formula, "subgroup": subgroup, "level": level}
         if isinstance(human, str):
-            rows.append({**row, "n_terms": 0, "failure": human, "small": True})
+            rows.append(
+                {
+                    **row,
+                    "n_human": len(people[subgroup, level]),
+                    "n_terms": 0,
+                    "small": True,
+                    "decision": UNDETERMINED,
+                    "reason": f"the human model cannot be estimated here ({human})",
+                    "failure": human,
+                }
+            )
             continue
         refits = [_refit(plan, human, r[subgroup, level]) for r in replicates]
         recovery, wald = _compare(
@@ -700,7 +711,11 @@ def _coefficients(
     )
     return (
         coefficients,
-        _adjusted(pd.DataFrame(rows, columns=RECOVERY_COLUMNS)),
+        _adjusted(
+            pd.DataFrame(rows, columns=RECOVERY_COLUMNS),
+            alpha=alpha,
+            min_n=plan.min_subgroup_n,
+        ),
         per_rep,
         by_rep_frame,
     )
@@ -712,8 +727,8 @@ COEFFICIENT_COLUMNS = ["formula", "subgroup", "level", *TERM_COLUMNS, "failure"]
 RECOVERY_COLUMNS = [
     "formula", "subgroup", "level", "n_human", "nobs_human", "nobs_sim", "small",
     "n_terms", "sign_f1", "false_positive_rate", "coverage", "wald_statistic",
-    "wald_df", "wald_p_value", "wald_p_adjusted", "equivalence_p_value", "decision",
-    "reason", "failed_share", "failure",
+    "wald_df", "wald_p_value", "wald_p_adjusted", "equivalence_p_value",
+    "equivalence_p_adjusted", "decision", "reason", "failed_share", "failure",
 ]  # fmt: skip
 
 
@@ -819,18 +834,43 @@ def _small(plan: _Plan, model: Model, human: Fit, rows: pd.DataFrame) -> bool:
     return rarer < MIN_EVENTS_PER_PARAMETER * (len(human.table) - len(human.aliased))
 
 
-def _adjusted(recovery: pd.DataFrame) -> pd.DataFrame:
-    """``wald_p_adjusted``: Holm over each formula's subgroup cells that are not small
-    (the overall row keeps its own p-value)."""
-    adjusted = recovery["wald_p_value"].copy()
-    cells = (recovery["subgroup"] != OVERALL) & ~recovery["small"].astype(bool)
-    cells &= recovery["wald_p_value"].notna()
-    for index in recovery[cells].groupby("formula").groups.values():
-        adjusted.loc[index] = multipletests(
-            recovery.loc[index, "wald_p_value"], method="holm"
-        )[1]
-    adjusted[(recovery["subgroup"] != OVERALL) & ~cells] = np.nan
-    return recovery.assign(wald_p_adjusted=adjusted)
+def _adjusted(recovery: pd.DataFrame, *, alpha: float, min_n: int) -> pd.DataFrame:
+    """Subgroup cells judged with multiplicity in mind: the Wald and equivalence p-values
+    Holm-adjusted over each formula's cells that are not small (``wald_p_adjusted``,
+    ``equivalence_p_adjusted``), and each cell's decision taken from the adjusted
+    values; a small cell is undetermined. The overall rows keep their own p-values."""
+    subgroup = recovery["subgroup"] != OVERALL
+    cells = subgroup & ~recovery["small"].astype(bool)
+    out = recovery.copy()
+    for raw, adjusted in (
+        ("wald_p_value", "wald_p_adjusted"),
+        ("equivalence_p_value", "equivalence_p_adjusted"),
+    ):
+        out[adjusted] = out[raw].where(~subgroup)
+        usable = cells & out[raw].notna()
+        for index in out[usable].groupby("formula").groups.values():
+            out.loc[index, adjusted] = multipletests(
+                out.loc[index, raw], method="holm"
+            )[1]
+    for index in out.index[cells & (out["failure"] == "")]:
+        row = out.loc[index]
+        out.loc[index, ["decision", "reason"]] = decide(
+            n_terms=int(row["n_terms"]), failed_share=float(row["failed_share"]),
+            wald_p_value=float(row["wald_p_adjusted"]),
+            equivalence_p_value=_nan(row["equivalence_p_adjusted"]), alpha=alpha,
+        )  # fmt: skip
+    small = subgroup & recovery["small"].astype(bool) & (recovery["failure"] == "")
+    out.loc[small, "decision"] = UNDETERMINED
+    out.loc[small, "reason"] = (
+        f"too small to judge (fewer than {min_n} respondents, "
+        f"or under {MIN_EVENTS_PER_PARAMETER} events per coefficient)"
+    )
+    return out
+
+
+def _nan(value: object) -> float:
+    """A table value as a float, NaN for missing."""
+    return math.nan if pd.isna(value) else float(value)
 
 
 def _commonest(reasons: Counter, term: str) -> str:
@@ -1072,6 +1112,7 @@ def _headline(
             low, high = _replicate_interval(
                 found["replicate_metrics"], name, alpha=alpha
             )
+        low, high = np.clip([low, high], *(spec.bounds if spec else (0, np.inf)))
         reference = math.nan
         if spec is not None:
             reference = (

@@ -9,9 +9,10 @@ import sys
 import pandas as pd
 import pytest
 
-from simval.bench import CEILING, ModelSpec, parse_model_spec
+from simval.bench import RESAMPLING, ModelSpec, parse_model_spec
 from simval.cli import main
 from simval.errors import OptionError
+from simval.results import HEADLINE, HUMAN_ROW, REFERENCE_ROW
 from simval.simulators.loading import adapter_record
 from simval.tasks import load_task
 
@@ -118,9 +119,33 @@ def test_validate_writes_a_report(capsys, tmp_path, example_csv, tiny_model_dir)
     )  # fmt: skip
     assert code == 0, out
     assert report.is_file() and report.with_suffix(".md").is_file()
-    assert "model" in out and CEILING in out
+    assert_printed_table(out, names=("model", RESAMPLING), formulas=2)
     html = report.read_text()
-    assert "Respondents: 40" in html and "bootstrap" in html
+    assert "Respondents: 40" in html and "resampling reference" in html
+
+
+def assert_printed_table(out: str, *, names: tuple[str, ...], formulas: int) -> None:
+    """The printed table: a row per headline metric (its label, value [CI]), a column per
+    simulator and the references; then a decision line per formula and simulator."""
+    lines = out.splitlines()
+    top = next(i for i, line in enumerate(lines) if REFERENCE_ROW in line)
+    for name in (*names, REFERENCE_ROW, HUMAN_ROW):
+        assert name in lines[top]
+    rows = lines[top + 1 : top + 1 + len(HEADLINE)]
+    assert [line[: len(m.label)] for m, line in zip(HEADLINE, rows)] == [
+        m.label for m in HEADLINE
+    ]
+    assert " [" in rows[0] and "]" in rows[0]  # value [CI]
+    decisions = [
+        line
+        for line in lines
+        if line.startswith(names) and ": " in line and " on " in line
+    ]
+    assert len(decisions) == formulas * len(names)
+    for line in decisions:
+        assert any(
+            f": {d}: " in line for d in ("consistent", "inconsistent", "undetermined")
+        )
 
 
 def test_finetune_then_bench_leaves_the_pilot_out(
@@ -141,9 +166,10 @@ def test_finetune_then_bench_leaves_the_pilot_out(
         "--out", board_dir,
     )  # fmt: skip
     assert code == 0, err
+    assert_printed_table(out, names=("base", "tuned", RESAMPLING), formulas=2)
     board = pd.read_csv(board_dir / "leaderboard.csv", index_col=0)
-    assert list(board.index) == ["base", "tuned", CEILING, "human"]
-    assert "best_in" in board.columns
+    assert list(board.index) == ["base", "tuned", RESAMPLING, REFERENCE_ROW, HUMAN_ROW]
+    assert {"best_in", "tied_in", "jsd", "jsd_ci_low"} <= set(board.columns)
     for name in ("leaderboard.md", "leaderboard.html", "report.html", "report.md"):
         assert (board_dir / name).is_file()
     assert f"Respondents: {120 - 16}" in (board_dir / "report.html").read_text()
@@ -155,7 +181,10 @@ def test_demo_on_the_tiny_model(tmp_path, tiny_model_dir):
 
     options = {"model": str(tiny_model_dir), "n": 60, "reps": 2, "progress": False}
     result, paths = demo(out_dir=tmp_path / "demo", layers=1, **options)
-    assert list(result.leaderboard.index) == ["base", "fine-tuned", CEILING, "human"]
+    assert list(result.leaderboard.index) == [
+        "base", "fine-tuned", RESAMPLING, REFERENCE_ROW, HUMAN_ROW,
+    ]  # fmt: skip
+    assert list(result.validations) == ["base", "fine-tuned", RESAMPLING]
     assert len(result.human) == 60
     assert paths["report"].is_file() and paths["leaderboard_csv"].is_file()
     weights = tmp_path / "demo" / "adapter" / "adapter_model.safetensors"
@@ -176,9 +205,11 @@ def test_simval_demo_on_the_default_model(capsys, tmp_path):
     code, out, err = run(capsys, "demo", "--out", tmp_path / "demo")
     assert code == 0, err
     board = pd.read_csv(tmp_path / "demo" / "leaderboard.csv", index_col=0)
-    assert list(board.index) == ["base", "fine-tuned", CEILING, "human"]
+    assert list(board.index) == [
+        "base", "fine-tuned", RESAMPLING, REFERENCE_ROW, HUMAN_ROW,
+    ]  # fmt: skip
     assert board.loc["fine-tuned", "jsd"] < board.loc["base", "jsd"]
-    assert board.loc[CEILING, "jsd"] < board.loc["fine-tuned", "jsd"]
+    assert board.loc[RESAMPLING, "jsd"] < board.loc["fine-tuned", "jsd"]
     assert "base" in out and "fine-tuned" in out and "report:" in out
     html = (tmp_path / "demo" / "report.html").read_text()
     assert "SIMULATED" in out and "not human data" in html
@@ -189,9 +220,79 @@ def test_human_findings_counts_the_humans_significant_terms():
     from simval.regression import fit
 
     task = load_task("disclosure")
-    result = bench({}, task.human, task.study, reps=2)
+    result = bench({}, task.human, task.study, reps=2, resamples=20)
     expected = 0
     for model in task.study.models:
         table = fit(model.formula, task.human, family=model.family, cov=model.cov).table
         expected += int((table.query("term != 'Intercept'")["p_value"] < 0.05).sum())
     assert human_findings(result) == expected > 0
+
+
+@pytest.mark.parametrize(
+    "text, culprit",
+    [
+        (
+            "items:\n  - name: q\n    text: Why: because\n",
+            "study.yaml, line 3, column 14: mapping values are not allowed here",
+        ),
+        ("items: [{name: q, text: Q\n", "study.yaml, line 2, column 1: expected"),
+        ("items:\n  - name: q\n\ttext: Q?\n", "study.yaml, line 3, column 1: found"),
+        ("items: 3\n", "study.yaml: items must be a list"),
+        (
+            "items:\n  - {name: q, text: Q, options: {a: one}}\n",
+            "study.yaml: item 'q': option 'a' has code 'one'",
+        ),
+        (
+            "items: [{name: q, text: Q, options: {a: 1}}]\nmodels: [{formula: q ~ center(z)}]\n",
+            "undeclared variable(s): z",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["validate", "finetune"])
+def test_broken_study_yaml_exits_2_with_one_line(
+    capsys, tmp_path, example_csv, command, text, culprit
+):
+    study = tmp_path / "study.yaml"
+    study.write_text(text)
+    extra = ["--pilot-n", "8"] if command == "finetune" else []
+    code, out, err = run(
+        capsys, command, study, "--human", example_csv, "--model", "/no/such/model",
+        "--out", tmp_path / "r.html", *extra,
+    )  # fmt: skip
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("simval: error: ")
+    assert culprit in err and "/no/such/model" not in err
+
+
+@pytest.mark.parametrize(
+    "name, content, culprit",
+    [
+        ("missing.yaml", None, "missing.yaml: cannot read the study file"),
+        ("binary.yaml", b"\xff\xfe items", "binary.yaml: not UTF-8 text"),
+    ],
+)
+def test_unreadable_study_file_exits_2_naming_it(
+    capsys, tmp_path, name, content, culprit
+):
+    study = tmp_path / name
+    if content is not None:
+        study.write_bytes(content)
+    code, _, err = run(
+        capsys, "validate", study, "--human", "h.csv", "--model", "m",
+        "--out", tmp_path / "r.html",
+    )  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and culprit in err
+
+
+def test_broken_study_yaml_via_the_installed_command(tmp_path):
+    """The user's report: a broken YAML gave a traceback and exit 1 from the real command."""
+    study = tmp_path / "study.yaml"
+    study.write_text("items:\n  - name: q\n    options: [a, b\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "simval", "validate", str(study), "--human", "h.csv",
+         "--model", "m", "--out", str(tmp_path / "r.html")],
+        check=False, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"simval: error: {study}, line 4, column 1: ")

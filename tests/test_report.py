@@ -1,12 +1,13 @@
-"""The replication report and the leaderboard: content, self-containment, figures, verdicts,
-best-value marks and escaping, on validations from the real pipeline (the example task)."""
+"""The replication report and the leaderboard: content, self-containment, figures, the
+verdict restated from the validations, the rank marks (best, tie) and escaping, on
+validations from the real pipeline (the example task and a known data-generating process)."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
 import html
-import math
+import inspect
 import re
 import struct
 import subprocess
@@ -16,23 +17,35 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from simval import FunctionSimulator, Item, MarginalSimulator, Model, Study
 from simval.errors import DataError, OptionError
 from simval.report import (
     SECTION_TITLES,
-    mark_best,
-    option_shares,
-    verdict,
+    build_sections,
+    leaderboard_marks,
+    write_html,
     write_leaderboard,
+    write_markdown,
     write_report,
 )
+from simval.report.blocks import number
 from simval.report.render import CAVEAT
-from simval.simulators import BootstrapSimulator, MarginalSimulator
-from simval.study import Item
+from simval.results import (
+    HEADLINE,
+    HUMAN_ROW,
+    REFERENCE_ROW,
+    Validation,
+    rank,
+    summary_table,
+    verdict_sentence,
+)
+from simval.simulators import BootstrapSimulator
 from simval.tasks import load_task
-from simval.validate import Validation, compare, validate
+from simval.validate import validate
 
-CEILING, FLOOR = "bootstrap (ceiling)", "marginal (floor)"
+RESAMPLING, FLOOR = "bootstrap (resampling reference)", "marginal (floor)"
 NOTE = "the human data is a SIMULATED reference population"
+FAST = {"reps": 3, "resamples": 20, "seed": 0}
 
 
 @pytest.fixture(scope="module")
@@ -41,44 +54,27 @@ def task():
 
 
 @pytest.fixture(scope="module")
-def simulators(task):
-    return {
-        CEILING: BootstrapSimulator(task.human),
+def validations(task):
+    simulators = {
+        RESAMPLING: BootstrapSimulator(task.human),
         FLOOR: MarginalSimulator(task.human),
     }
-
-
-@pytest.fixture(scope="module")
-def validations(task, simulators):
     return {
-        name: validate(task.study, task.human, sim, reps=3, seed=0)
+        name: validate(task.study, task.human, sim, **FAST)
         for name, sim in simulators.items()
     }
 
 
 @pytest.fixture(scope="module")
-def shares(task, simulators):
-    personas = task.human[list(task.study.persona_columns)]
-    answers = {
-        name: sim.simulate(personas, task.study.items, seed=1)
-        for name, sim in simulators.items()
-    }
-    return option_shares(task.human, answers, task.study)
-
-
-@pytest.fixture(scope="module")
-def report(tmp_path_factory, task, validations, shares):
+def report(tmp_path_factory, validations):
     out = tmp_path_factory.mktemp("report") / "report.html"
-    html_path, md_path = write_report(
-        validations, study=task.study, out=out, shares=shares, notes=[NOTE]
-    )
-    return html_path, md_path
+    return write_report(validations, out=out, notes=[NOTE], references=(RESAMPLING,))
 
 
-def expected_figures(study, *, with_shares: bool) -> int:
-    """A forest plot per model, a bar chart per item (with shares), the subgroup heatmap,
-    the variance ratios, the coherence bars and two heterogeneity charts."""
-    return len(study.models) + (len(study.items) if with_shares else 0) + 5
+def expected_figures(study) -> int:
+    """Two forest plots per model (differences, estimates), a bar chart per item, the
+    subgroup heatmap, the variance ratios, the coherence bars, two heterogeneity charts."""
+    return 2 * len(study.models) + len(study.items) + 5
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -95,7 +91,22 @@ def data_uris(page: str) -> list[bytes]:
     ]
 
 
-def test_every_section_in_html_and_markdown(report, task):
+def section(page: str, title: str) -> str:
+    """The HTML of one section of a report."""
+    return page.split(f"<h2>{html.escape(title)}</h2>")[1].split("</section>")[0]
+
+
+def table_rows(fragment: str) -> dict[str, list[str]]:
+    """First table of an HTML fragment: first cell -> the cells' inner HTML."""
+    table = fragment.split("<tbody>")[1].split("</tbody>")[0]
+    rows = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", table, re.DOTALL):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row, re.DOTALL)
+        rows[html.unescape(cells[0])] = cells[1:]
+    return rows
+
+
+def test_every_section_in_html_and_markdown(report, task, validations):
     page, md = (p.read_text(encoding="utf-8") for p in report)
     for title in SECTION_TITLES:
         assert f"<h2>{html.escape(title)}</h2>" in page
@@ -105,8 +116,9 @@ def test_every_section_in_html_and_markdown(report, task):
     for item in task.study.items:
         assert html.escape(item.text) in page
         assert item.text in md
-    for name in (CEILING, FLOOR):
+    for name in (RESAMPLING, FLOOR):
         assert name in page and name in md
+    assert validations[FLOOR].fingerprint[:16] in page
 
 
 def test_html_is_self_contained(report):
@@ -121,7 +133,7 @@ def test_html_is_self_contained(report):
 
 def test_figures_embedded_and_written_as_pngs(report, task):
     page, md = (p.read_text(encoding="utf-8") for p in report)
-    n = expected_figures(task.study, with_shares=True)
+    n = expected_figures(task.study)
     assert page.count("<img") == n
     pngs = data_uris(page)
     assert len(pngs) == n
@@ -138,254 +150,249 @@ def test_figures_embedded_and_written_as_pngs(report, task):
         assert width > 0 and height > 0
 
 
-def test_without_shares_deterministic_markdown_stale_figures_go(
-    tmp_path, task, validations
-):
+def test_deterministic_markdown_and_stale_figures_go(tmp_path, validations):
     out = tmp_path / "r.html"
     (tmp_path / "r_figures").mkdir()
     (tmp_path / "r_figures" / "old.png").write_bytes(b"x")
-    page, md = (
-        p.read_text(encoding="utf-8")
-        for p in write_report(validations, study=task.study, out=out)
-    )
-    assert page.count("<img") == expected_figures(task.study, with_shares=False)
-    assert "were not supplied" in page and "were not supplied" in md
+    md = write_report(validations, out=out)[1].read_text(encoding="utf-8")
     assert not (tmp_path / "r_figures" / "old.png").exists()
+    assert write_report(validations, out=out)[1].read_text(encoding="utf-8") == md
+
+
+def test_headline_table_shows_value_ci_reference_and_human(report, validations):
+    page = report[0].read_text(encoding="utf-8")
+    rows = table_rows(section(page, "Headline table"))
+    assert list(rows) == [m.label for m in HEADLINE]
+    table = summary_table(validations)
+    summary = validations[FLOOR].summary()
+    for metric in HEADLINE:
+        cells = rows[metric.label]
+        value, low, high = (
+            summary[f"{metric.name}{end}"] for end in ("", "_ci_low", "_ci_high")
+        )
+        assert cells[2] == f"{number(value)} [{number(low)}, {number(high)}]"
+        reference = table.at[REFERENCE_ROW, metric.name]
+        assert cells[3] == number(reference)
+        assert (cells[4] != "–") == bool(metric.human)
+    # one competitor and a reference: nothing is ranked, so nothing is marked
+    assert "<strong>" not in section(page, "Headline table")
+    assert f"Never marked: {RESAMPLING}, {REFERENCE_ROW}, {HUMAN_ROW}." in page
+
+
+# --- the verdict ------------------------------------------------------------------------
+
+
+def test_verdict_section_restates_each_verdicts_row(report, validations):
+    page, md = (p.read_text(encoding="utf-8") for p in report)
+    verdict = html.unescape(section(page, "Verdict"))
+    for name, v in validations.items():
+        assert len(v.verdicts) == len(v.study.models)
+        for row in v.verdicts.to_dict("records"):
+            sentence = verdict_sentence(row, simulator=name)
+            assert row["decision"] in sentence
+            assert sentence in verdict
+            assert f"<td>{row['decision']}</td>" in verdict
+    assert "Verdict" in md and "consistent" in md
+
+
+def test_verdict_follows_the_row_never_recomputes(tmp_path, validations):
+    """A row that says consistent is reported consistent, whatever the other tables say."""
+    floor = validations[FLOOR]
+    reason = "every coefficient is within its margin (a hand-made row)"
+    verdicts = floor.verdicts.assign(decision="consistent", reason=reason)
+    forged = dataclasses.replace(floor, verdicts=verdicts)
+    page = write_html({"forged": forged}, out=tmp_path / "f.html").read_text()
+    verdict = html.unescape(section(page, "Verdict"))
+    assert "<td>inconsistent</td>" not in verdict and "<td>consistent</td>" in verdict
+    for row in verdicts.to_dict("records"):
+        assert verdict_sentence(row, simulator="forged") in verdict
+
+
+def test_coefficient_table_uses_the_difference_columns(report, validations):
+    page = report[0].read_text(encoding="utf-8")
+    coefficients = section(page, "Coefficients")
+    for header in ("difference [CI]", "equivalence p", "coverage", "failed replicates"):
+        assert f"<th>{header}</th>" in coefficients
+    row = validations[FLOOR].coefficients.query("term == 'concern'").iloc[0]
     assert (
-        write_report(validations, study=task.study, out=out)[1].read_text(
-            encoding="utf-8"
+        f"{row['diff']:.3f} [{row['diff_ci_low']:.3f}, {row['diff_ci_high']:.3f}]"
+        in coefficients
+    )
+
+
+def test_failed_simulated_class_is_shown(tmp_path, validations):
+    floor = validations[FLOOR]
+    failed = floor.coefficients.assign(
+        sim_class="failed", sim_estimate=np.nan, sim_std_error=np.nan
+    )
+    page = write_html(
+        {"f": dataclasses.replace(floor, coefficients=failed)}, out=tmp_path / "f.html"
+    ).read_text()
+    assert '<td class="num">failed</td>' in section(page, "Coefficients")
+
+
+# --- small cells, warnings, nonresponse ------------------------------------------------
+
+
+def test_small_subgroup_cells_are_marked_and_left_out_of_the_gap(tmp_path, task):
+    """At min_subgroup_n=200 the 162 respondents aged 18-34 are a small cell."""
+    simulator = MarginalSimulator(task.human)
+    v = validate(task.study, task.human, simulator, min_subgroup_n=200, **FAST)
+    cells = v.distributions.query("item == 'concern' and subgroup != 'overall'")
+    assert cells.loc[cells["small"], "level"].tolist() == ["18-34"]
+    page = write_html({"m": v}, out=tmp_path / "s.html").read_text()
+    subgroups = section(page, "Subgroup alignment")
+    rows = table_rows(subgroups)
+    assert "age_band=18-34 (small)" in rows and "age_band=35-54" in rows
+    assert rows["age_band=18-34 (small)"][0] == "162"
+    assert 'class="num small"' in subgroups
+    counted = (
+        v.distributions.query("subgroup != 'overall' and not small")
+        .groupby(["subgroup", "level"])["jsd"]
+        .mean()
+    )
+    assert rows["gap (worst − best)"][-1] == number(counted.max() - counted.min())
+    assert float(rows["gap (worst − best)"][-1]) == pytest.approx(
+        v.summary()["subgroup_jsd_gap"], abs=5e-4
+    )
+    assert "age_band=18-34 (small)" in table_rows(section(page, "Heterogeneity"))
+
+
+def test_warnings_and_nonresponse_are_shown(tmp_path, validations):
+    floor = validations[FLOOR]
+    notes = {
+        **floor.notes,
+        "warnings": ["y ~ x: cluster-robust errors on 12 clusters are unreliable"],
+        "nonresponse": {**floor.notes["nonresponse"], "trust": 0.25},
+        "unparseable": 7,
+    }
+    page = write_html(
+        {"m": dataclasses.replace(floor, notes=notes)}, out=tmp_path / "w.html"
+    ).read_text()
+    simulators = section(page, "Simulators compared")
+    assert "cluster-robust errors on 12 clusters are unreliable" in simulators
+    assert "25.0%" in simulators and ">7</td>" in simulators
+    clean = section(
+        write_html(validations, out=tmp_path / "c.html").read_text(),
+        "Simulators compared",
+    )
+    assert "No warnings." in clean
+
+
+# --- the leaderboard --------------------------------------------------------------------
+
+
+def test_identical_validations_tie_and_are_never_best(tmp_path, task, validations):
+    """Two validations of one simulator with one seed cannot be told apart: all ties."""
+    twin = {"a": validations[FLOOR], "b": validations[FLOOR]}
+    marks = leaderboard_marks(twin)
+    assert "best" not in marks.to_numpy()
+    assert (marks == "tie").to_numpy().any()
+    assert marks.loc["a"].tolist() == marks.loc["b"].tolist()
+    csv, md, page = write_leaderboard(twin, tmp_path / "lb")
+    board = pd.read_csv(csv, index_col="simulator", keep_default_na=False)
+    assert board.loc["a", "best_in"] == "" and board.loc["a", "tied_in"] != ""
+    assert board.loc["a", "tied_in"] == board.loc["b", "tied_in"]
+    assert "<strong>" not in page.read_text() and "<em>" in page.read_text()
+    assert re.search(r"\| \*[0-9.]+ \\\[", md.read_text())  # italic in the Markdown
+
+
+def known_process():
+    """A study whose truth is known: y on 0..8 from x and g plus noise, 400 humans."""
+    study = Study(
+        items=(Item("y", "y", {str(c): c for c in range(9)}),),
+        persona=("x", "g"),
+        models=(Model("y ~ x + g"),),
+    )
+
+    def answers(people: pd.DataFrame, seed) -> pd.Series:
+        rng = np.random.default_rng(seed)
+        latent = (
+            4 + 0.5 * people["x"] - 0.8 * people["g"] + rng.normal(size=len(people))
         )
-        == md
+        return pd.Series(np.clip(np.round(latent), 0, 8), index=people.index)
+
+    def perfect(personas: pd.DataFrame, seed) -> pd.DataFrame:
+        return pd.DataFrame({"y": answers(personas, seed)}, index=personas.index)
+
+    rng = np.random.default_rng(0)
+    people = pd.DataFrame(
+        {"x": rng.normal(size=400), "g": rng.integers(0, 2, size=400)}
     )
+    return study, people.assign(y=answers(people, 2)), FunctionSimulator(perfect)
 
 
-def test_headline_table_marks_best_among_competitors(tmp_path, task, validations):
-    table = compare(
-        {
-            n: BootstrapSimulator(task.human)
-            if n == CEILING
-            else MarginalSimulator(task.human)
-            for n in validations
-        },
-        task.human,
-        task.study,
-        reps=3,
-        seed=0,
-    )
-    page = write_report(
-        validations,
-        study=task.study,
-        out=tmp_path / "r.html",
-        leaderboard=table,
-        exclude=("human", CEILING),
-    )[0].read_text(encoding="utf-8")
-    headline = page.split("<h2>Headline table</h2>")[1].split("</table>")[0]
-    rows = {
-        row.split("</td>")[0].split(">")[-1]: row for row in headline.split("<tr>")[2:]
+def test_a_clearly_better_simulator_is_best(tmp_path):
+    study, human, perfect = known_process()
+    pair = {
+        "perfect": validate(study, human, perfect, **FAST),
+        "marginal": validate(study, human, MarginalSimulator(human), **FAST),
     }
-    assert 'class="num best"' not in rows[CEILING]
-    assert rows[FLOOR].count('class="num best"') == 9  # the only competitor
-    assert "Rows never marked: human, bootstrap (ceiling)." in page
+    marks = leaderboard_marks(pair)
+    pd.testing.assert_frame_equal(marks, rank(pair, level=0.95))
+    # the marginal simulator ignores x and g: it recovers no sign, covers no difference
+    assert marks.at["perfect", "sign_f1"] == "best"
+    assert marks.at["perfect", "coverage"] == "best"
+    assert marks.at["marginal", "sign_f1"] == marks.at["marginal", "coverage"] == ""
+    csv, _, page = write_leaderboard(pair, tmp_path)
+    board = pd.read_csv(csv, index_col="simulator")
+    board[["best_in", "tied_in"]] = board[["best_in", "tied_in"]].fillna("")
+    assert list(board.index) == ["perfect", "marginal", REFERENCE_ROW, HUMAN_ROW]
+    assert {"sign_f1", "coverage"} <= set(board.loc["perfect", "best_in"].split(";"))
+    for row in (REFERENCE_ROW, HUMAN_ROW):  # references are never marked
+        assert board.loc[row, "best_in"] == board.loc[row, "tied_in"] == ""
+    summary = pair["perfect"].summary()
+    assert board.loc["perfect", "sign_f1"] == summary["sign_f1"]  # full precision
+    assert board.loc["perfect", "sign_f1_ci_low"] == summary["sign_f1_ci_low"]
+    text = page.read_text()
+    assert text.count("<strong>") == int((marks == "best").to_numpy().sum())
+    assert text.count("<em>") == int((marks == "tie").to_numpy().sum())
+    sign_f1 = table_rows(text)["sign-F1"]
+    assert sign_f1[1].startswith("<strong>") and "<strong>" not in sign_f1[2]
+    assert "Bold: best" in text and "italic: tied for best" in text
 
 
-def test_verdicts_ceiling_fit_floor_not(validations, task):
-    for model in task.study.models:
-        ceiling = verdict(validations[CEILING], model.formula, simulator=CEILING)
-        floor = verdict(validations[FLOOR], model.formula, simulator=FLOOR)
-        assert ceiling.fit is True and ceiling.text.endswith(": fit for inference.")
-        assert floor.fit is False and "not fit for inference" in floor.text
-        assert floor.recovered < floor.n_terms
-        assert (
-            ceiling.n_terms
-            == floor.n_terms
-            == len(
-                [
-                    t
-                    for t in validations[FLOOR].coefficients.query(
-                        "formula == @model.formula and subgroup == 'overall'"
-                    )["term"]
-                    if t != "Intercept"
-                ]
-            )
-        )
+def test_references_are_shown_and_never_marked(tmp_path, validations):
+    marks = leaderboard_marks(validations, references=(RESAMPLING,))
+    assert (marks == "").to_numpy().all()  # one competitor: nothing to rank
+    csv, _, _ = write_leaderboard(validations, tmp_path, references=(RESAMPLING,))
+    board = pd.read_csv(csv, index_col="simulator", keep_default_na=False)
+    assert list(board.index) == [RESAMPLING, FLOOR, REFERENCE_ROW, HUMAN_ROW]
+    assert (board[["best_in", "tied_in"]] == "").to_numpy().all()
+    with pytest.raises(OptionError, match="'nope'.*not among"):
+        write_leaderboard(validations, tmp_path, references=("nope",))
 
 
-def constructed(validation, *, sign_f1, fpr, coverage, failure=""):
-    """A Validation whose one formula has hand-made coefficient and recovery rows."""
-    base = {
-        "formula": "y ~ a + b + c + d + e",
-        "subgroup": "overall",
-        "level": "overall",
-    }
-    classes = {
-        "Intercept": ("positive", "negative"),  # excluded: not a finding
-        "a": ("positive", "positive"),  # recovered
-        "b": ("negative", "null"),  # lost
-        "c": ("null", "positive"),  # false positive
-        "d": ("positive", "negative"),  # reversed
-        "e": (None, "null"),  # not estimable on the human data
-    }
-    coefficients = pd.DataFrame(
-        [
-            {**base, "term": t, "human_class": h, "sim_class": s}
-            for t, (h, s) in classes.items()
-        ]
-    )
-    recovery = pd.DataFrame(
-        [
-            {
-                **base,
-                "n_terms": 6,
-                "sign_f1": sign_f1,
-                "false_positive_rate": fpr,
-                "coverage": coverage,
-                "failure": failure,
-            }
-        ]
-    )
-    return dataclasses.replace(validation, coefficients=coefficients, recovery=recovery)
+# --- only result objects ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("sign_f1", "fpr", "coverage", "fit", "reasons"),
-    [
-        (0.9, 0.05, 0.86, True, ()),
-        (
-            math.nan,
-            math.nan,
-            0.95,
-            True,
-            (),
-        ),  # nothing significant anywhere; no human nulls
-        (0.89, 0.05, 0.86, False, ("sign-F1 below 0.9",)),
-        (0.95, 0.06, 0.86, False, ("false-positive rate above 0.05",)),
-        (0.95, 0.0, 0.85, False, ("coverage below 0.855",)),
-    ],
-)
-def test_verdict_rule_on_a_constructed_case(
-    validations, sign_f1, fpr, coverage, fit, reasons
-):
-    v = verdict(
-        constructed(validations[FLOOR], sign_f1=sign_f1, fpr=fpr, coverage=coverage),
-        "y ~ a + b + c + d + e",
-        simulator="x",
-    )
-    assert (v.n_terms, v.recovered, v.lost, v.false_positives, v.reversed) == (
-        4,
-        1,
-        1,
-        1,
-        1,
-    )
-    assert v.fit is fit and v.failing == reasons
-    assert "recovered for 1 of 4 terms" in v.text
-    assert "1 false positive (terms the humans show no effect for" in v.text
-    assert "1 lost finding" in v.text and "1 sign reversal" in v.text
-    assert "1 term not estimable on the human data" in v.text
-    assert v.text.endswith(
-        ": fit for inference."
-        if fit
-        else f": not fit for inference ({'; '.join(reasons)})."
-    )
+def test_reports_take_no_study_or_shares(tmp_path, validations):
+    for writer in (write_report, write_html, write_markdown, build_sections):
+        parameters = inspect.signature(writer).parameters
+        assert "study" not in parameters and "shares" not in parameters
+    with pytest.raises(TypeError, match="study"):
+        write_report(validations, out=tmp_path / "r.html", study=None)
 
 
-def test_verdict_when_no_verdict_is_possible(validations):
-    failed = constructed(
-        validations[FLOOR], sign_f1=1, fpr=0, coverage=1, failure="perfect separation"
-    )
-    v = verdict(failed, "y ~ a + b + c + d + e", simulator="x")
-    assert v.fit is None and v.conclusion == "no verdict"
-    assert "the human model could not be estimated (perfect separation)" in v.text
-    missing = verdict(validations[FLOOR], "y ~ nothing", simulator="x")
-    assert missing.fit is None and "no estimates for this formula" in missing.text
+def test_a_json_round_trip_renders_the_same_report(tmp_path, validations):
+    reread = {n: Validation.from_json(v.to_json()) for n, v in validations.items()}
+    first = write_report(validations, out=tmp_path / "a" / "r.html")
+    second = write_report(reread, out=tmp_path / "b" / "r.html")
+    for one, other in zip(first, second):
+        assert one.read_text(encoding="utf-8") == other.read_text(encoding="utf-8")
 
 
-# --- mark_best -------------------------------------------------------------------------
-
-NAN = math.nan
-HAND = pd.DataFrame(
-    {
-        "jsd": [0.1, 0.1, NAN, NAN, 0.0],
-        "subgroup_jsd_gap": [0.3, 0.2, 0.25, NAN, 0.0],
-        "variance_ratio": [0.5, 2.0, 0.0, NAN, 1.0],
-        "unique_patterns": [90, 120, 105, 100, 100],
-        "entropy": [4.0, 6.0, NAN, 5.0, 5.0],
-        "incoherence": [0.9, 0.3, 0.2, 0.25, 0.25],
-        "sign_f1": [0.7, 0.8, 0.6, NAN, 1.0],
-        "false_positive_rate": [0.0, 0.1, 0.0, NAN, 0.0],
-        "coverage": [0.9, 1.0, 0.5, NAN, 0.95],
-    },
-    index=pd.Index(["A", "B", "C", "human", "ceiling"], name="simulator"),
-)
-BEST = {  # column -> rows marked, with the ceiling excluded as a reference
-    "jsd": {"A", "B"},  # tie; NaN never best
-    "subgroup_jsd_gap": {"B"},
-    "variance_ratio": {"A", "B"},  # 1/2 and 2 tie on the log scale; 0 never best
-    "unique_patterns": {"C"},  # closest to the human 100, not the most
-    "entropy": {"A", "B"},
-    "incoherence": {"B", "C"},  # 0.05 either side of the human 0.25
-    "sign_f1": {"B"},
-    "false_positive_rate": {"A", "C"},
-    "coverage": {"A", "B"},  # 0.05 either side of 0.95
-}
-
-
-def test_mark_best_directions_ties_nan_and_exclusions():
-    marks = mark_best(HAND, exclude=("human", "ceiling"))
-    assert marks.index.equals(HAND.index) and list(marks.columns) == list(HAND.columns)
-    assert marks.dtypes.eq(bool).all()
-    for column, rows in BEST.items():
-        assert set(marks.index[marks[column]]) == rows, column
-    assert not marks.loc[["human", "ceiling"]].to_numpy().any()
-
-
-def test_mark_best_nominal_coverage_and_default_exclusion():
-    assert set(HAND.index[mark_best(HAND, nominal_coverage=0.5)["coverage"]]) == {"C"}
-    default = mark_best(HAND)  # only the human row is excluded: the ceiling competes
-    assert set(HAND.index[default["sign_f1"]]) == {"ceiling"}
-
-
-def test_mark_best_without_human_row_marks_no_human_targets():
-    marks = mark_best(HAND.drop(index="human"), exclude=())
-    assert not marks[["unique_patterns", "entropy", "incoherence"]].to_numpy().any()
-    assert marks["sign_f1"].sum() == 1
-
-
-def test_mark_best_bad_input():
-    with pytest.raises(OptionError, match="unknown leaderboard column.*bogus"):
-        mark_best(HAND.assign(bogus=1.0))
-    with pytest.raises(DataError, match="'jsd' holds non-numeric"):
-        mark_best(HAND.assign(jsd="low"))
-    with pytest.raises(OptionError, match="nominal_coverage"):
-        mark_best(HAND, nominal_coverage=95)
-
-
-def test_write_leaderboard_files(tmp_path):
-    csv, md, page = write_leaderboard(
-        HAND, tmp_path / "lb", exclude=("human", "ceiling")
-    )
-    assert [p.name for p in (csv, md, page)] == [
-        "leaderboard.csv",
-        "leaderboard.md",
-        "leaderboard.html",
-    ]
-    read = pd.read_csv(csv, index_col="simulator", keep_default_na=False)
-    assert read.loc["B", "best_in"] == (
-        "jsd;subgroup_jsd_gap;variance_ratio;entropy;incoherence;sign_f1;coverage"
-    )
-    assert read.loc["human", "best_in"] == "" and read.loc["ceiling", "best_in"] == ""
-    assert np.allclose(
-        read["sign_f1"].replace("", NAN).astype(float), HAND["sign_f1"], equal_nan=True
-    )
-    text = md.read_text()
-    assert "| B | **0.100** | **0.200** | **2** |" in text
-    assert "| ceiling | 0 | 0 | 1 |" in text
-    assert "Rows never marked: human, ceiling." in text
-    page_text = page.read_text()
-    assert page_text.count('class="num best"') == int(
-        mark_best(HAND, exclude=("human", "ceiling")).to_numpy().sum()
-    )
-    assert "<script" not in page_text and "Bold: the best value" in page_text
+def test_validation_methods_write_reports(tmp_path, validations):
+    reread = Validation.from_json(validations[FLOOR].to_json())
+    page = reread.to_html(tmp_path / "one.html", notes="a note")
+    md = validations[FLOOR].to_markdown(tmp_path / "two.md", name="floor")
+    assert page == tmp_path / "one.html" and md == tmp_path / "two.md"
+    assert "MarginalSimulator(n=600)" in page.read_text()
+    assert "<li>a note</li>" in page.read_text()
+    assert "floor on share" in md.read_text()
+    assert not (tmp_path / "one.md").exists() and not (tmp_path / "two.html").exists()
+    figures = len(list((tmp_path / "two_figures").glob("*.png")))
+    assert figures == expected_figures(validations[FLOOR].study)
 
 
 # --- escaping and bad input -------------------------------------------------------------
@@ -398,10 +405,10 @@ def test_user_text_is_escaped(tmp_path, task, validations):
         *task.study.items[1:],
     )
     study = dataclasses.replace(task.study, items=items)
-    named = {"<i>odd|name</i>": validations[FLOOR]}
+    named = {"<i>odd|name</i>": dataclasses.replace(validations[FLOOR], study=study)}
     page, md = (
         p.read_text(encoding="utf-8")
-        for p in write_report(named, study=study, out=tmp_path / "e.html")
+        for p in write_report(named, out=tmp_path / "e.html")
     )
     assert "<script" not in page and "<i>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -411,60 +418,31 @@ def test_user_text_is_escaped(tmp_path, task, validations):
     assert r"&lt;i&gt;odd\|name&lt;/i&gt;" in md
 
 
-def test_bad_report_input(tmp_path, task, validations, shares):
+def test_bad_report_input(tmp_path, task, validations):
+    floor = validations[FLOOR]
+    out = tmp_path / "r.html"
     with pytest.raises(OptionError, match=r"report\.htm.*must end in \.html"):
-        write_report(validations, study=task.study, out=tmp_path / "report.htm")
+        write_report(validations, out=tmp_path / "report.htm")
     with pytest.raises(OptionError, match="non-empty"):
-        write_report({}, study=task.study, out=tmp_path / "r.html")
-    with pytest.raises(OptionError, match="'human'"):
+        write_report({}, out=out)
+    for reserved in (HUMAN_ROW, REFERENCE_ROW):
+        with pytest.raises(OptionError, match=repr(reserved)):
+            write_report({reserved: floor}, out=out)
+    with pytest.raises(DataError, match="'b' is a str, not a Validation"):
+        write_report({"a": floor, "b": "floor"}, out=out)
+    with pytest.raises(DataError, match="differ in alpha"):
+        write_report({"a": floor, "b": dataclasses.replace(floor, alpha=0.1)}, out=out)
+    with pytest.raises(DataError, match="differ in fingerprint"):
         write_report(
-            {"human": validations[FLOOR]}, study=task.study, out=tmp_path / "r.html"
+            {"a": floor, "b": dataclasses.replace(floor, fingerprint="x")}, out=out
         )
-    other = dataclasses.replace(validations[FLOOR], alpha=0.1)
-    with pytest.raises(OptionError, match="different alpha"):
+    other = dataclasses.replace(task.study, subgroups=("gender",))
+    with pytest.raises(DataError, match="'a' and 'b' are of different studies"):
         write_report(
-            {"a": validations[CEILING], "b": other},
-            study=task.study,
-            out=tmp_path / "r.html",
+            {"a": floor, "b": dataclasses.replace(floor, study=other)}, out=out
         )
-    with pytest.raises(DataError, match="shares lacks column.*share"):
-        write_report(
-            validations,
-            study=task.study,
-            out=tmp_path / "r.html",
-            shares=shares.drop(columns="share"),
-        )
-
-
-def test_option_shares(task, shares):
-    assert list(shares.columns) == ["simulator", "item", "code", "share"]
-    sums = shares.groupby(["simulator", "item"])["share"].sum()
-    assert np.allclose(sums, 1)
-    human = shares.query("simulator == 'human' and item == 'share'").set_index("code")[
-        "share"
-    ]
-    assert human.to_dict() == task.human["share"].value_counts(normalize=True).to_dict()
-    bad = task.human.assign(share=7)
-    with pytest.raises(DataError, match="'share'.*7"):
-        option_shares(task.human, {"x": bad}, task.study)
-    with pytest.raises(OptionError, match="'human'"):
-        option_shares(task.human, {"human": task.human}, task.study)
-
-
-def test_validation_methods_write_reports(tmp_path, task, validations):
-    reread = Validation.from_json(validations[FLOOR].to_json())
-    page = reread.to_html(tmp_path / "one.html", study=task.study, notes="a note")
-    md = validations[FLOOR].to_markdown(
-        tmp_path / "two.md", study=task.study, name="floor"
-    )
-    assert page == tmp_path / "one.html" and md == tmp_path / "two.md"
-    assert "MarginalSimulator(n=600)" in page.read_text()
-    assert "<li>a note</li>" in page.read_text()
-    assert "**floor**" in md.read_text()
-    assert not (tmp_path / "one.md").exists() and not (tmp_path / "two.html").exists()
-    assert len(list((tmp_path / "two_figures").glob("*.png"))) == expected_figures(
-        task.study, with_shares=False
-    )
+    with pytest.raises(OptionError, match="'nope'"):
+        write_report(validations, out=out, references=("nope",))
 
 
 def test_import_simval_stays_free_of_matplotlib_and_figures_skip_pyplot():
@@ -478,21 +456,3 @@ def test_import_simval_stays_free_of_matplotlib_and_figures_skip_pyplot():
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-def test_no_verdict_when_the_humans_show_no_effect(validations):
-    """A small sample where no human term is significant has no finding to recover."""
-    base = constructed(validations[FLOOR], sign_f1=0.0, fpr=0.5, coverage=0.9)
-    coefficients = base.coefficients.assign(
-        human_class=["positive", "null", "null", "null", "null", None],
-        sim_class=["positive", "null", "positive", "null", "null", "null"],
-    )
-    v = verdict(
-        dataclasses.replace(base, coefficients=coefficients),
-        "y ~ a + b + c + d + e",
-        simulator="x",
-    )
-    assert v.fit is None and v.conclusion == "no verdict"
-    assert v.false_positives == 1 and v.n_terms == 4
-    assert "the humans show no significant effect among the 4 terms" in v.text
-    assert f"(n = {base.n_human})" in v.text and "call 1 of them significant" in v.text

@@ -1,5 +1,6 @@
 """The written report and leaderboard pages open in a real browser (headless Chromium):
-no console error, and every figure decodes and takes up space on the page.
+no console error, every figure decodes and takes up space on the page, and the report's
+verdict section shows each formula's decision.
 
 Needs the Debian packages chromium and chromium-driver and the Python package
 selenium; Selenium Manager is never used (the driver path is given), so nothing is
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from simval.report import option_shares, write_leaderboard, write_report
+from simval.report import write_leaderboard, write_report
+from simval.results import verdict_sentence
 from simval.simulators import BootstrapSimulator, MarginalSimulator
 from simval.tasks import load_task
-from simval.validate import summary_table, validate
+from simval.validate import validate
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -69,28 +71,29 @@ def browser(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pages(tmp_path_factory) -> dict[str, tuple[Path, int]]:
-    """The report (with distribution bars) and the leaderboard, with their figure counts."""
+def validations():
     task = load_task("example")
     sims = {
-        "ceiling": BootstrapSimulator(task.human),
+        "resampling": BootstrapSimulator(task.human),
         "floor": MarginalSimulator(task.human),
     }
-    validations = {
-        n: validate(task.study, task.human, s, reps=2, seed=0) for n, s in sims.items()
+    return {
+        n: validate(task.study, task.human, s, reps=2, resamples=20, seed=0)
+        for n, s in sims.items()
     }
-    personas = task.human[list(task.study.persona_columns)]
-    shares = option_shares(
-        task.human,
-        {n: s.simulate(personas, task.study.items, seed=1) for n, s in sims.items()},
-        task.study,
-    )
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory, validations) -> dict[str, tuple[Path, int]]:
+    """The report and the leaderboard, with their figure counts (two forest plots per
+    model, a bar chart per item, the heatmap, variance, coherence, two heterogeneity)."""
+    study = next(iter(validations.values())).study
     folder = tmp_path_factory.mktemp("pages")
     report, _ = write_report(
-        validations, study=task.study, out=folder / "report.html", shares=shares
+        validations, out=folder / "report.html", references=("resampling",)
     )
-    figures = len(task.study.models) + len(task.study.items) + 5
-    _, _, board = write_leaderboard(summary_table(validations), folder)
+    figures = 2 * len(study.models) + len(study.items) + 5
+    _, _, board = write_leaderboard(validations, folder, references=("resampling",))
     return {"report": (report, figures), "leaderboard": (board, 0)}
 
 
@@ -113,3 +116,14 @@ def test_page_loads_cleanly_with_every_figure_drawn(browser, pages, page):
             f"figure {i} did not decode"
         )
         assert img["width"] > 0 and img["height"] > 0, f"figure {i} takes no space"
+
+
+def test_verdict_section_shows_every_decision(browser, pages, validations):
+    browser.get(pages["report"][0].as_uri())
+    verdict = browser.find_element("id", "verdict")
+    assert verdict.find_element("tag name", "h2").text == "Verdict"
+    shown = verdict.text
+    for name, v in validations.items():
+        for row in v.verdicts.to_dict("records"):
+            sentence = verdict_sentence(row, simulator=name)
+            assert row["decision"] in sentence and sentence in shown

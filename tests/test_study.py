@@ -296,7 +296,9 @@ def test_cluster_column_must_be_declared():
     items = (Item("y", "y", {"0": 0, "1": 1}),)
     with pytest.raises(StudyError, match="'site'.*not a persona"):
         Study(items=items, persona=("x",), models=(Model("y ~ x", cov="cluster:site"),))
-    Study(items=items, persona=("x", "site"), models=(Model("y ~ x", cov="cluster:site"),))
+    Study(
+        items=items, persona=("x", "site"), models=(Model("y ~ x", cov="cluster:site"),)
+    )
 
 
 def test_margin_is_declared_per_model_and_round_trips(tmp_path):

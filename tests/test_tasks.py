@@ -70,13 +70,19 @@ def test_reference_population_has_a_realistic_shape(task):
 
 
 def test_validate_runs_on_the_disclosure_task(task):
-    """The bootstrap ceiling on the disclosure task: close distributions, every table filled."""
-    result = validate(task.study, task.human, BootstrapSimulator(task.human), reps=3)
+    """The resampling reference on the disclosure task: close distributions, every table
+    filled, a decision per formula and the option shares a report draws."""
+    result = validate(
+        task.study, task.human, BootstrapSimulator(task.human), reps=3, resamples=20
+    )
     summary = result.summary()
     assert summary["jsd"] < 0.05 and 0.9 < summary["variance_ratio"] < 1.1
     assert 0.2 <= summary["incoherence_human"] <= 0.3
     assert set(result.recovery["formula"]) == {m.formula for m in task.study.models}
+    assert set(result.verdicts["formula"]) == {m.formula for m in task.study.models}
     assert set(result.distributions["subgroup"]) == {"overall", *task.study.subgroups}
+    assert set(result.shares["item"]) == set(task.study.item_names)
+    assert result.study == task.study
 
 
 def test_user_csv_replaces_the_population(task, tmp_path):

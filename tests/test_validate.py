@@ -24,7 +24,7 @@ from simval import (
     Validation,
     validate,
 )
-from simval.results import HEADLINE, HUMAN_LEVELS
+from simval.results import HEADLINE, HUMAN_LEVELS, decide
 from simval.tasks import load_task
 from simval.validate import OVERALL
 
@@ -338,6 +338,15 @@ def test_small_subgroup_cells_are_flagged_and_tests_corrected():
     assert (adjusted >= raw - 1e-12).all()  # Holm never lowers a p-value
     distributions = result.distributions.set_index(["subgroup", "level"])
     assert distributions.loc[("site", "tiny"), "small"].all()
+    tiny = recovery.loc[("site", "tiny")]
+    assert tiny["decision"] == "undetermined" and "too small" in tiny["reason"]
+    for _, row in judged.iterrows():  # each cell's decision follows its adjusted p-values
+        expected, _ = decide(
+            n_terms=int(row["n_terms"]), failed_share=row["failed_share"],
+            wald_p_value=row["wald_p_adjusted"],
+            equivalence_p_value=row["equivalence_p_adjusted"], alpha=0.05,
+        )  # fmt: skip
+        assert row["decision"] == expected
 
 
 def test_nobs_and_nonresponse_are_reported_and_never_help():

@@ -1,15 +1,11 @@
 """Reports: a self-contained HTML replication report with its Markdown twin, and leaderboards.
 
-Reports only read ``Validation`` results and data frames; they never run a model.
-matplotlib is imported when the first figure is drawn, and ``import simval`` does
-not import this package.
+Reports read ``Validation`` results and nothing else (each carries its study, option
+shares, decisions and notes); they never run a model. matplotlib is imported when the
+first figure is drawn, and ``import simval`` does not import this package.
 """
 
-from simval.report.leaderboard import (
-    DIRECTIONS,
-    mark_best,
-    write_leaderboard,
-)
+from simval.report.leaderboard import leaderboard_marks, write_leaderboard
 from simval.report.render import (
     SECTION_TITLES,
     build_sections,
@@ -17,17 +13,11 @@ from simval.report.render import (
     write_markdown,
     write_report,
 )
-from simval.report.shares import option_shares
-from simval.report.verdict import Verdict, verdict
 
 __all__ = [
-    "DIRECTIONS",
     "SECTION_TITLES",
-    "Verdict",
     "build_sections",
-    "mark_best",
-    "option_shares",
-    "verdict",
+    "leaderboard_marks",
     "write_html",
     "write_leaderboard",
     "write_markdown",

@@ -41,12 +41,16 @@ class Bullets:
     kind: ClassVar[str] = "bullets"
 
 
+MARKS = ("", "best", "tie", "small")
+"""A cell's mark: none; best (bold); tied for best (italic); a small subgroup cell (muted)."""
+
+
 @dataclass(frozen=True)
 class Cell:
-    """A table cell: its display text, whether it is marked best, whether it is a number."""
+    """A table cell: its display text, its mark (one of ``MARKS``), whether it is a number."""
 
     text: str
-    best: bool = False
+    mark: str = ""
     numeric: bool = False
 
 
@@ -113,9 +117,19 @@ def number(value: float | None, *, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def cell(value: float | None, *, best: bool = False, digits: int = 3) -> Cell:
+def cell(value: float | None, *, mark: str = "", digits: int = 3) -> Cell:
     """A numeric cell."""
-    return Cell(number(value, digits=digits), best=best, numeric=True)
+    return Cell(number(value, digits=digits), mark=mark, numeric=True)
+
+
+def interval(value: float, low: float, high: float, *, digits: int = 3) -> str:
+    """ "value [low, high]", or the value alone when the interval is missing."""
+    if any(v is None or math.isnan(float(v)) for v in (low, high)):
+        return number(value, digits=digits)
+    return (
+        f"{number(value, digits=digits)} "
+        f"[{number(low, digits=digits)}, {number(high, digits=digits)}]"
+    )
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#~])")

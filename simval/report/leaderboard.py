@@ -1,219 +1,219 @@
-"""The leaderboard: simulators side by side, the best value in each column marked.
+"""The leaderboard: simulators side by side on the headline metrics, the best ones marked.
 
-"Best" depends on the column (``DIRECTIONS``): lowest for distances and error
-rates, highest for sign-F1, closest to 1 for the variance ratio, closest to the
-humans for the levels they show themselves, closest to nominal for coverage.
+The metrics, their labels and what "better" means come from ``simval.results.HEADLINE``;
+the marks from ``simval.results.rank``: "best" (bold) for a simulator distinguishable
+from every other by a paired-difference CI, "tie" (italic) for the best and every
+simulator not distinguishable from it. The fresh-sample reference, the humans' own
+levels and any validation named in ``references`` (e.g. the resampling reference) are
+shown beside the simulators and never marked.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from simval.errors import DataError, OptionError
-from simval.report.blocks import Cell, Table, cell
+from simval.report.blocks import Cell, Table, cell, interval
+from simval.results import (
+    HEADLINE,
+    HUMAN_ROW,
+    REFERENCE_ROW,
+    Metric,
+    Validation,
+    rank,
+    summary_table,
+)
 
-HUMAN = "human"
-"""The leaderboard row holding the humans' own levels (patterns, entropy, incoherence)."""
+RESERVED = (HUMAN_ROW, REFERENCE_ROW)
+"""Row names of the leaderboard's references; no validation may take them."""
 
-LOWEST = "lowest"
-HIGHEST = "highest"
-NEAR_ONE = "closest to 1 (log scale)"
-NEAR_HUMAN = "closest to the human row"
-NEAR_NOMINAL = "closest to nominal coverage"
-
-DIRECTIONS: dict[str, str] = {
-    "jsd": LOWEST,
-    "subgroup_jsd_gap": LOWEST,
-    "variance_ratio": NEAR_ONE,
-    "unique_patterns": NEAR_HUMAN,
-    "entropy": NEAR_HUMAN,
-    "incoherence": NEAR_HUMAN,
-    "sign_f1": HIGHEST,
-    "false_positive_rate": LOWEST,
-    "coverage": NEAR_NOMINAL,
+_BETTER = {
+    "lowest": "lowest",
+    "highest": "highest",
+    "near_one": "closest to 1 (log scale)",
+    "near_human": "closest to the humans' own level",
+    "near_nominal": "closest to the nominal {nominal:g}",
 }
-"""What "best" means in each leaderboard column (the columns of ``simval.validate.compare``).
-
-jsd, subgroup_jsd_gap, false_positive_rate: lowest. sign_f1: highest. variance_ratio:
-smallest |log ratio| (a ratio of 1/2 is as far off as 2). unique_patterns, entropy,
-incoherence: smallest distance to the ``human`` row (more is not better: the humans
-are the target). coverage: smallest distance to the nominal level.
-"""
-
-LABELS: dict[str, str] = {
-    "jsd": "JSD",
-    "subgroup_jsd_gap": "subgroup JSD gap",
-    "variance_ratio": "variance ratio",
-    "unique_patterns": "distinct patterns",
-    "entropy": "pattern entropy",
-    "incoherence": "incoherence",
-    "sign_f1": "sign-F1",
-    "false_positive_rate": "false-positive rate",
-    "coverage": "coverage",
-}
-"""Display headers of the leaderboard columns (files keep the snake_case names)."""
-
-TIE_TOLERANCE = 1e-9
-"""Scores within this (relative and absolute) distance of the best count as tied."""
+"""What "better" means, in words, for each of ``simval.results.Direction``."""
 
 
-def mark_best(
-    table: pd.DataFrame,
-    *,
-    nominal_coverage: float = 0.95,
-    exclude: Sequence[str] = (HUMAN,),
-) -> pd.DataFrame:
-    """Boolean frame (same index/columns as ``table``) True where a row is best in its column.
-
-    Only rows not named in ``exclude`` compete; ties are all marked, NaN is never
-    best. Columns judged against the humans need a ``human`` row; without one (or
-    where it is NaN) nothing is marked in them.
-    """
-    _check_table(table)
-    if not 0 < nominal_coverage < 1:
+def check_validations(
+    validations: Mapping[str, Validation], *, references: Sequence[str] = ()
+) -> None:
+    """Validations shown side by side: a non-empty mapping of names to Validations of the
+    same study on the same humans (fingerprint, seed, alpha, reps: ``summary_table``'s
+    check), no name reserved for a reference row, every ``references`` name present."""
+    if not isinstance(validations, Mapping) or not validations:
         raise OptionError(
-            f"nominal_coverage={nominal_coverage!r} must lie strictly between 0 and 1"
+            "a report or leaderboard needs a non-empty mapping of name -> Validation"
         )
-    values = table.apply(pd.to_numeric, errors="coerce").astype(float)
-    competing = ~table.index.isin(list(exclude))
-    marks = pd.DataFrame(False, index=table.index, columns=table.columns)
-    for column in table.columns:
-        score = _score(
-            values[column],
-            direction=DIRECTIONS[column],
-            target=_target(values, column, nominal_coverage=nominal_coverage),
+    taken = [name for name in validations if name in RESERVED]
+    if taken:
+        raise OptionError(
+            f"{taken[0]!r} names a reference row ({' and '.join(map(repr, RESERVED))}); "
+            "give the simulator another name"
         )
-        score = score.where(competing & np.isfinite(score))
-        if score.notna().any():
-            best = score.min()
-            marks[column] = np.isclose(
-                score, best, rtol=TIE_TOLERANCE, atol=TIE_TOLERANCE
+    unknown = [name for name in references if name not in validations]
+    if unknown:
+        raise OptionError(
+            f"references {', '.join(map(repr, unknown))} are not among the validations: "
+            + ", ".join(map(repr, validations))
+        )
+    # a Validation each, of the same humans with the same seed, alpha and reps
+    summary_table(validations)
+    first_name, first = next(iter(validations.items()))
+    for name, validation in validations.items():
+        if validation.study != first.study:
+            raise DataError(
+                f"validations {first_name!r} and {name!r} are of different studies; "
+                "a report compares simulators on one study"
             )
+
+
+def leaderboard_marks(
+    validations: Mapping[str, Validation], *, references: Sequence[str] = ()
+) -> pd.DataFrame:
+    """``rank`` over the validations not named in ``references`` (at the validations'
+    1 − alpha), with an empty row for each reference: rows are validations, columns metrics."""
+    marks = pd.DataFrame(
+        "", index=list(validations), columns=[m.name for m in HEADLINE]
+    )
+    competing = {n: v for n, v in validations.items() if n not in references}
+    if len(competing) > 1:
+        level = 1 - next(iter(competing.values())).alpha
+        marks.loc[list(competing)] = rank(competing, level=level).to_numpy()
     return marks
 
 
-def leaderboard_table(table: pd.DataFrame, marks: pd.DataFrame) -> Table:
-    """The leaderboard as a display table, best cells marked."""
-    columns = ("simulator", *(LABELS[c] for c in table.columns))
-    rows = tuple(
-        (
-            Cell(str(name)),
-            *(
-                cell(_float(table.at[name, c]), best=bool(marks.at[name, c]))
-                for c in table.columns
-            ),
+def headline_table(validations: Mapping[str, Validation], marks: pd.DataFrame) -> Table:
+    """A row per headline metric: each simulator's value [CI] (marked), then the fresh
+    reference's value and the humans' own level [CI] where there is one."""
+    first = next(iter(validations.values()))
+    nominal = 1 - first.alpha
+    reference = summary_table(validations).loc[REFERENCE_ROW]
+    human = first.summary()
+    rows = []
+    for metric in HEADLINE:
+        rows.append(
+            (
+                Cell(metric.label),
+                Cell(better(metric, nominal=nominal)),
+                *(
+                    _value_cell(
+                        v.summary(), metric.name, mark=marks.at[name, metric.name]
+                    )
+                    for name, v in validations.items()
+                ),
+                cell(reference[metric.name]),
+                _value_cell(human, metric.human)
+                if metric.human
+                else Cell("–", numeric=True),
+            )
         )
-        for name in table.index
+    return Table(
+        ("metric", "better", *validations, REFERENCE_ROW, HUMAN_ROW), tuple(rows)
     )
-    return Table(columns=columns, rows=rows)
+
+
+def better(metric: Metric, *, nominal: float) -> str:
+    """What "better" means for ``metric``, in words."""
+    return _BETTER[metric.direction].format(nominal=nominal)
 
 
 def legend(
-    table: pd.DataFrame, *, nominal_coverage: float, exclude: Sequence[str]
+    validations: Mapping[str, Validation], *, references: Sequence[str] = ()
 ) -> str:
-    """One line saying what the bold marks mean, column by column."""
-    by_direction: dict[str, list[str]] = {}
-    for column in table.columns:
-        by_direction.setdefault(DIRECTIONS[column], []).append(LABELS[column])
-    parts = [
-        f"{', '.join(labels)}: "
-        + (
-            f"closest to {nominal_coverage:g}"
-            if direction == NEAR_NOMINAL
-            else direction
-        )
-        for direction, labels in by_direction.items()
-    ]
-    skipped = [str(name) for name in exclude if name in table.index]
-    tail = f" Rows never marked: {', '.join(skipped)}." if skipped else ""
-    return "Bold: the best value in its column. " + "; ".join(parts) + "." + tail
+    """What the cells, the marks and the reference columns mean."""
+    first = next(iter(validations.values()))
+    level = f"{1 - first.alpha:.0%}"
+    never = [*references, REFERENCE_ROW, HUMAN_ROW]
+    return (
+        f"Each cell: the value and its {level} confidence interval (respondents "
+        "resampled for the answer metrics; over the replicate samples for sign-F1, "
+        "false-positive rate and coverage). Bold: best, distinguishable from every other "
+        f"simulator by a paired-difference {level} CI; italic: tied for best, not "
+        f"distinguishable from the best. {REFERENCE_ROW}: the metric's value for a "
+        "perfect simulator (fresh answers from the human population) on the same "
+        f"personas; {HUMAN_ROW}: the humans' own level, the target of the metrics judged "
+        f"closest to it. Never marked: {', '.join(never)}."
+    )
 
 
 def write_leaderboard(
-    table: pd.DataFrame,
+    validations: Mapping[str, Validation],
     out_dir: str | Path,
     *,
     stem: str = "leaderboard",
-    nominal_coverage: float = 0.95,
-    exclude: Sequence[str] = (HUMAN,),
+    references: Sequence[str] = (),
 ) -> tuple[Path, Path, Path]:
-    """CSV, Markdown and HTML of the leaderboard with the best value per column marked.
+    """CSV, Markdown and HTML of the leaderboard of ``validations`` (name -> Validation
+    against the same humans with the same seed); ``references`` are shown, never marked.
 
-    The CSV holds the numbers at full precision plus ``best_in``, the ";"-joined
-    columns where that row is best. Returns the (csv, md, html) paths.
+    The CSV has a row per validation plus the ``fresh reference`` and ``human`` rows
+    (``simval.results.summary_table``), each metric at full precision with its
+    ``_ci_low`` and ``_ci_high``, then ``best_in`` and ``tied_in``: the ";"-joined
+    metrics where the row is best or tied for best. Returns the (csv, md, html) paths.
     """
     from simval.report.render import render_leaderboard
 
-    marks = mark_best(table, nominal_coverage=nominal_coverage, exclude=exclude)
+    check_validations(validations, references=references)
+    marks = leaderboard_marks(validations, references=references)
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = tuple(folder / f"{stem}.{suffix}" for suffix in ("csv", "md", "html"))
-    frame = table.copy()
-    frame["best_in"] = [
-        ";".join(c for c in table.columns if marks.at[name, c]) for name in table.index
-    ]
-    frame.index.name = table.index.name or "simulator"
-    frame.to_csv(paths[0])
-    text = legend(table, nominal_coverage=nominal_coverage, exclude=exclude)
-    shown = leaderboard_table(table, marks)
-    paths[1].write_text(
-        render_leaderboard(shown, legend=text, fmt="md"), encoding="utf-8"
-    )
-    paths[2].write_text(
-        render_leaderboard(shown, legend=text, fmt="html"), encoding="utf-8"
-    )
+    leaderboard_frame(validations, marks).to_csv(paths[0])
+    text = legend(validations, references=references)
+    shown = headline_table(validations, marks)
+    for path, fmt in zip(paths[1:], ("md", "html")):
+        path.write_text(
+            render_leaderboard(shown, legend=text, fmt=fmt), encoding="utf-8"
+        )
     return paths
 
 
-def _check_table(table: pd.DataFrame) -> None:
-    """A leaderboard is a DataFrame of known, numeric columns with unique row names."""
-    if not isinstance(table, pd.DataFrame):
-        raise DataError(
-            f"the leaderboard must be a pandas DataFrame, got {type(table).__name__}"
-        )
-    unknown = [str(c) for c in table.columns if c not in DIRECTIONS]
-    if unknown:
-        raise OptionError(
-            f"unknown leaderboard column(s): {', '.join(unknown)}; "
-            f"known: {', '.join(DIRECTIONS)}"
-        )
-    if not table.index.is_unique:
-        dup = table.index[table.index.duplicated()][0]
-        raise DataError(f"the leaderboard has two rows named {dup!r}")
-    for column in table.columns:
-        values = table[column]
-        numeric = pd.to_numeric(values, errors="coerce")
-        if (numeric.isna() & values.notna()).any():
-            raise DataError(f"leaderboard column {column!r} holds non-numeric values")
+def leaderboard_frame(
+    validations: Mapping[str, Validation], marks: pd.DataFrame
+) -> pd.DataFrame:
+    """The CSV's table: ``summary_table`` with each metric's CI beside it, and the marks."""
+    table = summary_table(validations)
+    human = next(iter(validations.values())).summary()
+    columns: dict[str, list[float]] = {}
+    for metric in HEADLINE:
+        columns[metric.name] = table[metric.name].tolist()
+        for end in ("ci_low", "ci_high"):
+            columns[f"{metric.name}_{end}"] = [
+                _ci_end(validations, human, name, metric, end) for name in table.index
+            ]
+    frame = pd.DataFrame(columns, index=table.index)
+    for column, kind in (("best_in", "best"), ("tied_in", "tie")):
+        frame[column] = [
+            ";".join(c for c in marks.columns if marks.at[name, c] == kind)
+            if name in marks.index
+            else ""
+            for name in table.index
+        ]
+    return frame
 
 
-def _target(values: pd.DataFrame, column: str, *, nominal_coverage: float) -> float:
-    """The value a column aims at: the human row's, the nominal coverage, 1, or none."""
-    direction = DIRECTIONS[column]
-    if direction == NEAR_HUMAN:
-        return float(values.at[HUMAN, column]) if HUMAN in values.index else math.nan
-    if direction == NEAR_NOMINAL:
-        return nominal_coverage
-    return math.nan
+def _ci_end(
+    validations: Mapping[str, Validation],
+    human: dict[str, float],
+    name: str,
+    metric: Metric,
+    end: str,
+) -> float:
+    """One end of a row's CI: a validation's own, the humans' for their levels, else NaN."""
+    if name in validations:
+        return validations[name].summary()[f"{metric.name}_{end}"]
+    if name == HUMAN_ROW and metric.human:
+        return human[f"{metric.human}_{end}"]
+    return float("nan")
 
 
-def _score(values: pd.Series, *, direction: str, target: float) -> pd.Series:
-    """Lower is better: the value itself, its negative, or its distance to the target."""
-    if direction == LOWEST:
-        return values
-    if direction == HIGHEST:
-        return -values
-    if direction == NEAR_ONE:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.abs(np.log(values.where(values > 0)))
-    return (values - target).abs()
-
-
-def _float(value: object) -> float:
-    """A table value as a float, NaN for missing."""
-    return math.nan if pd.isna(value) else float(value)
+def _value_cell(summary: dict[str, float], key: str, *, mark: str = "") -> Cell:
+    """ "value [ci_low, ci_high]" of one summary key, marked."""
+    text = interval(summary[key], summary[f"{key}_ci_low"], summary[f"{key}_ci_high"])
+    return Cell(text, mark=mark, numeric=True)

@@ -46,6 +46,7 @@ def forest(
     *,
     colors: Mapping[str, str],
     title: str,
+    xlabel: str = "estimate (bars: confidence interval)",
 ) -> bytes:
     """Point estimates with confidence intervals, a row per term, a colour per series.
 
@@ -78,9 +79,7 @@ def forest(
     ax.axvline(0, color="#999999", linewidth=0.8, linestyle="--")
     ax.set_yticks(positions, [_wrap(t, 28) for t in terms])
     ax.set_ylim(-0.7, len(terms) - 0.3)
-    ax.set_xlabel(
-        "estimate (bars: confidence interval; simulated: mean over replicates)"
-    )
+    ax.set_xlabel(xlabel)
     ax.set_title(_wrap(title, 70), fontsize=10)
     ax.legend(loc="best", fontsize=8)
     return _png(figure)

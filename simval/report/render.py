@@ -1,10 +1,11 @@
 """The replication report: one self-contained HTML page and its Markdown twin.
 
-``build_sections`` reads the validations (never running a model) and returns the
-report's sections; the HTML and Markdown templates render the same sections, so
-the two files always say the same thing. The HTML embeds its CSS and its figures
-(PNG ``data:`` URIs) and has no script and no external reference; the Markdown
-links PNG files written to ``<stem>_figures/`` beside it.
+``build_sections`` reads the validations and nothing else (each carries its study,
+option shares, decisions and notes; it never runs a model) and returns the report's
+sections; the HTML and Markdown templates render the same sections, so the two files
+always say the same thing. The HTML embeds its CSS and its figures (PNG ``data:`` URIs)
+and has no script and no external reference; the Markdown links PNG files written to
+``<stem>_figures/`` beside it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from pathlib import Path
 import jinja2
 import numpy as np
 import pandas as pd
+import scipy.stats
 from markupsafe import Markup
 
-from simval.errors import DataError, OptionError
+from simval.errors import OptionError
 from simval.report import plots
 from simval.report.blocks import (
     Block,
@@ -29,25 +31,33 @@ from simval.report.blocks import (
     Table,
     Text,
     cell,
+    interval,
     md_escape,
     number,
     slug,
 )
 from simval.report.leaderboard import (
-    HUMAN,
-    leaderboard_table,
+    check_validations,
+    headline_table,
+    leaderboard_marks,
     legend,
-    mark_best,
 )
-from simval.report.shares import SHARE_COLUMNS
-from simval.report.verdict import (
-    MAX_FALSE_POSITIVE_RATE,
-    MIN_COVERAGE_SHARE,
-    MIN_SIGN_F1,
-    verdict,
+from simval.results import (
+    CONSISTENT,
+    HUMAN_ROW,
+    INCONSISTENT,
+    MAX_FAILED_SHARE,
+    NOT_FINDINGS,
+    OVERALL,
+    REFERENCE_ROW,
+    UNDETERMINED,
+    Validation,
+    verdict_sentence,
 )
 from simval.study import Study
-from simval.validate import NOT_FINDINGS, OVERALL, Validation, summary_table
+
+HUMAN = HUMAN_ROW
+"""The series name of the human data in figures and tables."""
 
 CAVEAT = (
     "Synthetic respondents are not a substitute for inference on humans. This report "
@@ -75,31 +85,21 @@ SECTION_TITLES = (
 def write_report(
     validations: Mapping[str, Validation],
     *,
-    study: Study,
     out: str | Path,
-    leaderboard: pd.DataFrame | None = None,
-    shares: pd.DataFrame | None = None,
     title: str = TITLE,
-    notes: Sequence[str] = (),
-    exclude: Sequence[str] = (HUMAN,),
+    notes: str | Sequence[str] = (),
+    references: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     """Write ``out`` (a self-contained .html file) and its Markdown twin; return both paths.
 
-    ``validations`` maps a display name to a Validation of that simulator against
-    the same human data. The twin has the same stem with suffix .md, and its
-    figures are PNG files in ``<stem>_figures/`` beside it. ``leaderboard`` is a
-    ``compare`` table (built from the summaries when None); ``shares`` an
-    ``option_shares`` table for the distribution bars; ``exclude`` the leaderboard
-    rows never marked best (e.g. also a bootstrap ceiling).
+    ``validations`` maps a display name to a Validation of that simulator against the
+    same humans, study and seed; everything the report shows comes from them.
+    ``references`` names the validations that are references (e.g. the resampling
+    reference): shown beside the others, never marked best. The twin has the same stem
+    with suffix .md, and its figures are PNG files in ``<stem>_figures/`` beside it.
     """
     html_path = _suffixed(out, ".html")
-    sections = build_sections(
-        validations,
-        study=study,
-        leaderboard=leaderboard,
-        shares=shares,
-        exclude=exclude,
-    )
+    sections = build_sections(validations, references=references)
     _write_html(sections, path=html_path, title=title, notes=notes)
     md_path = html_path.with_suffix(".md")
     _write_markdown(sections, path=md_path, title=title, notes=notes)
@@ -107,34 +107,32 @@ def write_report(
 
 
 def write_html(
-    validations: Mapping[str, Validation], *, study: Study, out: str | Path, **kw
+    validations: Mapping[str, Validation],
+    *,
+    out: str | Path,
+    title: str = TITLE,
+    notes: str | Sequence[str] = (),
+    references: Sequence[str] = (),
 ) -> Path:
-    """Only the self-contained HTML report (``write_report``'s keywords apply)."""
-    return _write_one(validations, study=study, out=out, fmt="html", **kw)
+    """Only the self-contained HTML report (keywords as ``write_report``)."""
+    path = _suffixed(out, ".html")
+    sections = build_sections(validations, references=references)
+    _write_html(sections, path=path, title=title, notes=notes)
+    return path
 
 
 def write_markdown(
-    validations: Mapping[str, Validation], *, study: Study, out: str | Path, **kw
-) -> Path:
-    """Only the Markdown report and its figure folder (``write_report``'s keywords apply)."""
-    return _write_one(validations, study=study, out=out, fmt="md", **kw)
-
-
-def _write_one(
     validations: Mapping[str, Validation],
     *,
-    study: Study,
     out: str | Path,
-    fmt: str,
     title: str = TITLE,
-    notes: Sequence[str] = (),
-    **kw,
+    notes: str | Sequence[str] = (),
+    references: Sequence[str] = (),
 ) -> Path:
-    """One of the report's two files, ``fmt`` "html" or "md"."""
-    path = _suffixed(out, f".{fmt}")
-    sections = build_sections(validations, study=study, **kw)
-    writer = _write_html if fmt == "html" else _write_markdown
-    writer(sections, path=path, title=title, notes=notes)
+    """Only the Markdown report and its figure folder (keywords as ``write_report``)."""
+    path = _suffixed(out, ".md")
+    sections = build_sections(validations, references=references)
+    _write_markdown(sections, path=path, title=title, notes=notes)
     return path
 
 
@@ -148,28 +146,25 @@ def render_leaderboard(table: Table, *, legend: str, fmt: str) -> str:
 
 
 def build_sections(
-    validations: Mapping[str, Validation],
-    *,
-    study: Study,
-    leaderboard: pd.DataFrame | None = None,
-    shares: pd.DataFrame | None = None,
-    exclude: Sequence[str] = (HUMAN,),
+    validations: Mapping[str, Validation], *, references: Sequence[str] = ()
 ) -> tuple[Section, ...]:
-    """Every section of the report, in ``SECTION_TITLES`` order."""
-    _check_validations(validations)
-    if not isinstance(study, Study):
-        raise OptionError(f"study must be a simval Study, got {type(study).__name__}")
-    nominal = 1 - next(iter(validations.values())).alpha
-    colors = plots.colors_for([HUMAN, *validations, *_share_names(shares)])
+    """Every section of the report, in ``SECTION_TITLES`` order, from the validations alone.
+
+    They must share one study and one set of humans (``check_validations``);
+    ``references`` as in ``write_report``.
+    """
+    check_validations(validations, references=references)
+    study = next(iter(validations.values())).study
+    colors = plots.colors_for([HUMAN, *validations])
     blocks = (
         _study_blocks(study),
         _simulator_blocks(validations),
-        _headline_blocks(validations, leaderboard, nominal=nominal, exclude=exclude),
-        _verdict_blocks(validations, study, nominal=nominal),
-        _coefficient_blocks(validations, study, colors=colors),
-        _distribution_blocks(shares, study, colors=colors),
-        _subgroup_blocks(validations, study),
-        _variance_blocks(validations, study, colors=colors),
+        _headline_blocks(validations, references=references),
+        _verdict_blocks(validations),
+        _coefficient_blocks(validations, colors=colors),
+        _distribution_blocks(validations, colors=colors),
+        _subgroup_blocks(validations),
+        _variance_blocks(validations, colors=colors),
         _coherence_blocks(validations, colors=colors),
         _heterogeneity_blocks(validations, colors=colors),
     )
@@ -248,27 +243,6 @@ def _suffixed(out: str | Path, suffix: str) -> Path:
     return path
 
 
-def _check_validations(validations: Mapping[str, Validation]) -> None:
-    """A non-empty mapping of names to Validations that share one alpha."""
-    if not isinstance(validations, Mapping) or not validations:
-        raise OptionError(
-            "write_report needs a non-empty mapping of name -> Validation"
-        )
-    for name, validation in validations.items():
-        if not isinstance(validation, Validation):
-            raise OptionError(
-                f"validations[{name!r}] is a {type(validation).__name__}, not a Validation"
-            )
-    if HUMAN in validations:
-        raise OptionError(
-            "'human' names the human data; give the simulator another name"
-        )
-    alphas = {name: v.alpha for name, v in validations.items()}
-    if len(set(alphas.values())) > 1:
-        shown = ", ".join(f"{n}: {a:g}" for n, a in alphas.items())
-        raise OptionError(f"the validations use different alpha ({shown}); use one")
-
-
 # --- sections -----------------------------------------------------------------------
 
 
@@ -308,8 +282,11 @@ def _study_blocks(study: Study) -> list[Block]:
         )
     blocks.append(
         Table(
-            ("formula", "family", "covariance"),
-            tuple((Cell(m.formula), Cell(m.family), Cell(m.cov)) for m in study.models),
+            ("formula", "family", "covariance", "equivalence margin (standardised)"),
+            tuple(
+                (Cell(m.formula), Cell(m.family), Cell(m.cov), cell(m.margin))
+                for m in study.models
+            ),
         )
         if study.models
         else Text("The study declares no regression models.")
@@ -329,10 +306,20 @@ def _study_blocks(study: Study) -> list[Block]:
 
 
 def _simulator_blocks(validations: Mapping[str, Validation]) -> list[Block]:
-    """Who was compared, on how many humans, with how many replicate samples."""
-    return [
+    """Who was compared, on how many humans; the simulators' nonresponse, unparseable
+    answers and warnings; the package versions and which human data it was."""
+    first = next(iter(validations.values()))
+    blocks: list[Block] = [
         Table(
-            ("name", "simulator", "human respondents", "replicates", "alpha", "seed"),
+            (
+                "name",
+                "simulator",
+                "human respondents",
+                "replicates",
+                "alpha",
+                "seed",
+                "smallest subgroup cell counted",
+            ),
             tuple(
                 (
                     Cell(name),
@@ -341,6 +328,7 @@ def _simulator_blocks(validations: Mapping[str, Validation]) -> list[Block]:
                     cell(v.reps),
                     cell(v.alpha),
                     Cell("none" if v.seed is None else str(v.seed), numeric=True),
+                    cell(v.min_subgroup_n),
                 )
                 for name, v in validations.items()
             ),
@@ -348,84 +336,172 @@ def _simulator_blocks(validations: Mapping[str, Validation]) -> list[Block]:
         Text(
             "Each replicate draws as many personas as there are humans, with replacement, "
             "and asks the simulator to answer them; simulated figures are means over the "
-            "replicates."
+            "replicates. The fresh-sample reference "
+            f"({first.notes.get('reference', 'FreshSampleSimulator')}) answers the same "
+            "personas with fresh answers from the human population: a perfect simulator, "
+            f"whose values are the {REFERENCE_ROW} column of the headline table."
         ),
     ]
+    items = list(first.study.item_names)
+    nonresponse = {n: v.notes.get("nonresponse", {}) for n, v in validations.items()}
+    blocks.append(
+        Table(
+            ("nonresponse (share of answers missing)", *validations),
+            tuple(
+                (
+                    Cell(item),
+                    *(_percent(nonresponse[n].get(item, np.nan)) for n in validations),
+                )
+                for item in items
+            )
+            + (
+                (
+                    Cell("unparseable answers (count)"),
+                    *(
+                        cell(v.notes.get("unparseable", 0))
+                        for v in validations.values()
+                    ),
+                ),
+            ),
+        )
+    )
+    warnings = tuple(
+        Text(str(w), lead=name)
+        for name, v in validations.items()
+        for w in v.notes.get("warnings", ())
+    )
+    if warnings:
+        blocks += [
+            Text("what the validations flagged, per simulator.", lead="Warnings")
+        ]
+        blocks.append(Bullets(warnings))
+    else:
+        blocks.append(Text("No warnings.", lead="Warnings"))
+    versions = ", ".join(f"{k} {v}" for k, v in first.versions.items())
+    blocks.append(
+        Text(
+            f"{versions}. Human data SHA-256 {first.fingerprint[:16]}… (the same for "
+            "every simulator compared).",
+            lead="Computed with",
+        )
+    )
+    return blocks
 
 
 def _headline_blocks(
-    validations: Mapping[str, Validation],
-    leaderboard: pd.DataFrame | None,
-    *,
-    nominal: float,
-    exclude: Sequence[str],
+    validations: Mapping[str, Validation], *, references: Sequence[str]
 ) -> list[Block]:
-    """The leaderboard with the best value per column marked, and its legend."""
-    table = summary_table(validations) if leaderboard is None else leaderboard
-    marks = mark_best(table, nominal_coverage=nominal, exclude=exclude)
-    source = "from the validations' summaries" if leaderboard is None else "as supplied"
+    """The headline metrics, value [CI] per simulator, the best marked, the references beside."""
+    marks = leaderboard_marks(validations, references=references)
     return [
-        leaderboard_table(table, marks),
-        Text(
-            legend(table, nominal_coverage=nominal, exclude=exclude)
-            + f" Table {source}; the human row holds the humans' own levels."
-        ),
+        headline_table(validations, marks),
+        Text(legend(validations, references=references)),
     ]
 
 
-def _verdict_blocks(
-    validations: Mapping[str, Validation], study: Study, *, nominal: float
-) -> list[Block]:
-    """Per formula and simulator: does the simulated sample reach the human conclusions?"""
-    rule = Text(
-        f"Fit for inference means, over all respondents and leaving out the intercept: "
-        f"sign-F1 at least {MIN_SIGN_F1:g}, false-positive rate at most "
-        f"{MAX_FALSE_POSITIVE_RATE:g}, and coverage of the human estimates at least "
-        f"{MIN_COVERAGE_SHARE:g} × the nominal {nominal:g}. A term's class (positive, "
-        "negative or not significant) counts as recovered when the replicates' "
-        "commonest class equals the human one."
+def _verdict_blocks(validations: Mapping[str, Validation]) -> list[Block]:
+    """Per formula and simulator: the validation's own decision, its sentence and its numbers."""
+    first = next(iter(validations.values()))
+    formulas = list(
+        dict.fromkeys(f for v in validations.values() for f in v.verdicts["formula"])
     )
-    if not study.models:
-        return [rule, Text("The study declares no regression models: no verdict.")]
-    judged = {
-        model.formula: [
-            verdict(v, model.formula, simulator=name) for name, v in validations.items()
+    if not formulas:
+        return [
+            Text(
+                "The study declares no regression models, so there is nothing to decide."
+            )
         ]
-        for model in study.models
-    }
+    rows = {n: v.verdicts.set_index("formula") for n, v in validations.items()}
     blocks: list[Block] = [
-        rule,
+        Text(
+            f"Would the study's regressions reach the same conclusions on the simulated "
+            f"respondents? Over all respondents, intercept left out, at alpha = "
+            f"{first.alpha:g}: {CONSISTENT} when every coefficient is shown to lie within "
+            f"its equivalence margin of the humans' (equivalence p below alpha); "
+            f"{INCONSISTENT} when the joint Wald test rejects equal coefficients, or the "
+            f"model cannot be estimated on the simulated answers in more than "
+            f"{MAX_FAILED_SHARE:.0%} of the replicates; {UNDETERMINED} otherwise: too "
+            "little information, which is never read as agreement."
+        ),
         Table(
             ("formula", *validations),
             tuple(
-                (Cell(formula), *(Cell(v.conclusion) for v in verdicts))
-                for formula, verdicts in judged.items()
+                (
+                    Cell(formula),
+                    *(Cell(_decision(rows[n], formula)) for n in validations),
+                )
+                for formula in formulas
             ),
         ),
     ]
-    for formula, verdicts in judged.items():
+    for formula in formulas:
         blocks.append(Heading(formula))
-        blocks.append(Bullets(tuple(Text(v.text, lead=v.simulator) for v in verdicts)))
+        present = {n: r.loc[formula] for n, r in rows.items() if formula in r.index}
+        blocks.append(
+            Bullets(
+                tuple(
+                    Text(verdict_sentence({**row, "formula": formula}, simulator=name))
+                    for name, row in present.items()
+                )
+            )
+        )
+        blocks.append(
+            Table(
+                (
+                    "simulator",
+                    "decision",
+                    "Wald statistic",
+                    "Wald df",
+                    "Wald p",
+                    "equivalence p",
+                    "margin (standardised)",
+                    "terms",
+                    "n human",
+                    "n simulated",
+                    "failed share",
+                ),
+                tuple(
+                    (
+                        Cell(name),
+                        Cell(str(row["decision"])),
+                        cell(row["wald_statistic"]),
+                        cell(row["wald_df"]),
+                        _p_cell(row["wald_p_value"]),
+                        _p_cell(row["equivalence_p_value"]),
+                        cell(row["margin"]),
+                        cell(row["n_terms"]),
+                        cell(row["nobs_human"]),
+                        cell(row["nobs_sim"]),
+                        _percent(row["failed_share"]),
+                    )
+                    for name, row in present.items()
+                ),
+            )
+        )
     return blocks
 
 
 def _coefficient_blocks(
-    validations: Mapping[str, Validation], study: Study, *, colors: Mapping[str, str]
+    validations: Mapping[str, Validation], *, colors: Mapping[str, str]
 ) -> list[Block]:
-    """Per formula: a forest plot (intercept left out) and the full coefficient table."""
+    """Per formula: the differences synthetic − human with their CIs (a forest around 0),
+    the human and simulated estimates, and the full coefficient table."""
     first = next(iter(validations.values()))
     level = f"{1 - first.alpha:.0%}"
     blocks: list[Block] = [
         Text(
-            f"All respondents. Human estimates with their {level} confidence intervals; "
-            f"for each simulator, the mean estimate and mean {level} interval over the "
-            "replicates. The figures leave out the intercept (not a finding of the study, "
-            "and often on another scale); the tables keep it. Classes: + significant "
-            "positive, − significant negative, 0 not significant (simulated: the "
-            "replicates' commonest class)."
+            f"All respondents. The difference is the simulated estimate (mean over the "
+            f"replicates) minus the human one, with its {level} CI; 0 is no difference. "
+            "The margin is the smallest difference that matters, on the coefficient's "
+            "scale, and the equivalence p tests that the difference lies within it. "
+            "Coverage: the share of replicates whose difference CI contains 0 (nominal "
+            f"{1 - first.alpha:g}). The figures leave out the intercept (not a finding of "
+            "the study, and often on another scale); the tables keep it. Classes: + "
+            "significant positive, − significant negative, 0 not significant (simulated: "
+            "the replicates' commonest class; failed: the model could not be estimated)."
         )
     ]
-    for i, model in enumerate(study.models, start=1):
+    for i, model in enumerate(first.study.models, start=1):
         frames = {
             name: _overall(v.coefficients, model.formula)
             for name, v in validations.items()
@@ -437,177 +513,340 @@ def _coefficient_blocks(
             continue
         terms = list(human["term"])
         shown = [t for t in terms if t not in NOT_FINDINGS]
-        series = {HUMAN: _interval(human, "human")}
-        series.update({name: _interval(f, "sim") for name, f in frames.items()})
         if shown:
-            png = plots.forest(shown, series, colors=colors, title=model.formula)
+            differences = {
+                name: _interval(f, "diff", alpha=first.alpha)
+                for name, f in frames.items()
+            }
+            blocks.append(
+                Figure(
+                    f"{i:02d}-differences",
+                    f"Simulated − human coefficients of {model.formula}, with their CIs "
+                    "(all respondents; intercept left out).",
+                    plots.forest(
+                        shown,
+                        differences,
+                        colors=colors,
+                        title=model.formula,
+                        xlabel="simulated − human (bars: CI of the difference; 0: none)",
+                    ),
+                )
+            )
+            estimates = {HUMAN: _interval(human, "human", alpha=first.alpha)}
+            estimates.update(
+                {
+                    name: _interval(f, "sim", alpha=first.alpha)
+                    for name, f in frames.items()
+                }
+            )
             blocks.append(
                 Figure(
                     f"{i:02d}-coefficients",
-                    f"Coefficients of {model.formula} (all respondents; intercept left out).",
-                    png,
+                    f"Human and simulated coefficients of {model.formula} (all "
+                    "respondents; intercept left out; simulated: the mean estimate ± "
+                    "the normal quantile times its mean standard error).",
+                    plots.forest(shown, estimates, colors=colors, title=model.formula),
                 )
             )
-        blocks.append(_coefficient_table(terms, human, frames))
+        blocks.append(_coefficient_table(terms, frames))
     return blocks
 
 
-def _coefficient_table(
-    terms: list[str], human: pd.DataFrame, frames: Mapping[str, pd.DataFrame]
-) -> Table:
-    """Term by series: estimate [CI] and class."""
-    human = human.set_index("term")
-    indexed = {name: f.set_index("term") for name, f in frames.items()}
+def _coefficient_table(terms: list[str], frames: Mapping[str, pd.DataFrame]) -> Table:
+    """A row per term and simulator: the human and simulated estimates, the difference
+    with its CI and p-value, the margin, the equivalence p, coverage and failed replicates."""
+    indexed = {name: f.set_index("term") for name, f in frames.items() if not f.empty}
     rows = []
     for term in terms:
-        row = [Cell(term), _estimate_cell(human, term, "human")]
-        row += [_estimate_cell(f, term, "sim") for f in indexed.values()]
-        rows.append(tuple(row))
-    return Table(("term", HUMAN, *frames), tuple(rows))
+        for name, frame in indexed.items():
+            if term not in frame.index:
+                continue
+            row = frame.loc[term]
+            failed = f"{number(row['n_failed'])} of {number(row['n_reps'])}"
+            if row["n_failed"] and row.get("failure"):
+                failed += f" ({row['failure']})"
+            rows.append(
+                (
+                    Cell(term),
+                    Cell(name),
+                    _estimate_cell(row, "human"),
+                    _estimate_cell(row, "sim"),
+                    Cell(
+                        interval(row["diff"], row["diff_ci_low"], row["diff_ci_high"]),
+                        numeric=True,
+                    ),
+                    _p_cell(row["diff_p_value"]),
+                    cell(row["margin"]),
+                    _p_cell(row["equivalence_p_value"]),
+                    cell(row["coverage"]),
+                    Cell(failed, numeric=True),
+                )
+            )
+    return Table(
+        (
+            "term", "simulator", "human estimate [CI]", "simulated estimate",
+            "difference [CI]", "difference p", "margin", "equivalence p", "coverage",
+            "failed replicates",
+        ),
+        tuple(rows),
+    )  # fmt: skip
 
 
-_CLASS_MARKS = {"positive": "+", "negative": "−", "null": "0"}
+_CLASS_MARKS = {"positive": "+", "negative": "−", "null": "0", "failed": "failed"}
 
 
-def _estimate_cell(frame: pd.DataFrame, term: str, prefix: str) -> Cell:
-    """ "estimate [low, high] class" for one term, or a dash when it is missing."""
-    if term not in frame.index or pd.isna(frame.at[term, f"{prefix}_estimate"]):
-        return Cell("–", numeric=True)
-    est, low, high = (
-        frame.at[term, f"{prefix}_{c}"] for c in ("estimate", "ci_low", "ci_high")
-    )
-    mark = _CLASS_MARKS.get(frame.at[term, f"{prefix}_class"], "?")
-    return Cell(f"{number(est)} [{number(low)}, {number(high)}] {mark}", numeric=True)
+def _estimate_cell(row: pd.Series, prefix: str) -> Cell:
+    """ "estimate [low, high] class" (human) or "estimate class" (simulated), or a dash."""
+    estimate = row[f"{prefix}_estimate"]
+    mark = _CLASS_MARKS.get(row[f"{prefix}_class"], "?")
+    if pd.isna(estimate):
+        return Cell("failed" if mark == "failed" else "–", numeric=True)
+    if prefix == "human":
+        text = interval(estimate, row["human_ci_low"], row["human_ci_high"])
+    else:
+        text = number(estimate)
+    return Cell(f"{text} {mark}", numeric=True)
 
 
-def _interval(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    """estimate, low, high indexed by term, from the human_* or sim_* columns."""
-    columns = {
-        f"{prefix}_estimate": "estimate",
-        f"{prefix}_ci_low": "low",
-        f"{prefix}_ci_high": "high",
-    }
-    return frame.set_index("term")[list(columns)].rename(columns=columns).astype(float)
+def _interval(frame: pd.DataFrame, prefix: str, *, alpha: float) -> pd.DataFrame:
+    """estimate, low, high indexed by term from the human_*, sim_* or diff* columns; the
+    simulated interval is the mean estimate ± the normal quantile times its standard error."""
+    rows = frame.set_index("term")
+    if prefix == "sim":
+        estimate = rows["sim_estimate"].astype(float)
+        half = scipy.stats.norm.ppf(1 - alpha / 2) * rows["sim_std_error"].astype(float)
+        return pd.DataFrame(
+            {"estimate": estimate, "low": estimate - half, "high": estimate + half}
+        )
+    lead = "diff" if prefix == "diff" else "human_estimate"
+    ends = "diff" if prefix == "diff" else "human"
+    columns = {lead: "estimate", f"{ends}_ci_low": "low", f"{ends}_ci_high": "high"}
+    return rows[list(columns)].rename(columns=columns).astype(float)
 
 
 def _distribution_blocks(
-    shares: pd.DataFrame | None, study: Study, *, colors: Mapping[str, str]
+    validations: Mapping[str, Validation], *, colors: Mapping[str, str]
 ) -> list[Block]:
-    """Per item: share of each option, human vs each simulator."""
-    if shares is None:
-        return [
-            Text(
-                "Per-option answer shares were not supplied, so this section is empty "
-                "(pass shares=option_shares(human_df, simulated, study) to write_report)."
-            )
-        ]
-    table = _check_shares(shares)
-    names = list(dict.fromkeys([HUMAN, *table["simulator"]]))
-    names = [n for n in names if (table["simulator"] == n).any()]
-    lookup = table.set_index(["simulator", "item", "code"])["share"]
+    """Per item: the distances over all respondents, then the share of each option,
+    human vs each simulator (the validations' ``shares``)."""
+    first = next(iter(validations.values()))
+    study = first.study
+    distances = {
+        n: _overall_items(v.distributions, study) for n, v in validations.items()
+    }
+    items = _item_order(study, first.shares["item"].unique())
+    if not items:
+        return [Text("No answer shares in the validations.")]
     blocks: list[Block] = [
-        Text("Share of each answer option among the non-missing answers to each item.")
+        Text(
+            "Jensen–Shannon distance (base 2, 0 = identical, 1 = disjoint) and ordinal "
+            "distance (the earth mover's distance between the answer distributions, in "
+            "option codes) between the human and the simulated answers, all respondents, "
+            "means over replicates; then the share of each option among the non-missing "
+            "answers (simulated: mean over replicates)."
+        ),
+        Table(
+            (
+                "item",
+                *(f"{n}: JSD" for n in validations),
+                *(f"{n}: ordinal distance" for n in validations),
+            ),
+            tuple(
+                (
+                    Cell(item),
+                    *(cell(distances[n]["jsd"].get(item, np.nan)) for n in validations),
+                    *(
+                        cell(distances[n]["wasserstein"].get(item, np.nan))
+                        for n in validations
+                    ),
+                )
+                for item in items
+            ),
+        ),
     ]
-    for i, item in enumerate(study.items, start=1):
-        blocks.append(Heading(f"{item.name}: {item.text}"))
-        if not (table["item"] == item.name).any():
-            blocks.append(Text(f"No shares were supplied for item {item.name}."))
-            continue
-        values = {
-            n: [float(lookup.get((n, item.name, float(c)), np.nan)) for c in item.codes]
-            for n in names
-        }
+    by_item = {
+        item: study.item(item) if item in study.item_names else None for item in items
+    }
+    for i, (name, item) in enumerate(by_item.items(), start=1):
+        rows = {n: v.shares[v.shares["item"] == name] for n, v in validations.items()}
+        labels = list(rows[next(iter(rows))]["label"])
+        codes = list(rows[next(iter(rows))]["code"])
+        values = {HUMAN: rows[next(iter(rows))]["human"].astype(float).tolist()}
+        values.update({n: r["sim"].astype(float).tolist() for n, r in rows.items()})
+        text = item.text if item is not None else name
+        blocks.append(Heading(f"{name}: {text}"))
         png = plots.grouped_bars(
-            item.labels,
+            labels,
             values,
             colors=colors,
             ylabel="share of answers",
-            title=f"{item.name}: {item.text}",
+            title=f"{name}: {text}",
         )
         blocks.append(
-            Figure(
-                f"{i:02d}-distribution-{slug(item.name)}",
-                f"Answers to {item.name}.",
-                png,
-            )
+            Figure(f"{i:02d}-distribution-{slug(name)}", f"Answers to {name}.", png)
         )
         blocks.append(
             Table(
-                ("option", *names),
+                ("option", *values),
                 tuple(
                     (
                         Cell(f"{label} ({number(code)})"),
-                        *(_percent(values[n][k]) for n in names),
+                        *(_percent(values[n][k]) for n in values),
                     )
-                    for k, (label, code) in enumerate(item.options.items())
+                    for k, (label, code) in enumerate(zip(labels, codes))
                 ),
             )
         )
     return blocks
 
 
-def _check_shares(shares: pd.DataFrame) -> pd.DataFrame:
-    """A shares table has the ``SHARE_COLUMNS``; codes are compared as floats."""
-    if not isinstance(shares, pd.DataFrame):
-        raise DataError(f"shares must be a DataFrame, got {type(shares).__name__}")
-    missing = [c for c in SHARE_COLUMNS if c not in shares.columns]
-    if missing:
-        raise DataError(f"shares lacks column(s): {', '.join(missing)}")
-    table = shares[list(SHARE_COLUMNS)].copy()
-    table["code"] = pd.to_numeric(table["code"], errors="coerce").astype(float)
-    table["share"] = pd.to_numeric(table["share"], errors="coerce").astype(float)
-    return table
-
-
-def _subgroup_blocks(
-    validations: Mapping[str, Validation], study: Study
-) -> list[Block]:
-    """JSD per subgroup level and item, one heatmap panel per simulator, and the level means."""
-    panels = {}
-    for name, v in validations.items():
-        rows = v.distributions[v.distributions["subgroup"] != OVERALL]
-        if rows.empty:
-            continue
-        rows = rows.assign(
-            group=rows["subgroup"].astype(str) + "=" + rows["level"].astype(str)
-        )
-        panel = rows.pivot_table(
-            index="group", columns="item", values="jsd", sort=False, dropna=False
-        )
-        panels[name] = panel.reindex(columns=_item_order(study, panel.columns))
-    if not panels:
+def _subgroup_blocks(validations: Mapping[str, Validation]) -> list[Block]:
+    """JSD per subgroup level and item (one heatmap panel per simulator), the level means
+    and their gap, and the decision per formula in each subgroup level. Cells below the
+    validations' minimum size are marked small in the tables and left out of the figure
+    and the gap."""
+    first = next(iter(validations.values()))
+    cells = {n: _subgroup_rows(v.distributions) for n, v in validations.items()}
+    if all(c.empty for c in cells.values()):
         return [
             Text("No subgroups: the per-subgroup distances need declared subgroups.")
         ]
-    order = list(next(iter(panels.values())).index)
-    panels = {n: p.reindex(order) for n, p in panels.items()}
-    png = plots.heatmap(
-        panels, title="Jensen–Shannon distance by subgroup level and item", label="JSD"
-    )
-    means = {n: p.mean(axis=1) for n, p in panels.items()}
-    rows = [(Cell(g), *(cell(means[n][g]) for n in panels)) for g in order]
+    order = list(dict.fromkeys(next(iter(cells.values()))["group"]))
+    sizes = _sizes(next(iter(cells.values())))
+    small = _small_groups(next(iter(cells.values())))
+    items = _item_order(first.study, next(iter(cells.values()))["item"].unique())
+    panels = {
+        n: c[~c["small"]]
+        .pivot_table(
+            index="group", columns="item", values="jsd", sort=False, dropna=False
+        )
+        .reindex(index=[g for g in order if g not in small], columns=items)
+        for n, c in cells.items()
+    }
+    means = {n: c.groupby("group", sort=False)["jsd"].mean() for n, c in cells.items()}
+    counted = [g for g in order if g not in small]
+    blocks: list[Block] = [
+        Text(
+            "Jensen–Shannon distance between human and simulated answers within each "
+            f"subgroup level; means over replicates. Levels with fewer than "
+            f"{first.min_subgroup_n} human respondents are small: marked in the tables, "
+            "left out of the figure and of the gap."
+        )
+    ]
+    if counted:
+        png = plots.heatmap(
+            panels,
+            title="Jensen–Shannon distance by subgroup level and item",
+            label="JSD",
+        )
+        blocks.append(
+            Figure(
+                "subgroup-jsd",
+                "JSD per subgroup level (rows, n = human respondents) and item (columns); "
+                "small levels left out.",
+                png,
+            )
+        )
+    rows = [
+        (
+            Cell(
+                f"{g} (small)" if g in small else g, mark="small" if g in small else ""
+            ),
+            cell(sizes.get(g, np.nan)),
+            *(_small_cell(means[n].get(g, np.nan), small=g in small) for n in cells),
+        )
+        for g in order
+    ]
     rows.append(
         (
             Cell("gap (worst − best)"),
-            *(cell(means[n].max() - means[n].min()) for n in panels),
+            Cell("", numeric=True),
+            *(cell(_gap(means[n], counted)) for n in cells),
         )
     )
-    return [
+    blocks.append(
+        Table(
+            ("subgroup level", "n human", *(f"{n}: mean JSD" for n in cells)),
+            tuple(rows),
+        )
+    )
+    blocks.extend(_subgroup_decisions(validations, sizes=sizes))
+    return blocks
+
+
+def _subgroup_decisions(
+    validations: Mapping[str, Validation], *, sizes: Mapping[str, float]
+) -> list[Block]:
+    """A row per formula and subgroup level: each simulator's decision with its
+    Holm-adjusted Wald p; small cells marked; cells whose human model could not be
+    estimated say so, their reasons listed below the table."""
+    recovery = {
+        n: v.recovery[v.recovery["subgroup"] != OVERALL].set_index(
+            ["formula", "subgroup", "level"]
+        )
+        for n, v in validations.items()
+    }
+    first = next(iter(recovery.values()))
+    if first.empty:
+        return []
+    rows, failures = [], []
+    for key, row in first.iterrows():
+        formula, subgroup, level = key
+        small, group = bool(row["small"]), _group_label(subgroup, level)
+        failure = row["failure"] if isinstance(row["failure"], str) else ""
+        if failure:
+            failures.append(Text(failure, lead=f"{formula}, {group}"))
+        n = row["n_human"] if pd.notna(row["n_human"]) else sizes.get(group, np.nan)
+        rows.append(
+            (
+                Cell(formula),
+                Cell(f"{group} (small)" if small else group, mark="small" if small else ""),
+                cell(n),
+                *(
+                    _decision_cell(r.loc[key], small=small) if key in r.index
+                    else Cell("–")
+                    for r in recovery.values()
+                ),
+            )
+        )  # fmt: skip
+    blocks: list[Block] = [
         Text(
-            "Jensen–Shannon distance (base 2, 0 = identical, 1 = disjoint) between human "
-            "and simulated answers within each subgroup level; means over replicates."
+            "The decision per formula within each subgroup level, with its Wald p and "
+            "that p adjusted by Holm over the formula's subgroup cells that are not small "
+            "(read a cell's inconsistency against the adjusted p when many are shown)."
         ),
-        Figure(
-            "subgroup-jsd", "JSD per subgroup level (rows) and item (columns).", png
-        ),
-        Table(("subgroup level", *(f"{n}: mean JSD" for n in panels)), tuple(rows)),
+        Table(("formula", "subgroup level", "n human", *recovery), tuple(rows)),
     ]
+    if failures:
+        blocks.append(
+            Text("why the human model could not be estimated.", lead="No decision")
+        )
+        blocks.append(Bullets(tuple(failures)))
+    return blocks
+
+
+def _decision_cell(row: pd.Series, *, small: bool) -> Cell:
+    """A recovery row's "decision (Wald p; Holm-adjusted p)", marked small where it is."""
+    if not isinstance(row["decision"], str):
+        text = "no decision (human model not estimable)"
+    else:
+        shown = [
+            f"{label} {'' if p.startswith('<') else '= '}{p}"
+            for label, p in (
+                ("Wald p", _p_text(row["wald_p_value"])),
+                ("Holm", _p_text(row["wald_p_adjusted"])),
+            )
+            if p != "–"
+        ]
+        text = row["decision"] + (f" ({'; '.join(shown)})" if shown else "")
+    return Cell(f"{text} (small)" if small else text, mark="small" if small else "")
 
 
 def _variance_blocks(
-    validations: Mapping[str, Validation], study: Study, *, colors: Mapping[str, str]
+    validations: Mapping[str, Validation], *, colors: Mapping[str, str]
 ) -> list[Block]:
     """Variance ratio sim/human per item, all respondents; 1 means as spread out as the humans."""
+    study = next(iter(validations.values())).study
     tables = {n: _overall_items(v.variance, study) for n, v in validations.items()}
     items = list(next(iter(tables.values())).index)
     if not items:
@@ -625,8 +864,8 @@ def _variance_blocks(
     return [
         Text(
             "Variance of each item's simulated answers over the human variance, all "
-            "respondents (mean per-replicate ratio). Below 1: simulated answers are "
-            "more uniform than human ones."
+            "respondents (geometric mean of the per-replicate ratios). Below 1: simulated "
+            "answers are more uniform than human ones."
         ),
         Figure("variance", "Variance ratio per item.", png),
         Table(
@@ -680,17 +919,24 @@ def _coherence_blocks(
 def _heterogeneity_blocks(
     validations: Mapping[str, Validation], *, colors: Mapping[str, str]
 ) -> list[Block]:
-    """Distinct answer patterns and their entropy, overall and per subgroup level."""
+    """Distinct answer patterns and their entropy, overall and per subgroup level; small
+    levels marked in the table and left out of the figures."""
     tables = {n: v.heterogeneity for n, v in validations.items()}
+    first_validation = next(iter(validations.values()))
     first = next(iter(tables.values()))
     if first.empty:
         return [Text("No heterogeneity figures in the validations.")]
     groups = [_group_label(s, lvl) for s, lvl in zip(first["subgroup"], first["level"])]
-    items = ", ".join(next(iter(validations.values())).pattern_items)
+    small = first["small"].astype(bool).tolist()
+    shown = [k for k, is_small in enumerate(small) if not is_small]
+    items = ", ".join(first_validation.pattern_items)
     blocks: list[Block] = [
         Text(
             f"Patterns are the distinct combinations of answers to {items}; entropy "
-            "(bits) of their distribution. More is not better: the humans are the target."
+            "(bits, Miller–Madow corrected) of their distribution. More is not better: "
+            f"the humans are the target. Levels with fewer than "
+            f"{first_validation.min_subgroup_n} human respondents are small: marked in "
+            "the table, left out of the figures."
         )
     ]
     columns = {}
@@ -701,7 +947,11 @@ def _heterogeneity_blocks(
         series = {HUMAN: first[f"{metric}_human"].tolist()}
         series.update({n: t[f"{metric}_sim"].tolist() for n, t in tables.items()})
         png = plots.grouped_bars(
-            groups, series, colors=colors, ylabel=label, title=label.capitalize()
+            [groups[k] for k in shown],
+            {n: [values[k] for k in shown] for n, values in series.items()},
+            colors=colors,
+            ylabel=label,
+            title=label.capitalize(),
         )
         blocks.append(
             Figure(
@@ -713,9 +963,19 @@ def _heterogeneity_blocks(
         columns.update({f"{n}: {label}": values for n, values in series.items()})
     blocks.append(
         Table(
-            ("group", *columns),
+            ("group", "n human", *columns),
             tuple(
-                (Cell(g), *(cell(values[k]) for values in columns.values()))
+                (
+                    Cell(
+                        f"{g} (small)" if small[k] else g,
+                        mark="small" if small[k] else "",
+                    ),
+                    cell(first["n_human"].iloc[k]),
+                    *(
+                        _small_cell(values[k], small=small[k])
+                        for values in columns.values()
+                    ),
+                )
                 for k, g in enumerate(groups)
             ),
         )
@@ -753,6 +1013,56 @@ def _item_order(study: Study, present) -> list[str]:
     ]
 
 
+def _subgroup_rows(distributions: pd.DataFrame) -> pd.DataFrame:
+    """The per-subgroup rows of a distributions table, with a "subgroup=level" group."""
+    rows = distributions[distributions["subgroup"] != OVERALL]
+    return rows.assign(
+        group=[_group_label(s, lvl) for s, lvl in zip(rows["subgroup"], rows["level"])],
+        small=rows["small"].astype(bool),
+    )
+
+
+def _sizes(rows: pd.DataFrame) -> dict[str, float]:
+    """Human respondents per group (the most over the group's items)."""
+    return rows.groupby("group", sort=False)["n_human"].max().to_dict()
+
+
+def _small_groups(rows: pd.DataFrame) -> set[str]:
+    """Groups whose cells are flagged small."""
+    return set(rows.loc[rows["small"], "group"])
+
+
+def _gap(means: pd.Series, counted: Sequence[str]) -> float:
+    """Worst minus best mean over the counted (not small) groups, NaN with none."""
+    values = means.reindex(list(counted)).dropna()
+    return float(values.max() - values.min()) if len(values) else float("nan")
+
+
+def _small_cell(value: float, *, small: bool) -> Cell:
+    """A numeric cell, marked small where it is."""
+    shown = cell(value)
+    if not small:
+        return shown
+    return Cell(f"{shown.text} (small)", mark="small", numeric=True)
+
+
+def _decision(rows: pd.DataFrame, formula: str) -> str:
+    """A validation's decision on ``formula``, or a dash without a row."""
+    return str(rows.at[formula, "decision"]) if formula in rows.index else "–"
+
+
+def _p_text(value) -> str:
+    """A p-value for a table: <0.001 or three decimals, a dash when missing."""
+    if value is None or pd.isna(value):
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _p_cell(value) -> Cell:
+    """A p-value cell."""
+    return Cell(_p_text(value), numeric=True)
+
+
 def _rule_labels(coherence: pd.DataFrame) -> list[str]:
     """ "belief → action: rule", or "belief → action: any rule" for a pair's combined row."""
     scope = coherence.get("scope", pd.Series("rule", index=coherence.index))
@@ -774,11 +1084,5 @@ def _group_label(subgroup: str, level: str) -> str:
 
 def _percent(value: float) -> Cell:
     """A share as a percentage cell."""
-    return Cell("–" if np.isnan(value) else f"{100 * value:.1f}%", numeric=True)
-
-
-def _share_names(shares: pd.DataFrame | None) -> list[str]:
-    """The series named in the shares table (those without a validation need colours too)."""
-    if not isinstance(shares, pd.DataFrame) or "simulator" not in shares.columns:
-        return []
-    return [str(n) for n in dict.fromkeys(shares["simulator"])]
+    missing = value is None or pd.isna(value)
+    return Cell("–" if missing else f"{100 * value:.1f}%", numeric=True)
