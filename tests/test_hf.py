@@ -341,7 +341,7 @@ def test_default_model_end_to_end(task, tmp_path):
     result = validate(task.study, human, sim, reps=2, seed=0)
     summary = result.summary()
     assert 0 <= summary["jsd"] <= 1
-    assert summary["unique_patterns_sim"] >= 1
+    assert summary["unique_patterns"] >= 1
     probabilities = sim.predict_proba(human, "share")
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-9)
     assert len(result.coefficients) > 0
