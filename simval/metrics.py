@@ -351,7 +351,7 @@ class Recovery:
     ``coefficient_recovery``); the scalars pool every (term, replicate) pair of the
     terms with a defined human estimate; ``replicates`` holds the same scalars per
     replicate (columns rep, sign_f1, false_positive_rate, coverage), whose spread
-    gives their Monte Carlo standard errors (``mcse``).
+    gives their Monte Carlo standard errors.
     """
 
     terms: pd.DataFrame
@@ -368,15 +368,6 @@ class Recovery:
             for f in fields(self)
             if f.name not in ("terms", "replicates")
         }
-
-    def mcse(self, name: str) -> float:
-        """Monte Carlo standard error of a scalar: SD of its per-replicate values / sqrt(R)."""
-        values = self.replicates[name].dropna()
-        return (
-            float(values.std(ddof=1) / np.sqrt(len(values)))
-            if len(values) > 1
-            else np.nan
-        )
 
 
 def coefficient_recovery(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -481,8 +481,3 @@ def _frame_from_json(raw: dict[str, Any]) -> pd.DataFrame:
     """Inverse of ``_frame_to_json``."""
     frame = pd.DataFrame(raw["data"], columns=raw["columns"])
     return frame.astype(raw["dtypes"]) if len(frame.columns) else frame
-
-
-def frame_columns(columns: Sequence[str]) -> pd.DataFrame:
-    """An empty frame with these columns (a table with no rows keeps its layout)."""
-    return pd.DataFrame(columns=list(columns))

@@ -135,6 +135,9 @@ def test_unestimable_replicate_is_reported_not_dropped():
     assert result.summary()["sign_f1"] == 0
     verdict = result.verdicts.iloc[0]
     assert verdict["decision"] == "inconsistent" and verdict["failed_share"] == 1
+    assert result.decision("y ~ x") == "inconsistent"
+    with pytest.raises(OptionError, match="'y ~ z'"):
+        result.decision("y ~ z")
 
 
 def test_subgroup_where_human_model_fails_is_reported():
