@@ -610,10 +610,13 @@ def test_sign_f1_and_fpr_match_sklearn(human, draws):
     else:
         assert math.isnan(result.sign_f1)
     # the false-positive rate counts the pairs the replicate estimated (failures apart)
-    confusion = sklearn.metrics.confusion_matrix(
-        [t for t, e in zip(y_true, estimated) if e],
-        [p for p, e in zip(y_pred, estimated) if e],
-        labels=["null", "positive", "negative"],
+    kept = [(t, p) for t, p, e in zip(y_true, y_pred, estimated) if e]
+    confusion = (
+        sklearn.metrics.confusion_matrix(
+            *zip(*kept), labels=["null", "positive", "negative"]
+        )
+        if kept
+        else np.zeros((3, 3))
     )
     if confusion[0].sum():
         assert result.false_positive_rate == pytest.approx(
