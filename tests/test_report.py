@@ -1,6 +1,8 @@
-"""The replication report and the leaderboard: content, self-containment, figures, the
-verdict restated from the validations, the rank marks (best, tie) and escaping, on
-validations from the real pipeline (the example task and a known data-generating process)."""
+"""The replication report and the leaderboard: content and its order (the answer first),
+self-containment, no path of the machine, figures (legends off the data, readable
+heatmaps, subgroup sizes), the verdict restated from the validations, the rank marks
+(best, tie) and escaping, on validations from the real pipeline (the example task and a
+known data-generating process)."""
 
 from __future__ import annotations
 
@@ -8,28 +10,32 @@ import base64
 import dataclasses
 import html
 import inspect
+import itertools
 import re
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import simval
 from simval import FunctionSimulator, Item, MarginalSimulator, Model, Study
 from simval.errors import DataError, OptionError
 from simval.report import (
     SECTION_TITLES,
     build_sections,
     leaderboard_marks,
+    plots,
     write_html,
     write_leaderboard,
     write_markdown,
     write_report,
 )
-from simval.report.blocks import number
-from simval.report.render import CAVEAT
+from simval.report.blocks import md_escape, number
+from simval.report.render import CAVEAT, figures_of
 from simval.results import (
     HEADLINE,
     HUMAN_ROW,
@@ -111,7 +117,7 @@ def test_every_section_in_html_and_markdown(report, task, validations):
     for title in SECTION_TITLES:
         assert f"<h2>{html.escape(title)}</h2>" in page
         assert f"\n## {title}\n" in md
-    assert CAVEAT in page and CAVEAT in md
+    assert CAVEAT in html.unescape(page) and CAVEAT in md
     assert NOTE in page and NOTE in md
     for item in task.study.items:
         assert html.escape(item.text) in page
@@ -119,6 +125,26 @@ def test_every_section_in_html_and_markdown(report, task, validations):
     for name in (RESAMPLING, FLOOR):
         assert name in page and name in md
     assert validations[FLOOR].fingerprint[:16] in page
+
+
+def test_the_answer_comes_first_in_html_and_markdown(report):
+    """Decisions, the one-line caveat, the headline table and the notes; then every
+    figure; then the study's declaration: in the same order in both files."""
+    page, md = (p.read_text(encoding="utf-8") for p in report)
+    assert SECTION_TITLES[:2] == ("Verdict", "Headline table")
+    assert "\n" not in CAVEAT
+    for text, heading, caveat, note, figure in (
+        (html.unescape(page), "<h2>{}</h2>", f'<p class="callout">{CAVEAT}</p>',
+         f"<li>{NOTE}</li>", "<img"),
+        (md, "\n## {}\n", f"> **{CAVEAT}**", f"- {NOTE}", "!["),
+    ):  # fmt: skip
+        starts = [text.index(heading.format(title)) for title in SECTION_TITLES]
+        assert starts == sorted(starts)
+        headline, study = (
+            text.index(heading.format(t)) for t in ("Headline table", "The study")
+        )
+        assert text.index(caveat) < headline < text.index(note) < text.index(figure)
+        assert text.rindex(figure) < study
 
 
 def test_html_is_self_contained(report):
@@ -148,6 +174,164 @@ def test_figures_embedded_and_written_as_pngs(report, task):
     for link in links:
         width, height = png_size((report[1].parent / link).read_bytes())
         assert width > 0 and height > 0
+
+
+# --- figures: legends off the data, readable heatmaps, subgroup sizes -----------------
+
+
+@pytest.fixture(scope="module")
+def figures(validations) -> dict[str, object]:
+    """The report's matplotlib figures by name."""
+    sections = build_sections(validations, references=(RESAMPLING,))
+    return {f.name: f.figure for f in figures_of(sections)}
+
+
+def drawn(figure):
+    """Lay out and draw a figure; its renderer, for window extents."""
+    figure.canvas.draw()
+    return figure.canvas.get_renderer()
+
+
+def overlap(a, b) -> bool:
+    """Two window extents share some area (touching edges do not count)."""
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def texts_of(figure) -> list:
+    """Every visible, non-empty text: tick labels, titles, axis labels, cell numbers."""
+    texts = list(figure.texts)
+    for ax in figure.axes:
+        texts += [*ax.get_xticklabels(), *ax.get_yticklabels(), *ax.texts]
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
+    return [t for t in texts if t.get_visible() and t.get_text().strip()]
+
+
+def test_legends_never_cover_bars_or_intervals(figures):
+    kinds = set()
+    for name, figure in figures.items():
+        if not any(ax.containers for ax in figure.axes):
+            continue
+        renderer = drawn(figure)
+        legends = [
+            *figure.legends,
+            *filter(None, (a.get_legend() for a in figure.axes)),
+        ]
+        assert len(legends) == 1, name
+        legend = legends[0].get_window_extent(renderer)
+        for ax in figure.axes:
+            assert not overlap(legend, ax.get_window_extent(renderer)), name
+            for container in ax.containers:
+                kinds.add(type(container).__name__)
+                for artist in container.get_children():
+                    box = artist.get_window_extent(renderer)
+                    assert not overlap(legend, box), f"{name}: legend over {artist}"
+        for text in texts_of(figure):
+            assert not overlap(legend, text.get_window_extent(renderer)), name
+    assert {"BarContainer", "ErrorbarContainer"} <= kinds
+
+
+def assert_readable(figure) -> None:
+    """No two texts of a heatmap collide, every text is at least 9 pt, and every
+    number sits inside its own cell."""
+    renderer = drawn(figure)
+    texts = texts_of(figure)
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    for (a, box_a), (b, box_b) in itertools.combinations(zip(texts, boxes), 2):
+        assert not overlap(box_a, box_b), (a.get_text(), b.get_text())
+    assert min(t.get_fontsize() for t in texts) >= 9
+    numbers = [(ax, t) for ax in figure.axes for t in ax.texts]
+    assert numbers
+    for ax, number_text in numbers:
+        column, row = number_text.get_position()
+        corners = ax.transData.transform(
+            [(column - 0.5, row - 0.5), (column + 0.5, row + 0.5)]
+        )
+        (x0, y0), (x1, y1) = corners.min(axis=0), corners.max(axis=0)
+        box = number_text.get_window_extent(renderer)
+        assert x0 <= box.x0 and box.x1 <= x1 and y0 <= box.y0 and box.y1 <= y1
+
+
+def test_the_report_heatmap_is_readable(figures):
+    assert_readable(figures["subgroup-jsd"])
+
+
+@pytest.mark.parametrize(
+    ("panels", "rows", "columns"),
+    [
+        (1, 1, ["a", "b"]),
+        (2, 5, ["concern", "trust"]),
+        (4, 12, [f"share_item_{k}" for k in range(10)]),
+    ],
+)
+def test_heatmaps_are_readable_at_any_size(panels, rows, columns):
+    """Few or many panels, rows and columns, short and long labels: no collision."""
+    rng = np.random.default_rng(0)
+    index = [f"ethnicity=Level number {k} (n={10 * k + 1})" for k in range(rows)]
+    frames = {
+        f"simulator {k}: fine-tuned on a 20% pilot (LoRA rank 8)": pd.DataFrame(
+            rng.uniform(0, 0.3, size=(rows, len(columns))), index=index, columns=columns
+        )
+        for k in range(panels)
+    }
+    next(iter(frames.values())).iloc[0, 0] = np.nan
+    assert_readable(plots.heatmap(frames, title="JSD by level and item", label="JSD"))
+
+
+def test_subgroup_levels_are_labelled_with_their_human_n(figures, validations):
+    floor = validations[FLOOR]
+    cells = floor.distributions.query("subgroup != 'overall' and not small")
+    sizes = cells.groupby(["subgroup", "level"], sort=False)["n_human"].max()
+    expected = [f"{s}={level} (n={n})" for (s, level), n in sizes.items()]
+    heatmap = figures["subgroup-jsd"]
+    drawn(heatmap)
+    assert [t.get_text() for t in heatmap.axes[0].get_yticklabels()] == expected
+    groups = floor.heterogeneity.query("not small")
+    expected = [
+        f"{'overall' if s == 'overall' else f'{s}={level}'} (n={n})"
+        for s, level, n in zip(groups["subgroup"], groups["level"], groups["n_human"])
+    ]
+    for name in ("heterogeneity-unique-patterns", "heterogeneity-entropy"):
+        drawn(figures[name])
+        ticks = figures[name].axes[0].get_xticklabels()
+        assert [t.get_text().replace("\n", " ") for t in ticks] == expected
+
+
+def test_no_path_of_the_machine_in_any_report(tmp_path, validations):
+    """A simulator named with a relative adapter path, written under tmp_path: neither
+    tmp_path, the home directory nor the package's folder appears in the HTML (its
+    embedded PNGs included), the Markdown or the leaderboard; figure links are relative."""
+    given = "HFSimulator('default', adapter='simval-demo/adapter', mode='probability')"
+    named = {
+        RESAMPLING: validations[RESAMPLING],
+        "fine-tuned": dataclasses.replace(validations[FLOOR], simulator=given),
+    }
+    out = tmp_path / "runs" / "report.html"
+    note = "Respondents: 600 from data/human.csv."
+    page, md = (
+        p.read_text(encoding="utf-8")
+        for p in write_report(named, out=out, notes=[note], references=(RESAMPLING,))
+    )
+    single = validations[FLOOR].to_markdown(tmp_path / "one.md").read_text()
+    boards = write_leaderboard(named, tmp_path / "board", references=(RESAMPLING,))
+    machine = {
+        str(tmp_path),
+        str(tmp_path.resolve()),
+        str(Path.home()),
+        str(Path(simval.__file__).resolve().parent),
+    }
+    assert all(len(path) > 1 for path in machine)
+    pngs = data_uris(page)
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", page)
+    for shown in (text, md, single, *(b.read_text() for b in boards)):
+        for path in machine:
+            assert path not in shown
+    for data in pngs:
+        for path in machine:
+            assert path.encode() not in data
+    assert given in html.unescape(page) and given in md and note in md
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert links and all(not Path(link).is_absolute() for link in links)
+    assert all((out.parent / link).is_file() for link in links)
 
 
 def test_deterministic_markdown_and_stale_figures_go(tmp_path, validations):
@@ -183,16 +367,21 @@ def test_headline_table_shows_value_ci_reference_and_human(report, validations):
 
 
 def test_verdict_section_restates_each_verdicts_row(report, validations):
+    """One sentence per formula and simulator leads both files; the decision tables sit
+    with the coefficients."""
     page, md = (p.read_text(encoding="utf-8") for p in report)
     verdict = html.unescape(section(page, "Verdict"))
+    coefficients = html.unescape(section(page, "Coefficients"))
+    md_verdict = md.split("\n## Verdict\n")[1].split("\n## ")[0]
     for name, v in validations.items():
         assert len(v.verdicts) == len(v.study.models)
         for row in v.verdicts.to_dict("records"):
             sentence = verdict_sentence(row, simulator=name)
             assert row["decision"] in sentence
-            assert sentence in verdict
-            assert f"<td>{row['decision']}</td>" in verdict
-    assert "Verdict" in md and "consistent" in md
+            assert f"<li>{sentence}</li>" in verdict
+            assert f"- {md_escape(sentence)}\n" in md_verdict
+            assert f"<td>{row['decision']}</td>" in coefficients
+    assert verdict.count("<li>") == sum(len(v.verdicts) for v in validations.values())
 
 
 def test_verdict_follows_the_row_never_recomputes(tmp_path, validations):
@@ -203,7 +392,9 @@ def test_verdict_follows_the_row_never_recomputes(tmp_path, validations):
     forged = dataclasses.replace(floor, verdicts=verdicts)
     page = write_html({"forged": forged}, out=tmp_path / "f.html").read_text()
     verdict = html.unescape(section(page, "Verdict"))
-    assert "<td>inconsistent</td>" not in verdict and "<td>consistent</td>" in verdict
+    decisions = section(page, "Coefficients")
+    assert "<td>inconsistent</td>" not in decisions
+    assert "<td>consistent</td>" in decisions
     for row in verdicts.to_dict("records"):
         assert verdict_sentence(row, simulator="forged") in verdict
 
@@ -450,9 +641,9 @@ def test_import_simval_stays_free_of_matplotlib_and_figures_skip_pyplot():
         "import sys, simval; "
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported'; "
         "assert 'simval.report' not in sys.modules, 'simval.report imported'; "
-        "from simval.report.plots import grouped_bars; "
-        "png = grouped_bars(['a'], {'human': [1.0]}, colors={'human': 'k'}, ylabel='y', "
-        "title='t'); assert png[:4] == b'\\x89PNG'; "
+        "from simval.report.plots import grouped_bars, png; "
+        "drawn = grouped_bars(['a'], {'human': [1.0]}, colors={'human': 'k'}, "
+        "ylabel='y', title='t'); assert png(drawn)[:4] == b'\\x89PNG'; "
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

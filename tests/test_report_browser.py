@@ -1,6 +1,7 @@
 """The written report and leaderboard pages open in a real browser (headless Chromium):
-no console error, every figure decodes and takes up space on the page, and the report's
-verdict section shows each formula's decision.
+no console error, every figure decodes and takes up space on the page, and the report
+leads with the answer: each formula's decision on the first screen of a 1280x800 window,
+above the figures and the study's declaration, with the one-line caveat.
 
 Needs the Debian packages chromium and chromium-driver and the Python package
 selenium; Selenium Manager is never used (the driver path is given), so nothing is
@@ -35,8 +36,21 @@ FLAGS = (
     "--disable-sync",
     "--disable-quic",
     "--no-first-run",
-    "--window-size=1280,900",
+    "--window-size=1280,800",
 )
+WINDOW = (1280, 800)
+TOPS = """
+const top = el => el.getBoundingClientRect().top + window.scrollY;
+const text = document.createRange();
+text.selectNodeContents(document.querySelector(".callout"));
+return {screen: window.innerHeight,
+        sentences: Array.from(document.querySelectorAll("#verdict li")).map(top),
+        table: top(document.querySelector("#headline-table table")),
+        caveat: top(document.querySelector(".callout")),
+        caveatLines: text.getClientRects().length,
+        figure: top(document.querySelector("img")),
+        study: top(document.getElementById("the-study"))};
+"""
 IMAGES = """
 return Array.from(document.images).map(img => {
   const box = img.getBoundingClientRect();
@@ -66,6 +80,7 @@ def browser(tmp_path_factory):
     )
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_window_size(*WINDOW)
     yield driver
     driver.quit()
 
@@ -127,3 +142,19 @@ def test_verdict_section_shows_every_decision(browser, pages, validations):
         for row in v.verdicts.to_dict("records"):
             sentence = verdict_sentence(row, simulator=name)
             assert row["decision"] in sentence and sentence in shown
+
+
+def test_decisions_lead_the_first_screen(browser, pages, validations):
+    """Opened at the top, the page shows every decision and the headline table's top
+    within the window's height, the one-line caveat between them; the figures come
+    after them, and the study's declaration after the figures."""
+    browser.get(pages["report"][0].as_uri())
+    tops = browser.execute_script(TOPS)
+    assert 0 < tops["screen"] <= WINDOW[1]
+    decisions = sum(len(v.verdicts) for v in validations.values())
+    assert len(tops["sentences"]) == decisions > 0
+    for top in tops["sentences"]:
+        assert top < tops["screen"], f"a decision starts at {top}px, below the window"
+    assert max(tops["sentences"]) < tops["caveat"] < tops["table"] < tops["screen"]
+    assert tops["table"] < tops["figure"] < tops["study"]
+    assert tops["caveatLines"] == 1, "the caveat takes more than one line"

@@ -11,9 +11,15 @@ import html
 import math
 import re
 from dataclasses import dataclass
-from typing import ClassVar
+from functools import cached_property
+from typing import TYPE_CHECKING, ClassVar
 
 from markupsafe import Markup
+
+from simval.report.plots import png
+
+if TYPE_CHECKING:
+    import matplotlib.figure
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,14 @@ class Text:
     text: str
     lead: str = ""
     kind: ClassVar[str] = "text"
+
+
+@dataclass(frozen=True)
+class Callout:
+    """A one-line warning set apart from the text (the report's caveat)."""
+
+    text: str
+    kind: ClassVar[str] = "callout"
 
 
 @dataclass(frozen=True)
@@ -73,12 +87,21 @@ class Table:
 
 @dataclass(frozen=True)
 class Figure:
-    """A PNG figure; ``name`` is unique within a report and names its Markdown file."""
+    """A figure; ``name`` is unique within a report and names its Markdown file.
+
+    The matplotlib figure is kept, so its artists (legend, labels, fonts) can be
+    checked; its PNG is drawn once, when first asked for.
+    """
 
     name: str
     caption: str
-    png: bytes
+    figure: matplotlib.figure.Figure
     kind: ClassVar[str] = "figure"
+
+    @cached_property
+    def png(self) -> bytes:
+        """The figure as PNG bytes."""
+        return png(self.figure)
 
     @property
     def data_uri(self) -> str:
@@ -86,7 +109,7 @@ class Figure:
         return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
 
 
-Block = Text | Heading | Bullets | Table | Figure
+Block = Text | Callout | Heading | Bullets | Table | Figure
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,41 @@
-"""The report's figures, each returned as PNG bytes.
+"""The report's figures, each returned as a matplotlib figure (``png`` makes its image).
 
 matplotlib is imported on first use, and figures are built with its object API
-(``matplotlib.figure.Figure``, Agg canvas) rather than pyplot: no global backend
+(``matplotlib.figure.Figure`` on an Agg canvas) rather than pyplot: no global backend
 is switched and no figure is left registered, so nothing leaks into the caller's
 session. The functions take plain numbers; choosing what to plot is ``render``'s job.
+Legends sit below the plotting area, so they never cover a bar or an interval.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import textwrap
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 DPI = 100
 """Resolution of every figure: sharp on screen, small enough to embed."""
+
+CELL_FONT = 9
+"""Font size (points) of the heatmap's numbers and labels: readable at 100 dpi."""
+
+MAX_WIDTH = 10.5
+"""Inches a heatmap grows to before wrapping its panels onto rows: the report's text
+column at ``DPI``, so the figure is shown at its true size."""
+
+CELL = (0.7, 0.4)
+"""Width and height (inches) of a heatmap cell: room for a two-decimal number."""
+
+LEGEND_COLUMNS = 3
+"""Series per legend row below a figure."""
 
 HUMAN_COLOR = "#3b3b3b"
 PALETTE = (
@@ -40,6 +59,13 @@ def colors_for(names: Sequence[str]) -> dict[str, str]:
     return {"human": HUMAN_COLOR, **colors}
 
 
+def png(figure: Figure) -> bytes:
+    """The figure as PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
 def forest(
     terms: Sequence[str],
     series: Mapping[str, pd.DataFrame],
@@ -47,13 +73,18 @@ def forest(
     colors: Mapping[str, str],
     title: str,
     xlabel: str = "estimate (bars: confidence interval)",
-) -> bytes:
+) -> Figure:
     """Point estimates with confidence intervals, a row per term, a colour per series.
 
     Each frame in ``series`` is indexed by term with columns estimate, low, high;
     series are offset vertically within a term's row; missing values are skipped.
     """
-    figure = _figure(width=7.5, height=1.2 + 0.3 * len(terms) * max(len(series), 2))
+    figure = _figure(
+        width=7.5,
+        height=1.2
+        + 0.3 * len(terms) * max(len(series), 2)
+        + _legend_height(len(series)),
+    )
     ax = figure.add_subplot()
     spread = 0.7
     step = spread / max(len(series) - 1, 1)
@@ -81,8 +112,8 @@ def forest(
     ax.set_ylim(-0.7, len(terms) - 0.3)
     ax.set_xlabel(xlabel)
     ax.set_title(_wrap(title, 70), fontsize=10)
-    ax.legend(loc="best", fontsize=8)
-    return _png(figure)
+    _legend_below(figure, count=len(series))
+    return figure
 
 
 def grouped_bars(
@@ -93,10 +124,10 @@ def grouped_bars(
     ylabel: str,
     title: str,
     refline: float | None = None,
-) -> bytes:
+) -> Figure:
     """Bars grouped by category, one bar per series; an optional dashed reference line."""
     width = min(14.0, max(5.5, 1.0 + 0.3 * len(categories) * (len(series) + 1)))
-    figure = _figure(width=width, height=3.6)
+    figure = _figure(width=width, height=3.6 + _legend_height(len(series)))
     ax = figure.add_subplot()
     x = np.arange(len(categories), dtype=float)
     bar = 0.8 / max(len(series), 1)
@@ -121,15 +152,18 @@ def grouped_bars(
     )
     ax.set_ylabel(ylabel)
     ax.set_title(_wrap(title, 80), fontsize=10)
-    ax.legend(fontsize=8)
-    return _png(figure)
+    _legend_below(figure, count=len(series))
+    return figure
 
 
-def heatmap(panels: Mapping[str, pd.DataFrame], *, title: str, label: str) -> bytes:
+def heatmap(panels: Mapping[str, pd.DataFrame], *, title: str, label: str) -> Figure:
     """One annotated heatmap panel per series, all on one colour scale from 0.
 
     Each frame has rows (e.g. subgroup levels) and columns (e.g. items) in the same
-    order across panels; NaN cells stay blank.
+    order across panels; NaN cells stay blank. The figure is sized from the number of
+    rows, columns and panels and from its labels, so no label collides with another:
+    column labels turn upright where they are wider than a cell, and panels wrap onto
+    further rows beyond ``MAX_WIDTH``.
     """
     first = next(iter(panels.values()))
     rows, cols = first.shape
@@ -141,13 +175,28 @@ def heatmap(panels: Mapping[str, pd.DataFrame], *, title: str, label: str) -> by
         ),
         default=1.0,
     )
-    figure = _figure(
-        width=min(16.0, 1.5 + len(panels) * (1.2 + 0.9 * cols)),
-        height=1.2 + 0.45 * rows,
+    row_labels = [str(i) for i in first.index]
+    col_labels = [str(c) for c in first.columns]
+    upright = _text_width(col_labels, size=CELL_FONT) > 0.85 * CELL[0]
+    panel_width = cols * CELL[0]
+    label_width = _text_width(row_labels, size=CELL_FONT) + 0.3
+    across = max(
+        1, min(len(panels), int((MAX_WIDTH - label_width - 1.3) // (panel_width + 0.3)))
     )
-    axes = figure.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    down = math.ceil(len(panels) / across)
+    titles = [_fit(name, inches=panel_width, size=CELL_FONT + 1) for name in panels]
+    below = _text_width(col_labels, size=CELL_FONT) if upright else 0.2
+    above = 0.2 * max(t.count("\n") + 1 for t in titles)
+    figure = _figure(
+        width=label_width + across * (panel_width + 0.3) + 1.3,
+        height=0.6 + down * (rows * CELL[1] + below + above + 0.35),
+    )
+    grid = figure.subplots(down, across, squeeze=False, sharey=True)
+    axes = list(grid.ravel()[: len(panels)])
+    for ax in grid.ravel()[len(panels) :]:
+        ax.remove()
     image = None
-    for ax, (name, frame) in zip(axes, panels.items()):
+    for ax, (name, frame), shown in zip(axes, panels.items(), titles):
         values = frame.to_numpy(dtype=float)
         image = ax.imshow(values, vmin=0, vmax=top or 1.0, cmap="Reds", aspect="auto")
         for (r, c), value in np.ndenumerate(values):
@@ -159,35 +208,70 @@ def heatmap(panels: Mapping[str, pd.DataFrame], *, title: str, label: str) -> by
                     f"{value:.2f}",
                     ha="center",
                     va="center",
-                    fontsize=7,
+                    fontsize=CELL_FONT,
                     color="white" if dark else "black",
                 )
         ax.set_xticks(
-            range(cols), [_wrap(str(c), 12) for c in frame.columns], fontsize=8
+            range(cols),
+            col_labels,
+            fontsize=CELL_FONT,
+            rotation=90 if upright else 0,
         )
-        ax.set_yticks(range(rows), [str(i) for i in frame.index], fontsize=8)
-        ax.set_title(_wrap(name, 30), fontsize=9)
-    figure.colorbar(image, ax=list(axes), label=label, shrink=0.9)
-    figure.suptitle(title, fontsize=10)
-    return _png(figure)
+        ax.set_yticks(range(rows), row_labels, fontsize=CELL_FONT)
+        ax.set_title(shown, fontsize=CELL_FONT + 1)
+    figure.colorbar(image, ax=axes, label=label, shrink=0.9)
+    figure.suptitle(_wrap(title, 90), fontsize=10)
+    return figure
 
 
-def _figure(*, width: float, height: float):
-    """A new matplotlib Figure (object API, Agg canvas), or an ImportError saying what to install."""
+def _figure(*, width: float, height: float) -> Figure:
+    """A new matplotlib Figure on an Agg canvas, or an ImportError saying what to install."""
     try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
         raise ImportError(
             "simval reports need matplotlib: pip install matplotlib"
         ) from exc
-    return Figure(figsize=(width, min(height, 30.0)), dpi=DPI, layout="constrained")
+    figure = Figure(figsize=(width, min(height, 30.0)), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
 
 
-def _png(figure) -> bytes:
-    """The figure as PNG bytes."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
-    return buffer.getvalue()
+def _legend_below(figure: Figure, *, count: int) -> None:
+    """The series' legend below every axes (constrained layout makes room for it), so
+    it can never be drawn over the data."""
+    figure.legend(
+        loc="outside lower center",
+        ncols=min(count, LEGEND_COLUMNS),
+        fontsize=8,
+        frameon=False,
+    )
+
+
+def _legend_height(count: int) -> float:
+    """Inches the legend below a figure takes: a line per ``LEGEND_COLUMNS`` series."""
+    return 0.25 * math.ceil(count / LEGEND_COLUMNS)
+
+
+def _text_width(labels: Sequence[str], *, size: float) -> float:
+    """The widest line among ``labels`` in inches, set in the default font at ``size``."""
+    from matplotlib.textpath import TextPath
+
+    lines = [line for label in labels for line in str(label).split("\n") if line]
+    return max(
+        (TextPath((0, 0), line, size=size).get_extents().width / 72 for line in lines),
+        default=0.0,
+    )
+
+
+def _fit(text: str, *, inches: float, size: float) -> str:
+    """``text`` wrapped to lines about ``inches`` wide at ``size`` (from its own mean
+    character width), a title that stays over its own panel."""
+    width = _text_width([text], size=size)
+    if width <= inches:
+        return text
+    return _wrap(text, max(4, int(0.9 * len(text) * inches / width)))
 
 
 def _wrap(text: str, width: int) -> str:

@@ -3,9 +3,11 @@
 ``build_sections`` reads the validations and nothing else (each carries its study,
 option shares, decisions and notes; it never runs a model) and returns the report's
 sections; the HTML and Markdown templates render the same sections, so the two files
-always say the same thing. The HTML embeds its CSS and its figures (PNG ``data:`` URIs)
-and has no script and no external reference; the Markdown links PNG files written to
-``<stem>_figures/`` beside it.
+always say the same thing, in the same order: the answer first (the decisions, the
+caveat, the headline table), then the figures, then the study's declaration and what
+was run. The HTML embeds its CSS and its figures (PNG ``data:`` URIs) and has no script
+and no external reference; the Markdown links PNG files written to ``<stem>_figures/``
+beside it by relative paths, so no path of the machine is written into either file.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from simval.report import plots
 from simval.report.blocks import (
     Block,
     Bullets,
+    Callout,
     Cell,
     Figure,
     Heading,
@@ -60,26 +63,29 @@ HUMAN = HUMAN_ROW
 """The series name of the human data in figures and tables."""
 
 CAVEAT = (
-    "Synthetic respondents are not a substitute for inference on humans. This report "
-    "measures how far simulated answers fall from human answers in this one study; "
-    "it does not license replacing human data with simulated data."
+    "Synthetic answers are no substitute for inference on humans. "
+    f"{REFERENCE_ROW}: a perfect simulator; {HUMAN_ROW}: the humans' level."
 )
+"""The one-line caveat under the decisions, above the headline table (so both are on
+the first screen): what the report cannot license, and what its two reference columns
+are."""
 
 TITLE = "simval replication report"
 
 SECTION_TITLES = (
-    "The study",
-    "Simulators compared",
-    "Headline table",
     "Verdict",
+    "Headline table",
     "Coefficients",
     "Answer distributions",
     "Subgroup alignment",
     "Variance",
     "Belief–action coherence",
     "Heterogeneity",
+    "The study",
+    "Simulators compared",
 )
-"""The report's sections, in order, in both the HTML and the Markdown."""
+"""The report's sections, in order, in both the HTML and the Markdown: the decisions
+and the headline numbers on the first screen, the figures, then the declaration."""
 
 
 def write_report(
@@ -99,10 +105,10 @@ def write_report(
     with suffix .md, and its figures are PNG files in ``<stem>_figures/`` beside it.
     """
     html_path = _suffixed(out, ".html")
-    sections = build_sections(validations, references=references)
-    _write_html(sections, path=html_path, title=title, notes=notes)
+    sections = build_sections(validations, references=references, notes=notes)
+    _write_html(sections, path=html_path, title=title)
     md_path = html_path.with_suffix(".md")
-    _write_markdown(sections, path=md_path, title=title, notes=notes)
+    _write_markdown(sections, path=md_path, title=title)
     return html_path, md_path
 
 
@@ -116,8 +122,8 @@ def write_html(
 ) -> Path:
     """Only the self-contained HTML report (keywords as ``write_report``)."""
     path = _suffixed(out, ".html")
-    sections = build_sections(validations, references=references)
-    _write_html(sections, path=path, title=title, notes=notes)
+    sections = build_sections(validations, references=references, notes=notes)
+    _write_html(sections, path=path, title=title)
     return path
 
 
@@ -131,8 +137,8 @@ def write_markdown(
 ) -> Path:
     """Only the Markdown report and its figure folder (keywords as ``write_report``)."""
     path = _suffixed(out, ".md")
-    sections = build_sections(validations, references=references)
-    _write_markdown(sections, path=path, title=title, notes=notes)
+    sections = build_sections(validations, references=references, notes=notes)
+    _write_markdown(sections, path=path, title=title)
     return path
 
 
@@ -146,27 +152,30 @@ def render_leaderboard(table: Table, *, legend: str, fmt: str) -> str:
 
 
 def build_sections(
-    validations: Mapping[str, Validation], *, references: Sequence[str] = ()
+    validations: Mapping[str, Validation],
+    *,
+    references: Sequence[str] = (),
+    notes: str | Sequence[str] = (),
 ) -> tuple[Section, ...]:
     """Every section of the report, in ``SECTION_TITLES`` order, from the validations alone.
 
     They must share one study and one set of humans (``check_validations``);
-    ``references`` as in ``write_report``.
+    ``references`` as in ``write_report``; ``notes`` are listed under the headline table.
     """
     check_validations(validations, references=references)
     study = next(iter(validations.values())).study
     colors = plots.colors_for([HUMAN, *validations])
     blocks = (
-        _study_blocks(study),
-        _simulator_blocks(validations),
-        _headline_blocks(validations, references=references),
         _verdict_blocks(validations),
+        _headline_blocks(validations, references=references, notes=_notes(notes)),
         _coefficient_blocks(validations, colors=colors),
         _distribution_blocks(validations, colors=colors),
         _subgroup_blocks(validations),
         _variance_blocks(validations, colors=colors),
         _coherence_blocks(validations, colors=colors),
         _heterogeneity_blocks(validations, colors=colors),
+        _study_blocks(study),
+        _simulator_blocks(validations),
     )
     return tuple(Section(t, tuple(b)) for t, b in zip(SECTION_TITLES, blocks))
 
@@ -179,19 +188,20 @@ def figures_of(sections: Sequence[Section]) -> list[Figure]:
 # --- writing ------------------------------------------------------------------------
 
 
-def _write_html(sections, *, path: Path, title: str, notes: Sequence[str]) -> None:
+def _write_html(sections, *, path: Path, title: str) -> None:
     """Render the HTML page."""
     text = (
         _environment("html")
         .get_template("report.html.j2")
-        .render(title=title, caveat=CAVEAT, notes=_notes(notes), sections=sections)
+        .render(title=title, sections=sections)
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
 
 
-def _write_markdown(sections, *, path: Path, title: str, notes: Sequence[str]) -> None:
-    """Render the Markdown and write its figures to ``<stem>_figures/`` (stale PNGs removed)."""
+def _write_markdown(sections, *, path: Path, title: str) -> None:
+    """Render the Markdown and write its figures to ``<stem>_figures/`` (stale PNGs
+    removed), linked by paths relative to the Markdown file."""
     folder = path.with_name(f"{path.stem}_figures")
     folder.mkdir(parents=True, exist_ok=True)
     figures = figures_of(sections)
@@ -205,13 +215,7 @@ def _write_markdown(sections, *, path: Path, title: str, notes: Sequence[str]) -
     text = (
         _environment("md")
         .get_template("report.md.j2")
-        .render(
-            title=title,
-            caveat=CAVEAT,
-            notes=_notes(notes),
-            sections=sections,
-            paths=paths,
-        )
+        .render(title=title, sections=sections, paths=paths)
     )
     path.write_text(text, encoding="utf-8")
 
@@ -389,39 +393,59 @@ def _simulator_blocks(validations: Mapping[str, Validation]) -> list[Block]:
 
 
 def _headline_blocks(
-    validations: Mapping[str, Validation], *, references: Sequence[str]
+    validations: Mapping[str, Validation],
+    *,
+    references: Sequence[str],
+    notes: Sequence[str],
 ) -> list[Block]:
-    """The headline metrics, value [CI] per simulator, the best marked, the references beside."""
+    """The headline metrics, value [CI] per simulator, the best marked, the references
+    beside; then the user's notes and what the marks mean."""
     marks = leaderboard_marks(validations, references=references)
-    return [
-        headline_table(validations, marks),
-        Text(legend(validations, references=references)),
-    ]
+    blocks: list[Block] = [headline_table(validations, marks)]
+    if notes:
+        blocks.append(Bullets(tuple(Text(note) for note in notes)))
+    blocks.append(Text(legend(validations, references=references)))
+    return blocks
 
 
 def _verdict_blocks(validations: Mapping[str, Validation]) -> list[Block]:
-    """Per formula and simulator: the validation's own decision, its sentence and its numbers."""
-    first = next(iter(validations.values()))
-    formulas = list(
-        dict.fromkeys(f for v in validations.values() for f in v.verdicts["formula"])
+    """One sentence per formula and simulator: ``verdict_sentence`` of the validation's
+    own ``verdicts`` row, so the report can only repeat the decision, never contradict it."""
+    sentences = tuple(
+        Text(verdict_sentence(row, simulator=name))
+        for formula in _formulas(validations)
+        for name, v in validations.items()
+        for row in v.verdicts.to_dict("records")
+        if row["formula"] == formula
     )
-    if not formulas:
+    if not sentences:
         return [
             Text(
                 "The study declares no regression models, so there is nothing to decide."
-            )
+            ),
+            Callout(CAVEAT),
         ]
+    return [Bullets(sentences), Callout(CAVEAT)]
+
+
+def _decision_rules(validations: Mapping[str, Validation]) -> list[Block]:
+    """How a decision is reached, and each formula's decision per simulator at a glance."""
+    formulas = _formulas(validations)
+    if not formulas:
+        return []
     rows = {n: v.verdicts.set_index("formula") for n, v in validations.items()}
-    blocks: list[Block] = [
+    alpha = next(iter(validations.values())).alpha
+    return [
         Text(
             f"Would the study's regressions reach the same conclusions on the simulated "
             f"respondents? Over all respondents, intercept left out, at alpha = "
-            f"{first.alpha:g}: {CONSISTENT} when every coefficient is shown to lie within "
-            f"its equivalence margin of the humans' (equivalence p below alpha); "
+            f"{alpha:g}: {CONSISTENT} when every coefficient is shown to lie within its "
+            "equivalence margin of the humans' (equivalence p below alpha); "
             f"{INCONSISTENT} when the joint Wald test rejects equal coefficients, or the "
-            f"model cannot be estimated on the simulated answers in more than "
+            "model cannot be estimated on the simulated answers in more than "
             f"{MAX_FAILED_SHARE:.0%} of the replicates; {UNDETERMINED} otherwise: too "
-            "little information, which is never read as agreement."
+            "little information, which is never read as agreement.",
+            lead="Decisions",
         ),
         Table(
             ("formula", *validations),
@@ -434,61 +458,59 @@ def _verdict_blocks(validations: Mapping[str, Validation]) -> list[Block]:
             ),
         ),
     ]
-    for formula in formulas:
-        blocks.append(Heading(formula))
-        present = {n: r.loc[formula] for n, r in rows.items() if formula in r.index}
-        blocks.append(
-            Bullets(
-                tuple(
-                    Text(verdict_sentence({**row, "formula": formula}, simulator=name))
-                    for name, row in present.items()
-                )
+
+
+def _decision_table(validations: Mapping[str, Validation], formula: str) -> Table:
+    """A row per simulator: the numbers behind its decision on ``formula``."""
+    rows = {
+        name: v.verdicts.set_index("formula").loc[formula]
+        for name, v in validations.items()
+        if formula in set(v.verdicts["formula"])
+    }
+    return Table(
+        (
+            "simulator",
+            "decision",
+            "Wald statistic",
+            "Wald df",
+            "Wald p",
+            "equivalence p",
+            "margin (standardised)",
+            "terms",
+            "n human",
+            "n simulated",
+            "failed share",
+        ),
+        tuple(
+            (
+                Cell(name),
+                Cell(str(row["decision"])),
+                cell(row["wald_statistic"]),
+                cell(row["wald_df"]),
+                _p_cell(row["wald_p_value"]),
+                _p_cell(row["equivalence_p_value"]),
+                cell(row["margin"]),
+                cell(row["n_terms"]),
+                cell(row["nobs_human"]),
+                cell(row["nobs_sim"]),
+                _percent(row["failed_share"]),
             )
-        )
-        blocks.append(
-            Table(
-                (
-                    "simulator",
-                    "decision",
-                    "Wald statistic",
-                    "Wald df",
-                    "Wald p",
-                    "equivalence p",
-                    "margin (standardised)",
-                    "terms",
-                    "n human",
-                    "n simulated",
-                    "failed share",
-                ),
-                tuple(
-                    (
-                        Cell(name),
-                        Cell(str(row["decision"])),
-                        cell(row["wald_statistic"]),
-                        cell(row["wald_df"]),
-                        _p_cell(row["wald_p_value"]),
-                        _p_cell(row["equivalence_p_value"]),
-                        cell(row["margin"]),
-                        cell(row["n_terms"]),
-                        cell(row["nobs_human"]),
-                        cell(row["nobs_sim"]),
-                        _percent(row["failed_share"]),
-                    )
-                    for name, row in present.items()
-                ),
-            )
-        )
-    return blocks
+            for name, row in rows.items()
+        ),
+    )
 
 
 def _coefficient_blocks(
     validations: Mapping[str, Validation], *, colors: Mapping[str, str]
 ) -> list[Block]:
-    """Per formula: the differences synthetic − human with their CIs (a forest around 0),
-    the human and simulated estimates, and the full coefficient table."""
+    """How the decisions are made, then per formula: the numbers behind each decision,
+    the differences synthetic − human with their CIs (a forest around 0), the human and
+    simulated estimates, and the full coefficient table."""
     first = next(iter(validations.values()))
     level = f"{1 - first.alpha:.0%}"
+    decided = set(_formulas(validations))
     blocks: list[Block] = [
+        *_decision_rules(validations),
         Text(
             f"All respondents. The difference is the simulated estimate (mean over the "
             f"replicates) minus the human one, with its {level} CI; 0 is no difference. "
@@ -499,7 +521,7 @@ def _coefficient_blocks(
             "the study, and often on another scale); the tables keep it. Classes: + "
             "significant positive, − significant negative, 0 not significant (simulated: "
             "the replicates' commonest class; failed: the model could not be estimated)."
-        )
+        ),
     ]
     for i, model in enumerate(first.study.models, start=1):
         frames = {
@@ -508,6 +530,8 @@ def _coefficient_blocks(
         }
         human = next((f for f in frames.values() if not f.empty), None)
         blocks.append(Heading(model.formula))
+        if model.formula in decided:
+            blocks.append(_decision_table(validations, model.formula))
         if human is None:
             blocks.append(Text("No coefficient estimates for this formula."))
             continue
@@ -675,7 +699,7 @@ def _distribution_blocks(
         values.update({n: r["sim"].astype(float).tolist() for n, r in rows.items()})
         text = item.text if item is not None else name
         blocks.append(Heading(f"{name}: {text}"))
-        png = plots.grouped_bars(
+        drawn = plots.grouped_bars(
             labels,
             values,
             colors=colors,
@@ -683,7 +707,7 @@ def _distribution_blocks(
             title=f"{name}: {text}",
         )
         blocks.append(
-            Figure(f"{i:02d}-distribution-{slug(name)}", f"Answers to {name}.", png)
+            Figure(f"{i:02d}-distribution-{slug(name)}", f"Answers to {name}.", drawn)
         )
         blocks.append(
             Table(
@@ -715,16 +739,17 @@ def _subgroup_blocks(validations: Mapping[str, Validation]) -> list[Block]:
     sizes = _sizes(next(iter(cells.values())))
     small = _small_groups(next(iter(cells.values())))
     items = _item_order(first.study, next(iter(cells.values()))["item"].unique())
+    counted = [g for g in order if g not in small]
     panels = {
         n: c[~c["small"]]
         .pivot_table(
             index="group", columns="item", values="jsd", sort=False, dropna=False
         )
-        .reindex(index=[g for g in order if g not in small], columns=items)
+        .reindex(index=counted, columns=items)
+        .rename(index=lambda g: _sized(g, sizes.get(g)))
         for n, c in cells.items()
     }
     means = {n: c.groupby("group", sort=False)["jsd"].mean() for n, c in cells.items()}
-    counted = [g for g in order if g not in small]
     blocks: list[Block] = [
         Text(
             "Jensen–Shannon distance between human and simulated answers within each "
@@ -734,7 +759,7 @@ def _subgroup_blocks(validations: Mapping[str, Validation]) -> list[Block]:
         )
     ]
     if counted:
-        png = plots.heatmap(
+        drawn = plots.heatmap(
             panels,
             title="Jensen–Shannon distance by subgroup level and item",
             label="JSD",
@@ -742,9 +767,9 @@ def _subgroup_blocks(validations: Mapping[str, Validation]) -> list[Block]:
         blocks.append(
             Figure(
                 "subgroup-jsd",
-                "JSD per subgroup level (rows, n = human respondents) and item (columns); "
-                "small levels left out.",
-                png,
+                "JSD per subgroup level (rows, n: its human respondents) and item "
+                "(columns); small levels left out.",
+                drawn,
             )
         )
     rows = [
@@ -852,7 +877,7 @@ def _variance_blocks(
     if not items:
         return [Text("No variance figures in the validations.")]
     ratios = {n: t["ratio"].reindex(items).tolist() for n, t in tables.items()}
-    png = plots.grouped_bars(
+    drawn = plots.grouped_bars(
         items,
         ratios,
         colors=colors,
@@ -867,7 +892,7 @@ def _variance_blocks(
             "respondents (geometric mean of the per-replicate ratios). Below 1: simulated "
             "answers are more uniform than human ones."
         ),
-        Figure("variance", "Variance ratio per item.", png),
+        Figure("variance", "Variance ratio per item.", drawn),
         Table(
             ("item", "human variance", *(f"{n}: ratio" for n in tables)),
             tuple(
@@ -893,7 +918,7 @@ def _coherence_blocks(
     labels = _rule_labels(first)
     series = {HUMAN: first["incoherence_human"].tolist()}
     series.update({n: t["incoherence_sim"].tolist() for n, t in tables.items()})
-    png = plots.grouped_bars(
+    drawn = plots.grouped_bars(
         labels,
         series,
         colors=colors,
@@ -905,7 +930,7 @@ def _coherence_blocks(
             "Share of respondents whose stated belief and action disagree under each "
             "declared rule, all respondents."
         ),
-        Figure("coherence", "Incoherence rate per rule.", png),
+        Figure("coherence", "Incoherence rate per rule.", drawn),
         Table(
             ("rule", *series),
             tuple(
@@ -927,6 +952,7 @@ def _heterogeneity_blocks(
     if first.empty:
         return [Text("No heterogeneity figures in the validations.")]
     groups = [_group_label(s, lvl) for s, lvl in zip(first["subgroup"], first["level"])]
+    sized = [_sized(g, n) for g, n in zip(groups, first["n_human"])]
     small = first["small"].astype(bool).tolist()
     shown = [k for k, is_small in enumerate(small) if not is_small]
     items = ", ".join(first_validation.pattern_items)
@@ -946,8 +972,8 @@ def _heterogeneity_blocks(
     ):
         series = {HUMAN: first[f"{metric}_human"].tolist()}
         series.update({n: t[f"{metric}_sim"].tolist() for n, t in tables.items()})
-        png = plots.grouped_bars(
-            [groups[k] for k in shown],
+        drawn = plots.grouped_bars(
+            [sized[k] for k in shown],
             {n: [values[k] for k in shown] for n, values in series.items()},
             colors=colors,
             ylabel=label,
@@ -956,8 +982,9 @@ def _heterogeneity_blocks(
         blocks.append(
             Figure(
                 f"heterogeneity-{slug(metric)}",
-                f"{label.capitalize()}, human vs simulated.",
-                png,
+                f"{label.capitalize()}, human vs simulated, overall and per subgroup "
+                "level (n: its human respondents).",
+                drawn,
             )
         )
         columns.update({f"{n}: {label}": values for n, values in series.items()})
@@ -1046,6 +1073,13 @@ def _small_cell(value: float, *, small: bool) -> Cell:
     return Cell(f"{shown.text} (small)", mark="small", numeric=True)
 
 
+def _formulas(validations: Mapping[str, Validation]) -> list[str]:
+    """Every formula decided by any of the validations, in their order."""
+    return list(
+        dict.fromkeys(f for v in validations.values() for f in v.verdicts["formula"])
+    )
+
+
 def _decision(rows: pd.DataFrame, formula: str) -> str:
     """A validation's decision on ``formula``, or a dash without a row."""
     return str(rows.at[formula, "decision"]) if formula in rows.index else "–"
@@ -1080,6 +1114,11 @@ def _rule_labels(coherence: pd.DataFrame) -> list[str]:
 def _group_label(subgroup: str, level: str) -> str:
     """ "overall" or "subgroup=level"."""
     return OVERALL if subgroup == OVERALL else f"{subgroup}={level}"
+
+
+def _sized(group: str, n: float | None) -> str:
+    """A group's label with its number of human respondents: "gender=Woman (n=312)"."""
+    return f"{group} (n={number(n)})"
 
 
 def _percent(value: float) -> Cell:
