@@ -1,63 +1,172 @@
-"""The ``simval`` command: validate, finetune, bench and demo.
+"""The ``simval`` command: task, validate, finetune, bench and demo.
 
-Exit status 0 on success, 2 on bad input with one line on stderr naming the
-culprit (checked before any model is loaded where possible), 1 on anything else.
+Exit status 0 on success (bare ``simval`` prints the help), 2 on bad input with one
+line on stderr naming the culprit (checked before any model is loaded where
+possible), 1 on anything else.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 import sys
 from collections.abc import Mapping
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
 import typer
+from typer.core import TyperCommand
 
+from simval.bench import DEMO_RESPONDENTS, DEMO_TRAINING
 from simval.errors import OptionError, SimvalError
-from simval.finetune import STRATEGIES
+from simval.finetune import Strategy, finetune
 from simval.results import Validation
+from simval.runtime import prepare_torch
 from simval.study import Study
+from simval.tasks import TASKS
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    help="Can LLM-simulated respondents stand in for your humans? Measure it.",
 )
 
+
+class _Command(TyperCommand):
+    """A command whose usage line names its arguments plainly: ``STUDY``, where typer
+    writes ``{STUDY}``, which reads like a placeholder left unfilled."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [piece.removeprefix("{").removesuffix("}") for piece in pieces]
+
+
 Reps = Annotated[
-    int, typer.Option(min=1, help="Replicate synthetic samples per simulator.")
+    int,
+    typer.Option(min=1, metavar="N", help="Replicate synthetic samples per simulator."),
 ]
-Seed = Annotated[int, typer.Option(help="Seed of every random step.")]
+Seed = Annotated[int, typer.Option(metavar="SEED", help="Seed of every random step.")]
 Count = Annotated[
     int | None,
     typer.Option(
-        "--n", min=10, help="Compare on this many respondents, drawn at random."
+        "--n",
+        min=10,
+        metavar="N",
+        help="Compare on this many respondents, drawn at random (default: all).",
     ),
+]
+StudyFile = Annotated[
+    Path,
+    typer.Argument(
+        metavar="STUDY",
+        help="The study declaration (YAML), e.g. one written by simval task.",
+    ),
+]
+TaskName = Annotated[
+    str,
+    typer.Argument(metavar="TASK", help=f"A built-in task: {' or '.join(TASKS)}."),
 ]
 Human = Annotated[
     Path,
     typer.Option(
-        help="CSV of the human respondents: persona, treatment and item columns."
+        metavar="FILE.csv",
+        help="CSV of the human respondents: persona, treatment and item columns.",
     ),
 ]
 Model = Annotated[
     str,
-    typer.Option(help='A model folder, a cached hub id, or "default" (SmolLM2-135M).'),
+    typer.Option(
+        metavar="MODEL",
+        help='A model folder, a cached hub id, or "default" (SmolLM2-135M).',
+    ),
 ]
+TRAINING = inspect.signature(finetune).parameters
+"""``simval.finetune.finetune``'s keywords: the finetune command's defaults are its own."""
+DEMO_FLAGS = " ".join(
+    f"--{key.replace('_', '-')} {value}" for key, value in DEMO_TRAINING.items()
+)
+"""The finetune flags that train as ``simval demo`` does (``simval.bench.DEMO_TRAINING``)."""
 
 
-@app.command("validate")
+def _print_version(value: bool) -> None:
+    """``--version``: the installed simval distribution's version, then stop."""
+    if value:
+        typer.echo(f"simval {version('simval')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print simval's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Can LLM-simulated respondents stand in for your humans? Measure it.
+
+    New here? simval task disclosure --out mystudy writes a study and its data to try
+    the other commands on; simval demo runs the whole comparison.
+    """
+
+
+@app.command("task", cls=_Command)
+def task_command(
+    task: TaskName,
+    out: Annotated[
+        Path,
+        typer.Option(
+            metavar="FOLDER",
+            help="Folder for study.yaml and data.csv (made if missing; existing files "
+            "are never overwritten).",
+        ),
+    ],
+    seed: Annotated[
+        int, typer.Option(metavar="SEED", help="Seed of the simulated population.")
+    ] = 0,
+) -> None:
+    """Write a built-in task's study.yaml and its SIMULATED respondents (data.csv) to try
+    validate, finetune and bench on."""
+    from simval.tasks import load_task, write_task
+
+    loaded = load_task(task, seed=seed)
+    study, data = write_task(loaded, out_dir=out)
+    typer.echo(
+        f"study: {study}\n"
+        f"data: {data} ({len(loaded.human)} respondents of a SIMULATED reference "
+        f"population, seed {seed}, not human data)\n"
+        f"next: simval finetune {study} --human {data} --model default --pilot-frac 0.1 "
+        f"{DEMO_FLAGS} --out adapters/pilot10"
+    )
+
+
+@app.command("validate", cls=_Command)
 def validate_command(
-    study: Annotated[Path, typer.Argument(help="The study declaration (YAML).")],
+    study: StudyFile,
     human: Human,
     model: Model,
     out: Annotated[
-        Path, typer.Option(help="Report to write (.html; a .md twin goes beside it).")
+        Path,
+        typer.Option(
+            metavar="REPORT.html",
+            help="Report to write (.html; a .md twin goes beside it).",
+        ),
     ],
-    adapter: Annotated[Path | None, typer.Option(help="A LoRA adapter folder.")] = None,
+    adapter: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FOLDER",
+            help="A LoRA adapter folder (from simval finetune); the respondents it "
+            "was trained on are left out.",
+        ),
+    ] = None,
     reps: Reps = 20,
     seed: Seed = 0,
     n: Count = None,
@@ -79,9 +188,10 @@ def validate_command(
         [ModelSpec("model", model, str(adapter) if adapter else None)]
     )
     compared = evaluation_sample(people, exclude=pilot, n=n, seed=seed)
+    missing = _echo_missing_personas(declared, compared)
     simulator = HFSimulator(model, study=declared, adapter=adapter)
     result = bench({"model": simulator}, compared, declared, reps=reps, seed=seed)
-    notes = [f"Respondents: {len(compared)} from {human}."]
+    notes = [f"Respondents: {len(compared)} from {human}.", *missing]
     if pilot:
         notes.append(
             f"{len(pilot)} pilot respondents the adapter was trained on are left out."
@@ -94,70 +204,148 @@ def validate_command(
     typer.echo(f"report: {paths[0]}\nmarkdown: {paths[1]}")
 
 
-@app.command("finetune")
+@app.command(
+    "finetune",
+    cls=_Command,
+    help="Fine-tune a LoRA adapter on a pilot drawn from the human respondents.\n\n"
+    "Give exactly one of --pilot-frac and --pilot-n. The defaults put LoRA on every "
+    "block for several epochs, which is slow on a CPU; simval demo's adapter was "
+    f"trained with {DEMO_FLAGS}, about 3x cheaper.",
+)
 def finetune_command(
-    study: Annotated[Path, typer.Argument(help="The study declaration (YAML).")],
+    study: StudyFile,
     human: Human,
     model: Model,
-    out: Annotated[Path, typer.Option(help="Folder the LoRA adapter is written to.")],
+    out: Annotated[
+        Path,
+        typer.Option(metavar="FOLDER", help="Folder the LoRA adapter is written to."),
+    ],
     pilot_frac: Annotated[
-        float | None, typer.Option(help="Share of the respondents to train on.")
+        float | None,
+        typer.Option(
+            metavar="FRAC",
+            help="Share of the respondents to train on, strictly between 0 and 1; "
+            "give this or --pilot-n.",
+        ),
     ] = None,
     pilot_n: Annotated[
-        int | None, typer.Option(help="Number of respondents to train on.")
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Number of respondents to train on (per arm with per_arm); give this "
+            "or --pilot-frac.",
+        ),
     ] = None,
     strategy: Annotated[
-        str, typer.Option(help=f"Pilot design: {', '.join(STRATEGIES)}.")
+        Strategy,
+        typer.Option(
+            metavar="STRATEGY",
+            help="Pilot design: random (a simple random sample), balanced (the same "
+            "number from each level of --by) or per_arm (the share or number from "
+            "each arm).",
+        ),
     ] = "random",
     by: Annotated[
         list[str] | None,
         typer.Option(
-            help="Column(s) a balanced or per-arm pilot is drawn by (default: the arms)."
+            metavar="COLUMN",
+            help="Column a balanced or per-arm pilot is drawn by, repeated for several "
+            "(default: the study's treatment columns).",
         ),
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 3,
+    epochs: Annotated[
+        int,
+        typer.Option(min=1, metavar="N", help="Passes over the pilot's examples."),
+    ] = TRAINING["epochs"].default,
+    lr: Annotated[
+        float,
+        typer.Option(
+            metavar="RATE", help="Learning rate of the LoRA weights (AdamW), above 0."
+        ),
+    ] = TRAINING["lr"].default,
+    layers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Put LoRA on the last N transformer blocks only; the blocks below "
+            "run forward only, which is cheaper (default: every block).",
+        ),
+    ] = TRAINING["layers"].default,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="Examples per training step (those of one item and arm together).",
+        ),
+    ] = TRAINING["batch_size"].default,
     seed: Seed = 0,
 ) -> None:
-    """Fine-tune a LoRA adapter on a pilot drawn from the human respondents."""
-    from simval.finetune import finetune, pilot
+    """Fine-tune a LoRA adapter on a pilot; flag values are checked before any file is read."""
+    from simval.finetune import pilot
 
     if (pilot_frac is None) == (pilot_n is None):
         raise OptionError("give exactly one of --pilot-frac and --pilot-n")
+    if pilot_frac is not None and not 0 < pilot_frac < 1:
+        raise OptionError(
+            f"--pilot-frac {pilot_frac:g} must lie strictly between 0 and 1"
+        )
+    if not 0 < lr < math.inf:
+        raise OptionError(f"--lr {lr:g} must be a positive number")
     declared, people = _study_and_human(study, human)
     columns = by or list(declared.treatment) or None
     if strategy != "random" and not columns:
         raise OptionError(
             f"--strategy {strategy} needs --by (the study has no treatment)"
         )
-    pilot_df, holdout = pilot(
-        people, frac=pilot_frac, n=pilot_n, strategy=strategy, seed=seed,
-        by=None if strategy == "random" else columns,
-    )  # fmt: skip
-    folder = finetune(model, pilot_df, declared, out, epochs=epochs, seed=seed)
+    unknown = [column for column in by or () if column not in people.columns]
+    if unknown:
+        raise OptionError(f"--by {', '.join(unknown)}: no such column in {human}")
+    size = f"--pilot-frac {pilot_frac:g}" if pilot_n is None else f"--pilot-n {pilot_n}"
+    try:
+        pilot_df, holdout = pilot(
+            people, frac=pilot_frac, n=pilot_n, strategy=strategy, seed=seed,
+            by=None if strategy == "random" else columns,
+        )  # fmt: skip
+    except OptionError as exc:  # the data cannot give a pilot of that size
+        raise OptionError(f"{size}: {exc}") from exc
+    try:
+        folder = finetune(
+            model, pilot_df, declared, out, epochs=epochs, lr=lr, layers=layers,
+            batch_size=batch_size, seed=seed,
+        )  # fmt: skip
+    except OptionError as exc:  # e.g. layers=40 for a model of 30 blocks
+        raise OptionError(str(exc).replace("layers=", "--layers ")) from exc
     typer.echo(
         f"adapter: {folder} (trained on {len(pilot_df)} respondents; "
         f"{len(holdout)} held out for validation)"
     )
 
 
-@app.command("bench")
+@app.command("bench", cls=_Command)
 def bench_command(
-    task: Annotated[
-        str, typer.Argument(help="A built-in task: disclosure or example.")
-    ],
+    task: TaskName,
     model: Annotated[
         list[str],
         typer.Option(
-            help="NAME=PATH[:ADAPTER], once per model to rank (PATH may be default)."
+            metavar="NAME=PATH[:ADAPTER]",
+            help="Once per model to rank: its name, model (PATH may be default) and "
+            "optional LoRA adapter folder.",
         ),
     ],
     out: Annotated[
-        Path, typer.Option(help="Folder for the leaderboard and the report.")
+        Path,
+        typer.Option(
+            metavar="FOLDER", help="Folder for the leaderboard and the report."
+        ),
     ],
     human: Annotated[
         Path | None,
         typer.Option(
-            help="Your own respondents (CSV) instead of the simulated population."
+            metavar="FILE.csv",
+            help="Your own respondents (CSV) instead of the simulated population.",
         ),
     ] = None,
     reps: Reps = 20,
@@ -184,12 +372,13 @@ def bench_command(
     compared = evaluation_sample(
         loaded.human, exclude=pilot_rows_of(specs), n=n, seed=seed
     )
+    missing = _echo_missing_personas(loaded.study, compared)
     simulators = {
         spec.name: HFSimulator(spec.model, study=loaded.study, adapter=spec.adapter)
         for spec in specs
     }
     result = bench(simulators, compared, loaded.study, reps=reps, seed=seed)
-    paths = write_outputs(result, task=loaded, out_dir=out)
+    paths = write_outputs(result, task=loaded, out_dir=out, notes=missing)
     _print_table(result.validations, references=(RESAMPLING,))
     typer.echo("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
 
@@ -197,17 +386,31 @@ def bench_command(
 @app.command("demo")
 def demo_command(
     out: Annotated[
-        Path, typer.Option(help="Folder for the report, leaderboard and adapter.")
+        Path,
+        typer.Option(
+            metavar="FOLDER", help="Folder for the report, leaderboard and adapter."
+        ),
     ] = Path("simval-demo"),
     n: Annotated[
-        int, typer.Option("--n", min=10, help="Holdout respondents to compare on.")
-    ] = 60,
+        int,
+        typer.Option(
+            "--n", min=10, metavar="N", help="Holdout respondents to compare on."
+        ),
+    ] = DEMO_RESPONDENTS,
     reps: Reps = 10,
     seed: Seed = 0,
 ) -> None:
-    """The disclosure task on the default model: base vs fine-tuned (10% pilot), with references."""
-    from simval.bench import RESAMPLING, demo, human_findings
+    """The disclosure task on the default model: base vs fine-tuned (10% pilot), with references.
 
+    Compares on 400 holdout respondents and the items the decisions need (concern and
+    share_location); ``simval bench disclosure`` compares every item.
+    """
+    import time
+
+    from simval.bench import RESAMPLING, demo, human_findings
+    from simval.progress import duration
+
+    started = time.perf_counter()
     typer.echo(
         "simval demo: the disclosure task (a SIMULATED reference population of 929, "
         "not human data) on SmolLM2-135M-Instruct"
@@ -216,11 +419,10 @@ def demo_command(
     _print_table(result.validations, references=(RESAMPLING,))
     typer.echo(
         f"On {len(result.human)} respondents the humans' own models find "
-        f"{human_findings(result)} significant term(s): too few to judge coefficient "
-        "recovery (sign-F1, false positives, coverage), which needs the study's full "
-        "sample (simval bench disclosure)."
+        f"{human_findings(result)} significant term(s) (intercepts aside)."
     )
     typer.echo("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
+    typer.echo(f"done in {duration(time.perf_counter() - started)}")
 
 
 def _print_table(
@@ -290,15 +492,31 @@ def _study_and_human(study: Path, human: Path) -> tuple[Study, pd.DataFrame]:
     return declared, people
 
 
+def _echo_missing_personas(declared: Study, compared: pd.DataFrame) -> tuple[str, ...]:
+    """Say how many compared respondents miss persona values and what is done with them
+    (``Study.missing_persona_note``); the note, if any, for the report's notes."""
+    note = declared.missing_persona_note(compared)
+    if note is None:
+        return ()
+    typer.echo(note)
+    return (note,)
+
+
 def _check_suffix(path: Path, suffix: str) -> None:
     if path.suffix.lower() != suffix:
         raise OptionError(f"--out {str(path)!r} must end in {suffix}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; bad input ends with one line on stderr and exit status 2."""
+    """Run the command line; bad input ends with one line on stderr and exit status 2.
+
+    Bare ``simval`` asks for nothing wrong, so it prints the help on stdout (exit 0)
+    rather than the usage error typer raises for it.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    prepare_torch()
     try:
-        code = app(args=argv, prog_name="simval", standalone_mode=False)
+        code = app(args=args or ["--help"], prog_name="simval", standalone_mode=False)
     except (SimvalError, FileNotFoundError, ImportError) as exc:
         return _fail(str(exc))
     except typer.Abort:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+
 
 class SimvalError(ValueError):
     """Base class of every error simval raises on bad input."""
@@ -41,5 +43,13 @@ def check_option(name: str, value: object, allowed: Iterable[object]) -> None:
     """Raise OptionError unless ``value`` is one of ``allowed``, listing the allowed values."""
     allowed = tuple(allowed)
     if value not in allowed:
-        choices = ", ".join(repr(a) for a in allowed)
-        raise OptionError(f"{name}={value!r} is not allowed; choose one of {choices}")
+        choices = ", ".join(plain(a) for a in allowed)
+        raise OptionError(
+            f"{name}={plain(value)} is not allowed; choose one of {choices}"
+        )
+
+
+def plain(value: object) -> str:
+    """``repr(value)``, but a numpy scalar as the Python value it holds (``7``, not
+    ``np.int64(7)``), so a message shows a value as the user's data has it."""
+    return repr(value.item() if isinstance(value, np.generic) else value)

@@ -20,7 +20,7 @@ import jinja2.meta
 import pandas as pd
 import yaml
 
-from simval.errors import DataError, SimvalError, StudyError, check_option
+from simval.errors import DataError, SimvalError, StudyError, check_option, plain
 from simval.formulas import formula_variables, outcome_of
 from simval.regression import CLUSTER_PREFIX, FAMILIES, Family, check_cov
 
@@ -223,7 +223,10 @@ class Study:
         return tuple(item for item in self.items if item.role == role)
 
     def check_data(self, df: pd.DataFrame, *, what: str = "human data") -> None:
-        """Raise DataError unless ``df`` has every declared column and only valid answer codes."""
+        """Raise DataError unless ``df`` has respondents, every declared column and only
+        valid answer codes."""
+        if len(df) == 0:
+            raise DataError(f"{what} has no respondents (no rows)")
         missing = [
             c for c in (*self.persona_columns, *self.item_names) if c not in df.columns
         ]
@@ -238,6 +241,27 @@ class Study:
                     f"{what}: treatment column(s) {columns} hold arm(s) with no vignette: "
                     f"{', '.join(repr(a) for a in unknown)}"
                 )
+
+    def missing_persona_note(self, df: pd.DataFrame) -> str | None:
+        """One sentence on the respondents of ``df`` with missing persona values (None when
+        there are none), for a command's output and a report's notes.
+
+        Such respondents are kept, so the note says what is done with them: their prompts
+        say "not stated" for a missing field, and each regression drops the rows missing
+        a variable it uses (R's na.omit).
+        """
+        missing = df[[c for c in self.persona if c in df.columns]].isna()
+        rows = int(missing.any(axis=1).sum())
+        if not rows:
+            return None
+        counts = missing.sum()
+        per_column = ", ".join(f"{c}: {int(n)}" for c, n in counts[counts > 0].items())
+        who = "1 respondent has" if rows == 1 else f"{rows} respondents have"
+        return (
+            f"{who} missing persona values ({per_column}): their prompts say "
+            "'not stated' for those fields, and each regression drops rows missing a "
+            "variable it uses."
+        )
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Study:
@@ -317,10 +341,11 @@ def invalid_codes_message(values: pd.Series, item: Item, *, what: str) -> str | 
     bad = values[~numeric.isin(item.codes) & values.notna()]
     if not len(bad):
         return None
-    shown = ", ".join(repr(v) for v in pd.unique(bad)[:5])
+    shown = ", ".join(plain(v) for v in pd.unique(bad)[:5])
+    codes = ", ".join(plain(c) for c in item.codes)
     return (
         f"{what}: item {item.name!r} holds value(s) {shown} that are not among its "
-        f"option codes {list(item.codes)}"
+        f"option codes [{codes}]"
     )
 
 
@@ -532,8 +557,8 @@ def _vignettes(raw: Mapping) -> dict[str, str]:
 
 
 def _shown(value: object, *, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters so an error stays one short line."""
-    text = repr(value)
+    """``plain(value)`` (a repr), cut to ``limit`` characters so an error stays one short line."""
+    text = plain(value)
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+from importlib.metadata import version
 
+import numpy as np
 import pandas as pd
 import pytest
+import typer
 
 from simval.bench import RESAMPLING, ModelSpec, parse_model_spec
-from simval.cli import main
-from simval.errors import OptionError
+from simval.cli import app, main
+from simval.errors import OptionError, check_option
 from simval.results import HEADLINE, HUMAN_ROW, REFERENCE_ROW
 from simval.simulators.loading import adapter_record
-from simval.tasks import load_task
+from simval.study import Study
+from simval.tasks import load_task, read_human
 
 EXAMPLE = "simval/tasks/example/study.yaml"
 
@@ -77,6 +82,36 @@ def test_bad_model_spec(text):
             f"finetune {EXAMPLE} --human h.csv --model m --pilot-frac 0.1 --pilot-n 9 --out a",
             "--pilot-n",
         ),
+        (
+            f"finetune {EXAMPLE} --human h.csv --model m --pilot-frac 1.5 --out a",
+            "--pilot-frac 1.5 must lie strictly between 0 and 1",
+        ),
+        (
+            f"finetune {EXAMPLE} --human h.csv --model m --pilot-n 0 --out a",
+            "--pilot-n",
+        ),
+        (
+            f"finetune {EXAMPLE} --human h.csv --model m --pilot-n 9 --lr 0 --out a",
+            "--lr 0",
+        ),
+        (
+            f"finetune {EXAMPLE} --human h.csv --model m --pilot-n 9 --layers 0 --out a",
+            "--layers",
+        ),
+        (
+            f"finetune {EXAMPLE} --human h.csv --model m --pilot-n 9 --batch-size 0 --out a",
+            "--batch-size",
+        ),
+        (
+            f"finetune {EXAMPLE} --human h.csv --model m --pilot-n 9 --epochs 0 --out a",
+            "--epochs",
+        ),
+        (
+            f"finetune {EXAMPLE} --human h.csv --model m --pilot-n 9 --strategy nope --out a",
+            "--strategy",
+        ),
+        ("task nope --out o", "'nope'"),
+        ("task disclosure", "--out"),
         ("frobnicate", "frobnicate"),
     ],
 )
@@ -97,6 +132,50 @@ def test_bad_csv_is_refused_before_any_model_loads(capsys, tmp_path, example_csv
     assert code == 2 and "trust" in err and "/no/such/model" not in err
 
 
+def test_bare_simval_prints_the_help_and_exits_0(capsys):
+    """Asking for nothing is not an error: the normal multi-line help, on stdout."""
+    code, out, err = run(capsys)
+    assert code == 0 and err == ""
+    assert out.startswith("Usage: simval [OPTIONS] COMMAND")
+    assert out.count("\n") > 10 and "Commands:" in out
+    for command in ("task", "validate", "finetune", "bench", "demo"):
+        assert f"\n  {command} " in out
+
+
+def test_version(capsys):
+    code, out, err = run(capsys, "--version")
+    assert (code, out, err) == (0, f"simval {version('simval')}\n", "")
+
+
+def test_every_option_has_help_and_a_readable_metavar(capsys):
+    """Usage lines name arguments plainly (STUDY, not {study}) and options show what
+    they take (FILE.csv, NAME=PATH[:ADAPTER]), never a type such as <list[str]>."""
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        for param in command.params:
+            if param.name != "help":
+                assert param.help, f"{name} {param.name}"
+                assert param.metavar, f"{name} {param.name}"
+        code, out, _ = run(capsys, name, "--help")
+        assert code == 0
+        usage, _, rest = out.partition("\n")
+        assert usage.startswith(f"Usage: simval {name} [OPTIONS]")
+        assert "{" not in usage and "<" not in usage
+        assert "<" not in rest.partition("Options:")[2], name
+
+
+def test_finetune_help_says_how_to_train_as_the_demo(capsys):
+    from simval.bench import DEMO_TRAINING
+
+    _, out, _ = run(capsys, "finetune", "--help")
+    text = " ".join(out.split())
+    assert "exactly one of --pilot-frac and --pilot-n" in text
+    flags = [f"--{key.replace('_', '-')}" for key in DEMO_TRAINING]
+    assert " ".join(f"{f} {v}" for f, v in zip(flags, DEMO_TRAINING.values())) in text
+    options = typer.main.get_command(app).commands["finetune"].params
+    assert set(flags) <= {opt for param in options for opt in param.opts}
+
+
 def test_the_installed_command_and_python_dash_m(tmp_path):
     """The console script and `python -m simval` are the same command, exit codes included."""
     script = shutil.which("simval") or str(sys.executable).replace("python", "simval")
@@ -109,6 +188,123 @@ def test_the_installed_command_and_python_dash_m(tmp_path):
             [*command, "bench", "nope"], check=False, capture_output=True, text=True
         )
         assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    bare = subprocess.run([script], check=False, capture_output=True, text=True)
+    assert bare.returncode == 0 and bare.stderr == ""
+    assert bare.stdout.startswith("Usage: simval [OPTIONS] COMMAND")
+
+
+@pytest.mark.parametrize("command", ["validate", "finetune", "bench"])
+def test_a_csv_with_no_rows_is_refused_naming_it_before_any_model_loads(
+    capsys, tmp_path, example_csv, command
+):
+    empty = tmp_path / "header_only.csv"
+    empty.write_text(example_csv.read_text().splitlines()[0] + "\n")
+    argv = {
+        "validate": [EXAMPLE, "--model", "/no/such/model", "--out", tmp_path / "r.html"],
+        "finetune": [EXAMPLE, "--model", "/no/such/model", "--pilot-n", "9", "--out", tmp_path / "a"],
+        "bench": ["example", "--model", "m=/no/such/model", "--out", tmp_path / "b"],
+    }[command]  # fmt: skip
+    code, out, err = run(capsys, command, *argv, "--human", empty)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"{str(empty)!r} has a header but no respondents" in err
+    assert "/no/such/model" not in err and "Simulator" not in err
+
+
+def test_a_bad_code_is_shown_as_the_number_it_is(capsys, tmp_path, example_csv):
+    """A numpy scalar in a message reads 7, not np.int64(7)."""
+    bad = tmp_path / "bad.csv"
+    pd.read_csv(example_csv).assign(concern=7).to_csv(bad, index=False)
+    code, _, err = run(
+        capsys, "validate", EXAMPLE, "--human", bad, "--model", "/no/such/model",
+        "--out", tmp_path / "r.html",
+    )  # fmt: skip
+    assert code == 2 and "item 'concern' holds value(s) 7 that" in err
+    assert "np." not in err
+    with pytest.raises(OptionError, match=r"^x=3 is not allowed; choose one of 1, 2$"):
+        check_option("x", np.int64(3), (np.int64(1), 2))
+
+
+def test_missing_persona_note():
+    study = load_task("example").study
+    people = load_task("example").human.iloc[:20].copy()
+    assert study.missing_persona_note(people) is None
+    people.loc[people.index[0], "gender"] = None
+    assert study.missing_persona_note(people).startswith(
+        "1 respondent has missing persona values (gender: 1): "
+    )
+    people.loc[people.index[[1, 2]], "age"] = np.nan
+    people.loc[people.index[3], "concern"] = np.nan  # an item, not a persona field
+    assert study.missing_persona_note(people) == (
+        "3 respondents have missing persona values (age: 2, gender: 1): their prompts "
+        "say 'not stated' for those fields, and each regression drops rows missing a "
+        "variable it uses."
+    )
+
+
+def test_task_writes_a_study_and_data_that_finetune_and_validate_take(
+    capsys, tmp_path, tiny_model_dir
+):
+    """The README's path from a fresh clone: simval task, then finetune and validate on
+    the files it wrote (here on the tiny model, with every training flag)."""
+    folder = tmp_path / "mystudy"
+    code, out, err = run(capsys, "task", "disclosure", "--out", folder)
+    assert code == 0, err
+    study, data = folder / "study.yaml", folder / "data.csv"
+    assert f"study: {study}" in out and f"data: {data}" in out
+    assert "SIMULATED reference population" in out and "not human data" in out
+    task = load_task("disclosure")
+    assert Study.from_yaml(study) == task.study
+    assert "SIMULATED" in study.read_text()
+    pd.testing.assert_frame_equal(read_human(data), task.human)
+    code, _, err = run(capsys, "task", "disclosure", "--out", folder)
+    assert code == 2 and f"{study} already exists" in err
+
+    adapter = tmp_path / "adapter"
+    code, out, err = run(
+        capsys, "finetune", study, "--human", data, "--model", tiny_model_dir,
+        "--pilot-n", "10", "--epochs", "1", "--layers", "1", "--batch-size", "16",
+        "--lr", "1e-3", "--out", adapter,
+    )  # fmt: skip
+    assert code == 0, err
+    record = adapter_record(adapter)
+    assert (record["epochs"], record["layers"], record["batch_size"]) == (1, 1, 16)
+    assert record["lr"] == 1e-3 and record["pilot_size"] == 10
+    report = tmp_path / "report.html"
+    code, out, err = run(
+        capsys, "validate", study, "--human", data, "--model", tiny_model_dir,
+        "--adapter", adapter, "--reps", "2", "--n", "40", "--out", report,
+    )  # fmt: skip
+    assert code == 0, err
+    assert report.is_file() and "Respondents: 40" in report.read_text()
+
+
+def test_finetune_names_the_layers_flag_beyond_the_model(
+    capsys, tmp_path, example_csv, tiny_model_dir
+):
+    code, _, err = run(
+        capsys, "finetune", EXAMPLE, "--human", example_csv, "--model", tiny_model_dir,
+        "--pilot-n", "10", "--layers", "3", "--out", tmp_path / "a",
+    )  # fmt: skip
+    assert code == 2 and "--layers 3 exceeds the model's 2 blocks" in err
+
+
+def test_validate_says_what_is_done_with_missing_persona_values(
+    capsys, tmp_path, example_csv, tiny_model_dir
+):
+    holes = tmp_path / "holes.csv"
+    people = pd.read_csv(example_csv)
+    people.loc[[0, 1], "age"] = np.nan
+    people.loc[2, "gender"] = np.nan
+    people.to_csv(holes, index=False)
+    report = tmp_path / "report.html"
+    code, out, err = run(
+        capsys, "validate", EXAMPLE, "--human", holes, "--model", tiny_model_dir,
+        "--reps", "2", "--out", report,
+    )  # fmt: skip
+    assert code == 0, err
+    note = "3 respondents have missing persona values (age: 2, gender: 1)"
+    assert note in out and note in report.read_text()
+    assert "not stated" in report.with_suffix(".md").read_text()
 
 
 def test_validate_writes_a_report(capsys, tmp_path, example_csv, tiny_model_dir):
@@ -198,10 +394,13 @@ def test_demo_on_the_tiny_model(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.slow
-def test_simval_demo_on_the_default_model(capsys, tmp_path):
-    """The README's main job end to end: fine-tuning moves the default model toward the
-    humans' answer distributions (the source paper's headline), and a rerun reuses the
-    adapter and the cached scores."""
+def test_simval_demo_on_the_default_model(capsys, tmp_path, monkeypatch):
+    """The README's main job end to end from an empty cache: it reaches a decision
+    (the humans' models find effects; the base model's coefficients differ from them),
+    fine-tuning moves the default model toward the humans' answer distributions (the
+    source paper's headline), every phase reports its progress, and a rerun is served
+    from the cache (no training, no scoring)."""
+    monkeypatch.setenv("SIMVAL_CACHE_DIR", str(tmp_path / "cache"))
     code, out, err = run(capsys, "demo", "--out", tmp_path / "demo")
     assert code == 0, err
     board = pd.read_csv(tmp_path / "demo" / "leaderboard.csv", index_col=0)
@@ -211,8 +410,18 @@ def test_simval_demo_on_the_default_model(capsys, tmp_path):
     assert board.loc["fine-tuned", "jsd"] < board.loc["base", "jsd"]
     assert board.loc[RESAMPLING, "jsd"] < board.loc["fine-tuned", "jsd"]
     assert "base" in out and "fine-tuned" in out and "report:" in out
+    findings = re.search(r"the humans' own models find (\d+) significant", out)
+    assert findings and int(findings.group(1)) > 0
+    assert re.search(r"^base on concern ~ .*: inconsistent: ", out, re.MULTILINE)
+    for phase in ("converting the default model", "fine-tuning on", "scoring concern",
+                  "validating base", "writing the report"):  # fmt: skip
+        assert phase in err, f"no progress line for {phase!r}"
     html = (tmp_path / "demo" / "report.html").read_text()
     assert "SIMULATED" in out and "not human data" in html
+    assert str(tmp_path) not in html
+    code, again, err = run(capsys, "demo", "--out", tmp_path / "demo")
+    assert code == 0 and "fine-tuning on" not in err and "scoring" not in err
+    assert again.splitlines()[:-1] == out.splitlines()[:-1]  # only the time differs
 
 
 def test_human_findings_counts_the_humans_significant_terms():

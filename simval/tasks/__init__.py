@@ -3,11 +3,14 @@
 Each task's bundled respondents are a SIMULATED reference population drawn from a
 documented structural model (``population.py``), never human data; a researcher's
 own respondents replace them with ``load_task(name, human="data.csv")``.
+``write_task`` copies a task's study and population into a folder (``simval task``),
+for trying the commands that take a study file and a CSV.
 """
 
 from __future__ import annotations
 
 import importlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,8 +58,29 @@ def load_task(
     )
 
 
+def write_task(task: Task, *, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``task``'s study (its bundled study.yaml, comments kept) and respondents
+    (data.csv, a ``respondent`` id column first) into ``out_dir``; return both paths.
+
+    Existing files are never overwritten, so a researcher's own data.csv cannot be
+    replaced by a task's SIMULATED respondents.
+    """
+    out = Path(out_dir)
+    study, data = out / "study.yaml", out / "data.csv"
+    for path in (study, data):
+        if path.exists():
+            raise DataError(f"{path} already exists; write the task to another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_HERE / task.name / "study.yaml", study)
+    task.human.to_csv(data, index_label="respondent")
+    return study, data
+
+
 def read_human(human: str | Path | pd.DataFrame) -> pd.DataFrame:
-    """Respondents from a CSV file (a ``respondent`` column becomes the index) or a DataFrame."""
+    """Respondents from a CSV file (a ``respondent`` column becomes the index) or a DataFrame.
+
+    A file with a header but no rows is refused here, naming it, before anything else runs.
+    """
     if isinstance(human, pd.DataFrame):
         return human
     path = Path(human)
@@ -66,6 +90,10 @@ def read_human(human: str | Path | pd.DataFrame) -> pd.DataFrame:
         people = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read human data {str(path)!r} as CSV: {exc}") from exc
+    if len(people) == 0:
+        raise DataError(
+            f"human data {str(path)!r} has a header but no respondents (no rows)"
+        )
     if "respondent" in people.columns:
         if not people["respondent"].is_unique:
             raise DataError(f"{str(path)!r}: column 'respondent' has repeated ids")
