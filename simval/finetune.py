@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from simval.errors import DataError, OptionError, check_option
+from simval.progress import Progress
 from simval.simulators.hf import _argument_names, _common_prefix, _shared_length
 from simval.simulators.loading import RECORD, fingerprint, load_causal_lm, resolve_model
 from simval.simulators.prompts import PromptRenderer, PromptTemplate, as_template
@@ -341,10 +341,11 @@ def train(
     model.train()
     steps = epochs * sum(math.ceil(len(g) / batch_size) for g in groups)
     losses = []
-    with tqdm(
+    with Progress(
+        desc=f"fine-tuning on {len(examples)} examples",
         total=steps,
-        desc="fine-tuning",
-        disable=None if progress is None else not progress,
+        unit="steps",
+        enabled=progress is not False,
     ) as bar:
         for _ in range(epochs):
             epoch = []
@@ -357,7 +358,7 @@ def train(
                 optimizer.step()
                 epoch.append(loss.item())
                 bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(epoch[-20:]):.4f}")
+                bar.set_postfix(loss=f"{np.mean(epoch[-20:]):.4f}", refresh=False)
             losses.append(float(np.mean(epoch)))
     model.eval()
     return losses

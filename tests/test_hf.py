@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -201,6 +202,31 @@ def test_adapter_changes_the_model_and_the_cache_key(
     assert difference.abs().to_numpy().max() > 1e-4
 
 
+def test_merged_adapter_scores_as_the_unmerged_peft_model(
+    task, personas, make, tiny_model_dir, tmp_path
+):
+    """HFSimulator merges the adapter into the weights; the probabilities stay peft's own."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+    )
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    get_peft_model(base, config).save_pretrained(tmp_path / "adapter")
+    adapted = make(tiny_model_dir, adapter=tmp_path / "adapter")
+    assert not hasattr(adapted.model, "peft_config")  # merged, not wrapped
+    item = task.study.item("concern")
+    merged = adapted.predict_proba(personas, item).to_numpy()
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    adapted.model = PeftModel.from_pretrained(fresh, tmp_path / "adapter").eval()
+    np.testing.assert_allclose(
+        merged, full_sequence_probabilities(adapted, personas, item), atol=1e-5
+    )
+
+
 # --- cache and resume ----------------------------------------------------------------
 
 
@@ -348,12 +374,13 @@ def test_default_model_end_to_end(task, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "progress, shown", [(True, True), (False, False), (None, False)]
+    "progress, shown", [(True, True), (False, False), (None, True)]
 )
-def test_progress_bar_only_when_asked_or_on_a_terminal(
+def test_scoring_progress_reaches_a_log_unless_silenced(
     task, personas, tiny_model_dir, tmp_path, capsys, progress, shown
 ):
-    """None means tqdm's automatic choice: no bar when stderr is not a terminal (as here)."""
+    """stderr is not a terminal here (as in a job script): progress comes as plain lines,
+    no carriage returns, and ends with a summary naming the model, the count and the time."""
     sim = HFSimulator(
         tiny_model_dir,
         study=task.study,
@@ -363,7 +390,15 @@ def test_progress_bar_only_when_asked_or_on_a_terminal(
     )
     capsys.readouterr()
     sim.predict_proba(personas, "share")
-    assert ("scoring share" in capsys.readouterr().err) is shown
+    err = capsys.readouterr().err
+    assert ("scoring share" in err) is shown
+    if shown:
+        assert "\r" not in err
+        last = err.splitlines()[-1]
+        assert re.fullmatch(
+            rf"{re.escape(str(tiny_model_dir))}: scoring share: \d+ prompts in [\d.]+ s",
+            last,
+        )
 
 
 def test_shared_prefix_is_computed_once(
@@ -384,3 +419,34 @@ def test_shared_prefix_is_computed_once(
     monkeypatch.setattr(HFSimulator, "_forward", forward)
     sim.predict_proba(personas, "concern")
     assert sum(computed) < 0.5 * sum(len(p) for p in prompts)
+
+
+def test_repr_names_the_model_and_adapter_as_given(
+    task, tiny_model_dir, tmp_path, monkeypatch
+):
+    """Reports show the simulator's repr: it must not carry this machine's paths."""
+    from simval.finetune import finetune, pilot
+
+    pilot_df, _ = pilot(task.human, n=12, seed=0)
+    finetune(
+        tiny_model_dir, pilot_df, task.study, tmp_path / "runs" / "a", epochs=1,
+        progress=False,
+    )  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    sim = HFSimulator(
+        tiny_model_dir, study=task.study, adapter="runs/a", cache_dir=tmp_path
+    )
+    assert repr(sim) == (
+        f"HFSimulator({str(tiny_model_dir)!r}, adapter='runs/a', mode='score', "
+        "precision='float32')"
+    )
+    assert str(tmp_path / "runs") not in repr(sim)
+
+
+def test_missing_persona_values_are_said_to_be_not_stated(task, make, tiny_model_dir):
+    sim = make(tiny_model_dir)
+    persona = task.human.iloc[0].copy()
+    column = task.study.persona[0]
+    persona[column] = np.nan
+    text = sim.prompt(persona, task.study.items[0])
+    assert "not stated" in text and "nan" not in text.lower().split()

@@ -195,11 +195,17 @@ def test_adapter_is_applied(tiny_model_dir, tmp_path):
     adapter = make_adapter(tiny_model_dir, tmp_path / "adapter")
     base, tokenizer = load_causal_lm(tiny_model_dir, device="cpu")
     tuned, _ = load_causal_lm(tiny_model_dir, adapter=adapter, device="cpu")
-    assert isinstance(tuned, PeftModel)
+    assert not isinstance(tuned, PeftModel)  # merged into the weights for scoring
     assert not tuned.training
+    wrapped = PeftModel.from_pretrained(
+        load_causal_lm(tiny_model_dir, device="cpu")[0], str(adapter)
+    ).eval()
     ids = tokenizer("Do you agree?", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert not torch.allclose(base(ids).logits, tuned(ids).logits)
+        torch.testing.assert_close(
+            tuned(ids).logits, wrapped(ids).logits, rtol=0, atol=1e-5
+        )
 
 
 def test_missing_adapter_names_the_path(tiny_model_dir, tmp_path):

@@ -28,9 +28,9 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from simval.errors import OptionError, check_option
+from simval.progress import Progress
 from simval.simulators.base import Seed
 from simval.simulators.loading import (
     adapter_record,
@@ -54,7 +54,8 @@ class HFSimulator:
     ``model``: a local folder, a hub id already on this machine, or ``"default"`` (the
     embedded SmolLM2-135M-Instruct). ``adapter``: a peft adapter folder. ``template``:
     a Jinja2 user-turn string or a ``PromptTemplate`` (see ``simval.simulators.prompts``).
-    ``progress``: None shows a bar only on a terminal. ``cache_dir``: where converted
+    ``progress``: None or True shows scoring progress (a bar on a terminal, plain
+    lines in a log; ``simval.progress``), False hides it. ``cache_dir``: where converted
     models and the result store live (default ``$SIMVAL_CACHE_DIR`` or ~/.cache/simval).
     ``training_index``: the respondents an adapter made by ``simval.finetune`` was
     trained on; ``validate`` refuses human data that contains any of them.
@@ -95,6 +96,7 @@ class HFSimulator:
             "top_p": top_p,
             "max_new_tokens": max_new_tokens,
         }
+        self.label = str(model) + ("" if adapter is None else f" + {adapter}")
         self.model_name = resolve_model(model, cache_dir=cache_dir)
         self.adapter = None if adapter is None else str(Path(adapter).resolve())
         self.model, self.tokenizer = load_causal_lm(
@@ -105,9 +107,9 @@ class HFSimulator:
             cache_dir=cache_dir,
         )
         # the weights' precision changes the numbers, so it is part of every cache key
-        precision = str(self.model.dtype).removeprefix("torch.")
+        self.precision = str(self.model.dtype).removeprefix("torch.")
         self.fingerprint = (
-            f"{fingerprint(self.model_name, adapter=self.adapter)}-{precision}"
+            f"{fingerprint(self.model_name, adapter=self.adapter)}-{self.precision}"
         )
         record = adapter_record(self.adapter) if self.adapter else {}
         self.training_index = tuple(record.get("pilot_index", ()))
@@ -121,8 +123,13 @@ class HFSimulator:
         self._argument_names = _argument_names(self.model)
 
     def __repr__(self) -> str:
-        adapter = f", adapter={self.adapter!r}" if self.adapter else ""
-        return f"HFSimulator({self.model_name!r}{adapter}, mode={self.mode!r})"
+        """The model and adapter as the user named them (never this machine's paths)."""
+        model, _, adapter = self.label.partition(" + ")
+        adapter = f", adapter={adapter!r}" if adapter else ""
+        return (
+            f"HFSimulator({model!r}{adapter}, mode={self.mode!r}, "
+            f"precision={self.precision!r})"
+        )
 
     # --- public API -------------------------------------------------------------------
 
@@ -187,13 +194,13 @@ class HFSimulator:
         ordered = sorted(prompts, key=lambda p: encoded[p])
         groups = _prefix_batches([encoded[p] for p in ordered], size=self.batch_size)
         batches = [[ordered[i] for i in group] for group in groups]
-        for batch in tqdm(
-            batches, desc=f"scoring {item.name}", disable=self._quiet(len(batches))
-        ):
-            scores = self._score(
-                [encoded[p] for p in batch], [options[p] for p in batch]
-            )
-            yield batch, scores
+        with self._bar(f"scoring {item.name}", total=len(prompts)) as bar:
+            for batch in batches:
+                scores = self._score(
+                    [encoded[p] for p in batch], [options[p] for p in batch]
+                )
+                bar.update(len(batch))
+                yield batch, scores
 
     def _score(
         self, prompts: list[list[int]], options: list[list[list[int]]]
@@ -302,13 +309,15 @@ class HFSimulator:
         batches = [
             todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)
         ]
-        for batch in tqdm(
-            batches, desc=f"generating {item.name}", disable=self._quiet(len(batches))
-        ):
-            texts = self._generate([p for _, p in batch], seeds=[k for k, _ in batch])
-            values = dict(zip([k for k, _ in batch], texts))
-            self.store.put_many(values)
-            known.update(values)
+        with self._bar(f"generating {item.name}", total=len(todo)) as bar:
+            for batch in batches:
+                texts = self._generate(
+                    [p for _, p in batch], seeds=[k for k, _ in batch]
+                )
+                values = dict(zip([k for k, _ in batch], texts))
+                self.store.put_many(values)
+                known.update(values)
+                bar.update(len(batch))
         codes = np.array([parse_answer(known[k], item) for k in keys], dtype=float)
         self.unparseable[item.name] += int(np.isnan(codes).sum())
         return codes
@@ -370,11 +379,13 @@ class HFSimulator:
         """The study's Item for a name (or the Item itself)."""
         return self.study.item(item) if isinstance(item, str) else item
 
-    def _quiet(self, batches: int) -> bool | None:
-        """tqdm's ``disable``: None (auto: only on a terminal) unless progress was set."""
-        if batches < 2:
-            return True
-        return None if self.progress is None else not self.progress
+    def _bar(self, what: str, *, total: int) -> Progress:
+        """A progress bar over ``total`` prompts, named after this model; silent for a
+        single batch's worth (nothing long runs there) or with ``progress=False``."""
+        quiet = total <= self.batch_size or self.progress is False
+        return Progress(
+            desc=f"{self.label}: {what}", total=total, unit="prompts", enabled=not quiet
+        )
 
 
 @dataclass(frozen=True)

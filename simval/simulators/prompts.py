@@ -42,6 +42,10 @@ Options:
 
 PLAIN_ANSWER_CUE = "\nAnswer:"
 
+NOT_STATED = "not stated"
+"""What a prompt says for a missing persona value (NaN, None): the respondent is kept and
+the model is told plainly that this field is unknown, never shown ``nan``."""
+
 
 @dataclass(frozen=True)
 class PromptTemplate:
@@ -91,7 +95,11 @@ class PromptRenderer:
 
     def __call__(self, persona: Mapping[str, Any] | pd.Series, item: Item) -> str:
         """The full prompt text (chat-formatted where the tokenizer has a chat template)."""
-        values = {c: persona[c] for c in self.study.persona if c in persona}
+        values = {
+            c: NOT_STATED if _missing(persona[c]) else persona[c]
+            for c in self.study.persona
+            if c in persona
+        }
         arm = self.study.arm_of(persona)
         try:
             context = {
@@ -139,3 +147,8 @@ class PromptRenderer:
         if joint[: len(prompt_ids)] == prompt_ids and len(joint) > len(prompt_ids):
             return joint[len(prompt_ids) :]
         return self.tokenizer(text, add_special_tokens=False).input_ids
+
+
+def _missing(value: Any) -> bool:
+    """Whether a persona value is missing (NaN, None, pandas NA); lists are never missing."""
+    return bool(pd.api.types.is_scalar(value) and pd.isna(value))
