@@ -124,3 +124,12 @@ def test_check_output_allows_missing_answers(human):
         .sum()
         == 1
     )
+
+
+def test_a_wrong_index_is_named_as_the_data_has_it():
+    """Index labels in the message read 5 and 7, never np.int64(5)."""
+    items = (Item(name="q", text="Q?", options={"a": 1, "b": 2}),)
+    personas = pd.DataFrame({"x": [1, 2]}, index=np.array([3, 7]))
+    output = pd.DataFrame({"q": [1, 2]}, index=np.array([3, 5]))
+    with pytest.raises(SimulatorError, match=r"got 5, expected 7\)$"):
+        check_output(output, personas=personas, items=items, simulator=object())

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from simval.errors import SimulatorError
+from simval.errors import SimulatorError, plain
 from simval.study import Item, invalid_codes_message
 
 Seed = int | np.random.Generator | None
@@ -51,7 +51,7 @@ def check_output(
         at = mismatch[0]
         raise SimulatorError(
             f"{who}.simulate returned an index that differs from the personas' index "
-            f"(first at row {at}: got {output.index[at]!r}, expected {personas.index[at]!r})"
+            f"(first at row {at}: got {plain(output.index[at])}, expected {plain(personas.index[at])})"
         )
     names = [item.name for item in items]
     missing = [n for n in names if n not in output.columns]
