@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from simval.bench import decision_study
+from simval.runtime import prepare_torch
 from simval.simulators.hf import HFSimulator, _common_prefix
 from simval.tasks import load_task
 
@@ -224,6 +225,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads-check", action="store_true")
     args = parser.parse_args()
+    prepare_torch()  # simval's thread policy, as the command applies it
     import torch
 
     n = 48 if args.quick else 200
