@@ -402,7 +402,7 @@ def demo_command(
 ) -> None:
     """The disclosure task on the default model: base vs fine-tuned (10% pilot), with references.
 
-    Compares on 400 holdout respondents and the items the decisions need (concern and
+    Compares on 300 holdout respondents and the items the decisions need (concern and
     share_location); ``simval bench disclosure`` compares every item.
     """
     import time
