@@ -123,7 +123,7 @@ def bench(
         with phase(f"validating {name} ({reps} replicates)", enabled=progress):
             validations[name] = validate(
                 study, human_df, simulator, reps=reps, seed=seed, alpha=alpha,
-                resamples=resamples,
+                resamples=resamples, progress=progress,
             )  # fmt: skip
     return Benchmark(
         leaderboard=summary_table(validations), validations=validations, human=human_df

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
-from simval.metrics import incoherence_flags
+from simval.metrics import incoherence_flags_each
 from simval.study import Coherence, Study
 
 
@@ -71,6 +71,7 @@ def code_samples(
     answers = [_answers(study, frame) for frame in frames]
     columns = [study.item_names.index(name) for name in pattern_items]
     patterns = _pattern_ids([a[:, columns] for a in answers])
+    flags = [incoherence_flags_each(frames, pair) for pair in pairs]
     coded = [
         Coded(
             answers=a,
@@ -80,13 +81,11 @@ def code_samples(
             )
             if cells
             else np.zeros((len(frame), 0), dtype=bool),
-            incoherent=np.column_stack(
-                [incoherence_flags(frame, pair).to_numpy() for pair in pairs]
-            )
+            incoherent=np.column_stack([f[i] for f in flags])
             if pairs
             else np.zeros((len(frame), 0)),
         )
-        for frame, a, p in zip(frames, answers, patterns)
+        for i, (frame, a, p) in enumerate(zip(frames, answers, patterns))
     ]
     return Coding(
         human=coded[0],
@@ -125,50 +124,140 @@ def headline_values(
     coding: Coding, human_rows: np.ndarray, replicate_rows: Sequence[np.ndarray]
 ) -> dict[str, float]:
     """Every distribution-based headline metric for one draw of rows (identity: the data)."""
-    human = _take(coding.human, human_rows)
-    reps = [_take(r, rows) for r, rows in zip(coding.replicates, replicate_rows)]
-    h_counts = _counts(coding, human.answers)
-    r_counts = np.stack([_counts(coding, r.answers) for r in reps])
+    return headline_draws(coding, [(human_rows, replicate_rows)])[0]
+
+
+def headline_draws(
+    coding: Coding, draws: Sequence[tuple[np.ndarray, Sequence[np.ndarray]]]
+) -> list[dict[str, float]]:
+    """``headline_values`` of each draw (the human rows, each replicate's rows), every
+    sample's counts for all draws at once: a draw's counts are its row weights times the
+    sample's one-hot answers, whole numbers exactly as counting gives them."""
+    humans = _summaries(coding, coding.human, [human for human, _ in draws])
+    reps = [
+        _summaries(coding, coded, [rows[r] for _, rows in draws])
+        for r, coded in enumerate(coding.replicates)
+    ]
+    return [
+        _values(coding, human, [rep[d] for rep in reps])
+        for d, human in enumerate(humans)
+    ]
+
+
+def replicate_values(coding: Coding) -> list[dict[str, float]]:
+    """The headline metrics of each replicate alone on the data as drawn (as
+    ``headline_values`` of a coding holding that replicate only), for Monte Carlo
+    standard errors; the human side is summarised once."""
+    (human,) = _summaries(coding, coding.human, [np.arange(len(coding.human.answers))])
+    return [
+        _values(coding, human, _summaries(coding, r, [np.arange(len(r.answers))]))
+        for r in coding.replicates
+    ]
+
+
+@dataclass(frozen=True)
+class _Summary:
+    """What the headline metrics read of one draw of a sample: option counts overall and
+    per judged cell, the share of missing answers, pattern levels and the incoherence
+    rate of each belief–action pair."""
+
+    counts: np.ndarray  # items x options
+    cell_counts: np.ndarray  # judged cells x items x options
+    missing: float
+    patterns: tuple[float, float]
+    incoherence: np.ndarray  # pairs
+
+
+_CHUNK_ROWS = 1 << 20
+"""Drawn rows counted at once."""
+
+
+def _summaries(
+    coding: Coding, coded: Coded, draws: Sequence[np.ndarray]
+) -> list[_Summary]:
+    """The summary of each draw of rows of one sample: each count is one ``bincount``
+    over all draws (draw, cell, item and option in the key), whole numbers exactly as
+    counting each draw alone gives them, without BLAS (whose threads stall on a busy
+    machine)."""
+    out = []
+    step = max(1, _CHUNK_ROWS // max(1, len(coded.answers)))
+    for start in range(0, len(draws), step):
+        out += _summarise_chunk(coding, coded, draws[start : start + step])
+    return out
+
+
+def _summarise_chunk(
+    coding: Coding, coded: Coded, draws: Sequence[np.ndarray]
+) -> list[_Summary]:
+    """``_summaries`` of a few draws, their rows concatenated."""
+    items, width = coding.codes.shape
+    cells = coding.judged_cells
+    size = len(draws)
+    draw = np.repeat(np.arange(size), [len(rows) for rows in draws])
+    rows = np.concatenate(draws)
+    answers = coded.answers[rows]
+    given = answers >= 0
+    # a key per (draw, item, option); per (draw, cell, item, option) for the cells
+    slot = np.arange(items)[None, :] * width + answers
+    keys = draw[:, None] * (items * width) + slot
+    counts = np.bincount(keys[given], minlength=size * items * width)
+    counts = _ordered(coding, counts.reshape(size, items, width))
+    member, cell = np.nonzero(coded.levels[rows][:, cells])
+    cell_keys = (draw[member] * len(cells) + cell)[:, None] * (items * width) + slot[
+        member
+    ]
+    cell_counts = np.bincount(
+        cell_keys[given[member]], minlength=size * len(cells) * items * width
+    )
+    cell_counts = _ordered(coding, cell_counts.reshape(size, len(cells), items, width))
+    missing = np.bincount(draw, weights=(~given).sum(axis=1), minlength=size)
+    flags = coded.incoherent[rows]
+    rates = np.zeros((size, flags.shape[1]))  # incoherent / judged, per pair
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for p, pair in enumerate(flags.T):
+            judged = np.bincount(draw, weights=~np.isnan(pair), minlength=size)
+            rates[:, p] = np.bincount(draw, weights=pair == 1, minlength=size) / judged
+    return [
+        _Summary(
+            counts=counts[d],
+            cell_counts=cell_counts[d],
+            missing=missing[d] / (len(drawn) * items),
+            patterns=_pattern_levels(coded.patterns[drawn]),
+            incoherence=rates[d],
+        )
+        for d, drawn in enumerate(draws)
+    ]
+
+
+def _ordered(coding: Coding, counts: np.ndarray) -> np.ndarray:
+    """... x items x options counts (whole numbers) as integers in ascending code order,
+    zero past each item's options."""
+    order = np.broadcast_to(coding.order, counts.shape)
+    counts = np.take_along_axis(counts.astype(np.int64), order, axis=-1)
+    return counts * (np.arange(counts.shape[-1])[None, :] < coding.n_options[:, None])
+
+
+def _values(
+    coding: Coding, human: _Summary, reps: Sequence[_Summary]
+) -> dict[str, float]:
+    """The headline metrics from the summaries of the humans and the replicates."""
+    h_counts = human.counts
+    r_counts = np.stack([r.counts for r in reps])
     distance = _jsd(h_counts[None], r_counts)  # reps x items
-    values = {
+    r_patterns = np.array([r.patterns for r in reps])
+    return {
         "jsd": _mean_over_items(distance),
         "wasserstein": _mean_over_items(_wasserstein(coding, h_counts[None], r_counts)),
-        "subgroup_jsd_gap": _gap(coding, human, reps),
+        "subgroup_jsd_gap": _gap(human, reps),
         "variance_ratio": _variance_ratio(coding, h_counts, r_counts),
-        "nonresponse": float(np.mean([(r.answers < 0).mean() for r in reps])),
-    }
-    h_patterns = _pattern_levels(human.patterns)
-    r_patterns = np.array([_pattern_levels(r.patterns) for r in reps])
-    values |= {
+        "nonresponse": float(np.mean([r.missing for r in reps])),
         "unique_patterns": float(np.nanmean(r_patterns[:, 0])),
         "entropy": float(np.nanmean(r_patterns[:, 1])),
-        "unique_patterns_human": h_patterns[0],
-        "entropy_human": h_patterns[1],
+        "unique_patterns_human": human.patterns[0],
+        "entropy_human": human.patterns[1],
         "incoherence": _incoherence(reps),
         "incoherence_human": _incoherence([human]),
     }
-    return values
-
-
-def _take(coded: Coded, rows: np.ndarray) -> Coded:
-    return Coded(
-        answers=coded.answers[rows],
-        patterns=coded.patterns[rows],
-        levels=coded.levels[rows],
-        incoherent=coded.incoherent[rows],
-    )
-
-
-def _counts(coding: Coding, answers: np.ndarray) -> np.ndarray:
-    """items x options counts, options in ascending code order."""
-    items, width = coding.codes.shape
-    keys = np.arange(items)[None, :] * width + answers
-    counts = np.bincount(keys[answers >= 0], minlength=items * width).reshape(
-        items, width
-    )
-    return np.take_along_axis(counts, coding.order, axis=1) * (
-        np.arange(width)[None, :] < coding.n_options[:, None]
-    )
 
 
 def _jsd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -220,15 +309,12 @@ def _variance(coding: Coding, counts: np.ndarray) -> np.ndarray:
         return np.where(n >= 2, (square - n * mean**2) / (n - 1), np.nan)
 
 
-def _gap(coding: Coding, human: Coded, reps: list[Coded]) -> float:
+def _gap(human: _Summary, reps: Sequence[_Summary]) -> float:
     """Worst minus best mean JSD over the subgroup cells large enough to judge."""
-    per_cell = []
-    for cell in coding.judged_cells:
-        h = _counts(coding, human.answers[human.levels[:, cell]])
-        r = np.stack(
-            [_counts(coding, rep.answers[rep.levels[:, cell]]) for rep in reps]
-        )
-        per_cell.append(_mean_over_items(_jsd(h[None], r)))
+    r_counts = np.stack([rep.cell_counts for rep in reps], axis=1)
+    per_cell = [
+        _mean_over_items(_jsd(h[None], r)) for h, r in zip(human.cell_counts, r_counts)
+    ]
     per_cell = np.array(per_cell, dtype=float)
     per_cell = per_cell[~np.isnan(per_cell)]
     return float(per_cell.max() - per_cell.min()) if len(per_cell) else np.nan
@@ -247,12 +333,12 @@ def _pattern_levels(patterns: np.ndarray) -> tuple[float, float]:
     )
 
 
-def _incoherence(samples: list[Coded]) -> float:
+def _incoherence(samples: Sequence[_Summary]) -> float:
     """Mean over belief–action pairs of each pair's mean rate over the samples."""
-    if not samples or not samples[0].incoherent.shape[1]:
+    if not samples or not samples[0].incoherence.shape[0]:
         return np.nan
     with np.errstate(invalid="ignore"), _quiet():
-        rates = np.array([np.nanmean(s.incoherent, axis=0) for s in samples])
+        rates = np.array([s.incoherence for s in samples])
         return float(np.nanmean(np.nanmean(rates, axis=0)))
 
 

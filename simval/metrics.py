@@ -31,6 +31,7 @@ __all__ = [
     "geometric_mean",
     "heterogeneity",
     "incoherence_flags",
+    "incoherence_flags_each",
     "incoherence_rate",
     "jsd",
     "variance_ratio",
@@ -130,7 +131,32 @@ def _probabilities(x: ArrayLike, name: str) -> np.ndarray:
     return p
 
 
-def _sample(x: ArrayLike, name: str) -> pd.Series:
+def _numbers(x: ArrayLike) -> np.ndarray | None:
+    """The non-missing values of a pandas or numpy vector of integers or floats, as
+    floats; None for anything else (lists, booleans, labels), which goes through pandas.
+    The fast path of the sample metrics: validate calls them thousands of times."""
+    if not isinstance(x, pd.Series | np.ndarray) or x.ndim != 1:
+        return None
+    if getattr(x.dtype, "kind", "O") not in "iuf":
+        return None
+    values = (
+        x.to_numpy(dtype=float, na_value=np.nan)
+        if isinstance(x, pd.Series)
+        else x.astype(float)
+    )
+    return values[~np.isnan(values)]
+
+
+def _sample(x: ArrayLike, name: str) -> pd.Series | np.ndarray:
+    """The non-missing values of a sample, checked: numbers as a float array (see
+    ``_numbers``), anything else as a Series."""
+    numbers = _numbers(x)
+    if numbers is not None:
+        if not len(numbers):
+            raise DataError(f"{name} is empty (no non-missing values)")
+        if np.isinf(numbers).any():
+            raise DataError(f"{name} holds infinite values")
+        return numbers
     sample = pd.Series(x).dropna()
     if sample.empty:
         raise DataError(f"{name} is empty (no non-missing values)")
@@ -140,8 +166,14 @@ def _sample(x: ArrayLike, name: str) -> pd.Series:
 
 
 def _sample_distributions(
-    a: pd.Series, b: pd.Series, *, bins: int | str | Sequence[float] | None
+    a: pd.Series | np.ndarray,
+    b: pd.Series | np.ndarray,
+    *,
+    bins: int | str | Sequence[float] | None,
 ) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return _number_distributions(a, b, bins=bins)
+    a, b = pd.Series(a), pd.Series(b)
     pooled = pd.concat([a, b], ignore_index=True)
     numeric = pd.api.types.is_numeric_dtype(pooled)
     if bins is not None and not numeric:
@@ -162,6 +194,22 @@ def _sample_distributions(
     )[0]
 
 
+def _number_distributions(
+    a: np.ndarray, b: np.ndarray, *, bins: int | str | Sequence[float] | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``_sample_distributions`` of two float arrays, with numpy alone (same counts, in
+    the same order: codes by first appearance in the pooled values)."""
+    pooled = np.concatenate([a, b])
+    if bins is None and np.all(pooled == np.round(pooled)):
+        codes, values = pd.factorize(pooled)
+        return (
+            np.bincount(codes[: len(a)], minlength=len(values)),
+            np.bincount(codes[len(a) :], minlength=len(values)),
+        )
+    edges = np.histogram_bin_edges(pooled, bins="auto" if bins is None else bins)
+    return np.histogram(a, edges)[0], np.histogram(b, edges)[0]
+
+
 def _integer_valued(x: pd.Series) -> bool:
     values = x.to_numpy(float)
     return bool(np.all(values == np.round(values)))
@@ -175,13 +223,21 @@ def wasserstein(a: ArrayLike, b: ArrayLike, *, codes: Sequence[float]) -> float:
     max(codes) - min(codes), it lies in [0, 1] (1: all mass at opposite ends). NaN
     dropped; a sample with no answer gives NaN.
     """
-    x, y = (pd.Series(v, dtype=float).dropna().to_numpy() for v in (a, b))
+    x, y = (_floats(v) for v in (a, b))
     span = float(max(codes) - min(codes)) if len(codes) else 0.0
     if not len(x) or not len(y):
         return float("nan")
     if span <= 0:
         return 0.0
     return float(scipy.stats.wasserstein_distance(x, y) / span)
+
+
+def _floats(x: ArrayLike) -> np.ndarray:
+    """The non-missing values of ``x`` as floats."""
+    numbers = _numbers(x)
+    if numbers is not None:
+        return numbers
+    return pd.Series(x, dtype=float).dropna().to_numpy()
 
 
 def geometric_mean(values: ArrayLike) -> float:
@@ -214,7 +270,7 @@ def variance_ratio(sim: ArrayLike, human: ArrayLike) -> float:
 
 def _variance(x: ArrayLike, name: str) -> float:
     try:
-        values = pd.Series(x, dtype=float).dropna().to_numpy()
+        values = _floats(x)
     except (TypeError, ValueError) as exc:
         raise DataError(f"{name} must be numeric: {exc}") from exc
     return float(np.var(values, ddof=1)) if len(values) >= 2 else float("nan")
@@ -253,19 +309,44 @@ def heterogeneity(df: pd.DataFrame, items: Sequence[str]) -> Heterogeneity:
         raise DataError(
             f"item column(s) not in the data: {', '.join(map(repr, missing))}"
         )
-    answered = df[items].dropna()
-    if answered.empty:
+    n, counts = _pattern_counts(df, items)
+    if not n:
         return Heterogeneity(
             n=0, unique_patterns=0, entropy=float("nan"), entropy_corrected=float("nan")
         )
-    counts = answered.value_counts(sort=False).to_numpy()
     entropy = float(shannon_entropy(counts, base=2))
     return Heterogeneity(
-        n=len(answered),
+        n=n,
         unique_patterns=len(counts),
         entropy=entropy,
-        entropy_corrected=entropy + (len(counts) - 1) / (2 * len(answered) * np.log(2)),
+        entropy_corrected=entropy + (len(counts) - 1) / (2 * n * np.log(2)),
     )
+
+
+def _pattern_counts(df: pd.DataFrame, items: list[str]) -> tuple[int, np.ndarray]:
+    """The complete rows' count and each distinct pattern's count over ``items``, in
+    order of first appearance (``value_counts(sort=False)``'s), so the entropy sums in
+    the same order.
+
+    Columns of numbers or booleans are counted with factorised codes, far faster than
+    pandas' groupby; other columns (labels, and categoricals, whose groupby also lists
+    unobserved combinations) keep ``value_counts``.
+    """
+    columns = [df[item] for item in items]
+    if not all(getattr(c.dtype, "kind", "O") in "biuf" for c in columns):
+        answered = df[items].dropna()
+        return len(answered), answered.value_counts(sort=False).to_numpy()
+    values = np.column_stack(
+        [c.to_numpy(dtype=float, na_value=np.nan) for c in columns]
+    )
+    values = values[~np.isnan(values).any(axis=1)]
+    # one id per distinct row, numbered by first appearance: a column at a time, the
+    # ids so far and the column's codes factorised together (ids stay below n)
+    ids = np.zeros(len(values), dtype=np.int64)
+    for column in values.T:
+        codes, levels = pd.factorize(column)
+        ids = pd.factorize(ids * len(levels) + codes)[0]
+    return len(values), np.bincount(ids)
 
 
 # ------------------------------------------------------------------------- coherence
@@ -314,6 +395,24 @@ def incoherence_flags(df: pd.DataFrame, coherence: CoherenceLike | str) -> pd.Se
     incoherent = _evaluate_rule(df, rule)
     eligible = answered & incoherent.notna()
     return incoherent.where(eligible).astype(float)
+
+
+def incoherence_flags_each(
+    samples: Sequence[pd.DataFrame], coherence: CoherenceLike
+) -> list[np.ndarray]:
+    """``incoherence_flags`` of each sample, as arrays, from one evaluation of the
+    samples stacked: a rule judges one respondent at a time, and pandas' ``eval`` costs
+    per call far more than per row. Where the stacked samples cannot be judged (a
+    column some sample lacks) each is judged alone, raising the error it raises."""
+    if not samples:
+        return []
+    common = [c for c in samples[0].columns if all(c in s.columns for s in samples)]
+    stacked = pd.concat([sample[common] for sample in samples], ignore_index=True)
+    try:
+        flags = incoherence_flags(stacked, coherence).to_numpy()
+    except DataError:
+        return [incoherence_flags(sample, coherence).to_numpy() for sample in samples]
+    return np.split(flags, np.cumsum([len(sample) for sample in samples])[:-1])
 
 
 def _evaluate_rule(df: pd.DataFrame, rule: str) -> pd.Series:
@@ -493,7 +592,8 @@ def coefficient_recovery(
             columns=list(TERM_COLUMNS),
         )
     defined = ~np.isnan(h_est[:, 0])
-    terms.loc[~defined, ["human_class", *_COMPARISONS]] = np.nan
+    if not defined.all():  # pandas' masked assignment is slow: only when needed
+        terms.loc[~defined, ["human_class", *_COMPARISONS]] = np.nan
     scored = defined & ~terms["term"].isin(exclude).to_numpy()
     h_scored, s_scored = np.broadcast_arrays(h_class[scored], s_class[scored])
     per_rep = pd.DataFrame(
@@ -601,25 +701,16 @@ def wald_equality(
     """
     terms = [t for t in terms if np.isfinite(human_estimate.get(t, np.nan))]
     factors = np.ones(len(sim_estimates)) if scales is None else np.asarray(scales)
-    complete = [
-        r
-        for r, est in enumerate(sim_estimates)
-        if terms and np.isfinite(est.reindex(terms).to_numpy(float)).all()
-    ]
+    picked = [_at_terms(est, terms) for est in sim_estimates]
+    complete = [r for r, est in enumerate(picked) if terms and np.isfinite(est).all()]
     if not terms or not complete:
         return WaldTest(tuple(terms), np.nan, 0, np.nan, len(complete))
-    estimates = np.stack(
-        [sim_estimates[r].reindex(terms).to_numpy(float) for r in complete]
-    )
+    estimates = np.stack([picked[r] for r in complete])
     vcovs = np.stack(
-        [
-            sim_vcovs[r].reindex(index=terms, columns=terms).to_numpy(float)
-            * factors[r] ** 2
-            for r in complete
-        ]
+        [_at_terms(sim_vcovs[r], terms) * factors[r] ** 2 for r in complete]
     )
-    d = estimates.mean(axis=0) - human_estimate.reindex(terms).to_numpy(float)
-    v = human_vcov.reindex(index=terms, columns=terms).to_numpy(float)
+    d = estimates.mean(axis=0) - _at_terms(human_estimate, terms)
+    v = _at_terms(human_vcov, terms)
     v = v + vcovs.mean(axis=0) / len(complete)
     rank = int(np.linalg.matrix_rank(v))
     statistic = float(d @ np.linalg.pinv(v) @ d)
@@ -630,6 +721,32 @@ def wald_equality(
         p_value=float(scipy.stats.chi2.sf(statistic, rank)) if rank else np.nan,
         n_reps=len(complete),
     )
+
+
+def _at_terms(values: pd.Series | pd.DataFrame, terms: Sequence[str]) -> np.ndarray:
+    """The entries for ``terms`` (rows, and columns of a matrix) as floats, NaN where a
+    term is absent: ``reindex`` without building a new pandas object (a Wald test reads
+    every replicate's estimates and covariance)."""
+    array = values.to_numpy(dtype=float)
+    rows = _positions(values.index, terms)
+    if isinstance(values, pd.Series):
+        return np.append(array, np.nan)[rows]
+    columns = _positions(values.columns, terms)
+    out = np.full((len(rows), len(columns)), np.nan)
+    found_rows, found_columns = rows >= 0, columns >= 0
+    out[np.ix_(found_rows, found_columns)] = array[
+        np.ix_(rows[found_rows], columns[found_columns])
+    ]
+    return out
+
+
+def _positions(index: pd.Index, terms: Sequence[str]) -> np.ndarray:
+    """Each term's position in ``index``, -1 where it is absent (a dict: pandas' lookup
+    costs more than the test); like ``reindex``, a repeated label is an error."""
+    if not index.is_unique:
+        raise DataError(f"repeated term(s) in {list(index[index.duplicated()])}")
+    position = {label: i for i, label in enumerate(index.tolist())}
+    return np.array([position.get(term, -1) for term in terms], dtype=np.intp)
 
 
 def _check_columns(table: pd.DataFrame, name: str) -> None:
@@ -653,23 +770,36 @@ def _coefficients(table: pd.DataFrame, name: str) -> pd.DataFrame:
 def _replicate_grid(terms: pd.Series, tables: list[pd.DataFrame]) -> list[np.ndarray]:
     """Terms x replicates grids of estimate, std_error, p_value, ci_low, ci_high.
 
-    A cell is NaN where the replicate has no row for the term.
+    A cell is NaN where the replicate has no row for the term. Checked as one stacked
+    table would be (each column numeric, then no term twice in a replicate), but filled
+    table by table: stacking costs more than the rest.
     """
-    stacked = _coefficients(pd.concat(tables, ignore_index=True), "sim_tables")
-    replicate = np.repeat(np.arange(len(tables)), [len(t) for t in tables])
-    duplicated = pd.DataFrame({"rep": replicate, "term": stacked["term"]}).duplicated()
-    if duplicated.any():
-        first = duplicated.to_numpy().argmax()
-        term = stacked["term"][first]
-        raise DataError(f"sim_tables[{replicate[first]}] has duplicate term {term!r}")
-    row = pd.Index(terms).get_indexer(stacked["term"])
-    kept = row >= 0
-    grids = []
-    for column in _NUMERIC:
-        grid = np.full((len(terms), len(tables)), np.nan)
-        grid[row[kept], replicate[kept]] = stacked[column].to_numpy()[kept]
-        grids.append(grid)
+    values = {
+        column: [_numeric(table[column], "sim_tables", column) for table in tables]
+        for column in _NUMERIC
+    }
+    names = [table["term"].reset_index(drop=True) for table in tables]
+    for r, name in enumerate(names):
+        duplicated = name.duplicated().to_numpy()
+        if duplicated.any():
+            term = name[duplicated.argmax()]
+            raise DataError(f"sim_tables[{r}] has duplicate term {term!r}")
+    index = pd.Index(terms)
+    grids = [np.full((len(terms), len(tables)), np.nan) for _ in _NUMERIC]
+    for r, name in enumerate(names):
+        row = index.get_indexer(name)
+        kept = row >= 0
+        for grid, column in zip(grids, _NUMERIC):
+            grid[row[kept], r] = values[column][r][kept]
     return grids
+
+
+def _numeric(column: pd.Series, name: str, label: str) -> np.ndarray:
+    """A table column as floats; DataError naming it if it is not numeric."""
+    try:
+        return column.astype(float).to_numpy()
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{name} column {label!r} is not numeric: {exc}") from exc
 
 
 def _classes(estimate: np.ndarray, p_value: np.ndarray, alpha: float) -> np.ndarray:

@@ -32,11 +32,12 @@ not converge, where R's glm would only warn.
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -115,14 +116,53 @@ class Fit:
         under the same names: every term of that factor is marked aliased (NaN) instead.
         Cheap: the formula is not parsed again.
         """
+        rows = self._complete(data)
+        return self._estimate_on(rows, self._design(rows))
+
+    def refit_many(
+        self, samples: Sequence[pd.DataFrame]
+    ) -> list[Fit | EstimationError | DataError]:
+        """``refit`` on each sample, a sample's EstimationError or DataError in its place.
+
+        formulaic's cost is per call far more than per row, so where the design is built
+        row by row (plain columns and ``C(column)`` factors, ``_row_wise``) the samples
+        are stacked, materialised once and sliced apart: each gets the very design its own
+        materialisation would. Otherwise, or when the samples' column types differ or a
+        sample holds a level the original fit never saw, each sample is refitted alone.
+        """
+        if not _row_wise(self._spec):
+            return [_attempt(self.refit, sample) for sample in samples]
+        rows = [_attempt(self._complete, sample) for sample in samples]
+        frames = [r for r in rows if isinstance(r, pd.DataFrame)]
+        if len({tuple(frame.dtypes) for frame in frames}) > 1:
+            return [_attempt(self.refit, sample) for sample in samples]
+        if not frames:
+            return rows
+        try:
+            stacked = self._design(pd.concat(frames, ignore_index=True))
+        except DataError:
+            return [_attempt(self.refit, sample) for sample in samples]
+        pieces = iter(stacked.split([len(frame) for frame in frames]))
+        return [
+            _attempt(self._estimate_on, r, next(pieces))
+            if isinstance(r, pd.DataFrame)
+            else r
+            for r in rows
+        ]
+
+    def _complete(self, data: pd.DataFrame) -> pd.DataFrame:
+        """The rows of ``data`` this model can use (see ``_complete_rows``)."""
         _check_frame(data)
-        rows = _complete_rows(
+        return _complete_rows(
             data,
             formula=self.formula,
             variables=self._spec.required_variables,
             cluster=_cluster_column(self.cov),
             absorb=self.absorb,
         )
+
+    def _design(self, rows: pd.DataFrame) -> _Design:
+        """The original design materialised on ``rows``; unseen levels are a DataError."""
         with warnings.catch_warnings():
             warnings.simplefilter("error", DataMismatchWarning)
             try:
@@ -135,15 +175,19 @@ class Fit:
                     f"refit of {self.formula!r}: the data has levels the original fit did not "
                     f"see (factors: {factors}): {str(exc).split('. They')[0]}"
                 ) from None
+        return _Design.of(matrices)
+
+    def _estimate_on(self, rows: pd.DataFrame, design: _Design) -> Fit:
+        """This model's settings estimated on ``rows`` with its ``design``."""
         return _estimate(
-            matrices,
+            design,
             rows,
             formula=self.formula,
             family=self.family,
             cov=self.cov,
             absorb=self.absorb,
             conf_level=self.conf_level,
-            unidentified=_unreferenced_terms(self._spec, matrices.rhs.columns, rows),
+            unidentified=_unreferenced_terms(self._spec, design.terms, rows),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -190,7 +234,7 @@ def fit(
         formula, lambda: model_matrix(parsed, rows, context={}, na_action="drop")
     )
     return _estimate(
-        matrices,
+        _Design.of(matrices),
         rows,
         formula=formula,
         family=family,
@@ -304,8 +348,10 @@ def _complete_rows(
     )
     used = data[columns]
     missing = used.isna()
+    incomplete = missing.to_numpy().any(axis=1)
     # infer_objects: an object column of bools with missing values becomes bool once they go
-    rows = used[~missing.any(axis=1)].reset_index(drop=True).infer_objects()
+    kept = used[~incomplete] if incomplete.any() else used  # selecting all rows costs
+    rows = kept.reset_index(drop=True).infer_objects()
     if rows.empty:
         counts = missing.sum()
         named = ", ".join(f"{c!r} ({n} missing)" for c, n in counts[counts > 0].items())
@@ -348,17 +394,85 @@ def _categorical_factors(spec: ModelSpecs) -> list[str]:
     ]
 
 
-def _outcome(matrices: ModelMatrices, *, family: str) -> tuple[np.ndarray, str]:
+@dataclass(frozen=True)
+class _Design:
+    """A materialised design as arrays: the outcome (None when formulaic encoded it as a
+    factor), the design columns, and the positions of the rows it kept in the data."""
+
+    y: np.ndarray | None
+    outcome: str
+    X: np.ndarray
+    terms: list[str]
+    positions: np.ndarray
+    spec: ModelSpecs
+
+    @classmethod
+    def of(cls, matrices: ModelMatrices) -> _Design:
+        """The arrays of formulaic's model matrices."""
+        lhs, rhs = matrices.lhs, matrices.rhs
+        factor = any(
+            kind.value == "categorical"
+            for kind, _ in lhs.model_spec.encoder_state.values()
+        )
+        return cls(
+            y=None if factor else lhs.to_numpy(dtype=float)[:, 0],
+            outcome=str(lhs.model_spec.formula),
+            X=rhs.to_numpy(dtype=float),
+            terms=list(rhs.columns),
+            positions=rhs.index.to_numpy(),
+            spec=matrices.model_spec,
+        )
+
+    def split(self, sizes: Sequence[int]) -> list[_Design]:
+        """The designs of consecutive blocks of ``sizes`` rows of the data (stacked samples)."""
+        starts = np.cumsum([0, *sizes])
+        # the memory layout a sample's own materialisation gives (BLAS sums in its order)
+        layout = "F" if self.X.flags.f_contiguous else "C"
+        pieces = []
+        for low, high in itertools.pairwise(starts):
+            kept = (self.positions >= low) & (self.positions < high)
+            pieces.append(
+                _Design(
+                    y=None if self.y is None else self.y[kept],
+                    outcome=self.outcome,
+                    X=np.require(self.X[kept], requirements=layout),
+                    terms=self.terms,
+                    positions=self.positions[kept] - low,
+                    spec=self.spec,
+                )
+            )
+        return pieces
+
+
+def _row_wise(spec: ModelSpecs) -> bool:
+    """Whether each design row depends on its data row alone: every factor a literal, a
+    column or ``C(column)`` (encoded on the stored levels), so stacked samples can share
+    one materialisation. Transforms such as ``center(x)`` or ``I(x - x.mean())`` may not."""
+    factors = [
+        f for part in (spec.lhs, spec.rhs) for t in part.formula for f in t.factors
+    ]
+    return all(
+        f.eval_method.value in ("literal", "lookup")
+        or re.fullmatch(r"C\(\s*`?[A-Za-z_][\w.]*`?\s*\)", f.expr)
+        for f in factors
+    )
+
+
+def _attempt(step: Callable[..., Any], *args: Any) -> Any | EstimationError | DataError:
+    """``step(*args)``, or the EstimationError or DataError it raised."""
+    try:
+        return step(*args)
+    except (EstimationError, DataError) as exc:
+        return exc
+
+
+def _outcome(design: _Design, *, family: str) -> tuple[np.ndarray, str]:
     """The outcome vector and its name, after checking it suits ``family``."""
-    lhs = matrices.lhs
-    name = str(lhs.model_spec.formula)
-    if any(
-        kind.value == "categorical" for kind, _ in lhs.model_spec.encoder_state.values()
-    ):
+    y, name = design.y, design.outcome
+    if y is None:
         raise DataError(
             f"outcome {name!r} is not numeric; code it as numbers (0/1 for {family})"
         )
-    y = lhs.to_numpy(dtype=float)[:, 0]
     if family in ("logit", "probit"):
         bad = np.unique(y[(y != 0) & (y != 1)])
         if bad.size:
@@ -413,7 +527,7 @@ def _estimable(X: np.ndarray, *, norms: np.ndarray) -> np.ndarray:
 
 
 def _estimate(
-    matrices: ModelMatrices,
+    design: _Design,
     rows: pd.DataFrame,
     *,
     formula: str,
@@ -428,14 +542,17 @@ def _estimate(
     ``unidentified`` names columns that must not be estimated (refit: factors whose
     reference level is absent); they are aliased like collinear columns.
     """
-    y, outcome = _outcome(matrices, family=family)
-    design = matrices.rhs
-    if absorb is not None:  # the absorbed effects span the intercept
-        design = design.drop(columns="Intercept", errors="ignore")
-    terms = list(design.columns)
-    X = design.to_numpy(dtype=float)
+    y, outcome = _outcome(design, family=family)
+    columns = [absorb is None or t != "Intercept" for t in design.terms]
+    # the absorbed effects span the intercept
+    terms = [t for t, kept in zip(design.terms, columns) if kept]
+    X = design.X if all(columns) else design.X[:, columns]
     _check_finite(X, terms)
-    used = rows.iloc[design.index]
+    used = (
+        rows.iloc[design.positions]
+        if cov.startswith(CLUSTER_PREFIX) or absorb
+        else rows
+    )
     clusters = _groups(used, _cluster_column(cov))
     effects = _groups(used, absorb)
     n_absorbed = 0 if effects is None else effects.max() + 1
@@ -486,7 +603,7 @@ def _estimate(
         design_sd=pd.Series(X.std(axis=0, ddof=1), index=terms),
         outcome_sd=float(np.std(y, ddof=1)),
         clusters=None if clusters is None else int(clusters.max() + 1),
-        _spec=matrices.model_spec,
+        _spec=design.spec,
     )
 
 
@@ -697,15 +814,17 @@ def _table(
     with np.errstate(invalid="ignore", divide="ignore"):
         std_error[keep] = np.sqrt(np.diag(vcov))
         statistic = estimate / std_error
-    dist = scipy.stats.norm() if df is None else scipy.stats.t(df)
-    quantile = dist.ppf(0.5 + conf_level / 2)
+    # the distributions' own methods: freezing one builds a new distribution object,
+    # which costs more than the rest of the table
+    dist, args = (scipy.stats.norm, ()) if df is None else (scipy.stats.t, (df,))
+    quantile = dist.ppf(0.5 + conf_level / 2, *args)
     return pd.DataFrame(
         {
             "term": terms,
             "estimate": estimate,
             "std_error": std_error,
             "statistic": statistic,
-            "p_value": 2 * dist.sf(np.abs(statistic)),
+            "p_value": 2 * dist.sf(np.abs(statistic), *args),
             "ci_low": estimate - quantile * std_error,
             "ci_high": estimate + quantile * std_error,
         }

@@ -10,6 +10,7 @@ the result, its registry of headline metrics and the decisions in ``results``.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import re
@@ -26,7 +27,7 @@ import pandas as pd
 import scipy.stats
 from statsmodels.stats.multitest import multipletests
 
-from simval.bootstrap import Coding, code_samples, headline_values
+from simval.bootstrap import Coding, code_samples, headline_draws, replicate_values
 from simval.errors import (
     DataError,
     EstimationError,
@@ -42,13 +43,14 @@ from simval.metrics import (
     coefficient_recovery,
     geometric_mean,
     heterogeneity,
-    incoherence_rate,
+    incoherence_flags_each,
     jsd,
     nonresponse_scale,
     variance_ratio,
     wald_equality,
     wasserstein,
 )
+from simval.progress import progress as progress_bar
 from simval.regression import CLUSTER_PREFIX, FAMILIES, Fit, check_cov, fit
 from simval.results import (
     HEADLINE,
@@ -81,6 +83,7 @@ __all__ = [
     "fresh_reference",
     "summary_table",
     "validate",
+    "validate_each",
 ]
 
 MIN_SUBGROUP_N = 30
@@ -127,6 +130,7 @@ def validate(
     seed: int | None = 0,
     resamples: int = 200,
     min_subgroup_n: int = MIN_SUBGROUP_N,
+    progress: bool | None = None,
 ) -> Validation:
     """Compare ``reps`` synthetic replicate samples from ``simulator`` with the human data.
 
@@ -140,6 +144,9 @@ def validate(
     With a formula, the simulated columns are its outcome plus ``items``; every other
     column of ``human_df`` is persona data the simulator sees. With a ``Study``, the
     simulated columns are its items and ``family``/``cov``/``items`` come from it.
+
+    ``progress``: a bar over the simulator's replicates (plain lines in a log, then a
+    summary line with the time taken, ``simval.progress``); ``False`` silences it.
     """
     plan = _plan(
         formula_or_study,
@@ -154,11 +161,84 @@ def validate(
         resamples=resamples,
         min_subgroup_n=min_subgroup_n,
     )
-    _check_no_leakage(human_df, simulator)
-    if not callable(getattr(simulator, "simulate", None)):
-        raise SimulatorError(
-            f"{type(simulator).__name__} has no simulate(personas, items, *, seed)"
+    _check_simulator(human_df, simulator)
+    shared = _share(plan, human_df, reps=reps, alpha=alpha, seed=seed)
+    return _validation(shared, simulator, resamples=resamples, progress=progress)
+
+
+def validate_each(
+    formula_or_study: str | Study,
+    human_df: pd.DataFrame,
+    simulators: Mapping[str, Simulator],
+    *,
+    family: str = "ols",
+    cov: str = "HC1",
+    subgroups: Sequence[str] | None = None,
+    items: Sequence[str] | None = None,
+    reps: int = 20,
+    alpha: float = 0.05,
+    seed: int | None = 0,
+    resamples: int = 200,
+    min_subgroup_n: int = MIN_SUBGROUP_N,
+    progress: bool | None = None,
+) -> dict[str, Validation]:
+    """``validate`` of each simulator on the same humans with the same settings.
+
+    What does not depend on the simulator is computed once: the human fits, the
+    replicate personas and the fresh-sample reference's run, about half of what a
+    validation costs beside the simulator. Each result equals that simulator's own
+    ``validate`` call; with one seed the replicates and bootstrap resamples are
+    paired across simulators, as ``compare`` and leaderboards need.
+    """
+    if not simulators:
+        raise OptionError("validate_each needs at least one simulator")
+    plans = {
+        name: _plan(
+            formula_or_study, human_df, declared=getattr(simulator, "study", None),
+            family=family, cov=cov, subgroups=subgroups, items=items, reps=reps,
+            alpha=alpha, resamples=resamples, min_subgroup_n=min_subgroup_n,
         )
+        for name, simulator in simulators.items()
+    }  # fmt: skip
+    for simulator in simulators.values():
+        _check_simulator(human_df, simulator)
+    shared: list[_Shared] = []
+    validations = {}
+    for name, simulator in simulators.items():
+        common = next((s for s in shared if s.plan == plans[name]), None)
+        if common is None:  # a formula's items can come from a simulator's own study
+            common = _share(plans[name], human_df, reps=reps, alpha=alpha, seed=seed)
+            shared.append(common)
+        validations[name] = _validation(
+            common, simulator, resamples=resamples, progress=progress
+        )
+    return validations
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What a validation computes before asking the simulator: the same for every
+    simulator validated on these humans with these settings."""
+
+    plan: _Plan
+    human_df: pd.DataFrame
+    human: Split
+    human_fits: dict[Key, Fit | str]
+    personas: pd.DataFrame
+    draws: list[np.ndarray]
+    seeds: np.ndarray
+    reference: FreshSampleSimulator
+    references: dict[str, float]  # the headline values of the reference's run
+    rng: np.random.Generator  # in the state the bootstrap starts from
+    alpha: float
+    seed: int | None
+    fingerprint: str
+
+
+def _share(
+    plan: _Plan, human_df: pd.DataFrame, *, reps: int, alpha: float, seed: int | None
+) -> _Shared:
+    """The human fits, the replicate draws and the fresh-sample reference's run."""
     human = _split(plan, human_df)
     human_fits = _human_fits(plan, human, alpha=alpha)
     rng = np.random.default_rng(seed)
@@ -168,14 +248,33 @@ def validate(
     reference = fresh_reference(
         plan.study, human_df, subgroups=plan.subgroups, seed=rng.integers(2**63)
     )
-    samples = _replicates(plan, simulator, personas, draws, seeds)
     reference_samples = _replicates(plan, reference, personas, draws, seeds)
-    found = _evaluate(plan, human, human_fits, samples, alpha=alpha, subgroups=True)
     fresh = _evaluate(
         plan, human, human_fits, reference_samples, alpha=alpha, subgroups=False
     )
-    coded = _code(plan, human, human_df, samples)
-    boot = _bootstrap(coded, resamples=resamples, rng=rng)
+    return _Shared(
+        plan=plan, human_df=human_df, human=human, human_fits=human_fits,
+        personas=personas, draws=draws, seeds=seeds, reference=reference,
+        references=_point(fresh), rng=rng, alpha=alpha, seed=seed,
+        fingerprint=fingerprint(human_df),
+    )  # fmt: skip
+
+
+def _validation(
+    shared: _Shared, simulator: Simulator, *, resamples: int, progress: bool | None
+) -> Validation:
+    """One simulator's validation on top of the shared work."""
+    plan, human_df, alpha = shared.plan, shared.human_df, shared.alpha
+    samples = _replicates(
+        plan, simulator, shared.personas, shared.draws, shared.seeds,
+        desc=f"validating {simulator!r}: replicates", enabled=progress,
+    )  # fmt: skip
+    found = _evaluate(
+        plan, shared.human, shared.human_fits, samples, alpha=alpha, subgroups=True
+    )
+    coded = _code(plan, shared.human, human_df, samples)
+    # a copy: every simulator's bootstrap draws the same rows
+    boot = _bootstrap(coded, resamples=resamples, rng=copy.deepcopy(shared.rng))
     return Validation(
         study=plan.study,
         coefficients=found["coefficients"],
@@ -187,20 +286,31 @@ def validate(
         heterogeneity=found["heterogeneity"],
         coherence=found["coherence"],
         shares=_shares(plan, human_df, samples),
-        headline=_headline(found, fresh, boot, coded, alpha=alpha),
+        headline=_headline(found, shared.references, boot, coded, alpha=alpha),
         draws=boot,
         replicate_metrics=found["replicate_metrics"],
         simulator=repr(simulator),
         n_human=len(human_df),
-        reps=reps,
+        reps=len(shared.draws),
         alpha=alpha,
-        seed=seed,
+        seed=shared.seed,
         pattern_items=plan.pattern_items,
-        min_subgroup_n=min_subgroup_n,
-        notes=_notes(plan, simulator, reference, samples, human_fits),
+        min_subgroup_n=plan.min_subgroup_n,
+        notes=_notes(
+            plan, simulator, shared.reference, samples, shared.human_fits, human_df
+        ),
         versions=dict(_versions()),
-        fingerprint=fingerprint(human_df),
+        fingerprint=shared.fingerprint,
     )
+
+
+def _check_simulator(human_df: pd.DataFrame, simulator: object) -> None:
+    """A simulator validate can ask, never trained on these humans."""
+    _check_no_leakage(human_df, simulator)
+    if not callable(getattr(simulator, "simulate", None)):
+        raise SimulatorError(
+            f"{type(simulator).__name__} has no simulate(personas, items, *, seed)"
+        )
 
 
 def compare(
@@ -220,13 +330,10 @@ def compare(
     """
     if not simulators:
         raise OptionError("compare needs at least one simulator")
-    validations = {
-        name: validate(
-            study, human_df, simulator, reps=reps, seed=seed, alpha=alpha,
-            subgroups=subgroups,
-        )
-        for name, simulator in simulators.items()
-    }  # fmt: skip
+    validations = validate_each(
+        study, human_df, simulators, reps=reps, seed=seed, alpha=alpha,
+        subgroups=subgroups,
+    )  # fmt: skip
     return summary_table(validations)
 
 
@@ -474,14 +581,22 @@ def _replicates(
     personas: pd.DataFrame,
     draws: Sequence[np.ndarray],
     seeds: np.ndarray,
+    *,
+    desc: str = "replicates",
+    enabled: bool | None = False,
 ) -> list[pd.DataFrame]:
-    """Each replicate's personas with the simulator's answers beside them.
+    """Each replicate's personas with the simulator's answers beside them, under a
+    progress bar (``desc``) unless ``enabled`` is False.
 
     Under clustering, a cluster drawn twice becomes two clusters (renumbered after the
     simulator has answered, so the simulator sees the personas as they are).
     """
     samples = []
-    for positions, seed in zip(draws, seeds):
+    steps = progress_bar(
+        zip(draws, seeds), desc=desc, total=len(draws), unit="replicates",
+        enabled=enabled,
+    )  # fmt: skip
+    for positions, seed in steps:
         drawn = personas.iloc[positions]
         answers = simulator.simulate(drawn, plan.study.items, seed=seed)
         answers = check_output(
@@ -512,11 +627,21 @@ Split = dict[Group, pd.DataFrame]
 
 def _split(plan: _Plan, df: pd.DataFrame) -> Split:
     """All respondents, then the rows of every level of every subgroup (levels as strings)."""
-    groups = {(OVERALL, OVERALL): df}
+    return {
+        group: df if group == (OVERALL, OVERALL) else df[mask]
+        for group, mask in _masks(plan, df).items()
+    }
+
+
+def _masks(plan: _Plan, df: pd.DataFrame) -> dict[Group, np.ndarray]:
+    """Which rows of ``df`` each group holds, in ``_split``'s order."""
+    masks = {(OVERALL, OVERALL): np.ones(len(df), dtype=bool)}
     for subgroup in plan.subgroups:
         for level in plan.levels[subgroup]:
-            groups[subgroup, str(level)] = df[df[subgroup] == level]
-    return groups
+            masks[subgroup, str(level)] = (df[subgroup] == level).to_numpy(
+                dtype=bool, na_value=False
+            )
+    return masks
 
 
 def _evaluate(
@@ -530,7 +655,8 @@ def _evaluate(
 ) -> dict[str, pd.DataFrame]:
     """Every table of a validation for one set of replicate samples.
 
-    ``subgroups=False`` (the reference run) fits the models overall only.
+    ``subgroups=False`` (the reference run) fits the models, and computes the
+    variance, heterogeneity and coherence tables, overall only.
     """
     replicates = [_split(plan, sample) for sample in samples]
     fits = (
@@ -541,15 +667,22 @@ def _evaluate(
     coefficients, recovery, per_rep, by_rep = _coefficients(
         plan, human, fits, replicates, alpha=alpha
     )
+    # the reference's headline values read these tables overall only (its subgroup
+    # distances do count, in the subgroup JSD gap)
+    kept, kept_replicates = (
+        (human, replicates)
+        if subgroups
+        else (_overall_only(human), [_overall_only(r) for r in replicates])
+    )
     return {
         "coefficients": coefficients,
         "recovery": recovery,
         "replicate_coefficients": by_rep,
         "replicate_metrics": per_rep,
         "distributions": _distributions(plan, human, replicates),
-        "variance": _variance(plan, human, replicates),
-        "heterogeneity": _heterogeneity(plan, human, replicates),
-        "coherence": _coherence(plan, human, replicates),
+        "variance": _variance(plan, kept, kept_replicates),
+        "heterogeneity": _heterogeneity(plan, kept, kept_replicates),
+        "coherence": _coherence(plan, kept, kept_replicates),
         "nonresponse": _mean(
             [
                 sample[list(plan.study.item_names)].isna().to_numpy().mean()
@@ -642,7 +775,7 @@ def _coefficients(
                 }
             )
             continue
-        refits = [_refit(plan, human, r[subgroup, level]) for r in replicates]
+        refits = _refits(plan, human, [r[subgroup, level] for r in replicates])
         recovery, wald = _compare(
             human, refits, margin=models[formula].margin, alpha=alpha
         )
@@ -697,11 +830,7 @@ def _coefficients(
         else pd.DataFrame(columns=COEFFICIENT_COLUMNS)
     )[COEFFICIENT_COLUMNS]
     per_rep = (
-        pd.concat(scores)
-        .groupby("rep")[["sign_f1", "false_positive_rate", "coverage"]]
-        .mean()
-        .reset_index()
-        .melt(id_vars="rep", var_name="metric", value_name="value")
+        _long(pd.concat(scores).groupby("rep")[list(REPLICATE_SCORES)].mean())
         if scores
         else pd.DataFrame(columns=["rep", "metric", "value"])
     )
@@ -718,6 +847,23 @@ def _coefficients(
         ),
         per_rep,
         by_rep_frame,
+    )
+
+
+REPLICATE_SCORES = ("sign_f1", "false_positive_rate", "coverage")
+"""The coefficient scores ``replicate_metrics`` holds per replicate."""
+
+
+def _long(means: pd.DataFrame) -> pd.DataFrame:
+    """(rep, metric, value) rows, a metric's replicates together: ``melt`` of the
+    per-replicate means, built directly (melt costs more than the rest of the table)."""
+    reps, metrics = means.index.to_numpy(), list(means.columns)
+    return pd.DataFrame(
+        {
+            "rep": np.tile(reps, len(metrics)),
+            "metric": np.repeat(metrics, len(reps)),
+            "value": means.to_numpy().T.ravel(),
+        }
     )
 
 
@@ -754,7 +900,7 @@ def _compare(
         sim_nobs=sim_nobs,
     )
     wald = wald_equality(
-        human_estimate=human.table.set_index("term")["estimate"],
+        human_estimate=_estimates(human),
         human_vcov=human.vcov,
         sim_estimates=[_estimates(r) for r, _ in refits],
         sim_vcovs=[r.vcov if isinstance(r, Fit) else pd.DataFrame() for r, _ in refits],
@@ -766,30 +912,34 @@ def _compare(
     return recovery, wald
 
 
-def _refit(
-    plan: _Plan, human: Fit, rows: pd.DataFrame
-) -> tuple[Fit | None, list[tuple[str, str]]]:
-    """A replicate's fit (None when it failed) and the (term, reason) of each failed term."""
-    try:
-        refitted = human.refit(_for_fit(plan, rows))
-    except (EstimationError, DataError) as exc:
-        return None, [(term, str(exc)) for term in human.table["term"]]
-    reasons = [
-        (
-            term,
-            "not estimable in the replicate (aliased, or its reference level absent)",
-        )
-        for term in refitted.aliased
-        if term not in human.aliased
-    ]
-    return refitted, reasons
+def _refits(
+    plan: _Plan, human: Fit, samples: list[pd.DataFrame]
+) -> list[tuple[Fit | None, list[tuple[str, str]]]]:
+    """Each replicate's fit (None when it failed) and the (term, reason) of each failed
+    term, all refitted in one go (``Fit.refit_many`` shares the design work)."""
+    out = []
+    for refitted in human.refit_many([_for_fit(plan, rows) for rows in samples]):
+        if isinstance(refitted, Exception):
+            out.append((None, [(term, str(refitted)) for term in human.table["term"]]))
+            continue
+        reasons = [
+            (
+                term,
+                "not estimable in the replicate (aliased, or its reference level absent)",
+            )
+            for term in refitted.aliased
+            if term not in human.aliased
+        ]
+        out.append((refitted, reasons))
+    return out
 
 
 def _estimates(refitted: Fit | None) -> pd.Series:
     """A replicate's estimates by term (empty when its fit failed)."""
     if refitted is None:
         return pd.Series(dtype=float)
-    return refitted.table.set_index("term")["estimate"]
+    table = refitted.table
+    return pd.Series(table["estimate"].to_numpy(), index=table["term"].to_numpy())
 
 
 def _replicate_rows(formula: str, refits: list) -> list[tuple]:
@@ -798,18 +948,9 @@ def _replicate_rows(formula: str, refits: list) -> list[tuple]:
     for rep, (refitted, _) in enumerate(refits):
         if refitted is None:
             continue
-        for term in refitted.table.itertuples(index=False):
-            rows.append(
-                (
-                    rep,
-                    formula,
-                    term.term,
-                    term.estimate,
-                    term.std_error,
-                    term.p_value,
-                    refitted.nobs,
-                )
-            )
+        columns = ("term", "estimate", "std_error", "p_value")
+        values = zip(*(refitted.table[c].to_numpy() for c in columns))
+        rows.extend((rep, formula, *row, refitted.nobs) for row in values)
     return rows
 
 
@@ -817,7 +958,8 @@ def _margins(human: Fit, *, margin: float) -> dict[str, float]:
     """Each term's equivalence margin on its own scale: the standardised ``margin`` times
     the outcome's SD (latent SD for logit/probit, 1 for poisson) over the term's SD."""
     scale = human.outcome_sd if human.family == "ols" else LATENT_SD[human.family]
-    defined = human.table.dropna(subset=["estimate"])["term"]
+    table = human.table
+    defined = table["term"].to_numpy()[table["estimate"].notna().to_numpy()]
     sd = human.design_sd.reindex(defined)
     return {term: margin * scale / s for term, s in sd.items() if s > 0}
 
@@ -840,6 +982,11 @@ def _adjusted(recovery: pd.DataFrame, *, alpha: float, min_n: int) -> pd.DataFra
     ``equivalence_p_adjusted``), and each cell's decision taken from the adjusted
     values; a small cell is undetermined. The overall rows keep their own p-values."""
     subgroup = recovery["subgroup"] != OVERALL
+    if not subgroup.any():  # nothing to adjust: the p-values as they are
+        return recovery.assign(
+            wald_p_adjusted=recovery["wald_p_value"],
+            equivalence_p_adjusted=recovery["equivalence_p_value"],
+        )
     cells = subgroup & ~recovery["small"].astype(bool)
     out = recovery.copy()
     for raw, adjusted in (
@@ -848,6 +995,8 @@ def _adjusted(recovery: pd.DataFrame, *, alpha: float, min_n: int) -> pd.DataFra
     ):
         out[adjusted] = out[raw].where(~subgroup)
         usable = cells & out[raw].notna()
+        if not usable.any():  # no cell to adjust (pandas' empty groupby is not free)
+            continue
         for index in out[usable].groupby("formula").groups.values():
             out.loc[index, adjusted] = multipletests(
                 out.loc[index, raw], method="holm"
@@ -860,11 +1009,12 @@ def _adjusted(recovery: pd.DataFrame, *, alpha: float, min_n: int) -> pd.DataFra
             equivalence_p_value=_nan(row["equivalence_p_adjusted"]), alpha=alpha,
         )  # fmt: skip
     small = subgroup & recovery["small"].astype(bool) & (recovery["failure"] == "")
-    out.loc[small, "decision"] = UNDETERMINED
-    out.loc[small, "reason"] = (
-        f"too small to judge (fewer than {min_n} respondents, "
-        f"or under {MIN_EVENTS_PER_PARAMETER} events per coefficient)"
-    )
+    if small.any():
+        out.loc[small, "decision"] = UNDETERMINED
+        out.loc[small, "reason"] = (
+            f"too small to judge (fewer than {min_n} respondents, "
+            f"or under {MIN_EVENTS_PER_PARAMETER} events per coefficient)"
+        )
     return out
 
 
@@ -890,15 +1040,18 @@ def _distributions(plan: _Plan, human: Split, replicates: list[Split]) -> pd.Dat
         sims = [replicate[group] for replicate in replicates]
         for item in plan.study.items:
             name = item.name
-            answered = [sim[name] for sim in sims if sim[name].notna().any()]
-            has_human = people[name].notna().any()
+            columns = [sim[name] for sim in sims]
+            given = [int(column.notna().sum()) for column in columns]
+            answered = [column for column, n in zip(columns, given) if n]
+            n_human = int(people[name].notna().sum())
+            has_human = n_human > 0
             rows.append(
                 {
                     "item": name,
                     "subgroup": group[0],
                     "level": group[1],
-                    "n_human": int(people[name].notna().sum()),
-                    "n_sim": _mean([sim[name].notna().sum() for sim in sims]),
+                    "n_human": n_human,
+                    "n_sim": _mean(given),
                     "small": group != (OVERALL, OVERALL)
                     and len(people) < plan.min_subgroup_n,
                     "jsd": _mean([jsd(people[name], a) for a in answered])
@@ -998,8 +1151,12 @@ def _coherence(plan: _Plan, human: Split, replicates: list[Split]) -> pd.DataFra
 
     A pair's row counts a respondent incoherent when any of its rules holds (the
     rules joined with ``or``); a pair declared with several rules (say, high concern
-    yet discloses, low concern yet refuses) also gets one ``rule`` row per rule.
+    yet discloses, low concern yet refuses) also gets one ``rule`` row per rule. A
+    rule judges one respondent at a time, so it is evaluated once for all samples
+    (``incoherence_flags_each``) and its flags read per group.
     """
+    samples = [split[OVERALL, OVERALL] for split in (human, *replicates)]
+    masks = [_masks(plan, sample) for sample in samples]
     rows = []
     for pair, rules in _pairs(plan.study.coherence):
         scoped = [("pair", pair)]
@@ -1009,8 +1166,10 @@ def _coherence(plan: _Plan, human: Split, replicates: list[Split]) -> pd.DataFra
             else []
         )
         for scope, rule in scoped:
-            for group, people in human.items():
-                sims = [replicate[group] for replicate in replicates]
+            flags = incoherence_flags_each(samples, rule)
+            for group in human:
+                inside = [m[group] for m in masks]
+                picked = [f[m] for f, m in zip(flags, inside)]
                 rows.append(
                     {
                         "belief": rule.belief,
@@ -1019,12 +1178,10 @@ def _coherence(plan: _Plan, human: Split, replicates: list[Split]) -> pd.DataFra
                         "scope": scope,
                         "subgroup": group[0],
                         "level": group[1],
-                        "n_human": len(people),
-                        "n_sim": _mean([len(sim) for sim in sims]),
-                        "incoherence_human": incoherence_rate(people, rule),
-                        "incoherence_sim": _mean(
-                            [incoherence_rate(sim, rule) for sim in sims]
-                        ),
+                        "n_human": int(inside[0].sum()),
+                        "n_sim": _mean([m.sum() for m in inside[1:]]),
+                        "incoherence_human": _mean(picked[0]),
+                        "incoherence_sim": _mean([_mean(f) for f in picked[1:]]),
                     }
                 )
     return pd.DataFrame(rows, columns=COHERENCE_COLUMNS)
@@ -1094,24 +1251,25 @@ def _verdicts(plan: _Plan, recovery: pd.DataFrame) -> pd.DataFrame:
 
 def _headline(
     found: dict[str, pd.DataFrame],
-    fresh: dict[str, pd.DataFrame],
+    references: dict[str, float],
     draws: pd.DataFrame,
     coding: Coding,
     *,
     alpha: float,
 ) -> pd.DataFrame:
-    """A row per headline metric (value, bootstrap CI, Monte Carlo SE, reference), then
-    the humans' own levels."""
-    values, references = _point(found), _point(fresh)
+    """A row per headline metric (value, bootstrap CI, Monte Carlo SE, reference: the
+    fresh-sample run's value, ``references``), then the humans' own levels."""
+    values = _point(found)
     mcse = _mcse(found, coding)
+    drawn, per_rep = _by_metric(draws), _by_metric(found["replicate_metrics"])
     rows = []
     for name in [m.name for m in HEADLINE] + list(HUMAN_LEVELS):
         spec = METRICS.get(name)
-        low, high = _bootstrap_interval(draws, name, value=values[name], alpha=alpha)
+        low, high = _bootstrap_interval(
+            drawn.get(name, _NONE), value=values[name], alpha=alpha
+        )
         if spec is not None and spec.uncertainty == "replicates":
-            low, high = _replicate_interval(
-                found["replicate_metrics"], name, alpha=alpha
-            )
+            low, high = _replicate_interval(per_rep.get(name, _NONE), alpha=alpha)
         low, high = np.clip([low, high], *(spec.bounds if spec else (0, np.inf)))
         reference = math.nan
         if spec is not None:
@@ -1149,7 +1307,11 @@ def _point(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
     }
     cells = tables["distributions"]
     cells = cells[(cells["subgroup"] != OVERALL) & ~cells["small"].astype(bool)]
-    per_cell = cells.groupby(["subgroup", "level"])["jsd"].mean().dropna()
+    per_cell = (
+        cells.groupby(["subgroup", "level"])["jsd"].mean().dropna()
+        if len(cells)
+        else cells["jsd"]  # none (pandas' empty groupby is not free)
+    )
     pairs = overall["coherence"][overall["coherence"]["scope"] == "pair"]
     hetero = overall["heterogeneity"]
     return {
@@ -1172,25 +1334,34 @@ def _point(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
     }
 
 
+_NONE = np.zeros(0)
+"""No values of a metric."""
+
+
+def _by_metric(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The non-missing ``value``s of a (metric, ..., value) table per metric, in order."""
+    metrics = frame["metric"].to_numpy()
+    values = frame["value"].to_numpy(dtype=float)
+    given = ~np.isnan(values)
+    return {name: values[given & (metrics == name)] for name in dict.fromkeys(metrics)}
+
+
 def _bootstrap_interval(
-    draws: pd.DataFrame, metric: str, *, value: float, alpha: float
+    drawn: np.ndarray, *, value: float, alpha: float
 ) -> tuple[float, float]:
     """The estimate plus the spread of its bootstrap draws (their quantiles minus their
     mean). A distance between two resampled samples is biased upward (resampling adds
     noise), so plain percentiles can miss the estimate; the spread is what the interval
     shows, and each metric's reference value shows the noise level."""
-    drawn = draws.loc[draws["metric"] == metric, "value"].dropna().to_numpy()
     if len(drawn) < 2 or not math.isfinite(value):
         return math.nan, math.nan
     low, high = np.quantile(drawn, [alpha / 2, 1 - alpha / 2]) - drawn.mean()
     return float(value + low), float(value + high)
 
 
-def _replicate_interval(
-    per_rep: pd.DataFrame, metric: str, *, alpha: float
-) -> tuple[float, float]:
+def _replicate_interval(values: np.ndarray, *, alpha: float) -> tuple[float, float]:
     """A t interval of a replicate metric's mean over replicates (its Monte Carlo CI)."""
-    values = per_rep.loc[per_rep["metric"] == metric, "value"].dropna()
+    values = pd.Series(values)  # pandas' mean and std: numpy's sum in another order
     if len(values) < 2:
         return math.nan, math.nan
     half = (
@@ -1212,23 +1383,8 @@ def _mcse(found: dict[str, pd.DataFrame], coding: Coding) -> dict[str, float]:
             if len(values) > 1
             else math.nan
         )
-    identity = np.arange(len(coding.human.answers))
     if len(coding.replicates) > 1:
-        single = [
-            headline_values(
-                Coding(
-                    coding.human,
-                    (rep,),
-                    coding.codes,
-                    coding.order,
-                    coding.n_options,
-                    coding.judged_cells,
-                ),
-                identity,
-                [np.arange(len(rep.answers))],
-            )
-            for rep in coding.replicates
-        ]
+        single = replicate_values(coding)
         for name in single[0]:
             if name in METRICS and name not in out:
                 values = np.array([s[name] for s in single], dtype=float)
@@ -1248,14 +1404,21 @@ def _bootstrap(
     human respondents and each replicate's rows (the same draws for every simulator
     validated with the same seed, so differences between simulators are paired)."""
     n = len(coding.human.answers)
-    rows = []
-    for draw in range(resamples):
-        human_rows = rng.integers(n, size=n)
-        replicate_rows = [
-            rng.integers(len(r.answers), size=len(r.answers)) for r in coding.replicates
-        ]
-        for name, value in headline_values(coding, human_rows, replicate_rows).items():
-            rows.append((name, draw, value))
+    draws = [
+        (
+            rng.integers(n, size=n),
+            [
+                rng.integers(len(r.answers), size=len(r.answers))
+                for r in coding.replicates
+            ],
+        )
+        for _ in range(resamples)
+    ]
+    rows = [
+        (name, draw, value)
+        for draw, values in enumerate(headline_draws(coding, draws))
+        for name, value in values.items()
+    ]
     return pd.DataFrame(rows, columns=["metric", "draw", "value"])
 
 
@@ -1265,9 +1428,11 @@ def _notes(
     reference: FreshSampleSimulator,
     samples: list[pd.DataFrame],
     human_fits: dict[Key, Fit | str],
+    human_df: pd.DataFrame,
 ) -> dict[str, Any]:
     """What the reader must know beside the numbers: the simulator's nonresponse per
-    item and unparseable answers, the reference's fallbacks, and warnings."""
+    item and unparseable answers, the reference's fallbacks, the humans with missing
+    persona values (``Study.missing_persona_note``, None without) and warnings."""
     cautions = []
     for (formula, subgroup, _), human in human_fits.items():
         clusters = getattr(human, "clusters", None) if subgroup == OVERALL else None
@@ -1296,6 +1461,7 @@ def _notes(
         "reference_fallback_share": reference.fallbacks
         / max(1, sum(len(sample) for sample in samples)),
         "reference": repr(reference),
+        "missing_personas": plan.study.missing_persona_note(human_df),
         "warnings": cautions,
     }
 
@@ -1335,7 +1501,15 @@ def _overall(table: pd.DataFrame) -> pd.DataFrame:
     """The rows of ``table`` that cover all respondents."""
     if table.empty:
         return table
-    return table[(table["subgroup"] == OVERALL) & (table["level"] == OVERALL)]
+    overall = (table["subgroup"].to_numpy() == OVERALL) & (
+        table["level"].to_numpy() == OVERALL
+    )
+    return table if overall.all() else table[overall]
+
+
+def _overall_only(split: Split) -> Split:
+    """The all-respondents group of a split."""
+    return {(OVERALL, OVERALL): split[OVERALL, OVERALL]}
 
 
 def _first(column: pd.Series) -> float:

@@ -8,6 +8,11 @@ The perfect simulator draws fresh answers from the true process; the departures 
 a simulator with effects attenuated by half, one with twice the noise variance, one
 that leaves half the personas unanswered, and the two references on the study's own
 data (fresh-sample and resampling). docs/metrics.md documents the same run.
+
+Data set s of a setting (family, n) is the same for every simulator (its seed), so
+the simulators of a setting are validated together on it (``validate_each``: the
+human fits and the fresh-sample reference's run are computed once); each simulator's
+rows are exactly those of its own ``calibration_run``, so sharing changes no rate.
 """
 
 from __future__ import annotations
@@ -18,11 +23,11 @@ from functools import cache
 import pandas as pd
 import pytest
 
-from simval import BootstrapSimulator, validate
-from simval.calibration import calibration_run
+from simval import BootstrapSimulator
+from simval.calibration import calibration_runs
 from simval.results import CONSISTENT, INCONSISTENT, UNDETERMINED
 from simval.tasks import load_task
-from simval.validate import fresh_reference
+from simval.validate import fresh_reference, validate_each
 
 ALPHA = 0.05
 NOMINAL = 1 - ALPHA
@@ -33,10 +38,31 @@ def tolerance(p: float, n: int, z: float = 3.0) -> float:
     return z * math.sqrt(p * (1 - p) / n)
 
 
+DATASETS = {
+    ("ols", 200): {
+        "perfect": 300,
+        "noisier": 300,
+        "half nonresponse": 300,
+        "attenuated": 60,
+    },
+    ("logit", 300): {"perfect": 300},
+    ("logit", 600): {"attenuated": 60},
+    ("ols", 2000): {"perfect": 40, "half nonresponse": 40},
+    ("ols", 40): {"perfect": 100},
+}
+"""Per setting (family, n), how many data sets each simulator is validated against."""
+
+
 @cache
-def runs(kind: str, family: str, n: int, datasets: int) -> pd.DataFrame:
-    """simval.calibration's run, cached so tests comparing simulators share it."""
-    return calibration_run(kind, family=family, n=n, datasets=datasets, alpha=ALPHA)
+def setting(family: str, n: int) -> dict[str, pd.DataFrame]:
+    """simval.calibration's runs of every simulator the tests use at (family, n)."""
+    return calibration_runs(DATASETS[family, n], family=family, n=n, alpha=ALPHA)
+
+
+def runs(kind: str, family: str, n: int) -> tuple[pd.DataFrame, int]:
+    """The ``kind`` simulator's rows at (family, n) and their number of data sets."""
+    frame = setting(family, n)[kind]
+    return frame, len(frame)
 
 
 def share(frame: pd.DataFrame, decision: str) -> float:
@@ -49,8 +75,7 @@ def share(frame: pd.DataFrame, decision: str) -> float:
 @pytest.mark.parametrize("family, n", [("ols", 200), ("logit", 300)])
 def test_perfect_simulator_is_calibrated(family, n):
     """Wald rejection ~ alpha, difference-CI coverage ~ 1 - alpha, inconsistent ~ alpha."""
-    datasets = 300
-    frame = runs("perfect", family, n, datasets)
+    frame, datasets = runs("perfect", family, n)
     rejection = float((frame["wald_p_value"] < ALPHA).mean())
     assert abs(rejection - ALPHA) <= tolerance(ALPHA, datasets)
     covered = float(frame["x_covered_rep0"].mean())
@@ -63,8 +88,7 @@ def test_perfect_simulator_is_calibrated(family, n):
 
 def test_perfect_simulator_on_a_large_study_is_consistent():
     """With enough humans, equivalence within the default margin is shown."""
-    datasets = 40
-    frame = runs("perfect", "ols", 2000, datasets)
+    frame, _ = runs("perfect", "ols", 2000)
     assert share(frame, CONSISTENT) >= 0.9
 
 
@@ -74,8 +98,7 @@ def test_perfect_simulator_on_a_large_study_is_consistent():
 @pytest.mark.parametrize("family, n", [("ols", 200), ("logit", 600)])
 def test_attenuated_simulator_is_inconsistent(family, n):
     """Effects halved: the Wald test rejects in most data sets, and coverage falls."""
-    datasets = 60
-    frame = runs("attenuated", family, n, datasets)
+    frame, _ = runs("attenuated", family, n)
     assert share(frame, INCONSISTENT) >= 0.7
     assert share(frame, CONSISTENT) == 0
     assert frame["coverage"].mean() < NOMINAL - 0.2
@@ -85,11 +108,8 @@ def test_attenuated_simulator_is_inconsistent(family, n):
 def test_noise_and_nonresponse_never_score_better_than_perfect(kind):
     """Twice the variance or half the personas unanswered: coverage no higher than the
     perfect simulator's, consistent no more often, inconsistent no less often."""
-    datasets = 300
-    frame, perfect = (
-        runs(kind, "ols", 200, datasets),
-        runs("perfect", "ols", 200, datasets),
-    )
+    frame, datasets = runs(kind, "ols", 200)
+    perfect, _ = runs("perfect", "ols", 200)
     slack = tolerance(NOMINAL, datasets)
     assert frame["coverage"].mean() <= perfect["coverage"].mean() + slack
     assert frame["x_covered_rep0"].mean() <= perfect["x_covered_rep0"].mean() + slack
@@ -103,16 +123,14 @@ def test_noise_and_nonresponse_never_score_better_than_perfect(kind):
 
 def test_large_study_noise_lowers_consistency():
     """Where the perfect simulator is shown consistent, a noisier one is less often."""
-    datasets = 40
-    perfect = runs("perfect", "ols", 2000, datasets)
-    nonresponding = runs("half nonresponse", "ols", 2000, datasets)
+    perfect, _ = runs("perfect", "ols", 2000)
+    nonresponding, _ = runs("half nonresponse", "ols", 2000)
     assert share(nonresponding, CONSISTENT) <= share(perfect, CONSISTENT)
 
 
 def test_underpowered_study_is_undetermined_not_consistent():
     """40 humans cannot show equivalence within the default margin: undetermined."""
-    datasets = 100
-    frame = runs("perfect", "ols", 40, datasets)
+    frame, datasets = runs("perfect", "ols", 40)
     assert share(frame, CONSISTENT) == 0
     assert share(frame, UNDETERMINED) >= 1 - ALPHA - tolerance(ALPHA, datasets)
 
@@ -120,40 +138,49 @@ def test_underpowered_study_is_undetermined_not_consistent():
 # --- the references on the study's own data ----------------------------------------------
 
 
+REFERENCE_DATASETS = {"fresh": 150, "resampling": 40}
+"""How many of the example task's data sets each reference is validated against."""
+
+
 @cache
-def reference_runs(kind: str, datasets: int) -> pd.DataFrame:
-    """The example task's own process, the reference validated as if it were a simulator."""
-    rows = []
-    for seed in range(datasets):
+def reference_runs() -> dict[str, pd.DataFrame]:
+    """The example task's own process, each reference validated as if it were a
+    simulator (both on the same data sets, together, as ``setting`` does)."""
+    rows = {kind: [] for kind in REFERENCE_DATASETS}
+    for seed in range(max(REFERENCE_DATASETS.values())):
         task = load_task("example", seed=seed)
         people = task.human
-        sim = (
-            fresh_reference(task.study, people, seed=seed)
+        simulators = {
+            kind: fresh_reference(task.study, people, seed=seed)
             if kind == "fresh"
             else BootstrapSimulator(people)
-        )
-        result = validate(
-            task.study, people, sim, reps=4, resamples=0, seed=seed, subgroups=[]
-        )
-        terms = result.coefficients.query("term != 'Intercept'")
-        for row in result.verdicts.itertuples(index=False):
-            mine = terms[terms["formula"] == row.formula]
-            rows.append(
-                {
-                    "formula": row.formula,
-                    "wald_p_value": row.wald_p_value,
-                    "decision": row.decision,
-                    "coverage": mine["coverage"].mean(),
-                }
-            )
-    return pd.DataFrame(rows)
+            for kind, count in REFERENCE_DATASETS.items()
+            if seed < count
+        }
+        results = validate_each(
+            task.study, people, simulators, reps=4, resamples=0, seed=seed,
+            subgroups=[], progress=False,
+        )  # fmt: skip
+        for kind, result in results.items():
+            terms = result.coefficients.query("term != 'Intercept'")
+            for row in result.verdicts.itertuples(index=False):
+                mine = terms[terms["formula"] == row.formula]
+                rows[kind].append(
+                    {
+                        "formula": row.formula,
+                        "wald_p_value": row.wald_p_value,
+                        "decision": row.decision,
+                        "coverage": mine["coverage"].mean(),
+                    }
+                )
+    return {kind: pd.DataFrame(found) for kind, found in rows.items()}
 
 
 def test_fresh_reference_is_calibrated_on_the_studys_own_data():
     """Under the fresh-sample reference the Wald test rejects at about alpha and the
     difference CIs cover at about 1 - alpha, for both of the example task's models."""
-    datasets = 150
-    frame = reference_runs("fresh", datasets)
+    datasets = REFERENCE_DATASETS["fresh"]
+    frame = reference_runs()["fresh"]
     for _, rows in frame.groupby("formula"):
         rejection = float((rows["wald_p_value"] < ALPHA).mean())
         assert abs(rejection - ALPHA) <= tolerance(ALPHA, datasets, z=3.5)
@@ -163,6 +190,6 @@ def test_fresh_reference_is_calibrated_on_the_studys_own_data():
 def test_resampling_reference_is_centred_on_the_humans():
     """BootstrapSimulator reuses the humans' answers: its Wald test almost never rejects
     and its difference CIs almost always cover, so it is no perfect simulator."""
-    frame = reference_runs("resampling", 40)
+    frame = reference_runs()["resampling"]
     assert (frame["wald_p_value"] < ALPHA).mean() <= 0.02
     assert frame["coverage"].mean() >= 0.99

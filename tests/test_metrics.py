@@ -21,9 +21,12 @@ from simval.metrics import (
     Recovery,
     coefficient_recovery,
     heterogeneity,
+    incoherence_flags,
+    incoherence_flags_each,
     incoherence_rate,
     jsd,
     variance_ratio,
+    wasserstein,
 )
 
 # Few examples keep the suite fast; set per test so other modules keep their settings.
@@ -158,6 +161,24 @@ def test_jsd_discrete_versus_binned():
     edges = np.histogram_bin_edges(a + b, bins="auto")
     p, q = np.histogram(a, edges)[0] / 3, np.histogram(b, edges)[0] / 3
     assert jsd(a, b) == pytest.approx(jsd(p, q, kind="probabilities"), rel=1e-12)
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_number_samples_take_the_fast_path_to_the_same_values(continuous):
+    """Integer or float vectors (Series, arrays) are read with numpy alone; lists go
+    through pandas: every sample metric gives the same number either way."""
+    rng = np.random.default_rng(5)
+    a, b = rng.integers(1, 6, size=200).astype(float), rng.integers(1, 6, size=150)
+    if continuous:
+        a = a + rng.random(200)
+    a[rng.random(200) < 0.1] = np.nan
+    for fast in ((pd.Series(a), pd.Series(b)), (a, b), (pd.Series(a), b)):
+        assert jsd(*fast) == jsd(list(a), list(b))
+        assert jsd(*fast, bins=7) == jsd(list(a), list(b), bins=7)
+        assert wasserstein(*fast, codes=[1, 6]) == wasserstein(
+            list(a), list(b), codes=[1, 6]
+        )
+        assert variance_ratio(*fast) == variance_ratio(list(a), list(b))
 
 
 @pytest.mark.parametrize(
@@ -312,6 +333,24 @@ def test_heterogeneity_errors():
         heterogeneity(df, [])
 
 
+@pytest.mark.parametrize("kind", ["int", "float", "nullable", "labels"])
+def test_heterogeneity_counts_patterns_as_value_counts_does(kind):
+    """Numeric items are counted without pandas' groupby; the counts, their order (first
+    appearance, so the entropy sums alike) and the entropy equal value_counts' exactly."""
+    rng = np.random.default_rng(4)
+    df = pd.DataFrame(rng.integers(1, 4, size=(300, 3)), columns=["a", "b", "c"])
+    df = {
+        "int": df,
+        "float": df.astype(float).mask(rng.random(df.shape) < 0.1),
+        "nullable": df.astype("Int64").mask(rng.random(df.shape) < 0.1),
+        "labels": df.astype(str).mask(rng.random(df.shape) < 0.1),
+    }[kind]
+    counts = df.dropna().value_counts(sort=False).to_numpy()
+    result = heterogeneity(df, ["a", "b", "c"])
+    assert (result.n, result.unique_patterns) == (counts.sum(), len(counts))
+    assert result.entropy == scipy.stats.entropy(counts, base=2)
+
+
 # ----------------------------------------------------------------- incoherence_rate
 
 RULE = "belief == 1 and action == 0"
@@ -342,6 +381,20 @@ def test_incoherence_hand_example():
 
 def test_incoherence_no_eligible_row():
     assert math.isnan(incoherence_rate(BELIEF_ACTION.iloc[3:5], make_coherence()))
+
+
+def test_incoherence_flags_each_is_flags_of_each_sample():
+    """One evaluation of the stacked samples gives each sample its own flags; a sample
+    lacking a column the rule reads gets the error it gets alone."""
+    samples = [BELIEF_ACTION, BELIEF_ACTION.iloc[::-1], BELIEF_ACTION.astype("Int64")]
+    got = incoherence_flags_each(samples, make_coherence())
+    for sample, flags in zip(samples, got):
+        expected = incoherence_flags(sample, make_coherence()).to_numpy()
+        np.testing.assert_array_equal(flags, expected)
+    with pytest.raises(DataError, match="action column 'action'"):
+        incoherence_flags_each(
+            [BELIEF_ACTION, BELIEF_ACTION.drop(columns="action")], make_coherence()
+        )
 
 
 @pytest.mark.parametrize(

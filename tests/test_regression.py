@@ -285,6 +285,47 @@ def test_refit_rejects_an_unseen_level(small: pd.DataFrame) -> None:
     assert "'c'" in str(info.value) and "C(arm)" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "formula, options",
+    [
+        ("y ~ x * C(arm)", {}),  # columns and factors: one stacked design
+        ("yb ~ x + C(arm)", {"family": "logit", "cov": "cluster:g"}),
+        ("y ~ center(x) + C(arm)", {}),  # a stateful transform: refitted alone
+        ("y ~ x + C(arm)", {"absorb": "fe"}),
+    ],
+)
+def test_refit_many_is_refit_of_each_sample(
+    small: pd.DataFrame, formula, options
+) -> None:
+    """refit_many gives each sample exactly its own refit (bit for bit), and in place of
+    a refit that raises, the error it raises: the shared design changes no number."""
+    original = fit(formula, small, **options)
+    rng = np.random.default_rng(3)
+    samples = [small.iloc[rng.integers(len(small), size=len(small))] for _ in range(3)]
+    samples += [
+        small[small["arm"] != "a"],  # the reference level absent: aliased, not an error
+        small.assign(y=np.nan, yb=np.nan),  # no complete row: DataError
+        small.head(2),  # no residual degrees of freedom: EstimationError
+    ]
+    many = original.refit_many(samples)
+    for sample, got in zip(samples, many):
+        try:
+            expected = original.refit(sample)
+        except (DataError, EstimationError) as exc:
+            assert type(got) is type(exc) and str(got) == str(exc)
+        else:
+            assert got == expected
+
+
+def test_refit_many_with_an_unseen_level_refits_each_alone(small: pd.DataFrame) -> None:
+    """One sample holding a level the original fit never saw cannot share the design:
+    that sample gets its DataError, the others their fits."""
+    original = fit("y ~ x + C(arm)", small[small["arm"] != "c"])
+    first, second = original.refit_many([small[small["arm"] != "c"], small])
+    assert first == original.refit(small[small["arm"] != "c"])
+    assert isinstance(second, DataError) and "C(arm)" in str(second)
+
+
 def test_refit_checks_columns(small: pd.DataFrame) -> None:
     """refit raises the same errors as fit for missing columns."""
     original = fit("y ~ x + C(arm)", small, cov="cluster:g")

@@ -26,7 +26,7 @@ from simval import (
 )
 from simval.results import HEADLINE, HUMAN_LEVELS, decide
 from simval.tasks import load_task
-from simval.validate import OVERALL
+from simval.validate import OVERALL, validate_each
 
 
 def known_effects(n: int = 400, seed: int = 1) -> pd.DataFrame:
@@ -118,6 +118,56 @@ def test_same_seed_same_numbers_and_json_round_trip():
         else:
             assert mine == theirs, field.name
     assert restored.summary() == pytest.approx(first.summary(), nan_ok=True)
+
+
+def test_validate_each_is_validate_of_each_simulator():
+    """Sharing the simulator-independent work changes no number: each result equals the
+    simulator's own validate call, bootstrap draws included."""
+    task = load_task("example")
+    simulators = {
+        "marginal": MarginalSimulator(task.human),
+        "resampling": BootstrapSimulator(task.human),
+    }
+    options = {"reps": 3, "resamples": 20, "seed": 4, "progress": False}
+    together = validate_each(task.study, task.human, simulators, **options)
+    for name, simulator in simulators.items():
+        alone = validate(task.study, task.human, simulator, **options)
+        for field in dataclasses.fields(Validation):
+            mine, theirs = (
+                getattr(together[name], field.name),
+                getattr(alone, field.name),
+            )
+            if isinstance(mine, pd.DataFrame):
+                pd.testing.assert_frame_equal(mine, theirs, check_exact=True)
+            else:
+                assert mine == theirs, field.name
+    with pytest.raises(OptionError, match="at least one simulator"):
+        validate_each(task.study, task.human, {})
+
+
+def test_progress_is_shown_unless_silenced(capsys):
+    """A bar over the simulator's replicates ends with a summary line on stderr;
+    progress=False writes nothing."""
+    human = known_effects(n=60)
+    validate(FORMULA, human, MarginalSimulator(human), reps=2, resamples=0)
+    shown = capsys.readouterr().err
+    assert "validating MarginalSimulator(n=60): replicates: 2 replicates in" in shown
+    validate(
+        FORMULA, human, MarginalSimulator(human), reps=2, resamples=0, progress=False
+    )
+    assert capsys.readouterr().err == ""
+
+
+def test_notes_say_which_humans_miss_persona_values():
+    human = known_effects(n=80)
+    human.loc[:4, "x2"] = np.nan
+    sim = MarginalSimulator(human)
+    result = validate(FORMULA, human, sim, reps=2, resamples=0, progress=False)
+    assert result.notes["missing_personas"].startswith(
+        "5 respondents have missing persona values (x2: 5)"
+    )
+    complete = validate(FORMULA, known_effects(n=80), sim, reps=2, resamples=0)
+    assert complete.notes["missing_personas"] is None
 
 
 def test_unestimable_replicate_is_reported_not_dropped():
@@ -343,7 +393,10 @@ def test_small_subgroup_cells_are_flagged_and_tests_corrected():
     assert distributions.loc[("site", "tiny"), "small"].all()
     tiny = recovery.loc[("site", "tiny")]
     assert tiny["decision"] == "undetermined" and "too small" in tiny["reason"]
-    for _, row in judged.iterrows():  # each cell's decision follows its adjusted p-values
+    for (
+        _,
+        row,
+    ) in judged.iterrows():  # each cell's decision follows its adjusted p-values
         expected, _ = decide(
             n_terms=int(row["n_terms"]), failed_share=row["failed_share"],
             wald_p_value=row["wald_p_adjusted"],

@@ -360,6 +360,14 @@ class FreshSampleSimulator:
         """Euclidean distances (personas x donors); a component with a NaN counts as 0."""
         if not persona_values.shape[1]:
             return np.zeros((len(persona_values), len(donor_values)))
+        if persona_values.shape[1] <= 2:
+            # column by column, without the 3-d array (several times faster); a sum of
+            # at most two terms does not depend on its order, so this equals nansum's
+            squares = [
+                np.square(p[:, None] - d[None, :])
+                for p, d in zip(persona_values.T, donor_values.T)
+            ]
+            return np.sqrt(sum(np.where(np.isnan(q), 0.0, q) for q in squares))
         gaps = persona_values[:, None, :] - donor_values[None, :, :]
         return np.sqrt(np.nansum(gaps**2, axis=2))
 
