@@ -403,7 +403,7 @@ def demo_command(
     """The disclosure task on the default model: base vs fine-tuned (10% pilot), with references.
 
     Compares on 300 holdout respondents and the items the decisions need (concern and
-    share_location); ``simval bench disclosure`` compares every item.
+    share_location); "simval bench disclosure" compares every item.
     """
     import time
 
