@@ -401,7 +401,8 @@ def test_simval_demo_on_the_default_model(capsys, tmp_path, monkeypatch):
     source paper's headline), every phase reports its progress, and a rerun is served
     from the cache (no training, no scoring)."""
     monkeypatch.setenv("SIMVAL_CACHE_DIR", str(tmp_path / "cache"))
-    code, out, err = run(capsys, "demo", "--out", tmp_path / "demo")
+    monkeypatch.chdir(tmp_path)  # --out as a new user types it: a relative folder
+    code, out, err = run(capsys, "demo", "--out", "demo")
     assert code == 0, err
     board = pd.read_csv(tmp_path / "demo" / "leaderboard.csv", index_col=0)
     assert list(board.index) == [
@@ -419,7 +420,7 @@ def test_simval_demo_on_the_default_model(capsys, tmp_path, monkeypatch):
     html = (tmp_path / "demo" / "report.html").read_text()
     assert "SIMULATED" in out and "not human data" in html
     assert str(tmp_path) not in html
-    code, again, err = run(capsys, "demo", "--out", tmp_path / "demo")
+    code, again, err = run(capsys, "demo", "--out", "demo")
     assert code == 0 and "fine-tuning on" not in err and "scoring" not in err
     assert again.splitlines()[:-1] == out.splitlines()[:-1]  # only the time differs
 
