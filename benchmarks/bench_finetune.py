@@ -31,12 +31,12 @@ from peft import LoraConfig, get_peft_model
 from simval.finetune import (
     IGNORE,
     Example,
-    _prefix_groups,
     pilot,
     train,
     training_examples,
 )
 from simval.simulators.loading import load_causal_lm
+from simval.simulators.prefixes import prefix_groups
 from simval.simulators.prompts import PromptRenderer, PromptTemplate
 from simval.tasks import load_task
 
@@ -109,7 +109,7 @@ def measure(method: str, *, model_name: str, respondents: int) -> dict[str, floa
     )
     examples = training_examples(chosen, task.study, renderer=renderer)
     pad = tokenizer.pad_token_id
-    groups = _prefix_groups([e.prompt_ids for e in examples], batch_size=BATCH_SIZE)
+    groups = prefix_groups([e.prompt_ids for e in examples], batch_size=BATCH_SIZE)
     lengths = [len(e.prompt_ids) + len(e.answer_ids) for e in examples]
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
     before = status_mib("VmRSS")

@@ -2,12 +2,14 @@
 
 The demo's workload: the default model (SmolLM2-135M-Instruct) scores the disclosure
 task's decision items (concern, share_location) for holdout personas, empty result
-store, float32 (or ``--dtype``). From one run, printed as ratios:
+store, float32 (or ``--dtype``), simval's default workers (one per torch thread, one
+core each; ``simval.runtime``). From one run, printed as ratios:
 
 1. FLOP rate: the matrix-product FLOPs of every linear layer during scoring (counted
    by forward hooks: 2 x rows x inputs x outputs) over the scoring time, as a share
    of this machine's rate for bare ``torch.nn.functional.linear`` calls of the same
-   shapes (rows as in scoring's batches), timed in the same process just before.
+   shapes (rows as in scoring's batches) run by as many one-thread workers, timed in
+   the same process just before.
 2. Tokens: the tokens the model computes per (persona, item), padding and shared
    prefixes included, against the irreducible count: the tokens after the item's and
    arm's shared prefix (the persona phrase and the end-of-turn tokens that follow it,
@@ -15,9 +17,10 @@ store, float32 (or ``--dtype``). From one run, printed as ratios:
 3. int8: the same scoring with torch's dynamic int8 quantization of every linear
    layer (per-channel weights), its speed and its largest probability error against
    float32 (why simval does not use it).
-4. Threads (``--threads-check``): 40 prompts in fresh processes at 1 thread, at 2
-   threads with torch's default OpenMP wait policy (threads spin) and at 2 threads
-   with ``OMP_WAIT_POLICY=PASSIVE`` (simval's policy, ``simval.runtime``), each on a
+4. Threads (``--threads-check``): 96 prompts in fresh processes, one worker at 1
+   thread, one worker at 2 threads with torch's default OpenMP wait policy (threads
+   spin), one worker at 2 threads with ``OMP_WAIT_POLICY=PASSIVE``, and 2 workers of
+   one thread each with PASSIVE (simval's policy, ``simval.runtime``), each on a
    quiet machine and beside one other busy process; seconds and the ratio to the
    quiet 1-thread run.
 
@@ -34,6 +37,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -42,11 +46,12 @@ from typing import Any
 import numpy as np
 
 from simval.bench import decision_study
-from simval.runtime import prepare_torch
-from simval.simulators.hf import HFSimulator, _common_prefix
+from simval.runtime import concurrently, prepare_torch, scoring_workers
+from simval.simulators.hf import HFSimulator
+from simval.simulators.prefixes import common_prefix
 from simval.tasks import load_task
 
-THREAD_PROMPTS = 40
+THREAD_PROMPTS = 96
 CHILD = """
 import os, sys, time
 if os.environ.get("BENCH_POLICY") == "torch default":
@@ -58,7 +63,10 @@ import torch
 torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
 task = load_task("disclosure", seed=0)
 study = decision_study(task.study)
-sim = HFSimulator("default", study=study, cache_dir=sys.argv[1], progress=False)
+sim = HFSimulator(
+    "default", study=study, cache_dir=sys.argv[1], progress=False,
+    workers=int(os.environ["BENCH_WORKERS"]),
+)
 sim.fingerprint += f"-{time.time()}"  # never served from the store
 people = task.human.iloc[: int(sys.argv[2])]
 sim.predict_proba(people.iloc[:8], "concern")  # warm-up
@@ -73,12 +81,14 @@ def linear_flops(model: Any) -> tuple[dict[str, float], list[Any]]:
     import torch
 
     counts = {"flops": 0.0, "calls": 0, "rows": 0}
+    lock = threading.Lock()  # scoring's workers call the hooks from their threads
 
     def hook(module: Any, inputs: tuple[Any, ...], output: Any) -> None:
         rows = inputs[0].numel() // module.in_features
-        counts["flops"] += 2.0 * rows * module.in_features * module.out_features
-        counts["calls"] += 1
-        counts["rows"] += rows
+        with lock:
+            counts["flops"] += 2.0 * rows * module.in_features * module.out_features
+            counts["calls"] += 1
+            counts["rows"] += rows
 
     handles = [
         m.register_forward_hook(hook)
@@ -91,10 +101,12 @@ def linear_flops(model: Any) -> tuple[dict[str, float], list[Any]]:
 def token_counts(model: Any) -> tuple[dict[str, int], Any]:
     """A forward pre-hook on the model that counts the tokens each call computes."""
     counts = {"tokens": 0}
+    lock = threading.Lock()
 
     def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         ids = kwargs.get("input_ids")
-        counts["tokens"] += int(ids.numel())
+        with lock:
+            counts["tokens"] += int(ids.numel())
 
     return counts, model.register_forward_pre_hook(hook, with_kwargs=True)
 
@@ -108,7 +120,7 @@ def irreducible_tokens(sim: HFSimulator, people: Any, item: Any) -> int:
     total = 0
     for arm in set(arms):
         group = [e for e, a in zip(encoded, arms) if a == arm]
-        shared = _common_prefix(group) if len(group) > 1 else len(group[0]) - 1
+        shared = common_prefix(group) if len(group) > 1 else len(group[0]) - 1
         total += sum(len(e) - shared for e in group)
     options = sum(
         len(sim._render.answer_ids(p, e, label))
@@ -118,8 +130,9 @@ def irreducible_tokens(sim: HFSimulator, people: Any, item: Any) -> int:
     return total + options
 
 
-def bare_linear_rate(model: Any, *, rows: int, repeats: int = 5) -> float:
-    """GFLOP/s of bare F.linear over every linear layer shape of ``model`` at ``rows`` rows."""
+def bare_linear_rate(model: Any, *, rows: int, workers: int, repeats: int = 5) -> float:
+    """GFLOP/s of bare F.linear over every linear layer shape of ``model`` at ``rows``
+    rows, run by ``workers`` concurrent one-thread workers as scoring runs."""
     import torch
 
     shapes = sorted(
@@ -136,15 +149,19 @@ def bare_linear_rate(model: Any, *, rows: int, repeats: int = 5) -> float:
         if isinstance(m, torch.nn.Linear)
     ]
     inputs = {k: torch.randn(rows, k) for k, _ in shapes}
-    with torch.inference_mode():
-        for shape in shapes:  # warm-up
-            torch.nn.functional.linear(inputs[shape[0]], weights[shape])
-        start = time.perf_counter()
-        for _ in range(repeats):
-            for shape in layers:
-                torch.nn.functional.linear(inputs[shape[0]], weights[shape])
-        seconds = time.perf_counter() - start
-    flops = repeats * sum(2.0 * rows * k * n for k, n in layers)
+
+    def run(times: int) -> Any:
+        with torch.inference_mode():
+            for _ in range(times):
+                for shape in layers:
+                    torch.nn.functional.linear(inputs[shape[0]], weights[shape])
+            yield times
+
+    list(concurrently([lambda: run(1)] * workers))  # warm-up
+    start = time.perf_counter()
+    list(concurrently([lambda: run(repeats)] * workers))
+    seconds = time.perf_counter() - start
+    flops = workers * repeats * sum(2.0 * rows * k * n for k, n in layers)
     return flops / seconds / 1e9
 
 
@@ -160,7 +177,6 @@ def model_weight(model: Any, shape: tuple[int, int]) -> Any:
 def score_run(sim: HFSimulator, people: Any, items: list[Any]) -> tuple[dict, float]:
     """Score ``items`` for ``people`` from an empty store; (probabilities, seconds)."""
     sim.fingerprint += f"-{time.time_ns()}"
-    sim._prefix = None
     start = time.perf_counter()
     out = {item.name: sim.predict_proba(people, item).to_numpy() for item in items}
     return out, time.perf_counter() - start
@@ -182,9 +198,10 @@ def int8_model(model: Any) -> Any:
 def thread_check(cache: str, *, personas: int) -> None:
     """Item 4 of the module docstring: fresh processes, quiet and beside a busy one."""
     configs = [
-        ("1 thread", 1, "PASSIVE"),
-        ("2 threads, torch default", 2, "torch default"),
-        ("2 threads, PASSIVE (simval)", 2, "PASSIVE"),
+        ("1 worker, 1 thread", 1, 1, "PASSIVE"),
+        ("1 worker, 2 threads, torch default", 2, 1, "torch default"),
+        ("1 worker, 2 threads, PASSIVE", 2, 1, "PASSIVE"),
+        ("2 workers x 1 thread (simval)", 2, 2, "PASSIVE"),
     ]
     rows = []
     for busy in (False, True):
@@ -194,8 +211,9 @@ def thread_check(cache: str, *, personas: int) -> None:
             else None
         )
         try:
-            for label, threads, policy in configs:
+            for label, threads, workers, policy in configs:
                 env = {**os.environ, "BENCH_THREADS": str(threads)}
+                env["BENCH_WORKERS"] = str(workers)
                 env["BENCH_POLICY"] = policy
                 env.pop("OMP_WAIT_POLICY", None)
                 if policy != "torch default":
@@ -213,10 +231,10 @@ def thread_check(cache: str, *, personas: int) -> None:
     base = rows[0][2]
     print(f"\nthreads: {personas} prompts (concern) per run, each in a fresh process")
     print(
-        f"{'configuration':32} {'machine':8} {'seconds':>8} {'vs quiet 1 thread':>18}"
+        f"{'configuration':36} {'machine':8} {'seconds':>8} {'vs quiet 1 thread':>18}"
     )
     for label, machine, seconds in rows:
-        print(f"{label:32} {machine:8} {seconds:8.2f} {seconds / base:18.2f}")
+        print(f"{label:36} {machine:8} {seconds:8.2f} {seconds / base:18.2f}")
 
 
 def main() -> None:
@@ -240,6 +258,7 @@ def main() -> None:
             f"HFSimulator('default') scoring {n} personas x {len(study.items)} items "
             f"({', '.join(study.item_names)}), {sim.precision}, batch size "
             f"{sim.batch_size}, torch threads {torch.get_num_threads()}, "
+            f"workers {scoring_workers()} x 1 thread, "
             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
         )
         score_run(sim, people.iloc[:8], list(study.items))  # warm-up
@@ -249,7 +268,9 @@ def main() -> None:
         for handle in (*hooks, token_hook):
             handle.remove()
         rows_per_call = flops["rows"] / max(flops["calls"], 1)
-        bare = bare_linear_rate(sim.model, rows=max(int(rows_per_call), 1))
+        bare = bare_linear_rate(
+            sim.model, rows=max(int(rows_per_call), 1), workers=scoring_workers()
+        )
         achieved = flops["flops"] / seconds / 1e9
         prompts = n * len(study.items)
         needed = sum(irreducible_tokens(sim, people, item) for item in study.items)

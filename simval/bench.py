@@ -13,6 +13,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from simval.results import (
     Validation,
     summary_table,
 )
+from simval.runtime import side_by_side
 from simval.simulators.base import Simulator
 from simval.simulators.loading import (
     RECORD,
@@ -112,11 +114,7 @@ def bench(
             f"simulator name {taken[0]!r} is reserved ({', '.join(map(repr, reserved))})"
         )
     for simulator in simulators.values():
-        if getattr(simulator, "mode", "score") == "score" and hasattr(
-            simulator, "predict_proba"
-        ):
-            for item in study.items:
-                simulator.predict_proba(human_df, item)
+        prescore(simulator, human_df, study)
     everyone = {**simulators, RESAMPLING: BootstrapSimulator(human_df)}
     validations = {}
     for name, simulator in everyone.items():
@@ -128,6 +126,16 @@ def bench(
     return Benchmark(
         leaderboard=summary_table(validations), validations=validations, human=human_df
     )
+
+
+def prescore(simulator: Simulator, human_df: pd.DataFrame, study: Study) -> None:
+    """Score every item for every respondent, if ``simulator`` scores options, so that
+    validating it reads its answers from the result store."""
+    if getattr(simulator, "mode", "score") == "score" and hasattr(
+        simulator, "predict_proba"
+    ):
+        for item in study.items:
+            simulator.predict_proba(human_df, item)
 
 
 def evaluation_sample(
@@ -186,36 +194,30 @@ def pilot_rows_of(specs: list[ModelSpec]) -> set[Any]:
     return rows
 
 
-def finetuned_adapter(
+def existing_adapter(
     model: str,
     pilot_df: pd.DataFrame,
     study: Study,
     out_dir: Path,
     *,
     seed: int,
-    progress: bool | None = None,
     cache_dir: str | Path | None = None,
     **settings: Any,
-) -> Path:
-    """An adapter trained on ``pilot_df`` with ``settings`` (finetune's keywords): the one in
-    ``out_dir`` if it was made the same way, else a new one, so a repeated demo does not
-    train again."""
+) -> Path | None:
+    """``out_dir`` if it holds an adapter trained on ``pilot_df`` with ``settings``
+    (finetune's keywords) from this model, so a repeated demo does not train again."""
     record = out_dir / RECORD
-    if record.is_file():
-        made = json.loads(record.read_text(encoding="utf-8"))
-        same = {
-            "base_fingerprint": fingerprint(resolve_model(model, cache_dir=cache_dir)),
-            "items": list(study.item_names),
-            "pilot_index": pilot_df.index.tolist(),
-            "seed": seed,
-            **settings,
-        }
-        if all(made.get(key) == value for key, value in same.items()):
-            return out_dir
-    return finetune(
-        model, pilot_df, study, out_dir, seed=seed, progress=progress,
-        cache_dir=cache_dir, **settings,
-    )  # fmt: skip
+    if not record.is_file():
+        return None
+    made = json.loads(record.read_text(encoding="utf-8"))
+    same = {
+        "base_fingerprint": fingerprint(resolve_model(model, cache_dir=cache_dir)),
+        "items": list(study.item_names),
+        "pilot_index": pilot_df.index.tolist(),
+        "seed": seed,
+        **settings,
+    }
+    return out_dir if all(made.get(k) == v for k, v in same.items()) else None
 
 
 DEMO_RESPONDENTS = 300
@@ -265,30 +267,43 @@ def demo(
     the resampling and fresh-sample references, on ``n`` holdout respondents and the
     items the decisions need (``decision_study``); writes the report and leaderboard.
 
-    ``training`` overrides ``DEMO_TRAINING`` (any of finetune's keywords).
+    ``training`` overrides ``DEMO_TRAINING`` (any of finetune's keywords). When the
+    adapter has to be trained, the base model scores the respondents beside the
+    training, one core each (``simval.runtime.side_by_side``): training gains little
+    from a second core.
     """
     from simval.simulators.hf import HFSimulator
 
     task = load_task("disclosure", seed=seed)
     study = decision_study(task.study)
     pilot_df, _ = pilot(task.human, frac=pilot_frac, seed=seed)
+    human = evaluation_sample(task.human, exclude=pilot_df.index, n=n, seed=seed)
     out = Path(out_dir)
     settings = {**DEMO_TRAINING, **training}
-    adapter = finetuned_adapter(
-        model, pilot_df, study, out / "adapter", seed=seed, progress=progress,
-        cache_dir=cache_dir, **settings,
-    )  # fmt: skip
     shared = {
         "study": study,
         "cache_dir": cache_dir,
         "progress": progress,
         "dtype": DEMO_DTYPE,
     }
+    made = {"model": model, "pilot_df": pilot_df, "study": study, "seed": seed}
+    adapter = existing_adapter(
+        **made, out_dir=out / "adapter", cache_dir=cache_dir, **settings
+    )
+    # converts the model once, before training reads it
+    base = HFSimulator(model, workers=None if adapter else 1, **shared)
+    if adapter is None:
+        adapter = side_by_side(
+            adapter=partial(
+                finetune, **made, out_dir=out / "adapter", progress=progress,
+                cache_dir=cache_dir, **settings,
+            ),
+            base=partial(prescore, base, human, study),
+        )["adapter"]  # fmt: skip
     simulators = {
-        "base": HFSimulator(model, **shared),
+        "base": base,
         "fine-tuned": HFSimulator(model, adapter=adapter, **shared),
     }
-    human = evaluation_sample(task.human, exclude=pilot_df.index, n=n, seed=seed)
     result = bench(simulators, human, study, reps=reps, seed=seed, progress=progress)
     trained = ", ".join(f"{key} {value}" for key, value in settings.items())
     left_out = [name for name in task.study.item_names if name not in study.item_names]

@@ -13,7 +13,6 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,8 +21,9 @@ import pandas as pd
 
 from simval.errors import DataError, OptionError, check_option
 from simval.progress import Progress
-from simval.simulators.hf import _argument_names, _common_prefix, _shared_length
+from simval.simulators.hf import _argument_names
 from simval.simulators.loading import RECORD, fingerprint, load_causal_lm, resolve_model
+from simval.simulators.prefixes import common_prefix, prefix_groups
 from simval.simulators.prompts import PromptRenderer, PromptTemplate, as_template
 from simval.study import Study
 
@@ -325,7 +325,7 @@ def train(
 ) -> list[float]:
     """AdamW over shuffled batches, loss on answer tokens only; returns each epoch's mean loss.
 
-    Examples are grouped once by shared prompt prefix (``_prefix_groups``; with the
+    Examples are grouped once by shared prompt prefix (``prefix_groups``; with the
     default prompts, one group per item and arm). Each epoch every group is shuffled
     and cut into batches of at most ``batch_size``, and the batches are shuffled, all
     from ``seed``. Each batch runs its shared prefix once (``_batch_loss``).
@@ -333,7 +333,7 @@ def train(
     import torch
 
     rng = np.random.default_rng(seed)
-    groups = _prefix_groups([e.prompt_ids for e in examples], batch_size=batch_size)
+    groups = prefix_groups([e.prompt_ids for e in examples], batch_size=batch_size)
     names = _argument_names(model)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=lr
@@ -362,54 +362,6 @@ def train(
             losses.append(float(np.mean(epoch)))
     model.eval()
     return losses
-
-
-def _prefix_groups(prompts: list[list[int]], *, batch_size: int) -> list[list[int]]:
-    """Indices of ``prompts`` in groups whose members share a long token prefix.
-
-    Sorted, the prompts form a tree: a run of them splits, where neighbours share the
-    fewest tokens, into runs that share more. Each run stays one group or splits into
-    its sub-runs, whichever computes fewer prompt tokens when every batch (at most
-    ``batch_size`` of one group) runs the group's common prefix once. With the default
-    prompts a group is one item and arm (only the persona block differs), or finer
-    where whole prompts repeat.
-    """
-    order = sorted(range(len(prompts)), key=prompts.__getitem__)
-    shared = [_shared_length(prompts[a], prompts[b]) for a, b in pairwise(order)]
-    lengths = [len(prompts[i]) for i in order]
-    _, runs = _cheapest_runs(
-        0, len(order), shared=shared, lengths=lengths, batch_size=batch_size
-    )
-    return [order[lo:hi] for lo, hi in runs]
-
-
-def _cheapest_runs(
-    lo: int, hi: int, *, shared: list[int], lengths: list[int], batch_size: int
-) -> tuple[int, list[tuple[int, int]]]:
-    """(prompt tokens computed, runs) for sorted prompts ``lo..hi-1``, kept whole or split.
-
-    A run of n prompts with common prefix p costs ceil(n / batch_size) prefixes plus
-    each prompt's remaining tokens; ``shared[k]`` is what prompts k and k+1 share. A
-    prefix always leaves each prompt at least one token of its own.
-    """
-    if hi - lo == 1:
-        return lengths[lo], [(lo, hi)]
-    least = min(shared[lo : hi - 1])
-    prefix = min(least, min(lengths[lo:hi]) - 1)
-    whole = (
-        math.ceil((hi - lo) / batch_size) * prefix
-        + sum(lengths[lo:hi])
-        - (hi - lo) * prefix
-    )
-    cuts = [lo, *(k + 1 for k in range(lo, hi - 1) if shared[k] == least), hi]
-    parts = [
-        _cheapest_runs(a, b, shared=shared, lengths=lengths, batch_size=batch_size)
-        for a, b in pairwise(cuts)
-    ]
-    split = sum(cost for cost, _ in parts)
-    if whole <= split:
-        return whole, [(lo, hi)]
-    return split, [run for _, runs in parts for run in runs]
 
 
 def _group_batches(
@@ -448,7 +400,7 @@ def _prefix_batch(batch: list[Example], *, pad: int) -> _PrefixBatch:
     """Split a batch at its examples' common prompt prefix (see ``_PrefixBatch``)."""
     import torch
 
-    common = _common_prefix([e.prompt_ids for e in batch])
+    common = common_prefix([e.prompt_ids for e in batch])
     suffixes = [e.prompt_ids[common:] + e.answer_ids for e in batch]
     width = max(len(s) for s in suffixes)
     first = min(len(e.prompt_ids) for e in batch) - common - 1

@@ -27,12 +27,12 @@ from simval.finetune import (
     _batch_loss,
     _group_batches,
     _prefix_batch,
-    _prefix_groups,
     train,
     training_examples,
 )
 from simval.simulators.hf import _argument_names
 from simval.simulators.loading import adapter_record, load_causal_lm
+from simval.simulators.prefixes import prefix_groups
 from simval.simulators.prompts import PromptRenderer, PromptTemplate
 
 STUDY = Study(
@@ -276,7 +276,7 @@ def test_prefix_groups_split_where_prompts_stop_sharing(tiny_model_dir, split):
     so each (item, arm, persona) is a group of identical prompts."""
     _, tokenizer = load_causal_lm(tiny_model_dir)
     examples = examples_of(tokenizer, split[0])
-    groups = _prefix_groups([e.prompt_ids for e in examples], batch_size=8)
+    groups = prefix_groups([e.prompt_ids for e in examples], batch_size=8)
     rows = split[0][["arm", "group"]].to_numpy().tolist()
     keys = [{(*rows[i // 2], i % 2) for i in group} for group in groups]
     assert sorted(i for group in groups for i in group) == list(range(len(examples)))
@@ -310,7 +310,7 @@ def test_shared_prefix_loss_and_gradients_equal_the_full_pass(
     model, tokenizer = lora(request.getfixturevalue(model_dir))
     model.train()
     examples = examples_of(tokenizer, split[0].head(24))
-    groups = _prefix_groups([e.prompt_ids for e in examples], batch_size=8)
+    groups = prefix_groups([e.prompt_ids for e in examples], batch_size=8)
     batch = {
         "one group": [examples[i] for i in groups[0][:6]],
         "mixed": [examples[i] for i in (0, 1, 2, 5, 6)],

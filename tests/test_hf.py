@@ -117,6 +117,8 @@ def test_bad_options(make, tiny_model_dir):
         make(tiny_model_dir, mode="chat")
     with pytest.raises(OptionError, match="batch_size"):
         make(tiny_model_dir, batch_size=0)
+    with pytest.raises(OptionError, match="workers"):
+        make(tiny_model_dir, workers=0)
     with pytest.raises(StudyError, match="'worry'"):
         make(tiny_model_dir).prompt(pd.Series({"age": 30}), "worry")
 
@@ -159,6 +161,26 @@ def test_padded_and_unpadded_scores_agree(
             many.predict_proba(personas, item),
             atol=1e-5,
         )
+
+
+def test_concurrent_workers_score_as_one_and_repeat_exactly(
+    task, personas, make, tiny_model_dir, tmp_path
+):
+    """Workers split the batches (one core each, own prefix caches): the same numbers
+    as a single worker to float precision, and bit-identical across runs."""
+    runs = {
+        (workers, run): make(
+            tiny_model_dir,
+            batch_size=3,
+            workers=workers,
+            cache_dir=tmp_path / f"{workers}-{run}",
+        ).predict_proba(personas, "concern")
+        for workers in (1, 3)
+        for run in (0, 1)
+    }
+    np.testing.assert_allclose(runs[1, 0], runs[3, 0], atol=1e-6)
+    for workers in (1, 3):
+        pd.testing.assert_frame_equal(runs[workers, 0], runs[workers, 1])
 
 
 def test_simulate_samples_from_the_probabilities(task, personas, make, tiny_model_dir):
@@ -249,38 +271,40 @@ def count_calls(monkeypatch, *, fail_after: int | None = None) -> list[int]:
     return calls
 
 
+@pytest.mark.parametrize("workers, kept", [(1, 3), (2, 2)])
 def test_interrupted_run_resumes_and_repeat_run_is_free(
-    task, make, tiny_model_dir, tmp_path, monkeypatch
+    task, make, tiny_model_dir, tmp_path, monkeypatch, workers, kept
 ):
+    """A run killed on its 6th model call keeps every batch finished by then, with two
+    workers those of both (each ran its own prefix first), and resumes from them."""
     personas = task.human[list(task.study.persona_columns)].iloc[:60]
-    reference = make(tiny_model_dir, batch_size=8, cache_dir=tmp_path / "reference")
+    options = {"batch_size": 8, "workers": workers}
+    reference = make(tiny_model_dir, cache_dir=tmp_path / "reference", **options)
     expected = reference.simulate(personas, task.study.items, seed=1)
 
     with monkeypatch.context() as patch:
         count_calls(patch, fail_after=5)
         with pytest.raises(Interrupted):
-            make(tiny_model_dir, batch_size=8).simulate(
-                personas, task.study.items, seed=1
-            )
+            make(tiny_model_dir, **options).simulate(personas, task.study.items, seed=1)
     with monkeypatch.context() as patch:
         resumed_calls = count_calls(patch)
-        resumed = make(tiny_model_dir, batch_size=8).simulate(
+        resumed = make(tiny_model_dir, **options).simulate(
             personas, task.study.items, seed=1
         )
     pd.testing.assert_frame_equal(resumed, expected)
     with monkeypatch.context() as patch:
         total_calls = count_calls(patch)
-        make(tiny_model_dir, batch_size=8, cache_dir=tmp_path / "fresh").simulate(
+        make(tiny_model_dir, cache_dir=tmp_path / "fresh", **options).simulate(
             personas, task.study.items, seed=1
         )
-    assert 0 < len(resumed_calls) <= len(total_calls) - 3
+    assert 0 < len(resumed_calls) <= len(total_calls) - kept
     with monkeypatch.context() as patch:
         repeat_calls = count_calls(patch)
-        again = make(tiny_model_dir, batch_size=8).simulate(
+        again = make(tiny_model_dir, **options).simulate(
             personas, task.study.items, seed=1
         )
     assert repeat_calls == []
-    pd.testing.assert_frame_equal(again, expected)
+    pd.testing.assert_frame_equal(again, resumed)
 
 
 # --- generate mode -------------------------------------------------------------------

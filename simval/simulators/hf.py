@@ -19,9 +19,9 @@ import copy
 import inspect
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +31,7 @@ import pandas as pd
 
 from simval.errors import OptionError, check_option
 from simval.progress import Progress
+from simval.runtime import concurrently, scoring_workers
 from simval.simulators.base import Seed
 from simval.simulators.loading import (
     adapter_record,
@@ -39,6 +40,12 @@ from simval.simulators.loading import (
     load_causal_lm,
     require_llm,
     resolve_model,
+)
+from simval.simulators.prefixes import (
+    common_prefix,
+    group_batches,
+    prefix_groups,
+    shared_length,
 )
 from simval.simulators.prompts import PromptRenderer, PromptTemplate, as_template
 from simval.simulators.store import ResultStore, result_key
@@ -59,6 +66,9 @@ class HFSimulator:
     models and the result store live (default ``$SIMVAL_CACHE_DIR`` or ~/.cache/simval).
     ``training_index``: the respondents an adapter made by ``simval.finetune`` was
     trained on; ``validate`` refuses human data that contains any of them.
+    ``workers``: how many scoring batches run at once, each on one core (default:
+    torch's thread count, i.e. the machine's cores or ``$SIMVAL_THREADS``); see
+    ``simval.runtime.concurrently``.
     """
 
     def __init__(
@@ -77,10 +87,12 @@ class HFSimulator:
         temperature: float = 1.0,
         top_p: float = 1.0,
         max_new_tokens: int = 16,
+        workers: int | None = None,
     ) -> None:
         check_option("mode", mode, MODES)
-        if batch_size is not None and batch_size < 1:
-            raise OptionError(f"batch_size={batch_size!r} must be a positive integer")
+        for name, value in (("batch_size", batch_size), ("workers", workers)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise OptionError(f"{name}={value!r} must be a positive integer")
         if not (temperature > 0 and 0 < top_p <= 1 and max_new_tokens >= 1):
             raise OptionError(
                 f"need temperature > 0, 0 < top_p <= 1 and max_new_tokens >= 1; got "
@@ -90,6 +102,7 @@ class HFSimulator:
         self.study = study
         self.mode = mode
         self.batch_size = batch_size or 16
+        self.workers = workers
         self.progress = progress
         self.generation = {
             "temperature": temperature,
@@ -119,7 +132,6 @@ class HFSimulator:
         )
         self.store = ResultStore(cache_root(cache_dir) / "results.sqlite")
         self.unparseable: Counter[str] = Counter()
-        self._prefix: tuple[tuple[int, ...], Any] | None = None
         self._argument_names = _argument_names(self.model)
 
     def __repr__(self) -> str:
@@ -185,43 +197,65 @@ class HFSimulator:
     def _score_batches(
         self, prompts: list[str], *, item: Item
     ) -> Iterator[tuple[list[str], np.ndarray]]:
-        """Yield (prompts, option probabilities) batch by batch, prompts sorted to share prefixes."""
+        """Yield (prompts, option probabilities) batch by batch, prompts sorted to share prefixes.
+
+        The sorted batches are cut into one contiguous run per worker, of near-equal
+        numbers of prompts (``_contiguous_shares``); the workers run
+        concurrently, one core each, and each keeps its own prefix cache. A run's
+        numbers depend only on its batches, so a given worker count gives the same
+        probabilities on every run (counts differ in the last float bits).
+        """
         encoded = {p: self._render.encode(p) for p in prompts}
         options = {
             p: [self._render.answer_ids(p, encoded[p], label) for label in item.labels]
             for p in prompts
         }
         ordered = sorted(prompts, key=lambda p: encoded[p])
-        groups = _prefix_batches([encoded[p] for p in ordered], size=self.batch_size)
-        batches = [[ordered[i] for i in group] for group in groups]
+        groups = prefix_groups(
+            [encoded[p] for p in ordered], batch_size=self.batch_size
+        )
+        batches = [
+            [ordered[i] for i in batch]
+            for batch in group_batches(groups, size=self.batch_size)
+        ]
+        workers = min(self.workers or scoring_workers(), len(batches))
+
+        def run(chunk: list[list[str]]) -> Iterator[tuple[list[str], np.ndarray]]:
+            prefixes = _PrefixCache(forward=self._forward, device=self.model.device)
+            for batch in chunk:
+                rows = [encoded[p] for p in batch]
+                yield batch, self._score(rows, [options[p] for p in batch], prefixes)
+
+        chunks = _contiguous_shares(batches, parts=workers)
         with self._bar(f"scoring {item.name}", total=len(prompts)) as bar:
-            for batch in batches:
-                scores = self._score(
-                    [encoded[p] for p in batch], [options[p] for p in batch]
-                )
+            for batch, scores in concurrently([partial(run, c) for c in chunks]):
                 bar.update(len(batch))
                 yield batch, scores
 
     def _score(
-        self, prompts: list[list[int]], options: list[list[list[int]]]
+        self,
+        prompts: list[list[int]],
+        options: list[list[list[int]]],
+        prefixes: _PrefixCache,
     ) -> np.ndarray:
         """Softmax over options of the summed log-probability of each option's tokens.
 
         One forward pass per batch. The batch's common token prefix is run once (and
-        kept while the next batches share it) and its key/value cache reused; the rest
-        of each prompt is left-padded, followed by every option's tokens side by side,
-        with an attention mask that lets each option see the prompt and its own earlier
-        tokens only, and position ids that skip the padding. So options of several
-        tokens are scored as whole continuations without copying the prompt's cache.
+        kept while the next batches share it, in ``prefixes``) and its key/value cache
+        reused; the rest of each prompt is left-padded, followed by every option's
+        tokens side by side, with an attention mask that lets each option see the
+        prompt and its own earlier tokens only, and position ids that skip the padding.
+        So options of several tokens are scored as whole continuations without copying
+        the prompt's cache.
         """
         torch = _torch()
         device, dtype = self.model.device, self.model.dtype
-        common = _common_prefix(prompts)
+        common = common_prefix(prompts)
         layout = _ScoreLayout(
             suffixes=[p[common:] for p in prompts], options=options, prefix=common
         )
         cache = (
-            self._prefix_cache(tuple(prompts[0][:common]), batch=len(prompts))
+            prefixes.expanded(tuple(prompts[0][:common]), batch=len(prompts))
             if common
             else None
         )
@@ -239,39 +273,6 @@ class HFSimulator:
         totals = layout.option_totals(logprobs)
         scores = np.exp(totals - totals.max(axis=1, keepdims=True))
         return scores / scores.sum(axis=1, keepdims=True)
-
-    def _prefix_cache(self, prefix: tuple[int, ...], *, batch: int) -> Any:
-        """The key/value cache of ``prefix``, expanded to ``batch`` rows.
-
-        The last prefix's cache is kept: a new prefix reuses the part they share (cropped
-        from a copy) and runs only its remaining tokens, so consecutive batches of one
-        item and arm never recompute the instructions, vignette and question.
-        """
-        torch = _torch()
-        device = self.model.device
-        if self._prefix is None or self._prefix[0] != prefix:
-            known, cache = self._prefix or ((), None)
-            shared = _shared_length(known, prefix) if cache is not None else 0
-            cache = copy.deepcopy(cache) if shared else None
-            if cache is not None and len(known) > shared:
-                cache.crop(
-                    shared - len(known)
-                )  # a negative crop drops that many tokens
-            if shared < len(prefix):
-                with torch.inference_mode():
-                    _, cache = self._forward(
-                        input_ids=torch.tensor([prefix[shared:]], device=device),
-                        position_ids=torch.arange(shared, len(prefix), device=device)[
-                            None
-                        ],
-                        cache=cache,
-                        use_cache=True,
-                        keep=1,
-                    )
-            self._prefix = (prefix, cache)
-        cache = copy.deepcopy(self._prefix[1])
-        cache.reorder_cache(torch.zeros(batch, dtype=torch.long, device=device))
-        return cache
 
     def _forward(self, *, cache: Any = None, keep: int = 0, **inputs: Any) -> Any:
         """One model call, returning (logits, cache); the single place the model runs.
@@ -386,6 +387,48 @@ class HFSimulator:
         return Progress(
             desc=f"{self.label}: {what}", total=total, unit="prompts", enabled=not quiet
         )
+
+
+class _PrefixCache:
+    """The key/value cache of the last prompt prefix one scoring worker ran.
+
+    A new prefix reuses the part it shares with the last one (cropped from a copy) and
+    runs only its remaining tokens, so consecutive batches of one item and arm never
+    recompute the instructions, vignette and question.
+    """
+
+    def __init__(self, *, forward: Callable[..., Any], device: Any) -> None:
+        self._forward = forward
+        self._device = device
+        self._last: tuple[tuple[int, ...], Any] | None = None
+
+    def expanded(self, prefix: tuple[int, ...], *, batch: int) -> Any:
+        """The key/value cache of ``prefix``, expanded to ``batch`` rows."""
+        torch = _torch()
+        device = self._device
+        if self._last is None or self._last[0] != prefix:
+            known, cache = self._last or ((), None)
+            shared = shared_length(known, prefix) if cache is not None else 0
+            cache = copy.deepcopy(cache) if shared else None
+            if cache is not None and len(known) > shared:
+                cache.crop(
+                    shared - len(known)
+                )  # a negative crop drops that many tokens
+            if shared < len(prefix):
+                with torch.inference_mode():
+                    _, cache = self._forward(
+                        input_ids=torch.tensor([prefix[shared:]], device=device),
+                        position_ids=torch.arange(shared, len(prefix), device=device)[
+                            None
+                        ],
+                        cache=cache,
+                        use_cache=True,
+                        keep=1,
+                    )
+            self._last = (prefix, cache)
+        cache = copy.deepcopy(self._last[1])
+        cache.reorder_cache(torch.zeros(batch, dtype=torch.long, device=device))
+        return cache
 
 
 @dataclass(frozen=True)
@@ -555,45 +598,22 @@ def _argument_names(model: Any) -> dict[str, str | None]:
     }
 
 
-def _prefix_batches(sequences: list[list[int]], *, size: int) -> list[list[int]]:
-    """Split sorted sequences into batches (of indices) of at most ``size``.
+def _contiguous_shares(
+    batches: list[list[str]], *, parts: int
+) -> list[list[list[str]]]:
+    """``batches`` cut, in order, into ``parts`` runs holding near-equal numbers of prompts.
 
-    Neighbours in sorted order share a long prefix (instructions, vignette, question)
-    except where that prefix changes (a new arm or item): those few neighbours share
-    much less. A batch is closed early where a sequence shares less with the batch's
-    first than the 10th percentile of neighbour prefixes, since every row of a batch
-    recomputes whatever its batch does not share.
+    A run ends at the batch whose end is nearest to its share of all prompts, leaving at
+    least one batch for each run after it.
     """
-    shared = [_shared_length(a, b) for a, b in pairwise(sequences)]
-    typical = float(np.quantile(shared, 0.1)) if shared else 0.0
-    batches: list[list[int]] = []
-    for index, sequence in enumerate(sequences):
-        current = batches[-1] if batches else None
-        if (
-            current is not None
-            and len(current) < size
-            and _shared_length(sequences[current[0]], sequence) >= typical
-        ):
-            current.append(index)
-        else:
-            batches.append([index])
-    return batches
-
-
-def _shared_length(a: list[int], b: list[int]) -> int:
-    """Length of the common prefix of two token sequences."""
-    length = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        length += 1
-    return length
-
-
-def _common_prefix(sequences: list[list[int]]) -> int:
-    """Length of the common prefix, leaving every sequence at least one token of its own."""
-    shared = min(_shared_length(sequences[0], s) for s in sequences)
-    return min(shared, min(len(s) for s in sequences) - 1)
+    ends = np.cumsum([len(b) for b in batches])
+    cuts = [0]
+    for share in range(1, parts):
+        target = ends[-1] * share / parts
+        cut = int(np.argmin(np.abs(ends - target))) + 1
+        cuts.append(min(max(cut, cuts[-1] + 1), len(batches) - (parts - share)))
+    cuts.append(len(batches))
+    return [batches[a:b] for a, b in pairwise(cuts)]
 
 
 def _pad(sequences: list[list[int]], *, pad: int, side: str) -> tuple[Any, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,18 @@ def result_key(*parts: Any) -> str:
 
 
 class ResultStore:
-    """Key -> JSON value table in one SQLite file; ``put_many`` commits a whole batch at once."""
+    """Key -> JSON value table in one SQLite file; ``put_many`` commits a whole batch at once.
+
+    Usable from any thread (a simulator may score in a worker thread), one at a time.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(self.path, timeout=60)
+        self._lock = threading.Lock()
+        self._connection = sqlite3.connect(
+            self.path, timeout=60, check_same_thread=False
+        )
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute(
             "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
@@ -47,19 +54,23 @@ class ResultStore:
         ):  # SQLite caps the number of bound parameters
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self._connection.execute(
-                f"SELECT key, value FROM results WHERE key IN ({marks})", chunk
-            )
+            with self._lock:
+                rows = self._connection.execute(
+                    f"SELECT key, value FROM results WHERE key IN ({marks})", chunk
+                ).fetchall()
             found.update((key, json.loads(value)) for key, value in rows)
         return found
 
     def put_many(self, values: Mapping[str, Any]) -> None:
         """Store every (key, value) in one transaction."""
-        with self._connection:
+        with self._lock, self._connection:
             self._connection.executemany(
                 "INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)",
                 [(key, json.dumps(value)) for key, value in values.items()],
             )
 
     def __len__(self) -> int:
-        return self._connection.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        with self._lock:
+            return self._connection.execute("SELECT COUNT(*) FROM results").fetchone()[
+                0
+            ]

@@ -1,0 +1,61 @@
+"""simval.runtime: concurrent one-thread workers."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from simval.runtime import concurrently
+
+
+class Broken(RuntimeError):
+    pass
+
+
+def producer(name: str, count: int, *, fail_at: int | None = None):
+    def produce():
+        for k in range(count):
+            if k == fail_at:
+                raise Broken(f"{name} failed at {k}")
+            yield name, k, torch.get_num_threads(), threading.current_thread().name
+
+    return produce
+
+
+def test_workers_run_in_their_own_threads_at_one_torch_thread_each():
+    before = torch.get_num_threads()
+    items = list(concurrently([producer("a", 3), producer("b", 4)]))
+    assert sorted((name, k) for name, k, _, _ in items) == [
+        *(("a", k) for k in range(3)),
+        *(("b", k) for k in range(4)),
+    ]
+    assert {threads for _, _, threads, _ in items} == {1}
+    assert threading.current_thread().name not in {t for *_, t in items}
+    assert torch.get_num_threads() == before
+
+
+def test_a_single_producer_runs_here_with_torch_threads_untouched():
+    items = list(concurrently([producer("a", 2)]))
+    assert [t for *_, t in items] == [threading.current_thread().name] * 2
+    assert {threads for _, _, threads, _ in items} == {torch.get_num_threads()}
+
+
+def test_an_error_comes_after_every_finished_piece():
+    alive = threading.active_count()
+    seen = []
+    with pytest.raises(Broken, match="b failed at 2"):
+        for item in concurrently([producer("a", 3), producer("b", 5, fail_at=2)]):
+            seen.append(item[:2])
+    assert ("b", 0) in seen and ("b", 1) in seen and ("b", 2) not in seen
+    assert threading.active_count() == alive
+
+
+def test_a_consumer_that_stops_early_stops_the_workers():
+    before, alive = torch.get_num_threads(), threading.active_count()
+    stream = concurrently([producer("a", 1000), producer("b", 1000)])
+    next(stream)
+    stream.close()
+    assert threading.active_count() == alive
+    assert torch.get_num_threads() == before
