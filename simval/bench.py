@@ -223,7 +223,7 @@ def existing_adapter(
 DEMO_RESPONDENTS = 300
 """Holdout respondents the demo compares on: enough that the humans' own disclosure
 models find effects (2 significant terms in each formula on the demo's 300; at 60,
-none), few enough that a 2-core CPU scores both models in about 2 minutes."""
+none), few enough that a 2-core CPU scores both models in about 2.5 core-minutes."""
 
 DEMO_TRAINING = {"epochs": 2, "layers": 4, "batch_size": 16, "lr": 1e-3}
 """The demo's LoRA run: LoRA on the last 4 of SmolLM2's 30 blocks (the blocks below run

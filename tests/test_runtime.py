@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from simval.runtime import concurrently
+from simval.runtime import concurrently, side_by_side
 
 
 class Broken(RuntimeError):
@@ -59,3 +59,14 @@ def test_a_consumer_that_stops_early_stops_the_workers():
     stream.close()
     assert threading.active_count() == alive
     assert torch.get_num_threads() == before
+
+
+def test_side_by_side_returns_each_call_by_name_from_its_own_thread():
+    here = threading.current_thread().name
+    out = side_by_side(
+        a=lambda: (threading.current_thread().name, torch.get_num_threads()),
+        b=lambda: (threading.current_thread().name, torch.get_num_threads()),
+    )
+    assert set(out) == {"a", "b"}
+    assert out["a"][0] != out["b"][0] and here not in (out["a"][0], out["b"][0])
+    assert out["a"][1] == out["b"][1] == 1
