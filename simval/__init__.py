@@ -32,6 +32,7 @@ from simval.simulators import (
     HFSimulator,
     MarginalSimulator,
     PromptTemplate,
+    ServedSimulator,
     Simulator,
 )
 from simval.study import Coherence, Item, Model, Study
@@ -56,6 +57,7 @@ __all__ = [
     "OptionError",
     "PromptTemplate",
     "Recovery",
+    "ServedSimulator",
     "Simulator",
     "SimulatorError",
     "SimvalError",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -54,24 +55,50 @@ the ``fresh reference`` row (the fresh-sample reference every validation runs)."
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One leaderboard entry: a display name, a model (folder, hub id or "default"), an adapter."""
+    """One leaderboard entry: a display name, a model (folder, hub id or "default") and
+    an adapter folder, or a model served at ``server`` (an OpenAI-compatible API root)."""
 
     name: str
     model: str
     adapter: str | None = None
+    server: str | None = None
+
+
+SPEC_FORMS = "NAME=PATH, NAME=PATH:ADAPTER or NAME=SERVED_MODEL@URL"
 
 
 def parse_model_spec(text: str) -> ModelSpec:
-    """Parse ``NAME=PATH[:ADAPTER]``, e.g. ``smollm=default:adapters/smollm-pilot``."""
+    """Parse ``NAME=PATH[:ADAPTER]`` (``smollm=default:adapters/smollm-pilot``) or
+    ``NAME=SERVED_MODEL@URL`` (``big=llama-70b@http://gpu-box:8000/v1``)."""
     name, equals, rest = text.partition("=")
-    model, _, adapter = rest.partition(":")
+    served = re.fullmatch(r"([^@]+)@(https?://\S+)", rest.strip())
+    if served:
+        model, server, adapter = served.group(1), served.group(2), ""
+    else:
+        model, _, adapter = rest.partition(":")
+        server = None
     if not equals or not name.strip() or not model.strip():
-        raise OptionError(
-            f"--model {text!r} must read NAME=PATH or NAME=PATH:ADAPTER, e.g. base=default"
-        )
+        raise OptionError(f"--model {text!r} must read {SPEC_FORMS}, e.g. base=default")
     return ModelSpec(
-        name=name.strip(), model=model.strip(), adapter=adapter.strip() or None
-    )
+        name=name.strip(), model=model.strip(), adapter=adapter.strip() or None,
+        server=server,
+    )  # fmt: skip
+
+
+def build_simulator(
+    spec: ModelSpec, *, study: Study, api_key_env: str | None = None
+) -> Simulator:
+    """The simulator a spec names: in-process (``HFSimulator``) or served
+    (``ServedSimulator``, with the API key from ``api_key_env``)."""
+    if spec.server:
+        from simval.simulators.served import ServedSimulator
+
+        return ServedSimulator(
+            spec.server, spec.model, study=study, api_key_env=api_key_env
+        )
+    from simval.simulators.hf import HFSimulator
+
+    return HFSimulator(spec.model, study=study, adapter=spec.adapter)
 
 
 @dataclass(frozen=True)

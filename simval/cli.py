@@ -83,6 +83,24 @@ Model = Annotated[
         help='A model folder, a cached hub id, or "default" (SmolLM2-135M).',
     ),
 ]
+ModelOrServed = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        metavar="MODEL",
+        help='A model folder, a cached hub id, "default" (SmolLM2-135M), or '
+        "SERVED_MODEL@URL for a model on an OpenAI-compatible server (vLLM, SGLang; "
+        "URL like http://host:8000/v1).",
+    ),
+]
+ApiKeyEnv = Annotated[
+    str | None,
+    typer.Option(
+        metavar="VARIABLE",
+        help="Environment variable holding the API key of served models (never "
+        "stored or shown).",
+    ),
+]
 TRAINING = inspect.signature(finetune).parameters
 """``simval.finetune.finetune``'s keywords: the finetune command's defaults are its own."""
 DEMO_FLAGS = " ".join(
@@ -151,7 +169,7 @@ def task_command(
 def validate_command(
     study: StudyFile,
     human: Human,
-    model: Model,
+    model: ModelOrServed,
     out: Annotated[
         Path,
         typer.Option(
@@ -167,6 +185,7 @@ def validate_command(
             "was trained on are left out.",
         ),
     ] = None,
+    api_key_env: ApiKeyEnv = None,
     reps: Reps = 20,
     seed: Seed = 0,
     n: Count = None,
@@ -176,20 +195,22 @@ def validate_command(
         RESAMPLING,
         ModelSpec,
         bench,
+        build_simulator,
         evaluation_sample,
+        parse_model_spec,
         pilot_rows_of,
     )
     from simval.report import write_report
-    from simval.simulators.hf import HFSimulator
 
     _check_suffix(out, ".html")
     declared, people = _study_and_human(study, human)
-    pilot = pilot_rows_of(
-        [ModelSpec("model", model, str(adapter) if adapter else None)]
-    )
+    spec = parse_model_spec(f"model={model}")
+    if not spec.server:  # a local model: the adapter comes from --adapter
+        spec = ModelSpec("model", model, str(adapter) if adapter else None)
+    pilot = pilot_rows_of([spec])
     compared = evaluation_sample(people, exclude=pilot, n=n, seed=seed)
     missing = _echo_missing_personas(declared, compared)
-    simulator = HFSimulator(model, study=declared, adapter=adapter)
+    simulator = build_simulator(spec, study=declared, api_key_env=api_key_env)
     result = bench({"model": simulator}, compared, declared, reps=reps, seed=seed)
     notes = [f"Respondents: {len(compared)} from {human}.", *missing]
     if pilot:
@@ -332,7 +353,9 @@ def bench_command(
         typer.Option(
             metavar="NAME=PATH[:ADAPTER]",
             help="Once per model to rank: its name, model (PATH may be default) and "
-            "optional LoRA adapter folder.",
+            "optional LoRA adapter folder; or NAME=SERVED_MODEL@URL for a model on "
+            "an OpenAI-compatible server (vLLM, SGLang: URL like "
+            "http://host:8000/v1).",
         ),
     ],
     out: Annotated[
@@ -348,6 +371,7 @@ def bench_command(
             help="Your own respondents (CSV) instead of the simulated population.",
         ),
     ] = None,
+    api_key_env: ApiKeyEnv = None,
     reps: Reps = 20,
     seed: Seed = 0,
     n: Count = None,
@@ -356,12 +380,12 @@ def bench_command(
     from simval.bench import (
         RESAMPLING,
         bench,
+        build_simulator,
         evaluation_sample,
         parse_model_spec,
         pilot_rows_of,
         write_outputs,
     )  # fmt: skip
-    from simval.simulators.hf import HFSimulator
     from simval.tasks import load_task
 
     specs = [parse_model_spec(text) for text in model]
@@ -374,7 +398,7 @@ def bench_command(
     )
     missing = _echo_missing_personas(loaded.study, compared)
     simulators = {
-        spec.name: HFSimulator(spec.model, study=loaded.study, adapter=spec.adapter)
+        spec.name: build_simulator(spec, study=loaded.study, api_key_env=api_key_env)
         for spec in specs
     }
     result = bench(simulators, compared, loaded.study, reps=reps, seed=seed)

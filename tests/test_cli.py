@@ -51,6 +51,14 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
             " x = HuggingFaceTB/SmolLM2-135M ",
             ModelSpec("x", "HuggingFaceTB/SmolLM2-135M"),
         ),
+        (
+            "big=llama-70b@http://gpu-box:8000/v1",
+            ModelSpec("big", "llama-70b", server="http://gpu-box:8000/v1"),
+        ),
+        (
+            "api=org/model@https://u:p@api.example.org/v1",
+            ModelSpec("api", "org/model", server="https://u:p@api.example.org/v1"),
+        ),
     ],
 )
 def test_model_spec(text, spec):

@@ -1,4 +1,4 @@
-"""simval.runtime: concurrent one-thread workers."""
+"""simval.runtime: concurrent one-thread workers (and the result store they write to)."""
 
 from __future__ import annotations
 
@@ -70,3 +70,20 @@ def test_side_by_side_returns_each_call_by_name_from_its_own_thread():
     assert set(out) == {"a", "b"}
     assert out["a"][0] != out["b"][0] and here not in (out["a"][0], out["b"][0])
     assert out["a"][1] == out["b"][1] == 1
+
+
+def test_the_result_store_works_from_a_worker_thread_and_closes(tmp_path):
+    import sqlite3
+
+    from simval.simulators.store import ResultStore
+
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        side_by_side(
+            a=lambda: store.put_many({"a": [0.5, 0.5]}),
+            b=lambda: store.put_many({"b": "text"}),
+        )
+        assert store.get_many(["a", "b", "c"]) == {"a": [0.5, 0.5], "b": "text"}
+    with pytest.raises(sqlite3.ProgrammingError):
+        len(store)
+    with ResultStore(tmp_path / "r.sqlite") as again:
+        assert len(again) == 2

@@ -9,6 +9,7 @@ from simval.simulators.reference import (
     FunctionSimulator,
     MarginalSimulator,
 )
+from simval.simulators.served import ServedSimulator
 
 __all__ = [
     "BootstrapSimulator",
@@ -18,6 +19,7 @@ __all__ = [
     "MarginalSimulator",
     "PromptTemplate",
     "Seed",
+    "ServedSimulator",
     "Simulator",
     "check_output",
 ]

@@ -55,7 +55,72 @@ Mode = Literal["score", "generate"]
 MODES = ("score", "generate")
 
 
-class HFSimulator:
+class PromptedSimulator:
+    """What every language-model simulator shares: the prompt and ``simulate``.
+
+    A subclass sets the attributes below and provides ``predict_proba`` (score mode)
+    and ``_generate_answers`` (generate mode, built on ``_generation_todo`` and
+    ``_parsed_answers``).
+    """
+
+    study: Study
+    mode: Mode
+    fingerprint: str
+    generation: dict[str, Any]
+    store: ResultStore
+    unparseable: Counter[str]
+    _render: PromptRenderer
+
+    def prompt(self, persona_row: pd.Series | dict, item: Item | str) -> str:
+        """The exact text sent to the model for this persona and item."""
+        return self._render(persona_row, self._item(item))
+
+    def simulate(
+        self, personas: pd.DataFrame, items: Sequence[Item], *, seed: Seed = None
+    ) -> pd.DataFrame:
+        """One answer per persona and item, drawn with ``seed``: in score mode sampled
+        from the option probabilities (so the cached model output is deterministic and
+        repeated draws stay distinct), in generate mode parsed from sampled text."""
+        rng = np.random.default_rng(seed)
+        answers = {}
+        for item in items:
+            item = self._item(item)
+            if self.mode == "score":
+                answers[item.name] = _sample(
+                    self.predict_proba(personas, item), rng=rng
+                )
+            else:
+                answers[item.name] = self._generate_answers(personas, item, rng=rng)
+        return pd.DataFrame(answers, index=personas.index)
+
+    def _item(self, item: Item | str) -> Item:
+        """The study's Item for a name (or the Item itself)."""
+        return self.study.item(item) if isinstance(item, str) else item
+
+    def _generation_todo(
+        self, personas: pd.DataFrame, item: Item, *, rng: np.random.Generator
+    ) -> tuple[list[str], dict[str, Any], list[tuple[str, str]]]:
+        """For generate mode: each persona's result key, the texts already stored, and
+        the (key, prompt) pairs still to sample (repeated personas get their own)."""
+        run_seed = int(rng.integers(2**63))
+        prompts = [self._render(row, item) for _, row in personas.iterrows()]
+        keys = generation_keys(
+            self.fingerprint, prompts, generation=self.generation, run_seed=run_seed
+        )
+        known = self.store.get_many(keys)
+        todo = [(k, p) for k, p in dict(zip(keys, prompts)).items() if k not in known]
+        return keys, known, todo
+
+    def _parsed_answers(
+        self, keys: list[str], known: dict[str, Any], item: Item
+    ) -> np.ndarray:
+        """The stored texts parsed to option codes; unparseable ones NaN and counted."""
+        codes = np.array([parse_answer(known[k], item) for k in keys], dtype=float)
+        self.unparseable[item.name] += int(np.isnan(codes).sum())
+        return codes
+
+
+class HFSimulator(PromptedSimulator):
     """Answers a study's items for personas with a causal LM, base or with a LoRA adapter.
 
     ``model``: a local folder, a hub id already on this machine, or ``"default"`` (the
@@ -145,10 +210,6 @@ class HFSimulator:
 
     # --- public API -------------------------------------------------------------------
 
-    def prompt(self, persona_row: pd.Series | dict, item: Item | str) -> str:
-        """The exact text sent to the model for this persona and item."""
-        return self._render(persona_row, self._item(item))
-
     def predict_proba(self, personas: pd.DataFrame, item: Item | str) -> pd.DataFrame:
         """Per persona, the model's probability of each option (columns: option codes)."""
         item = self._item(item)
@@ -157,22 +218,6 @@ class HFSimulator:
         return pd.DataFrame(
             probabilities, index=personas.index, columns=list(item.codes)
         )
-
-    def simulate(
-        self, personas: pd.DataFrame, items: Sequence[Item], *, seed: Seed = None
-    ) -> pd.DataFrame:
-        """One answer per persona and item, drawn with ``seed`` (see the class docstring)."""
-        rng = np.random.default_rng(seed)
-        answers = {}
-        for item in items:
-            item = self._item(item)
-            if self.mode == "score":
-                answers[item.name] = _sample(
-                    self.predict_proba(personas, item), rng=rng
-                )
-            else:
-                answers[item.name] = self._generate_answers(personas, item, rng=rng)
-        return pd.DataFrame(answers, index=personas.index)
 
     # --- score mode -------------------------------------------------------------------
 
@@ -294,19 +339,7 @@ class HFSimulator:
         self, personas: pd.DataFrame, item: Item, *, rng: np.random.Generator
     ) -> np.ndarray:
         """Sampled text per persona, parsed to option codes (NaN where unparseable)."""
-        run_seed = int(rng.integers(2**63))
-        prompts = [self._render(row, item) for _, row in personas.iterrows()]
-        seen: Counter[str] = Counter()
-        keys = []
-        for p in prompts:
-            keys.append(
-                result_key(
-                    self.fingerprint, "generate", p, self.generation, run_seed, seen[p]
-                )
-            )
-            seen[p] += 1
-        known = self.store.get_many(keys)
-        todo = [(k, p) for k, p in dict(zip(keys, prompts)).items() if k not in known]
+        keys, known, todo = self._generation_todo(personas, item, rng=rng)
         batches = [
             todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)
         ]
@@ -319,9 +352,7 @@ class HFSimulator:
                 self.store.put_many(values)
                 known.update(values)
                 bar.update(len(batch))
-        codes = np.array([parse_answer(known[k], item) for k in keys], dtype=float)
-        self.unparseable[item.name] += int(np.isnan(codes).sum())
-        return codes
+        return self._parsed_answers(keys, known, item)
 
     def _generate(self, prompts: list[str], *, seeds: list[str]) -> list[str]:
         """Sample a continuation per prompt, each row with its own generator (batch-independent)."""
@@ -375,10 +406,6 @@ class HFSimulator:
         return [self.tokenizer.decode(t, skip_special_tokens=True) for t in new]
 
     # --- helpers ----------------------------------------------------------------------
-
-    def _item(self, item: Item | str) -> Item:
-        """The study's Item for a name (or the Item itself)."""
-        return self.study.item(item) if isinstance(item, str) else item
 
     def _bar(self, what: str, *, total: int) -> Progress:
         """A progress bar over ``total`` prompts, named after this model; silent for a
@@ -535,6 +562,23 @@ class _ScoreLayout:
             cells, weights=picked, minlength=len(self.options) * len(self.options[0])
         )
         return totals.reshape(len(self.options), len(self.options[0]))
+
+
+def generation_keys(
+    fingerprint: str, prompts: list[str], *, generation: dict, run_seed: int
+) -> list[str]:
+    """Result-store keys of sampled answers: model, prompt, sampling settings, the run's
+    seed and the prompt's repeat number, so repeated personas get distinct draws."""
+    seen: Counter[str] = Counter()
+    keys = []
+    for prompt in prompts:
+        keys.append(
+            result_key(
+                fingerprint, "generate", prompt, generation, run_seed, seen[prompt]
+            )
+        )
+        seen[prompt] += 1
+    return keys
 
 
 def parse_answer(text: str, item: Item) -> float:

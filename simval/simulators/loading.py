@@ -264,6 +264,13 @@ def fingerprint(model: str | Path, *, adapter: str | Path | None = None) -> str:
     return digest.hexdigest()[:16]
 
 
+def adapter_fingerprint(adapter: str | Path) -> str:
+    """A short hex id of an adapter folder's contents alone (see ``fingerprint``)."""
+    return hashlib.sha256(_folder_digest(_check_adapter(adapter)).encode()).hexdigest()[
+        :16
+    ]
+
+
 # --- the default model ---------------------------------------------------------------------
 
 

@@ -1,0 +1,437 @@
+"""ServedSimulator: simulated respondents from a model behind an OpenAI-compatible server.
+
+vLLM, SGLang and many hosted APIs serve ``/v1/completions``. simval renders each prompt
+with the model's own tokenizer and chat template exactly as ``HFSimulator`` does and
+sends token ids, so the served model reads the same tokens. ``score`` mode asks for the
+log-probabilities of the prompt's own tokens (``echo`` with ``logprobs``) of prompt +
+option for every option and normalises the options' summed log-probabilities, the same
+exact scoring as in-process; ``generate`` samples an answer and parses it.
+
+Results go to the same result store as ``HFSimulator``'s, as each request returns,
+keyed by the server's model id (never its address or credentials), the adapter and the
+prompt, so an interrupted run resumes and a repeated run sends no request. Requests
+are batched, run ``concurrency`` at a time, and retried with exponential backoff and
+jitter on 429, 5xx, dropped connections and timeouts (honouring ``Retry-After``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import pandas as pd
+
+from simval.errors import OptionError, SimvalError, check_option
+from simval.progress import Progress
+from simval.simulators.hf import (
+    MODES,
+    Mode,
+    PromptedSimulator,
+)
+from simval.simulators.loading import (
+    adapter_fingerprint,
+    adapter_record,
+    cache_root,
+    resolve_model,
+)
+from simval.simulators.prompts import PromptRenderer, PromptTemplate, as_template
+from simval.simulators.store import ResultStore, result_key
+from simval.study import Item, Study
+
+RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+"""HTTP statuses worth retrying: the server is busy, overloaded or restarting."""
+
+SERVED_INSTALL = 'pip install -e ".[served]"'
+
+
+class ServerError(SimvalError):
+    """A model server refused a request, failed after every retry, or lacks a feature."""
+
+
+class ServedSimulator(PromptedSimulator):
+    """Answers a study's items for personas with a model served over the OpenAI API.
+
+    ``base_url``: the server's API root, e.g. ``http://127.0.0.1:8000/v1``. ``model``:
+    the served model's name (for a LoRA adapter the engine serves, the adapter's name).
+    ``tokenizer``: a local folder, a hub id on this machine or ``"default"``, holding
+    the served model's tokenizer (default: the weights the server names in
+    ``/v1/models``, which vLLM gives as the folder or hub id it loaded). ``adapter``:
+    the local folder of an adapter the server serves as ``model`` (default: the folder
+    the server names for a LoRA module, where it is on this machine); its record's
+    pilot respondents are then refused by ``validate``, as in-process. ``api_key_env``: the environment variable
+    holding the API key (never stored, logged or shown). ``concurrency``: requests in
+    flight at once; ``batch_size``: prompts per request.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        study: Study,
+        tokenizer: str | Path | None = None,
+        adapter: str | Path | None = None,
+        template: str | PromptTemplate | None = None,
+        mode: Mode = "score",
+        api_key_env: str | None = None,
+        concurrency: int = 4,
+        batch_size: int = 16,
+        timeout: float = 60.0,
+        retries: int = 6,
+        cache_dir: str | Path | None = None,
+        progress: bool | None = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 16,
+    ) -> None:
+        check_option("mode", mode, MODES)
+        for name, value, least in (
+            ("concurrency", concurrency, 1),
+            ("batch_size", batch_size, 1),
+            ("retries", retries, 0),
+        ):
+            if not isinstance(value, int) or value < least:
+                raise OptionError(f"{name}={value!r} must be a whole number >= {least}")
+        if api_key_env is not None and not os.environ.get(api_key_env):
+            raise OptionError(
+                f"api_key_env={api_key_env!r}: that environment variable is not set"
+            )
+        self.study = study
+        self.mode = mode
+        self.concurrency = concurrency
+        self.batch_size = batch_size
+        self.progress = progress
+        self.generation = {
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_new_tokens": max_new_tokens,
+        }
+        self.server = public_url(base_url)
+        self.model_name = model
+        self.label = f"{model} @ {self.server}"
+        self._client = _Client(
+            base_url, api_key_env=api_key_env, timeout=timeout, retries=retries
+        )
+        entry, listed = self._served_model()
+        if adapter is None and entry.get("parent") and _local_dir(entry.get("root")):
+            adapter = entry["root"]  # a LoRA module the server loaded from this machine
+        self.adapter = None if adapter is None else str(Path(adapter).resolve())
+        record = adapter_record(self.adapter) if self.adapter else {}
+        self.training_index = tuple(record.get("pilot_index", ()))
+        self.template = as_template(template)
+        self._render = PromptRenderer(
+            study=study,
+            template=self.template,
+            tokenizer=_tokenizer(
+                tokenizer or _weights(entry, listed) or model, cache_dir=cache_dir
+            ),
+        )
+        self.store = ResultStore(cache_root(cache_dir) / "results.sqlite")
+        self.unparseable: Counter[str] = Counter()
+        adapter_id = adapter_fingerprint(self.adapter) if self.adapter else None
+        # what the server runs (never its address): the model, its weights, the adapter
+        self.fingerprint = result_key(
+            "served", model, entry.get("root"), entry.get("parent"), adapter_id
+        )
+
+    def __repr__(self) -> str:
+        """The served model and the server's address without credentials."""
+        return (
+            f"ServedSimulator({self.server!r}, {self.model_name!r}, mode={self.mode!r})"
+        )
+
+    # --- public API -------------------------------------------------------------------
+
+    def predict_proba(self, personas: pd.DataFrame, item: Item | str) -> pd.DataFrame:
+        """Per persona, the model's probability of each option (columns: option codes)."""
+        item = self._item(item)
+        if self.mode != "score":
+            raise OptionError(
+                f"predict_proba needs mode='score'; this simulator has mode={self.mode!r}"
+            )
+        prompts = [self._render(row, item) for _, row in personas.iterrows()]
+        labels = list(item.labels)
+        keys = [result_key(self.fingerprint, "score", p, labels) for p in prompts]
+        known = self.store.get_many(keys)
+        todo = list(dict.fromkeys(p for p, k in zip(prompts, keys) if k not in known))
+        self._run(
+            [partial(self._score, batch, item) for batch in self._batches(todo)],
+            what=f"scoring {item.name}",
+            total=len(todo),
+            known=known,
+        )
+        probabilities = np.array([known[k] for k in keys], dtype=float)
+        return pd.DataFrame(probabilities, index=personas.index, columns=item.codes)
+
+    # --- requests ---------------------------------------------------------------------
+
+    def _served_model(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """This model's entry in the server's ``/v1/models`` and the whole list; the
+        first request, so a wrong address, key or model name fails before any work."""
+        listed = self._client.get("/models").get("data", [])
+        entry = next((m for m in listed if m.get("id") == self.model_name), None)
+        if entry is None:
+            names = ", ".join(repr(m.get("id")) for m in listed) or "none"
+            raise ServerError(
+                f"{self.server} does not serve a model named {self.model_name!r} "
+                f"(it serves: {names})"
+            )
+        return entry, listed
+
+    def _batches(self, prompts: list[Any]) -> list[list[Any]]:
+        """``prompts`` in requests of ``batch_size``."""
+        return [
+            prompts[i : i + self.batch_size]
+            for i in range(0, len(prompts), self.batch_size)
+        ]
+
+    def _run(
+        self, jobs: list[Any], *, what: str, total: int, known: dict[str, Any]
+    ) -> None:
+        """Run request jobs ``concurrency`` at a time, storing each one's results as it
+        returns; a failure is raised after the jobs in flight are stored, saying how many
+        results this run saved."""
+        saved = 0
+        with (
+            Progress(
+                desc=f"{self.label}: {what}",
+                total=total,
+                unit="prompts",
+                enabled=self.progress is not False and total > 0,
+            ) as bar,
+            ThreadPoolExecutor(max_workers=self.concurrency) as pool,
+        ):
+            futures = [pool.submit(job) for job in jobs]
+            failure: ServerError | None = None
+            for future in as_completed(futures):
+                if future.cancelled():  # not started when another failed
+                    continue
+                try:
+                    values, prompts = future.result()
+                except ServerError as error:
+                    failure = failure or error
+                    for other in futures:
+                        other.cancel()
+                    continue
+                self.store.put_many(values)
+                known.update(values)
+                saved += len(values)
+                bar.update(prompts)
+        if failure is not None:
+            raise ServerError(
+                f"{failure} ({saved} results of this run were saved; rerun to resume)"
+            ) from failure
+
+    def _score(self, prompts: list[str], item: Item) -> tuple[dict[str, Any], int]:
+        """Option probabilities for ``prompts``: one completions request holding every
+        (prompt + option) token sequence, echoing the log-probability of each token."""
+        labels = list(item.labels)
+        sequences, spans = [], []
+        for prompt in prompts:
+            ids = self._render.encode(prompt)
+            for label in labels:
+                option = self._render.answer_ids(prompt, ids, label)
+                sequences.append(ids + option)
+                spans.append((len(ids), len(option)))
+        reply = self._client.post(
+            "/completions",
+            {
+                "model": self.model_name,
+                "prompt": sequences,
+                "max_tokens": 1,
+                "temperature": 0,
+                "echo": True,
+                "logprobs": 0,
+            },
+        )
+        choices = sorted(reply.get("choices", []), key=lambda c: c.get("index", 0))
+        totals = np.array(
+            [
+                _option_logprob(choice, start=start, length=length, server=self.server)
+                for choice, (start, length) in zip(choices, spans, strict=True)
+            ]
+        ).reshape(len(prompts), len(labels))
+        scores = np.exp(totals - totals.max(axis=1, keepdims=True))
+        scores /= scores.sum(axis=1, keepdims=True)
+        values = {
+            result_key(self.fingerprint, "score", p, labels): s.tolist()
+            for p, s in zip(prompts, scores)
+        }
+        return values, len(prompts)
+
+    def _generate_answers(
+        self, personas: pd.DataFrame, item: Item, *, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Sampled text per persona, parsed to option codes (NaN where unparseable)."""
+        keys, known, todo = self._generation_todo(personas, item, rng=rng)
+        jobs = [partial(self._generate, batch) for batch in self._batches(todo)]
+        self._run(jobs, what=f"generating {item.name}", total=len(todo), known=known)
+        return self._parsed_answers(keys, known, item)
+
+    def _generate(self, batch: list[tuple[str, str]]) -> tuple[dict[str, Any], int]:
+        """One sampled continuation per (key, prompt), each seeded from its key."""
+        values = {}
+        for key, prompt in batch:
+            reply = self._client.post(
+                "/completions",
+                {
+                    "model": self.model_name,
+                    "prompt": [self._render.encode(prompt)],
+                    "max_tokens": self.generation["max_new_tokens"],
+                    "temperature": self.generation["temperature"],
+                    "top_p": self.generation["top_p"],
+                    "seed": int(key[:15], 16),
+                },
+            )
+            values[key] = reply["choices"][0]["text"]
+        return values, len(batch)
+
+
+def _option_logprob(
+    choice: dict[str, Any], *, start: int, length: int, server: str
+) -> float:
+    """Summed log-probability of the option tokens at ``start`` .. ``start + length``."""
+    logprobs = (choice.get("logprobs") or {}).get("token_logprobs")
+    if not logprobs or len(logprobs) < start + length:
+        raise ServerError(
+            f"{server} returned no log-probabilities for the prompt's tokens; score mode "
+            "needs an engine that echoes prompt log-probabilities (vLLM, SGLang); use "
+            "mode='generate' for this server"
+        )
+    return float(sum(logprobs[start : start + length]))
+
+
+def _weights(entry: dict[str, Any], listed: list[dict[str, Any]]) -> str | None:
+    """Where the served weights came from (``root``; for a LoRA module, its base's)."""
+    parent = entry.get("parent")
+    if parent:
+        base = next((m for m in listed if m.get("id") == parent), {})
+        return base.get("root") or parent
+    return entry.get("root")
+
+
+def _local_dir(path: str | None) -> bool:
+    return bool(path) and Path(path).is_dir()
+
+
+def public_url(url: str) -> str:
+    """``url`` without user name, password, query or fragment: safe to show and store."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+def _tokenizer(name: str | Path, *, cache_dir: str | Path | None) -> Any:
+    """The served model's tokenizer from this machine (``"default"``: the embedded model's)."""
+    from transformers import AutoTokenizer
+
+    folder = resolve_model(name, cache_dir=cache_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except OSError as exc:
+        raise OptionError(
+            f"tokenizer {str(name)!r} is not on this machine; pass tokenizer= a local "
+            "folder holding the served model's tokenizer"
+        ) from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+class _Client:
+    """JSON over HTTP to one server, with retries. The API key goes only into a request
+    header (``Authorization: Bearer``); without one, credentials in the URL are sent
+    as basic authentication. Neither is kept anywhere else."""
+
+    def __init__(
+        self, base_url: str, *, api_key_env: str | None, timeout: float, retries: int
+    ) -> None:
+        try:
+            import httpx
+        except ImportError as exc:
+            raise ImportError(
+                f"served models need httpx; install it with: {SERVED_INSTALL}"
+            ) from exc
+        self._httpx = httpx
+        self.server = public_url(base_url)
+        headers, auth = {}, None
+        parts = urlsplit(base_url.rstrip("/"))
+        if api_key_env:
+            headers["Authorization"] = f"Bearer {os.environ[api_key_env]}"
+        elif parts.username:  # credentials in the URL: HTTP basic authentication
+            auth = (parts.username, parts.password or "")
+        self._http = httpx.Client(
+            base_url=self.server, headers=headers, auth=auth, timeout=timeout
+        )
+        self.retries = retries
+
+    def get(self, path: str) -> dict[str, Any]:
+        return self._request("GET", path)
+
+    def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", path, payload)
+
+    def _request(
+        self, method: str, path: str, payload: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The reply's JSON; retried on busy or failing servers (``RETRY_STATUSES``,
+        dropped connections, timeouts) with exponential backoff and jitter, or the
+        server's ``Retry-After``; other statuses fail at once with the server's message."""
+        httpx = self._httpx
+        problem = ""
+        for attempt in range(self.retries + 1):
+            try:
+                reply = self._http.request(method, path, json=payload)
+            except (
+                httpx.TransportError
+            ) as exc:  # connection refused or dropped, timeout
+                problem = f"{type(exc).__name__}"
+                wait = None
+            else:
+                if reply.status_code < 400:
+                    return reply.json()
+                problem = f"HTTP {reply.status_code}"
+                if reply.status_code not in RETRY_STATUSES:
+                    raise ServerError(
+                        f"{self.server}{path}: {problem}: {_message(reply)}"
+                    )
+                wait = _retry_after(reply.headers.get("retry-after"))
+            if attempt < self.retries:
+                time.sleep(wait if wait is not None else _backoff(attempt))
+        raise ServerError(
+            f"{self.server}{path}: {problem} after {self.retries + 1} attempts"
+        )
+
+
+def _backoff(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0, min(cap, base * 2**attempt))
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header given in seconds (dates are ignored)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _message(reply: Any) -> str:
+    """The error message a server put in its reply, short."""
+    try:
+        body = reply.json()
+        error = body.get("error", body)
+        text = error.get("message", error) if isinstance(error, dict) else error
+    except ValueError:
+        text = reply.text
+    return str(text)[:300]
