@@ -296,8 +296,8 @@ def demo(
 
     ``training`` overrides ``DEMO_TRAINING`` (any of finetune's keywords). When the
     adapter has to be trained, the base model scores the respondents beside the
-    training, one core each (``simval.runtime.side_by_side``): training gains little
-    from a second core.
+    training, each on half of torch's threads (``simval.runtime.side_by_side``; one
+    core each on a 2-core machine): training gains little from a second core.
     """
     from simval.simulators.hf import HFSimulator
 
@@ -317,7 +317,7 @@ def demo(
     adapter = existing_adapter(
         **made, out_dir=out / "adapter", cache_dir=cache_dir, **settings
     )
-    # converts the model once, before training reads it
+    # converts the model once, before training reads it; one worker beside training
     base = HFSimulator(model, workers=None if adapter else 1, **shared)
     if adapter is None:
         adapter = side_by_side(

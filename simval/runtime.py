@@ -79,8 +79,11 @@ def scoring_workers() -> int:
     return max(1, torch.get_num_threads())
 
 
-def concurrently(producers: Sequence[Callable[[], Iterator[T]]]) -> Iterator[T]:
-    """Run each producer in its own thread, one torch thread each; yield items as they come.
+def concurrently(
+    producers: Sequence[Callable[[], Iterator[T]]], *, threads_each: int = 1
+) -> Iterator[T]:
+    """Run each producer in its own thread, ``threads_each`` torch threads each (torch's
+    thread count is process-wide, so every worker gets the same); yield items as they come.
 
     torch releases the interpreter lock inside its kernels, so the workers compute in
     parallel. A single producer runs in this thread with torch's threads untouched.
@@ -107,7 +110,7 @@ def concurrently(producers: Sequence[Callable[[], Iterator[T]]]) -> Iterator[T]:
         finally:
             results.put((done, None))
 
-    with _torch_threads(1):
+    with _torch_threads(threads_each):
         threads = [threading.Thread(target=work, args=(p,)) for p in producers]
         for thread in threads:
             thread.start()
@@ -132,12 +135,15 @@ def concurrently(producers: Sequence[Callable[[], Iterator[T]]]) -> Iterator[T]:
 
 
 def side_by_side(**calls: Callable[[], Any]) -> dict[str, Any]:
-    """Run independent calls concurrently, one core each (``concurrently``); their results by name."""
+    """Run independent calls concurrently, sharing torch's threads evenly (one each on a
+    2-core machine; ``concurrently``); their results by name."""
 
     def producer(name: str, call: Callable[[], Any]) -> Callable[[], Iterator]:
         return lambda: iter([(name, call())])
 
-    return dict(concurrently([producer(n, c) for n, c in calls.items()]))
+    share = max(1, scoring_workers() // max(1, len(calls)))
+    producers = [producer(n, c) for n, c in calls.items()]
+    return dict(concurrently(producers, threads_each=share))
 
 
 @contextmanager
