@@ -158,22 +158,15 @@ class HFSimulator(PromptedSimulator):
         for name, value in (("batch_size", batch_size), ("workers", workers)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise OptionError(f"{name}={value!r} must be a positive integer")
-        if not (temperature > 0 and 0 < top_p <= 1 and max_new_tokens >= 1):
-            raise OptionError(
-                f"need temperature > 0, 0 < top_p <= 1 and max_new_tokens >= 1; got "
-                f"temperature={temperature!r}, top_p={top_p!r}, max_new_tokens={max_new_tokens!r}"
-            )
         require_llm()
         self.study = study
         self.mode = mode
         self.batch_size = batch_size or 16
         self.workers = workers
         self.progress = progress
-        self.generation = {
-            "temperature": temperature,
-            "top_p": top_p,
-            "max_new_tokens": max_new_tokens,
-        }
+        self.generation = generation_settings(
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens
+        )
         self.label = str(model) + ("" if adapter is None else f" + {adapter}")
         self.model_name = resolve_model(model, cache_dir=cache_dir)
         self.adapter = None if adapter is None else str(Path(adapter).resolve())
@@ -562,6 +555,22 @@ class _ScoreLayout:
             cells, weights=picked, minlength=len(self.options) * len(self.options[0])
         )
         return totals.reshape(len(self.options), len(self.options[0]))
+
+
+def generation_settings(
+    *, temperature: float, top_p: float, max_new_tokens: int
+) -> dict[str, Any]:
+    """Generate mode's sampling settings, checked: OptionError names any out of range."""
+    if not (temperature > 0 and 0 < top_p <= 1 and max_new_tokens >= 1):
+        raise OptionError(
+            f"need temperature > 0, 0 < top_p <= 1 and max_new_tokens >= 1; got "
+            f"temperature={temperature!r}, top_p={top_p!r}, max_new_tokens={max_new_tokens!r}"
+        )
+    return {
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_new_tokens": max_new_tokens,
+    }
 
 
 def generation_keys(

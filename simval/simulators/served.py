@@ -31,11 +31,7 @@ import pandas as pd
 
 from simval.errors import OptionError, SimvalError, check_option
 from simval.progress import Progress
-from simval.simulators.hf import (
-    MODES,
-    Mode,
-    PromptedSimulator,
-)
+from simval.simulators.hf import MODES, Mode, PromptedSimulator, generation_settings
 from simval.simulators.loading import (
     adapter_fingerprint,
     adapter_record,
@@ -66,9 +62,11 @@ class ServedSimulator(PromptedSimulator):
     ``/v1/models``, which vLLM gives as the folder or hub id it loaded). ``adapter``:
     the local folder of an adapter the server serves as ``model`` (default: the folder
     the server names for a LoRA module, where it is on this machine); its record's
-    pilot respondents are then refused by ``validate``, as in-process. ``api_key_env``: the environment variable
-    holding the API key (never stored, logged or shown). ``concurrency``: requests in
-    flight at once; ``batch_size``: prompts per request.
+    pilot respondents are then refused by ``validate``, as in-process.
+    ``api_key_env``: the environment variable holding the API key (never stored,
+    logged or shown). ``concurrency``: requests in flight at once; ``batch_size``:
+    prompts per request; ``timeout``: seconds per request; ``retries``: how often a
+    failed request is retried.
     """
 
     def __init__(
@@ -109,11 +107,9 @@ class ServedSimulator(PromptedSimulator):
         self.concurrency = concurrency
         self.batch_size = batch_size
         self.progress = progress
-        self.generation = {
-            "temperature": temperature,
-            "top_p": top_p,
-            "max_new_tokens": max_new_tokens,
-        }
+        self.generation = generation_settings(
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens
+        )
         self.server = public_url(base_url)
         self.model_name = model
         self.label = f"{model} @ {self.server}"
