@@ -159,7 +159,10 @@ class ServedSimulator(PromptedSimulator):
         known = self.store.get_many(keys)
         todo = list(dict.fromkeys(p for p, k in zip(prompts, keys) if k not in known))
         self._run(
-            [partial(self._score, batch, item) for batch in self._batches(todo)],
+            [
+                partial(self._score, batch, item, self._option_sequences(batch, item))
+                for batch in self._batches(todo)
+            ],
             what=f"scoring {item.name}",
             total=len(todo),
             known=known,
@@ -226,17 +229,31 @@ class ServedSimulator(PromptedSimulator):
                 f"{failure} ({saved} results of this run were saved; rerun to resume)"
             ) from failure
 
-    def _score(self, prompts: list[str], item: Item) -> tuple[dict[str, Any], int]:
-        """Option probabilities for ``prompts``: one completions request holding every
-        (prompt + option) token sequence, echoing the log-probability of each token."""
-        labels = list(item.labels)
+    def _option_sequences(
+        self, prompts: list[str], item: Item
+    ) -> tuple[list[list[int]], list[tuple[int, int]]]:
+        """Every (prompt + option) token sequence and where its option's tokens sit;
+        tokenised here, in the calling thread, before any request runs."""
         sequences, spans = [], []
         for prompt in prompts:
             ids = self._render.encode(prompt)
-            for label in labels:
+            for label in item.labels:
                 option = self._render.answer_ids(prompt, ids, label)
                 sequences.append(ids + option)
                 spans.append((len(ids), len(option)))
+        return sequences, spans
+
+    def _score(
+        self,
+        prompts: list[str],
+        item: Item,
+        tokens: tuple[list[list[int]], list[tuple[int, int]]],
+    ) -> tuple[dict[str, Any], int]:
+        """Option probabilities for ``prompts``: one completions request holding every
+        (prompt + option) token sequence (``tokens``, from ``_option_sequences``),
+        echoing the log-probability of each token."""
+        labels = list(item.labels)
+        sequences, spans = tokens
         reply = self._client.post(
             "/completions",
             {
@@ -268,19 +285,25 @@ class ServedSimulator(PromptedSimulator):
     ) -> np.ndarray:
         """Sampled text per persona, parsed to option codes (NaN where unparseable)."""
         keys, known, todo = self._generation_todo(personas, item, rng=rng)
-        jobs = [partial(self._generate, batch) for batch in self._batches(todo)]
+        jobs = [
+            partial(self._generate, batch, [self._render.encode(p) for _, p in batch])
+            for batch in self._batches(todo)
+        ]
         self._run(jobs, what=f"generating {item.name}", total=len(todo), known=known)
         return self._parsed_answers(keys, known, item)
 
-    def _generate(self, batch: list[tuple[str, str]]) -> tuple[dict[str, Any], int]:
-        """One sampled continuation per (key, prompt), each seeded from its key."""
+    def _generate(
+        self, batch: list[tuple[str, str]], ids: list[list[int]]
+    ) -> tuple[dict[str, Any], int]:
+        """One sampled continuation per (key, prompt), each seeded from its key; ``ids``:
+        the prompts' tokens, made in the calling thread."""
         values = {}
-        for key, prompt in batch:
+        for (key, _), prompt_ids in zip(batch, ids, strict=True):
             reply = self._client.post(
                 "/completions",
                 {
                     "model": self.model_name,
-                    "prompt": [self._render.encode(prompt)],
+                    "prompt": [prompt_ids],
                     "max_tokens": self.generation["max_new_tokens"],
                     "temperature": self.generation["temperature"],
                     "top_p": self.generation["top_p"],
