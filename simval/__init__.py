@@ -2,76 +2,64 @@
 
 Declare the study, simulate respondents, and compare them with the humans on
 heterogeneity, distributional and subgroup alignment, belief–action coherence and
-coefficient recovery. Importing simval never imports torch or transformers.
+coefficient recovery. Importing simval loads nothing heavy (no statsmodels, torch or
+transformers): each name is imported from its module when first used.
 """
 
-from simval.errors import (
-    DataError,
-    EstimationError,
-    FormulaError,
-    OptionError,
-    SimulatorError,
-    SimvalError,
-    StudyError,
-)
-from simval.finetune import finetune, pilot
-from simval.metrics import (
-    Heterogeneity,
-    Recovery,
-    coefficient_recovery,
-    heterogeneity,
-    incoherence_rate,
-    jsd,
-    variance_ratio,
-)
-from simval.regression import Fit, fit
-from simval.simulators import (
-    BootstrapSimulator,
-    FreshSampleSimulator,
-    FunctionSimulator,
-    HFSimulator,
-    MarginalSimulator,
-    PromptTemplate,
-    ServedSimulator,
-    Simulator,
-)
-from simval.study import Coherence, Item, Model, Study
-from simval.validate import Validation, compare, validate
+import sys
+import types
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BootstrapSimulator",
-    "Coherence",
-    "DataError",
-    "EstimationError",
-    "Fit",
-    "FormulaError",
-    "FreshSampleSimulator",
-    "FunctionSimulator",
-    "HFSimulator",
-    "Heterogeneity",
-    "Item",
-    "MarginalSimulator",
-    "Model",
-    "OptionError",
-    "PromptTemplate",
-    "Recovery",
-    "ServedSimulator",
-    "Simulator",
-    "SimulatorError",
-    "SimvalError",
-    "Study",
-    "StudyError",
-    "Validation",
-    "coefficient_recovery",
-    "compare",
-    "finetune",
-    "fit",
-    "heterogeneity",
-    "incoherence_rate",
-    "jsd",
-    "pilot",
-    "validate",
-    "variance_ratio",
-]
+_HOMES = {
+    "simval.errors": (
+        "DataError", "EstimationError", "FormulaError", "MissingDependencyError",
+        "ModelError", "OptionError", "SimulatorError", "SimvalError", "StudyError",
+    ),
+    "simval.finetune": ("finetune", "pilot"),
+    "simval.metrics": (
+        "Heterogeneity", "Recovery", "coefficient_recovery", "heterogeneity",
+        "incoherence_rate", "jsd", "variance_ratio",
+    ),
+    "simval.regression": ("Fit", "fit"),
+    "simval.simulators": (
+        "BootstrapSimulator", "FreshSampleSimulator", "FunctionSimulator",
+        "HFSimulator", "MarginalSimulator", "PromptTemplate", "ServedSimulator",
+        "Simulator",
+    ),
+    "simval.study": ("Coherence", "Item", "Model", "Study"),
+    "simval.validate": ("Validation", "compare", "validate"),
+}  # fmt: skip
+"""The public names, by the module that defines them."""
+
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = list(_HOME)
+
+
+class _Package(types.ModuleType):
+    """simval itself. Importing a submodule sets its name on the package; where a
+    public function shares the submodule's name (``validate``, ``finetune``), the
+    function takes the name, as it did when the package imported everything."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if isinstance(value, types.ModuleType) and _HOME.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name from its module on first use (PEP 562)."""
+    if name not in _HOME:
+        raise AttributeError(f"module 'simval' has no attribute {name!r}")
+    value = getattr(import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simval.errors import DataError, OptionError
+from simval.errors import ModelError, OptionError
 from simval.finetune import finetune, pilot
 from simval.formulas import formula_variables
 from simval.progress import phase
@@ -35,16 +35,15 @@ from simval.results import (
 )
 from simval.runtime import side_by_side
 from simval.simulators.base import Simulator
+from simval.simulators.fingerprints import fingerprint
 from simval.simulators.loading import (
     RECORD,
     adapter_record,
-    fingerprint,
     resolve_model,
 )
 from simval.simulators.reference import BootstrapSimulator
 from simval.study import Study
 from simval.tasks import Task, load_task
-from simval.validate import validate
 
 RESAMPLING = "bootstrap (resampling reference)"
 """The leaderboard row of ``BootstrapSimulator``: the humans' own answers resampled, so it
@@ -86,19 +85,26 @@ def parse_model_spec(text: str) -> ModelSpec:
 
 
 def build_simulator(
-    spec: ModelSpec, *, study: Study, api_key_env: str | None = None
+    spec: ModelSpec,
+    *,
+    study: Study,
+    mode: str = "score",
+    api: str = "completions",
+    api_key_env: str | None = None,
 ) -> Simulator:
-    """The simulator a spec names: in-process (``HFSimulator``) or served
-    (``ServedSimulator``, with the API key from ``api_key_env``)."""
+    """The simulator a spec names, answering in ``mode``: in-process (``HFSimulator``)
+    or served (``ServedSimulator`` through ``api``, with the API key from
+    ``api_key_env``)."""
     if spec.server:
         from simval.simulators.served import ServedSimulator
 
         return ServedSimulator(
-            spec.server, spec.model, study=study, api_key_env=api_key_env
-        )
+            spec.server, spec.model, study=study, mode=mode, api=api,
+            api_key_env=api_key_env,
+        )  # fmt: skip
     from simval.simulators.hf import HFSimulator
 
-    return HFSimulator(spec.model, study=study, adapter=spec.adapter)
+    return HFSimulator(spec.model, study=study, adapter=spec.adapter, mode=mode)
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,9 @@ def bench(
         raise OptionError(
             f"simulator name {taken[0]!r} is reserved ({', '.join(map(repr, reserved))})"
         )
+    # statsmodels loads when something is compared, not for the command's help
+    from simval.validate import validate
+
     for simulator in simulators.values():
         prescore(simulator, human_df, study)
     everyone = {**simulators, RESAMPLING: BootstrapSimulator(human_df)}
@@ -216,7 +225,7 @@ def pilot_rows_of(specs: list[ModelSpec]) -> set[Any]:
     for spec in specs:
         if spec.adapter:
             if not Path(spec.adapter).is_dir():
-                raise DataError(f"adapter folder {spec.adapter!r} does not exist")
+                raise ModelError(f"adapter folder {spec.adapter!r} does not exist")
             rows |= set(adapter_record(spec.adapter).get("pilot_index", ()))
     return rows
 
@@ -300,6 +309,7 @@ def demo(
     core each on a 2-core machine): training gains little from a second core.
     """
     from simval.simulators.hf import HFSimulator
+    from simval.simulators.loading import load_causal_lm
 
     task = load_task("disclosure", seed=seed)
     study = decision_study(task.study)
@@ -307,18 +317,16 @@ def demo(
     human = evaluation_sample(task.human, exclude=pilot_df.index, n=n, seed=seed)
     out = Path(out_dir)
     settings = {**DEMO_TRAINING, **training}
-    shared = {
-        "study": study,
-        "cache_dir": cache_dir,
-        "progress": progress,
-        "dtype": DEMO_DTYPE,
-    }
+    shared = {"study": study, "cache_dir": cache_dir, "progress": progress}
     made = {"model": model, "pilot_df": pilot_df, "study": study, "seed": seed}
     adapter = existing_adapter(
         **made, out_dir=out / "adapter", cache_dir=cache_dir, **settings
     )
-    # converts the model once, before training reads it; one worker beside training
-    base = HFSimulator(model, workers=None if adapter else 1, **shared)
+    # converts the model once, before training reads it, and loads the base weights
+    # once for both simulators; one worker beside training
+    lm, tokenizer = load_causal_lm(model, dtype=DEMO_DTYPE, cache_dir=cache_dir)
+    loaded = {"model": lm, "tokenizer": tokenizer, "name": model, **shared}
+    base = HFSimulator.from_pretrained(workers=None if adapter else 1, **loaded)
     if adapter is None:
         adapter = side_by_side(
             adapter=partial(
@@ -329,7 +337,7 @@ def demo(
         )["adapter"]  # fmt: skip
     simulators = {
         "base": base,
-        "fine-tuned": HFSimulator(model, adapter=adapter, **shared),
+        "fine-tuned": HFSimulator.from_pretrained(adapter=adapter, **loaded),
     }
     result = bench(simulators, human, study, reps=reps, seed=seed, progress=progress)
     trained = ", ".join(f"{key} {value}" for key, value in settings.items())

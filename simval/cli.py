@@ -24,6 +24,8 @@ from simval.errors import OptionError, SimvalError
 from simval.finetune import Strategy, finetune
 from simval.results import Validation
 from simval.runtime import prepare_torch
+from simval.simulators.hf import Mode
+from simval.simulators.served import Api
 from simval.study import Study
 from simval.tasks import TASKS
 
@@ -99,6 +101,25 @@ ApiKeyEnv = Annotated[
         metavar="VARIABLE",
         help="Environment variable holding the API key of served models (never "
         "stored or shown).",
+    ),
+]
+AnswerMode = Annotated[
+    Mode,
+    typer.Option(
+        "--mode",
+        metavar="MODE",
+        help="score: read each option's probability; generate: sample an answer and "
+        "parse it.",
+    ),
+]
+ServedApi = Annotated[
+    Api,
+    typer.Option(
+        "--api",
+        metavar="API",
+        help="How served models are asked: completions (exact option scoring, vLLM "
+        "and SGLang) or chat (chat-only APIs; scoring reads one-word options from "
+        "the first token's top log-probabilities).",
     ),
 ]
 TRAINING = inspect.signature(finetune).parameters
@@ -185,6 +206,8 @@ def validate_command(
             "was trained on are left out.",
         ),
     ] = None,
+    mode: AnswerMode = "score",
+    api: ServedApi = "completions",
     api_key_env: ApiKeyEnv = None,
     reps: Reps = 20,
     seed: Seed = 0,
@@ -210,7 +233,9 @@ def validate_command(
     pilot = pilot_rows_of([spec])
     compared = evaluation_sample(people, exclude=pilot, n=n, seed=seed)
     missing = _echo_missing_personas(declared, compared)
-    simulator = build_simulator(spec, study=declared, api_key_env=api_key_env)
+    simulator = build_simulator(
+        spec, study=declared, mode=mode, api=api, api_key_env=api_key_env
+    )
     result = bench({"model": simulator}, compared, declared, reps=reps, seed=seed)
     notes = [f"Respondents: {len(compared)} from {human}.", *missing]
     if pilot:
@@ -371,6 +396,8 @@ def bench_command(
             help="Your own respondents (CSV) instead of the simulated population.",
         ),
     ] = None,
+    mode: AnswerMode = "score",
+    api: ServedApi = "completions",
     api_key_env: ApiKeyEnv = None,
     reps: Reps = 20,
     seed: Seed = 0,
@@ -398,7 +425,9 @@ def bench_command(
     )
     missing = _echo_missing_personas(loaded.study, compared)
     simulators = {
-        spec.name: build_simulator(spec, study=loaded.study, api_key_env=api_key_env)
+        spec.name: build_simulator(
+            spec, study=loaded.study, mode=mode, api=api, api_key_env=api_key_env
+        )
         for spec in specs
     }
     result = bench(simulators, compared, loaded.study, reps=reps, seed=seed)

@@ -39,6 +39,18 @@ class SimulatorError(SimvalError):
     """A simulator returned output that breaks the Simulator contract."""
 
 
+class ModelError(SimvalError):
+    """A model or adapter cannot be found, read or loaded (a missing folder, one without
+    weights or adapter files, a hub id not on this machine, a failed load)."""
+
+
+class MissingDependencyError(SimvalError, ImportError):
+    """An optional dependency is not installed; the message names the install command.
+
+    Also an ``ImportError``, so code that catches ``ImportError`` keeps working.
+    """
+
+
 def check_option(name: str, value: object, allowed: Iterable[object]) -> None:
     """Raise OptionError unless ``value`` is one of ``allowed``, listing the allowed values."""
     allowed = tuple(allowed)

@@ -21,8 +21,9 @@ import pandas as pd
 
 from simval.errors import DataError, OptionError, check_option
 from simval.progress import Progress
+from simval.simulators.fingerprints import fingerprint
 from simval.simulators.hf import _argument_names
-from simval.simulators.loading import RECORD, fingerprint, load_causal_lm, resolve_model
+from simval.simulators.loading import RECORD, load_causal_lm, resolve_model
 from simval.simulators.prefixes import common_prefix, prefix_groups
 from simval.simulators.prompts import PromptRenderer, PromptTemplate, as_template
 from simval.study import Study
@@ -197,8 +198,9 @@ def finetune(
     once for the batch's rows. ``layers``: put LoRA on the last ``layers`` transformer
     blocks only (None: all); the blocks below then run forward only, which makes
     training cheaper at some cost in how far the model can move. ``dtype``: the base
-    weights' precision (see ``load_causal_lm``; LoRA weights stay float32). The folder
-    loads with
+    weights' precision (see ``load_causal_lm``; LoRA weights stay float32). ``seed``
+    fixes LoRA's initial weights, dropout masks and batch order; torch's global random
+    state is left as it was. The folder loads with
     ``HFSimulator(model, adapter=path, study=...)`` and holds ``simval_finetune.json``,
     the record of how it was made.
     """
@@ -212,22 +214,25 @@ def finetune(
     import torch
     from peft import LoraConfig, get_peft_model
 
-    torch.manual_seed(seed)
-    base, tokenizer = load_causal_lm(model, dtype=dtype, cache_dir=cache_dir)
-    renderer = PromptRenderer(
-        study=study, template=as_template(template), tokenizer=tokenizer
-    )
-    examples = training_examples(pilot_df, study, renderer=renderer)
-    config = LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
-        target_modules="all-linear" if layers is None else _linear_names(base),
-        layers_to_transform=_top_layers(base, layers),
-    )  # fmt: skip
-    lora = get_peft_model(base, config)
-    losses = train(
-        lora, examples, pad=tokenizer.pad_token_id, epochs=epochs, lr=lr,
-        batch_size=batch_size, seed=seed, progress=progress,
-    )  # fmt: skip
+    # LoRA's initial weights and dropout masks come from torch's global generators:
+    # seeded here, on a forked state, so the caller's random state is left as it was.
+    with torch.random.fork_rng(devices=_cuda_devices()):
+        torch.manual_seed(seed)
+        base, tokenizer = load_causal_lm(model, dtype=dtype, cache_dir=cache_dir)
+        renderer = PromptRenderer(
+            study=study, template=as_template(template), tokenizer=tokenizer
+        )
+        examples = training_examples(pilot_df, study, renderer=renderer)
+        config = LoraConfig(
+            r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
+            target_modules="all-linear" if layers is None else _linear_names(base),
+            layers_to_transform=_top_layers(base, layers),
+        )  # fmt: skip
+        lora = get_peft_model(base, config)
+        losses = train(
+            lora, examples, pad=tokenizer.pad_token_id, epochs=epochs, lr=lr,
+            batch_size=batch_size, seed=seed, progress=progress,
+        )  # fmt: skip
     out = Path(out_dir)
     lora.save_pretrained(out)
     resolved = resolve_model(model, cache_dir=cache_dir)
@@ -250,6 +255,14 @@ def finetune(
     }
     (out / RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
     return out
+
+
+def _cuda_devices() -> list[int]:
+    """Every CUDA device (none without CUDA): ``torch.manual_seed`` seeds them all, so
+    ``fork_rng`` must save and restore them all."""
+    import torch
+
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
 
 
 def _linear_names(model: Any) -> list[str]:

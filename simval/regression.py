@@ -37,7 +37,7 @@ import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,14 +59,10 @@ from simval.errors import (
     OptionError,
     check_option,
 )
+from simval.families import CLUSTER_PREFIX, FAMILIES, Family, check_cov
 from simval.formulas import formula_variables
 
-Family = Literal["ols", "logit", "probit", "poisson"]
-
-FAMILIES: tuple[str, ...] = get_args(Family)
-HC_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3")
 ABSORB_COVS = ("nonrobust", "HC0", "HC1")
-CLUSTER_PREFIX = "cluster:"
 COLUMNS = ("term", "estimate", "std_error", "statistic", "p_value", "ci_low", "ci_high")
 
 # R's lm: a column is aliased when under RANK_TOL times its norm is left after QR.
@@ -275,16 +271,6 @@ def _check_options(
             f"cov={cov!r} cannot be combined with absorb={absorb!r} (its hat values need the "
             f"absorbed dummies); choose one of {choices}"
         )
-
-
-def check_cov(cov: str) -> None:
-    """Raise OptionError unless ``cov`` is one of HC_TYPES or ``cluster:<column>``."""
-    if not (
-        isinstance(cov, str)
-        and cov.startswith(CLUSTER_PREFIX)
-        and cov != CLUSTER_PREFIX
-    ):
-        check_option("cov", cov, (*HC_TYPES, f"{CLUSTER_PREFIX}<column>"))
 
 
 def _check_frame(data: object) -> None:

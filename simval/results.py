@@ -138,8 +138,9 @@ class Validation:
       empty); ``draws``: metric, draw, value (the bootstrap draws behind the CIs,
       paired across validations with the same seed); ``replicate_metrics``: metric,
       rep, value.
-    - ``notes``: nonresponse (share of missing answers per item), unparseable (the
-      simulator's count of answers it could not read), reference (the fresh-sample
+    - ``notes``: nonresponse (share of missing answers per item), unparseable (per item,
+      the answers of this validation's replicates that the simulator could not read;
+      they are missing, so also in nonresponse), reference (the fresh-sample
       reference used) and reference_fallback_share (share of its answers from a coarser
       donor cell), warnings (few clusters, subgroup cells the human model cannot fit); ``versions``: package versions; ``fingerprint``: SHA-256 of the
       human data.

@@ -21,8 +21,8 @@ import pandas as pd
 import yaml
 
 from simval.errors import DataError, SimvalError, StudyError, check_option, plain
+from simval.families import CLUSTER_PREFIX, FAMILIES, Family, check_cov
 from simval.formulas import formula_variables, outcome_of
-from simval.regression import CLUSTER_PREFIX, FAMILIES, Family, check_cov
 
 Role = Literal["belief", "action", "outcome", "other"]
 ROLES: tuple[str, ...] = get_args(Role)

@@ -36,6 +36,7 @@ from simval.errors import (
     SimulatorError,
     check_option,
 )
+from simval.families import CLUSTER_PREFIX, FAMILIES, check_cov
 from simval.metrics import (
     TERM_COLUMNS,
     Recovery,
@@ -51,7 +52,7 @@ from simval.metrics import (
     wasserstein,
 )
 from simval.progress import progress as progress_bar
-from simval.regression import CLUSTER_PREFIX, FAMILIES, Fit, check_cov, fit
+from simval.regression import Fit, fit
 from simval.results import (
     HEADLINE,
     HUMAN_LEVELS,
@@ -265,10 +266,12 @@ def _validation(
 ) -> Validation:
     """One simulator's validation on top of the shared work."""
     plan, human_df, alpha = shared.plan, shared.human_df, shared.alpha
+    before = _unparseable(simulator)
     samples = _replicates(
         plan, simulator, shared.personas, shared.draws, shared.seeds,
         desc=f"validating {simulator!r}: replicates", enabled=progress,
     )  # fmt: skip
+    unparseable = _unparseable(simulator) - before  # this validation's answers only
     found = _evaluate(
         plan, shared.human, shared.human_fits, samples, alpha=alpha, subgroups=True
     )
@@ -297,7 +300,12 @@ def _validation(
         pattern_items=plan.pattern_items,
         min_subgroup_n=plan.min_subgroup_n,
         notes=_notes(
-            plan, simulator, shared.reference, samples, shared.human_fits, human_df
+            plan,
+            shared.reference,
+            samples,
+            shared.human_fits,
+            human_df,
+            unparseable=unparseable,
         ),
         versions=dict(_versions()),
         fingerprint=shared.fingerprint,
@@ -1422,17 +1430,25 @@ def _bootstrap(
     return pd.DataFrame(rows, columns=["metric", "draw", "value"])
 
 
+def _unparseable(simulator: Simulator) -> Counter[str]:
+    """The simulator's running count of unreadable answers per item (generate mode),
+    copied; none for simulators that always answer with an option."""
+    return Counter(getattr(simulator, "unparseable", None) or {})
+
+
 def _notes(
     plan: _Plan,
-    simulator: object,
     reference: FreshSampleSimulator,
     samples: list[pd.DataFrame],
     human_fits: dict[Key, Fit | str],
     human_df: pd.DataFrame,
+    *,
+    unparseable: Counter[str],
 ) -> dict[str, Any]:
     """What the reader must know beside the numbers: the simulator's nonresponse per
-    item and unparseable answers, the reference's fallbacks, the humans with missing
-    persona values (``Study.missing_persona_note``, None without) and warnings."""
+    item and its ``unparseable`` answers per item in this validation's replicates, the
+    reference's fallbacks, the humans with missing persona values
+    (``Study.missing_persona_note``, None without) and warnings."""
     cautions = []
     for (formula, subgroup, _), human in human_fits.items():
         clusters = getattr(human, "clusters", None) if subgroup == OVERALL else None
@@ -1457,7 +1473,7 @@ def _notes(
             item: _mean([sample[item].isna().mean() for sample in samples])
             for item in plan.study.item_names
         },
-        "unparseable": int(getattr(simulator, "unparseable", 0) or 0),
+        "unparseable": {item: int(unparseable[item]) for item in plan.study.item_names},
         "reference_fallback_share": reference.fallbacks
         / max(1, sum(len(sample) for sample in samples)),
         "reference": repr(reference),

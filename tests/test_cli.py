@@ -514,3 +514,20 @@ def test_broken_study_yaml_via_the_installed_command(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith(f"simval: error: {study}, line 4, column 1: ")
+
+
+def test_validate_in_generate_mode_reports_the_unparseable_answers(
+    capsys, tmp_path, example_csv, tiny_model_dir
+):
+    """The tiny model's sampled text is mostly not an option: the answers are left
+    missing, and the report counts them."""
+    report = tmp_path / "report.html"
+    code, _, err = run(
+        capsys, "validate", EXAMPLE, "--human", example_csv, "--model", tiny_model_dir,
+        "--mode", "generate", "--reps", "2", "--n", "40", "--out", report,
+    )  # fmt: skip
+    assert code == 0, err
+    shown = re.search(
+        r"unparseable answers \(count\)</td>\s*<td[^>]*>(\d+)<", report.read_text()
+    )
+    assert shown and int(shown[1]) > 0

@@ -350,6 +350,34 @@ def test_train_is_reproducible_with_a_seed(tiny_model_dir, split):
     assert all((a == b).all() for a, b in zip(weights, same))
 
 
+def test_finetune_is_reproducible_and_leaves_the_global_rng_alone(
+    tiny_model_dir, split, tmp_path
+):
+    """Same seed, same adapter weights; the caller's torch generator is not reseeded."""
+    import torch
+    from safetensors.torch import load_file
+
+    def run(name: str, seed: int) -> dict:
+        folder = finetune(
+            tiny_model_dir, split[0].head(12), STUDY, tmp_path / name, epochs=1,
+            lr=5e-3, seed=seed, progress=False, cache_dir=tmp_path / "cache",
+        )  # fmt: skip
+        return load_file(folder / "adapter_model.safetensors")
+
+    torch.manual_seed(12345)
+    before = torch.get_rng_state()
+    first = run("first", seed=3)
+    assert torch.equal(torch.get_rng_state(), before)
+    expected = torch.rand(4)  # the caller's stream goes on where it was
+    torch.set_rng_state(before)
+    again = run("again", seed=3)
+    assert torch.equal(torch.rand(4), expected)
+    other = run("other", seed=4)
+    assert first.keys() == again.keys() == other.keys() and first
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
 def test_adapter_records_how_it_was_made(adapter, split, tiny_model_dir):
     record = adapter_record(adapter)
     assert record["pilot_size"] == 60 and record["items"] == ["fruit", "colour"]

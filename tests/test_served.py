@@ -7,12 +7,16 @@ simulator and the server where a test needs one.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
+import re
+import signal
 import socket
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -20,11 +24,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simval.errors import OptionError
+from simval.errors import DataError, OptionError
+from simval.finetune import finetune, pilot
 from simval.simulators.hf import HFSimulator
 from simval.simulators.loading import resolve_model
 from simval.simulators.served import ServedSimulator, ServerError, public_url
 from simval.tasks import load_task
+from simval.validate import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = ROOT / ".vllm-venv" / "bin" / "python"
@@ -51,51 +57,99 @@ def folder(cache) -> Path:
     return resolve_model("default", cache_dir=cache)
 
 
-@pytest.fixture(scope="module")
-def vllm_url(folder, tmp_path_factory):
-    """A vLLM OpenAI-compatible server on the default model's converted folder, for
-    this module's tests only (it holds about 3 GB while it runs)."""
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen
+
+    def kill(self) -> None:
+        """Kill the server and its engine processes at once, as a crash would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+@contextlib.contextmanager
+def vllm_server(folder: Path, log: Path, *extra: str):
+    """A vLLM OpenAI-compatible server on ``folder`` (served as ``smollm``) on a free
+    port of 127.0.0.1, with the ``extra`` arguments; stopped on leaving."""
     if not VLLM_PYTHON.is_file():
         pytest.fail("vLLM is not installed for the tests; run: scripts/install-vllm")
     port = free_port()
-    log = tmp_path_factory.mktemp("vllm") / "server.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     command = [
         str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(folder), "--served-model-name", SERVED_NAME,
         "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "float32", "--max-model-len", "2048",
+        "--dtype", "float32", "--max-model-len", "2048", *extra,
     ]  # fmt: skip
     with log.open("w") as out:
-        server = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-    url = f"http://127.0.0.1:{port}/v1"
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+    server = Server(f"http://127.0.0.1:{port}/v1", process)
     try:
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            if server.poll() is not None:
+            if process.poll() is not None:
                 pytest.fail(f"vLLM exited at start:\n{log.read_text()[-3000:]}")
             try:
-                if httpx.get(f"{url}/models", timeout=5).status_code == 200:
+                if httpx.get(f"{server.url}/models", timeout=5).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             time.sleep(2)
         else:
             pytest.fail(f"vLLM did not start in 15 minutes:\n{log.read_text()[-3000:]}")
-        yield url
+        yield server
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def base_server(folder, tmp_path_factory):
+    """The default model served by vLLM for this module's tests (about 3 GB)."""
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    with vllm_server(folder, log) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def vllm_url(base_server) -> str:
+    return base_server.url
+
+
+@pytest.fixture(scope="module")
+def adapter(task, cache, tmp_path_factory) -> Path:
+    """A LoRA adapter trained by simval's finetune on ten respondents (one epoch, the
+    top four blocks, as the demo trains)."""
+    chosen, _ = pilot(task.human, n=10, seed=0)
+    out = tmp_path_factory.mktemp("lora") / "adapter"
+    return finetune(
+        "default", chosen, task.study, out, epochs=1, layers=4, progress=False,
+        cache_dir=cache,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lora_server(folder, adapter, tmp_path_factory):
+    """vLLM serving the default model as ``smollm`` and ``adapter`` as ``tuned``."""
+    log = tmp_path_factory.mktemp("vllm-lora") / "server.log"
+    lora = ("--enable-lora", "--max-loras", "1", "--max-lora-rank", "8")
+    with vllm_server(
+        folder, log, *lora, "--lora-modules", f"tuned={adapter}"
+    ) as server:
+        yield server
 
 
 class FaultProxy(http.server.ThreadingHTTPServer):
     """Forwards to ``upstream``; request k gets ``schedule[k]`` ("ok", "429", "500",
-    "drop": connection closed unanswered, "delay": answered after ``delay`` s), then
+    "404", "drop": connection closed unanswered, "delay": answered after ``delay`` s), then
     ``after`` ("ok" or "drop"). Records each request's path and Authorization header."""
 
     daemon_threads = True
@@ -132,7 +186,7 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        if action in ("429", "500"):
+        if action in ("404", "429", "500"):
             self.send_response(int(action))
             self.send_header("Retry-After", "0")
             self.send_header("Content-Length", "2")
@@ -141,10 +195,15 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
             return
         if action == "delay":
             time.sleep(self.server.delay)
-        reply = httpx.request(
-            method, self.server.upstream + self.path, content=body,
-            headers={"content-type": "application/json"}, timeout=600,
-        )  # fmt: skip
+        try:
+            reply = httpx.request(
+                method, self.server.upstream + self.path, content=body,
+                headers={"content-type": "application/json"}, timeout=600,
+            )  # fmt: skip
+        except httpx.TransportError:  # the server is gone: so is this connection
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self.send_response(reply.status_code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(reply.content)))
@@ -167,11 +226,11 @@ def task():
 def served(task, folder):
     """Build a ServedSimulator for ``url`` with its own result store in ``store``."""
 
-    def build(url: str, store: Path, **options) -> ServedSimulator:
+    def build(
+        url: str, store: Path, model: str = SERVED_NAME, **options
+    ) -> ServedSimulator:
         options = {"progress": False, "tokenizer": folder, **options}
-        return ServedSimulator(
-            url, SERVED_NAME, study=task.study, cache_dir=store, **options
-        )
+        return ServedSimulator(url, model, study=task.study, cache_dir=store, **options)
 
     return build
 
@@ -240,6 +299,59 @@ def test_a_run_cut_off_keeps_its_results_and_resumes_with_the_rest(
     pd.testing.assert_frame_equal(got, clean, atol=1e-6)
 
 
+def test_the_chat_api_reads_one_token_options_from_top_logprobs(
+    vllm_url, task, served, cache, tmp_path
+):
+    """For chat-only engines: the server applies the model's chat template to the same
+    turns, needing no tokenizer here; with one-token labels (No, Yes) the first
+    answer token's top_logprobs give HFSimulator's probabilities to 1e-4; labels of
+    several words are refused before any request."""
+    people = task.human.iloc[:4]
+    proxy = FaultProxy(vllm_url)
+    chat = served(proxy.url, tmp_path / "chat", api="chat", tokenizer=None)
+    local = HFSimulator("default", study=task.study, cache_dir=cache, progress=False)
+    np.testing.assert_allclose(
+        chat.predict_proba(people, "share_location"),
+        local.predict_proba(people, "share_location"),
+        atol=1e-4,
+    )
+    assert {path for path, _ in proxy.seen} == {"/v1/models", "/v1/chat/completions"}
+    sent = len(proxy.seen)
+    with pytest.raises(OptionError, match=r"'concern'.*'Strongly disagree'"):
+        chat.predict_proba(people, "concern")
+    assert len(proxy.seen) == sent
+
+
+@pytest.mark.parametrize("api", ["completions", "chat"])
+def test_generate_mode_parses_sampled_answers_and_a_repeat_sends_nothing(
+    api, vllm_url, task, served, tmp_path
+):
+    people = task.human.iloc[:6]
+    proxy = FaultProxy(vllm_url)
+    options = {"api": api, "mode": "generate", "max_new_tokens": 8}
+    sim = served(proxy.url, tmp_path / api, **options)
+    item = task.study.item("share_location")
+    first = sim.simulate(people, [item], seed=1)["share_location"]
+    assert set(first.dropna()) <= {0, 1}
+    assert first.notna().sum() + sim.unparseable["share_location"] == len(people)
+    assert completions(proxy) == len(people)
+    again = served(proxy.url, tmp_path / api, **options).simulate(
+        people, [item], seed=1
+    )
+    pd.testing.assert_series_equal(again["share_location"], first)
+    assert completions(proxy) == len(people)
+
+
+def test_a_server_without_the_endpoint_fails_on_the_first_request(
+    vllm_url, task, served, tmp_path
+):
+    proxy = FaultProxy(vllm_url, schedule=["ok", "404"])
+    sim = served(proxy.url, tmp_path / "store", concurrency=1, batch_size=1)
+    with pytest.raises(ServerError, match="no /v1/completions: use api='chat'"):
+        sim.predict_proba(task.human.iloc[:5], "share_location")
+    assert completions(proxy) == 1
+
+
 def test_the_api_key_is_sent_and_never_written_or_shown(
     vllm_url, task, served, tmp_path, monkeypatch, capfd
 ):
@@ -281,6 +393,8 @@ def test_bad_options_are_refused_before_any_request(task, tmp_path, monkeypatch)
         ({"concurrency": 0}, "concurrency"),
         ({"batch_size": 0}, "batch_size"),
         ({"mode": "chat"}, "mode"),
+        ({"api": "responses"}, "api"),
+        ({"top_logprobs": 0}, "top_logprobs"),
         ({"api_key_env": "SIMVAL_NO_SUCH_KEY"}, "SIMVAL_NO_SUCH_KEY"),
     ):
         with pytest.raises(OptionError, match=culprit):
@@ -295,3 +409,72 @@ def test_public_url_drops_credentials_query_and_fragment():
         public_url("https://user:pw@api.example.org:8443/v1/?key=s#x")
         == "https://api.example.org:8443/v1"
     )
+
+
+# The tests below stop the base server or use the LoRA server: they come last.
+
+
+def test_a_served_adapter_scores_as_in_process_and_its_pilot_is_refused(
+    lora_server, adapter, task, served, cache, tmp_path
+):
+    """An adapter trained by simval's finetune, loaded by vLLM with --lora-modules:
+    the simulator finds its folder from /v1/models, scores one sequence at a time
+    (vLLM's LoRA prompt log-probabilities fail on batches), gives the in-process
+    adapter's probabilities to 1e-4, and validate refuses the adapter's pilot."""
+    remote = served(lora_server.url, tmp_path / "served", model="tuned")
+    assert remote.adapter == str(adapter.resolve()) and remote.serial_scoring
+    local = HFSimulator(
+        "default", adapter=adapter, study=task.study, cache_dir=cache, progress=False
+    )
+    assert remote.training_index == local.training_index and local.training_index
+    held_out = task.human.drop(index=list(local.training_index)).iloc[:3]
+    base = served(lora_server.url, tmp_path / "base", serial_scoring=True)
+    for item in ("share_location", "concern"):
+        tuned = remote.predict_proba(held_out, item)
+        np.testing.assert_allclose(
+            tuned, local.predict_proba(held_out, item), atol=1e-4
+        )
+        moved = np.abs(tuned - base.predict_proba(held_out, item)).to_numpy().max()
+        assert moved > 1e-3  # the adapter is applied, not the base model
+    with pytest.raises(DataError, match="fine-tuning pilot"):
+        validate(task.study, task.human, remote, reps=2, progress=False)
+
+
+def test_a_server_killed_mid_run_loses_nothing_and_the_run_resumes(
+    base_server, lora_server, task, served, tmp_path
+):
+    """The vLLM server is killed (SIGKILL, engine included) while a run is under way:
+    the run fails naming the server and how many results it saved; the same run
+    against another server with the same weights asks only for the rest and ends with
+    a clean run's results."""
+    people = task.human.iloc[:8]
+    options = {"batch_size": 1, "concurrency": 1, "retries": 1}
+    clean = served(base_server.url, tmp_path / "clean", **options)
+    expected = clean.predict_proba(people, "share_location")
+    watched = FaultProxy(base_server.url)
+    run = served(watched.url, tmp_path / "store", **options)
+    outcome: dict[str, BaseException] = {}
+
+    def score() -> None:
+        try:
+            run.predict_proba(people, "share_location")
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=score)
+    worker.start()
+    while completions(watched) < 4 and worker.is_alive():  # three answered
+        time.sleep(0.01)
+    base_server.kill()
+    worker.join(timeout=120)
+    error = outcome.get("error")
+    assert isinstance(error, ServerError) and "127.0.0.1" in str(error)
+    saved = int(re.search(r"(\d+) results of this run were saved", str(error))[1])
+    assert 3 <= saved < len(people)
+    elsewhere = FaultProxy(lora_server.url)
+    resumed = served(elsewhere.url, tmp_path / "store", serial_scoring=True, **options)
+    got = resumed.predict_proba(people, "share_location")
+    option_count = len(task.study.item("share_location").labels)
+    assert completions(elsewhere) == (len(people) - saved) * option_count  # serial
+    # one sequence per step there changes float32 rounding, by about 4e-6
+    pd.testing.assert_frame_equal(got, expected, atol=1e-5)

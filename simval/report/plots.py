@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from simval.errors import MissingDependencyError
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -225,13 +227,13 @@ def heatmap(panels: Mapping[str, pd.DataFrame], *, title: str, label: str) -> Fi
 
 
 def _figure(*, width: float, height: float) -> Figure:
-    """A new matplotlib Figure on an Agg canvas, or an ImportError saying what to install."""
+    """A new matplotlib Figure on an Agg canvas, or a MissingDependencyError saying what to install."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
-        raise ImportError(
-            "simval reports need matplotlib: pip install matplotlib"
+        raise MissingDependencyError(
+            "simval reports need matplotlib; install it with: pip install matplotlib"
         ) from exc
     figure = Figure(figsize=(width, min(height, 30.0)), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)

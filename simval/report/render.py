@@ -362,7 +362,7 @@ def _simulator_blocks(validations: Mapping[str, Validation]) -> list[Block]:
                 (
                     Cell("unparseable answers (count)"),
                     *(
-                        cell(v.notes.get("unparseable", 0))
+                        cell(sum(v.notes.get("unparseable", {}).values()))
                         for v in validations.values()
                     ),
                 ),

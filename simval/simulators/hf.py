@@ -33,12 +33,13 @@ from simval.errors import OptionError, check_option
 from simval.progress import Progress
 from simval.runtime import concurrently, scoring_workers
 from simval.simulators.base import Seed
+from simval.simulators.dependencies import require_llm
+from simval.simulators.fingerprints import fingerprint
 from simval.simulators.loading import (
     adapter_record,
     cache_root,
-    fingerprint,
     load_causal_lm,
-    require_llm,
+    merged_adapter,
     resolve_model,
 )
 from simval.simulators.prefixes import (
@@ -154,43 +155,108 @@ class HFSimulator(PromptedSimulator):
         max_new_tokens: int = 16,
         workers: int | None = None,
     ) -> None:
-        check_option("mode", mode, MODES)
-        for name, value in (("batch_size", batch_size), ("workers", workers)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise OptionError(f"{name}={value!r} must be a positive integer")
+        settings = _settings(
+            mode=mode, batch_size=batch_size, workers=workers,
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+        )  # fmt: skip
         require_llm()
+        folder = None if adapter is None else str(Path(adapter).resolve())
+        lm, tokenizer = load_causal_lm(
+            resolve_model(model, cache_dir=cache_dir),
+            adapter=folder, device=device, dtype=dtype, cache_dir=cache_dir,
+        )  # fmt: skip
+        self._attach(
+            lm, tokenizer, label=_label(model, adapter), adapter=folder, study=study,
+            template=template, cache_dir=cache_dir, progress=progress, **settings,
+        )  # fmt: skip
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: Any,
+        tokenizer: Any,
+        *,
+        study: Study,
+        name: str | None = None,
+        adapter: str | Path | None = None,
+        template: str | PromptTemplate | None = None,
+        mode: Mode = "score",
+        batch_size: int | None = None,
+        cache_dir: str | Path | None = None,
+        progress: bool | None = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 16,
+        workers: int | None = None,
+    ) -> HFSimulator:
+        """A simulator on a model and tokenizer already loaded (``load_causal_lm``), so
+        that several simulators share one load of the base weights. ``adapter``: a peft
+        folder merged into a copy of ``model`` (``model`` stays as it is). ``name``:
+        the model as shown in reprs and reports (default: the folder it was loaded
+        from). The cache key is the one ``HFSimulator(folder, adapter=...)`` uses."""
+        settings = _settings(
+            mode=mode, batch_size=batch_size, workers=workers,
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+        )  # fmt: skip
+        source = getattr(model, "name_or_path", "")
+        if not source:
+            raise OptionError(
+                "from_pretrained needs a model loaded from a folder or hub id (its "
+                "name_or_path is empty); the weights' files are its cache key"
+            )
+        folder = None if adapter is None else str(Path(adapter).resolve())
+        if folder is not None:
+            model = merged_adapter(copy.deepcopy(model), folder, where=source)
+        simulator = cls.__new__(cls)
+        simulator._attach(
+            model, tokenizer, label=_label(name or source, adapter), adapter=folder,
+            study=study, template=template, cache_dir=cache_dir, progress=progress,
+            **settings,
+        )  # fmt: skip
+        return simulator
+
+    def _attach(
+        self,
+        lm: Any,
+        tokenizer: Any,
+        *,
+        label: str,
+        adapter: str | None,
+        study: Study,
+        template: str | PromptTemplate | None,
+        cache_dir: str | Path | None,
+        progress: bool | None,
+        mode: Mode,
+        batch_size: int,
+        workers: int | None,
+        generation: dict[str, Any],
+    ) -> None:
+        """Set the simulator up on a loaded model (``adapter``: the folder merged into
+        it; ``label``: the model and adapter as the user named them)."""
         self.study = study
         self.mode = mode
-        self.batch_size = batch_size or 16
+        self.batch_size = batch_size
         self.workers = workers
         self.progress = progress
-        self.generation = generation_settings(
-            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens
-        )
-        self.label = str(model) + ("" if adapter is None else f" + {adapter}")
-        self.model_name = resolve_model(model, cache_dir=cache_dir)
-        self.adapter = None if adapter is None else str(Path(adapter).resolve())
-        self.model, self.tokenizer = load_causal_lm(
-            self.model_name,
-            adapter=self.adapter,
-            device=device,
-            dtype=dtype,
-            cache_dir=cache_dir,
-        )
+        self.generation = generation
+        self.label = label
+        self.model_name = lm.name_or_path
+        self.adapter = adapter
+        self.model, self.tokenizer = lm, tokenizer
         # the weights' precision changes the numbers, so it is part of every cache key
-        self.precision = str(self.model.dtype).removeprefix("torch.")
+        self.precision = str(lm.dtype).removeprefix("torch.")
         self.fingerprint = (
-            f"{fingerprint(self.model_name, adapter=self.adapter)}-{self.precision}"
+            f"{fingerprint(self.model_name, adapter=adapter)}-{self.precision}"
         )
-        record = adapter_record(self.adapter) if self.adapter else {}
+        record = adapter_record(adapter) if adapter else {}
         self.training_index = tuple(record.get("pilot_index", ()))
         self.template = as_template(template)
         self._render = PromptRenderer(
-            study=study, template=self.template, tokenizer=self.tokenizer
+            study=study, template=self.template, tokenizer=tokenizer
         )
         self.store = ResultStore(cache_root(cache_dir) / "results.sqlite")
         self.unparseable: Counter[str] = Counter()
-        self._argument_names = _argument_names(self.model)
+        self._argument_names = _argument_names(lm)
 
     def __repr__(self) -> str:
         """The model and adapter as the user named them (never this machine's paths)."""
@@ -555,6 +621,35 @@ class _ScoreLayout:
             cells, weights=picked, minlength=len(self.options) * len(self.options[0])
         )
         return totals.reshape(len(self.options), len(self.options[0]))
+
+
+def _label(model: str | Path, adapter: str | Path | None) -> str:
+    """The model and adapter as the user named them (reprs and reports show this)."""
+    return str(model) + ("" if adapter is None else f" + {adapter}")
+
+
+def _settings(
+    *,
+    mode: Mode,
+    batch_size: int | None,
+    workers: int | None,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+) -> dict[str, Any]:
+    """HFSimulator's options, checked before any model loads."""
+    check_option("mode", mode, MODES)
+    for name, value in (("batch_size", batch_size), ("workers", workers)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise OptionError(f"{name}={value!r} must be a positive integer")
+    return {
+        "mode": mode,
+        "batch_size": batch_size or 16,
+        "workers": workers,
+        "generation": generation_settings(
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens
+        ),
+    }
 
 
 def generation_settings(

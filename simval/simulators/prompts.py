@@ -93,8 +93,11 @@ class PromptRenderer:
         self.tokenizer = tokenizer
         self.chat = getattr(tokenizer, "chat_template", None) is not None
 
-    def __call__(self, persona: Mapping[str, Any] | pd.Series, item: Item) -> str:
-        """The full prompt text (chat-formatted where the tokenizer has a chat template)."""
+    def messages(
+        self, persona: Mapping[str, Any] | pd.Series, item: Item
+    ) -> list[dict[str, str]]:
+        """The system turn and the user turn for this persona and item (what a chat
+        API receives; ``__call__`` formats them for the model's own tokenizer)."""
         values = {
             c: NOT_STATED if _missing(persona[c]) else persona[c]
             for c in self.study.persona
@@ -118,12 +121,17 @@ class PromptRenderer:
             raise StudyError(
                 f"prompt template for item {item.name!r}: {exc.message}"
             ) from exc
-        if not self.chat:
-            return f"{system}\n\n{user}{PLAIN_ANSWER_CUE}"
-        messages = [
+        return [
             {"role": "system", "content": system},
             {"role": "user", "content": user},
         ]
+
+    def __call__(self, persona: Mapping[str, Any] | pd.Series, item: Item) -> str:
+        """The full prompt text (chat-formatted where the tokenizer has a chat template)."""
+        messages = self.messages(persona, item)
+        if not self.chat:
+            system, user = (m["content"] for m in messages)
+            return f"{system}\n\n{user}{PLAIN_ANSWER_CUE}"
         return self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )

