@@ -245,14 +245,16 @@ def _values(
     r_counts = np.stack([r.counts for r in reps])
     distance = _jsd(h_counts[None], r_counts)  # reps x items
     r_patterns = np.array([r.patterns for r in reps])
+    with _quiet():  # NaN where no replicate has a complete belief pattern
+        unique_patterns, entropy = np.nanmean(r_patterns, axis=0)
     return {
         "jsd": _mean_over_items(distance),
         "wasserstein": _mean_over_items(_wasserstein(coding, h_counts[None], r_counts)),
         "subgroup_jsd_gap": _gap(human, reps),
         "variance_ratio": _variance_ratio(coding, h_counts, r_counts),
         "nonresponse": float(np.mean([r.missing for r in reps])),
-        "unique_patterns": float(np.nanmean(r_patterns[:, 0])),
-        "entropy": float(np.nanmean(r_patterns[:, 1])),
+        "unique_patterns": float(unique_patterns),
+        "entropy": float(entropy),
         "unique_patterns_human": human.patterns[0],
         "entropy_human": human.patterns[1],
         "incoherence": _incoherence(reps),

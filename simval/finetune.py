@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -228,7 +229,11 @@ def finetune(
             target_modules="all-linear" if layers is None else _linear_names(base),
             layers_to_transform=_top_layers(base, layers),
         )  # fmt: skip
-        lora = get_peft_model(base, config)
+        with warnings.catch_warnings():  # peft's call of a renamed transformers method
+            warnings.filterwarnings(
+                "ignore", message="`is_gradient_checkpointing` is deprecated"
+            )
+            lora = get_peft_model(base, config)
         losses = train(
             lora, examples, pad=tokenizer.pad_token_id, epochs=epochs, lr=lr,
             batch_size=batch_size, seed=seed, progress=progress,
