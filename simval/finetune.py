@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +23,12 @@ from simval.errors import DataError, OptionError, check_option
 from simval.progress import Progress
 from simval.simulators.fingerprints import fingerprint
 from simval.simulators.hf import _argument_names
-from simval.simulators.loading import RECORD, load_causal_lm, resolve_model
+from simval.simulators.loading import (
+    RECORD,
+    load_causal_lm,
+    peft_quietly,
+    resolve_model,
+)
 from simval.simulators.prefixes import common_prefix, prefix_groups
 from simval.simulators.prompts import PromptRenderer, PromptTemplate, as_template
 from simval.study import Study
@@ -229,10 +233,7 @@ def finetune(
             target_modules="all-linear" if layers is None else _linear_names(base),
             layers_to_transform=_top_layers(base, layers),
         )  # fmt: skip
-        with warnings.catch_warnings():  # peft's call of a renamed transformers method
-            warnings.filterwarnings(
-                "ignore", message="`is_gradient_checkpointing` is deprecated"
-            )
+        with peft_quietly():
             lora = get_peft_model(base, config)
         losses = train(
             lora, examples, pad=tokenizer.pad_token_id, epochs=epochs, lr=lr,

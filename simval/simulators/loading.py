@@ -11,9 +11,12 @@ hashing a model's contents in ``fingerprints``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +145,17 @@ def load_causal_lm(
     return lm, tokenizer
 
 
+@contextlib.contextmanager
+def peft_quietly() -> Iterator[None]:
+    """Hide peft's call of a renamed transformers method (a FutureWarning meant for
+    peft's authors) while an adapter is built or loaded."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated"
+        )
+        yield
+
+
 def merged_adapter(lm: Any, adapter: str | Path, *, where: str) -> Any:
     """``lm`` with the peft adapter folder ``adapter`` merged into its weights (the same
     function, without LoRA's extra matrix products per token; for inference only).
@@ -150,7 +164,8 @@ def merged_adapter(lm: Any, adapter: str | Path, *, where: str) -> Any:
 
     adapter_dir = _check_adapter(adapter)
     try:
-        wrapped = PeftModel.from_pretrained(lm, str(adapter_dir))
+        with peft_quietly():
+            wrapped = PeftModel.from_pretrained(lm, str(adapter_dir))
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
         raise ModelError(
             f"adapter folder {adapter_dir} does not fit {where} "
