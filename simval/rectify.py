@@ -78,8 +78,8 @@ def ppi_fit(
     personas. ``lam``: a number in [0, 1], or ``"tuned"``: the value minimising the
     summed variance of the coefficients, estimated at the λ = 1 fit and clipped to
     [0, 1] (as ppi-python tunes it). ``covariates_predicted``: whether a simulated
-    variable is among the covariates; where none is, and the family's Hessian depends
-    on the covariates alone (ols, logit, poisson), the Hessian is estimated on the
+    variable is among the covariates; where none is, the Hessian (which depends on the
+    covariates alone: probit's is its expected information) is estimated on the
     labeled and unlabeled rows together, as in ppi-python; otherwise on the humans.
     """
     check_option("family", family, FAMILIES)
@@ -90,7 +90,7 @@ def ppi_fit(
             "the predicted rows must match the human rows one for one "
             f"(design {predicted.X.shape} against {human.X.shape})"
         )
-    pooled = not covariates_predicted and family != "probit"
+    pooled = not covariates_predicted
     if lam == "tuned":
         at_one = _solve(human, predicted, unlabeled, family=family, lam=1.0)
         lam = tuned_lam(
@@ -248,14 +248,12 @@ def _first(eta: np.ndarray, y: np.ndarray, family: Family) -> np.ndarray:
         return scipy.special.expit(eta) - y
     if family == "poisson":
         return np.exp(eta) - y
-    # probit: −y φ/Φ(η) + (1 − y) φ/Φ(−η), through log-densities for the tails
-    up = np.exp(scipy.stats.norm.logpdf(eta) - scipy.special.log_ndtr(eta))
-    down = np.exp(scipy.stats.norm.logpdf(eta) - scipy.special.log_ndtr(-eta))
+    up, down = _mills(eta)  # probit: −y φ/Φ(η) + (1 − y) φ/Φ(−η)
     return -y * up + (1 - y) * down
 
 
 def _second(eta: np.ndarray, y: np.ndarray, family: Family) -> np.ndarray:
-    """d² loss / d η²."""
+    """d² loss / d η² (for probit its expectation, which does not involve y)."""
     if family == "ols":
         return np.ones_like(eta)
     if family == "logit":
@@ -263,6 +261,14 @@ def _second(eta: np.ndarray, y: np.ndarray, family: Family) -> np.ndarray:
         return p * (1 - p)
     if family == "poisson":
         return np.exp(eta)
-    up = np.exp(scipy.stats.norm.logpdf(eta) - scipy.special.log_ndtr(eta))
-    down = np.exp(scipy.stats.norm.logpdf(eta) - scipy.special.log_ndtr(-eta))
-    return y * up * (up + eta) + (1 - y) * down * (down - eta)
+    up, down = _mills(eta)  # probit: expected information φ²/(Φ(η)Φ(−η)), as glm
+    return up * down
+
+
+def _mills(eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """φ(η)/Φ(η) and φ(η)/Φ(−η), through log-densities so the tails stay finite."""
+    log_density = scipy.stats.norm.logpdf(eta)
+    return (
+        np.exp(log_density - scipy.special.log_ndtr(eta)),
+        np.exp(log_density - scipy.special.log_ndtr(-eta)),
+    )

@@ -214,3 +214,26 @@ def test_bad_options_are_refused():
         }  # fmt: skip
         with pytest.raises(OptionError, match=culprit):
             ppi_fit(**arguments)
+
+
+@pytest.mark.parametrize("family", ["ols", "logit", "probit", "poisson"])
+def test_lambda_zero_is_the_humans_fit_with_robust_errors(family):
+    """λ = 0 is the humans-only fit: simval.fit's estimates (statsmodels), and its HC0
+    standard errors times sqrt(n / (n - 1)) (the gradients' covariance takes n - 1)."""
+    import pandas as pd
+
+    from simval.regression import fit as fit_model
+
+    human, predicted, unlabeled = outcome_only(
+        "logit" if family == "probit" else family, n=300, N=300, seed=2
+    )
+    classical = fit(human, predicted, unlabeled, family, lam=0.0)
+    data = pd.DataFrame({"y": human.y, "x1": human.X[:, 1], "x2": human.X[:, 2]})
+    reference = fit_model("y ~ x1 + x2", data, family=family, cov="HC0").table
+    n = len(human.y)
+    np.testing.assert_allclose(classical.coef, reference["estimate"], atol=1e-6)
+    np.testing.assert_allclose(
+        classical.std_errors(),
+        reference["std_error"] * math.sqrt(n / (n - 1)),
+        rtol=1e-5,
+    )
