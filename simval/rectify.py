@@ -1,274 +1,671 @@
-"""Prediction-powered inference (PPI++): valid estimates from few humans and a simulator.
+"""rectify(): valid estimates of a study's regressions from few humans and a simulator.
 
-Labeled rows are humans with the simulator's answers for exactly their personas;
-unlabeled rows are personas the simulator alone answers. The rectified estimate of a
-regression's coefficients solves the estimating equation
+Orchestration only, as ``validate`` is: it asks the simulator for the humans' own
+personas and for simulated-only ones, builds each model's design on the humans, on
+the simulator's answers for them and on the simulated-only rows with the humans' fit
+(``Fit.arrays``), and solves PPI++ (``simval.ppi``) beside the humans-only and the
+simulated-only fits. The estimator and its variance live in ``simval.ppi``.
 
-    mean_n g(x, y; θ) + λ [mean_N g(x̃, ỹ; θ) − mean_n g(x̂, ŷ; θ)] = 0,
+Simulated-only personas come from one of two places:
 
-where g is the gradient of the family's loss, (x, y) the humans' own data, (x̂, ŷ) the
-simulator's for the same people and (x̃, ỹ) the simulator's for the unlabeled
-personas (Angelopoulos, Duchi & Zrnic, "PPI++", 2023). Any simulated variable can sit
-on either side of the formula: only the rows' values change, not the equation. With
-λ = 0 it is the humans-only (classical) fit; the bracket has mean zero whatever the
-simulator's bias, so the estimate stays consistent, and λ is tuned to make its
-variance smallest.
-
-``ppi_fit`` is the estimator on design matrices, checked against ppi-python where
-only the outcome is predicted (tests/test_rectify.py).
+- a persona frame (``unlabeled=<DataFrame>``): personas drawn from the population
+  the humans were sampled from, independently of them (arms drawn where the frame
+  has none): standard PPI;
+- ``unlabeled=<number>``: the humans' own personas re-drawn with the study's
+  treatment re-randomised (arm shares as in the human data). Every human persona
+  is answered under every arm and the simulated-only rows are drawn from those
+  answers; their mean then depends on which humans were sampled, so the variance
+  centres each human's predicted gradient on its mean over the arms
+  (``ppi.ppi_fit(arms=...)``). What this gains is the variance due to which arm each
+  human drew, as regression adjustment does in an experiment; without a treatment
+  there is nothing to gain and it is refused.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-import scipy.special
+import pandas as pd
 import scipy.stats
 
-from simval.errors import EstimationError, OptionError, check_option
-from simval.families import FAMILIES, Family
+from simval.errors import (
+    DataError,
+    EstimationError,
+    OptionError,
+)
+from simval.families import CLUSTER_PREFIX
+from simval.formulas import formula_variables
+from simval.ppi import Estimate, Lam, Rows, ppi_fit
+from simval.progress import progress as progress_bar
+from simval.regression import fit
+from simval.simulators.base import Simulator, check_output
+from simval.study import Item, Model, Study
+from simval.validate import categorical_items, check_no_leakage, formula_study
 
-Lam = float | Literal["tuned"]
+__all__ = ["Rectified", "rectify"]
 
-NEWTON_TOL = 1e-12
-NEWTON_STEPS = 100
+METHODS = ("classical", "naive", "rectified")
+"""Humans only; simulated-only respondents only; PPI++ on both."""
+
+ESTIMATE_COLUMNS = (
+    "formula", "term", "method", "estimate", "std_error", "statistic", "p_value",
+    "ci_low", "ci_high",
+)  # fmt: skip
+
+TABLE_COLUMNS = (
+    "formula", "term", "n_human", "n_unlabeled", "lam", "ppi_correlation",
+    *(f"{method}_{column}" for method in METHODS
+      for column in ("estimate", "std_error", "ci_low", "ci_high")),
+    "rectified_p_value", "effective_n", "gain",
+)  # fmt: skip
+
+ROBUST = "robust"
+PER_TERM = "tuned_per_term"
+"""``lam`` value: a λ tuned for each term's own variance (one fit per term)."""
 
 
 @dataclass(frozen=True)
-class Rows:
-    """One kind of row of a PPI problem: a design matrix and the outcome."""
+class Rectified:
+    """PPI++ estimates of a study's regressions beside the humans-only and the
+    simulated-only ones.
 
-    X: np.ndarray
-    y: np.ndarray
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A rectified fit: coefficients, their covariance matrix and the λ used."""
-
-    coef: np.ndarray
-    cov: np.ndarray
-    lam: float
-
-    def std_errors(self) -> np.ndarray:
-        return np.sqrt(np.diag(self.cov))
-
-    def intervals(self, *, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-        """Two-sided normal (1 − alpha) confidence intervals, per coefficient."""
-        z = scipy.stats.norm.ppf(1 - alpha / 2)
-        half = z * self.std_errors()
-        return self.coef - half, self.coef + half
-
-
-def ppi_fit(
-    *,
-    human: Rows,
-    predicted: Rows,
-    unlabeled: Rows,
-    family: Family,
-    lam: Lam = "tuned",
-    covariates_predicted: bool,
-) -> Estimate:
-    """The PPI++ estimate of ``family``'s coefficients (see the module docstring).
-
-    ``human``: the labeled rows' true data; ``predicted``: the simulator's data for the
-    same rows, in the same order; ``unlabeled``: the simulator's data for the other
-    personas. ``lam``: a number in [0, 1], or ``"tuned"``: the value minimising the
-    summed variance of the coefficients, estimated at the λ = 1 fit and clipped to
-    [0, 1] (as ppi-python tunes it). ``covariates_predicted``: whether a simulated
-    variable is among the covariates; where none is, the Hessian (which depends on the
-    covariates alone: probit's is its expected information) is estimated on the
-    labeled and unlabeled rows together, as in ppi-python; otherwise on the humans.
+    ``table``: a row per (formula, term): the humans used (``n_human``) and the
+    simulated-only rows (``n_unlabeled``), λ, the PPI correlation, each method's
+    estimate, standard error and (1 − alpha) interval, the rectified p-value, the
+    effective sample size (the number of humans whose own fit would have the
+    rectified standard error: n × (classical SE / rectified SE)²) and the gain
+    (effective n / n). ``estimates``: the same numbers long, a row per (formula,
+    term, method) with ``Fit.table``'s columns. ``not_estimable``: formula -> why
+    the humans' own fit failed (no rows for it in the tables).
     """
-    check_option("family", family, FAMILIES)
-    if lam != "tuned" and not (isinstance(lam, int | float) and 0 <= lam <= 1):
-        raise OptionError(f"lam={lam!r} must be 'tuned' or a number in [0, 1]")
-    if predicted.X.shape != human.X.shape or predicted.y.shape != human.y.shape:
-        raise OptionError(
-            "the predicted rows must match the human rows one for one "
-            f"(design {predicted.X.shape} against {human.X.shape})"
+
+    study: Study
+    table: pd.DataFrame
+    estimates: pd.DataFrame
+    n_human: int
+    n_unlabeled: int
+    unlabeled: str
+    alpha: float
+    lam: Lam | str
+    simulator: str
+    predictions: str
+    not_estimable: Mapping[str, str]
+    notes: Mapping[str, Any]
+
+    def summary(self) -> dict[str, float]:
+        """Headline numbers: the sample sizes and the median gain and λ over terms."""
+        slopes = self._slopes()
+        return {
+            "n_human": float(self.n_human),
+            "n_unlabeled": float(self.n_unlabeled),
+            "median_gain": _median(slopes["gain"]),
+            "median_lam": _median(slopes["lam"]),
+        }
+
+    def sentence(self, formula: str) -> str:
+        """One plain sentence on what the simulated respondents bought for ``formula``."""
+        if formula in self.not_estimable:
+            return f"{formula}: not estimable on the humans ({self.not_estimable[formula]})."
+        rows = self._slopes()
+        rows = rows[rows["formula"] == formula]
+        if rows.empty:
+            raise OptionError(
+                f"{formula!r} is not a formula of this result; formulas: "
+                + ", ".join(self.table["formula"].unique())
+            )
+        n, N = int(rows["n_human"].iloc[0]), int(rows["n_unlabeled"].iloc[0])
+        effective = _median(rows["effective_n"])
+        return (
+            f"{formula}: {n} humans plus {N} simulated respondents give the precision "
+            f"of {effective:.0f} humans (median over its terms; gain "
+            f"{effective / n:.2f}x, λ {_median(rows['lam']):.2f})."
         )
-    pooled = not covariates_predicted
-    if lam == "tuned":
-        at_one = _solve(human, predicted, unlabeled, family=family, lam=1.0)
-        lam = tuned_lam(
-            at_one, human, predicted, unlabeled, family=family, pooled=pooled
-        )
-    coef = _solve(human, predicted, unlabeled, family=family, lam=float(lam))
-    cov = _covariance(
-        coef, human, predicted, unlabeled, family=family, lam=float(lam),
-        pooled=pooled,
+
+    def _slopes(self) -> pd.DataFrame:
+        """The table without intercepts (what the headline numbers summarise)."""
+        return self.table[self.table["term"] != "Intercept"]
+
+
+def rectify(
+    formula_or_study: str | Study,
+    human_df: pd.DataFrame,
+    simulator: Simulator,
+    *,
+    unlabeled: int | pd.DataFrame,
+    family: str = "ols",
+    cov: str = ROBUST,
+    items: Sequence[str] | None = None,
+    treatment: Sequence[str] | str | None = None,
+    alpha: float = 0.05,
+    lam: Lam | Literal["tuned_per_term"] = "tuned",
+    samples: int = 10,
+    seed: int | None = 0,
+    progress: bool | None = None,
+) -> Rectified:
+    """PPI++ estimates of every model of the study (or of ``formula``) from the humans,
+    the simulator's answers for them and ``unlabeled`` simulated-only respondents.
+
+    ``unlabeled``: a persona frame, or a number of the humans' personas re-drawn with
+    the treatment re-randomised (see the module docstring). Predictions are the
+    simulator's expected answers where it gives option probabilities
+    (``predict_proba``), else the mean of ``samples`` sampled answers; an item a
+    formula uses as a factor (``C(item)``) takes the most likely answer instead.
+    ``cov``: ``"robust"`` (sandwich) or ``"cluster:<column>"`` (labeled rows summed
+    within clusters); with a study, each model's own ``cluster:`` covariance, else
+    robust. ``treatment``: the arm column(s) of a formula (a study declares its own).
+    ``lam``: ``"tuned"`` (one λ for all of a model's terms, minimising their summed
+    variance, as ppi-python tunes it), ``"tuned_per_term"`` (each term's estimate from
+    the fit whose λ minimises its own variance) or a number in [0, 1]. Respondents a fine-tuned simulator was trained
+    on cannot be labeled data.
+    """
+    setup = _setup(
+        formula_or_study, human_df, simulator, unlabeled=unlabeled, family=family,
+        cov=cov, items=items, treatment=treatment, alpha=alpha, lam=lam,
+        samples=samples,
     )  # fmt: skip
-    return Estimate(coef=coef, cov=cov, lam=float(lam))
-
-
-def tuned_lam(
-    coef: np.ndarray,
-    human: Rows,
-    predicted: Rows,
-    unlabeled: Rows,
-    *,
-    family: Family,
-    pooled: bool,
-) -> float:
-    """The λ in [0, 1] that minimises the trace of the rectified estimate's covariance,
-    from the gradients at ``coef``: tr(H⁻¹ C H⁻¹) / (2 (1 + n/N) tr(H⁻¹ V H⁻¹)), with C
-    the symmetrised cross-covariance of the human and predicted gradients (times 2)
-    and V the covariance of every predicted gradient, labeled and unlabeled."""
-    g = _gradients(coef, human, family)
-    g_hat = _gradients(coef, predicted, family)
-    g_unl = _gradients(coef, unlabeled, family)
-    n, N = len(g), len(g_unl)
-    inverse = np.linalg.inv(_hessian(coef, human, unlabeled, family, pooled=pooled))
-    centred, centred_hat = g - g.mean(axis=0), g_hat - g_hat.mean(axis=0)
-    cross = (centred.T @ centred_hat + centred_hat.T @ centred) / n
-    spread = np.atleast_2d(np.cov(np.concatenate([g_hat, g_unl]).T))
-    numerator = np.trace(inverse @ cross @ inverse)
-    denominator = 2 * (1 + n / N) * np.trace(inverse @ spread @ inverse)
-    return float(np.clip(numerator / denominator, 0, 1))
-
-
-# --- the estimating equation --------------------------------------------------------------
-
-
-def _solve(
-    human: Rows, predicted: Rows, unlabeled: Rows, *, family: Family, lam: float
-) -> np.ndarray:
-    """The root of the rectified estimating equation, by Newton's method from zero
-    with step halving on the rectified loss."""
-    parts = ((human, 1.0), (predicted, -lam), (unlabeled, lam))
-
-    def loss(coef: np.ndarray) -> float:
-        return sum(w * _loss(coef, rows, family).mean() for rows, w in parts)
-
-    coef = np.zeros(human.X.shape[1])
-    current = loss(coef)
-    for _ in range(NEWTON_STEPS):
-        gradient = sum(
-            w * _gradients(coef, rows, family).mean(axis=0) for rows, w in parts
-        )
-        jacobian = sum(w * _observed_hessian(coef, rows, family) for rows, w in parts)
+    rng = np.random.default_rng(seed)
+    frames = _frames(setup, human_df, unlabeled, rng=rng)
+    predicted = _predict(
+        simulator, frames, setup, samples=samples, rng=rng, progress=progress
+    )
+    rows, not_estimable, notes = [], {}, {}
+    for model in setup.study.models:
         try:
-            step = np.linalg.solve(jacobian, gradient)
-        except np.linalg.LinAlgError as exc:
-            raise EstimationError(
-                "the rectified estimating equation is singular (collinear terms?)"
-            ) from exc
-        if np.max(np.abs(step)) < NEWTON_TOL * (1 + np.max(np.abs(coef))):
-            return coef - step
-        size = 1.0
-        while size > 1e-10:
-            candidate = coef - size * step
-            value = loss(candidate)
-            if np.isfinite(value) and value <= current + 1e-15 * abs(current):
-                coef, current = candidate, value
-                break
-            size /= 2
-        else:  # no step lowers the loss: at its minimum up to rounding, or stuck
-            if np.max(np.abs(gradient)) < 1e-8:
-                return coef
-            break
-    raise EstimationError(
-        f"the rectified {family} fit did not converge in {NEWTON_STEPS} Newton steps"
-    )
+            found, note = _rectify_model(
+                model, setup, human_df, predicted, lam=lam, alpha=alpha, rng=rng,
+                redrawn=0 if isinstance(unlabeled, pd.DataFrame) else unlabeled,
+            )  # fmt: skip
+        except EstimationError as exc:
+            not_estimable[model.formula] = str(exc)
+            continue
+        rows.extend(found)
+        notes[model.formula] = note
+    estimates = pd.DataFrame(rows, columns=list(ESTIMATE_COLUMNS))
+    return Rectified(
+        study=setup.study,
+        table=_wide(estimates, notes),
+        estimates=estimates,
+        n_human=len(human_df),
+        n_unlabeled=len(frames["unlabeled"]) if "unlabeled" in frames else unlabeled,
+        unlabeled="persona frame" if isinstance(unlabeled, pd.DataFrame)
+        else "re-randomised humans",
+        alpha=alpha,
+        lam=lam,
+        simulator=repr(simulator),
+        predictions=_prediction_kind(simulator, samples=samples),
+        not_estimable=not_estimable,
+        notes={"rows": notes},
+    )  # fmt: skip
 
 
-def _covariance(
-    coef: np.ndarray,
-    human: Rows,
-    predicted: Rows,
-    unlabeled: Rows,
+# --- checks before any work ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """The resolved study and what each model needs, checked before any simulation."""
+
+    study: Study
+    simulated: tuple[Item, ...]
+    factors: frozenset[str]
+    persona_columns: tuple[str, ...]
+    treatment: tuple[str, ...]
+    arms: pd.DataFrame  # one row per arm: its treatment levels and its share
+    covs: Mapping[str, str]  # formula -> "HC0" or "cluster:<column>"
+
+
+def _setup(
+    formula_or_study: str | Study,
+    human_df: pd.DataFrame,
+    simulator: object,
     *,
-    family: Family,
-    lam: float,
-    pooled: bool,
-) -> np.ndarray:
-    """H⁻¹ [cov(g − λ ĝ)/n + λ² cov(g̃)/N] H⁻¹: the sandwich of the rectified equation,
-    gradients at ``coef``, covariances with n − 1 (as ppi-python computes them)."""
-    g = _gradients(coef, human, family)
-    g_hat = _gradients(coef, predicted, family)
-    g_unl = _gradients(coef, unlabeled, family)
-    n, N = len(g), len(g_unl)
-    inverse = np.linalg.inv(
-        _hessian(coef, human, unlabeled, family, pooled=pooled and lam != 0)
+    unlabeled: object,
+    family: str,
+    cov: str,
+    items: Sequence[str] | None,
+    treatment: Sequence[str] | str | None,
+    alpha: float,
+    lam: object,
+    samples: object,
+) -> _Setup:
+    """Resolve the study and check every input against the human data."""
+    if not 0 < alpha < 1:
+        raise OptionError(f"alpha={alpha!r} must lie strictly between 0 and 1")
+    if lam not in ("tuned", PER_TERM) and not (
+        isinstance(lam, int | float) and not isinstance(lam, bool) and 0 <= lam <= 1
+    ):
+        raise OptionError(
+            f"lam={lam!r} must be 'tuned', {PER_TERM!r} or a number in [0, 1]"
+        )
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise OptionError(f"samples={samples!r} must be an integer of at least 1")
+    if cov != ROBUST and not (isinstance(cov, str) and cov.startswith(CLUSTER_PREFIX)):
+        raise OptionError(
+            f"cov={cov!r} is not allowed; choose 'robust' or 'cluster:<column>'"
+        )
+    if not isinstance(human_df, pd.DataFrame) or human_df.empty:
+        raise DataError("the human data is empty")
+    if not human_df.index.is_unique:
+        raise DataError("the human data's index is not unique; reset it first")
+    study = _study(
+        formula_or_study, human_df, simulator, family=family, cov=cov, items=items,
+        treatment=treatment,
+    )  # fmt: skip
+    check_no_leakage(human_df, simulator)
+    if not callable(getattr(simulator, "simulate", None)):
+        raise OptionError(
+            f"{type(simulator).__name__} has no simulate(personas, items, *, seed)"
+        )
+    persona_columns = study.persona_columns or tuple(
+        c for c in human_df.columns if c not in study.item_names
     )
-    middle = np.atleast_2d(np.cov((g - lam * g_hat).T)) / n
-    middle += lam**2 * np.atleast_2d(np.cov(g_unl.T)) / N
-    return inverse @ middle @ inverse
-
-
-def _hessian(
-    coef: np.ndarray, human: Rows, unlabeled: Rows, family: Family, *, pooled: bool
-) -> np.ndarray:
-    """The Hessian of the humans' loss: on the human rows, or on the human and
-    unlabeled rows together where it depends on the covariates alone (``pooled``)."""
-    if not pooled:
-        return _observed_hessian(coef, human, family)
-    n, N = len(human.y), len(unlabeled.y)
-    return (
-        n * _observed_hessian(coef, human, family)
-        + N * _observed_hessian(coef, unlabeled, family)
-    ) / (n + N)
-
-
-# --- the families' losses, per row, in the linear predictor η = Xθ ------------------------
-
-
-def _loss(coef: np.ndarray, rows: Rows, family: Family) -> np.ndarray:
-    """Each row's loss: the negative log-likelihood up to constants (half the squared
-    residual for ols); linear in y for the GLMs, so expected answers may stand in."""
-    eta, y = rows.X @ coef, rows.y
-    if family == "ols":
-        return 0.5 * (y - eta) ** 2
-    if family == "logit":
-        return np.logaddexp(0, eta) - y * eta
-    if family == "poisson":
-        return np.exp(eta) - y * eta
-    return -(y * scipy.special.log_ndtr(eta) + (1 - y) * scipy.special.log_ndtr(-eta))
-
-
-def _gradients(coef: np.ndarray, rows: Rows, family: Family) -> np.ndarray:
-    """Each row's gradient of the loss (rows x coefficients)."""
-    return rows.X * _first(rows.X @ coef, rows.y, family)[:, None]
-
-
-def _observed_hessian(coef: np.ndarray, rows: Rows, family: Family) -> np.ndarray:
-    """The mean over rows of the loss's second derivative (coefficients x coefficients)."""
-    weight = _second(rows.X @ coef, rows.y, family)
-    return (rows.X * weight[:, None]).T @ rows.X / len(rows.y)
-
-
-def _first(eta: np.ndarray, y: np.ndarray, family: Family) -> np.ndarray:
-    """d loss / d η."""
-    if family == "ols":
-        return eta - y
-    if family == "logit":
-        return scipy.special.expit(eta) - y
-    if family == "poisson":
-        return np.exp(eta) - y
-    up, down = _mills(eta)  # probit: −y φ/Φ(η) + (1 − y) φ/Φ(−η)
-    return -y * up + (1 - y) * down
-
-
-def _second(eta: np.ndarray, y: np.ndarray, family: Family) -> np.ndarray:
-    """d² loss / d η² (for probit its expectation, which does not involve y)."""
-    if family == "ols":
-        return np.ones_like(eta)
-    if family == "logit":
-        p = scipy.special.expit(eta)
-        return p * (1 - p)
-    if family == "poisson":
-        return np.exp(eta)
-    up, down = _mills(eta)  # probit: expected information φ²/(Φ(η)Φ(−η)), as glm
-    return up * down
-
-
-def _mills(eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """φ(η)/Φ(η) and φ(η)/Φ(−η), through log-densities so the tails stay finite."""
-    log_density = scipy.stats.norm.logpdf(eta)
-    return (
-        np.exp(log_density - scipy.special.log_ndtr(eta)),
-        np.exp(log_density - scipy.special.log_ndtr(-eta)),
+    covs = {m.formula: _fit_cov(m, persona_columns) for m in study.models}
+    _check_unlabeled(unlabeled, study=study, persona_columns=persona_columns)
+    used = set().union(*(formula_variables(m.formula) for m in study.models))
+    return _Setup(
+        study=study,
+        simulated=tuple(i for i in study.items if i.name in used),
+        factors=frozenset(i.name for i in categorical_items(study)),
+        persona_columns=persona_columns,
+        treatment=study.treatment,
+        arms=_arm_shares(human_df, study.treatment),
+        covs=covs,
     )
+
+
+def _study(
+    formula_or_study: str | Study,
+    human_df: pd.DataFrame,
+    simulator: object,
+    *,
+    family: str,
+    cov: str,
+    items: Sequence[str] | None,
+    treatment: Sequence[str] | str | None,
+) -> Study:
+    """The study to rectify: the one given, or a one-model study of the formula."""
+    if isinstance(formula_or_study, Study):
+        if (family, cov, items, treatment) != ("ols", ROBUST, None, None):
+            raise OptionError(
+                "family, cov, items and treatment come from the study; leave them unset"
+            )
+        study = formula_or_study
+        study.check_data(human_df)
+    else:
+        base = formula_study(
+            formula_or_study, human_df, declared=getattr(simulator, "study", None),
+            family=family, cov="HC0" if cov == ROBUST else cov, items=items,
+        )  # fmt: skip
+        arms = (treatment,) if isinstance(treatment, str) else tuple(treatment or ())
+        absent = [c for c in arms if c not in human_df.columns]
+        if absent:
+            raise DataError(
+                f"treatment column(s) {', '.join(absent)} are not in the human data"
+            )
+        persona = tuple(c for c in base.persona if c not in arms)
+        study = Study(
+            items=base.items, persona=persona, treatment=arms, models=base.models
+        )
+    return study
+
+
+def _fit_cov(model: Model, persona_columns: Sequence[str]) -> str:
+    """The covariance a model is rectified with: its clustering, else the sandwich."""
+    if not model.cov.startswith(CLUSTER_PREFIX):
+        return "HC0"
+    column = model.cov.removeprefix(CLUSTER_PREFIX)
+    if column not in persona_columns:
+        raise DataError(
+            f"cluster column {column!r} of {model.formula!r} is not a persona column"
+        )
+    return model.cov
+
+
+def _check_unlabeled(
+    unlabeled: object, *, study: Study, persona_columns: Sequence[str]
+) -> None:
+    """A persona frame with the persona columns, or a positive number with a treatment."""
+    if isinstance(unlabeled, pd.DataFrame):
+        if unlabeled.empty:
+            raise DataError("the unlabeled persona frame has no rows")
+        missing = [
+            c
+            for c in persona_columns
+            if c not in unlabeled.columns and c not in study.treatment
+        ]
+        if missing:
+            raise DataError(
+                f"the unlabeled persona frame lacks persona column(s): {', '.join(missing)}"
+            )
+        return
+    if isinstance(unlabeled, bool) or not isinstance(unlabeled, int) or unlabeled < 1:
+        raise OptionError(
+            f"unlabeled={unlabeled!r} must be a persona frame or a positive number"
+        )
+    if not study.treatment:
+        raise OptionError(
+            f"unlabeled={unlabeled} re-draws the humans' personas with the treatment "
+            "re-randomised, but no treatment is declared (pass treatment=, or give "
+            "unlabeled a persona frame drawn from the population): re-drawn personas "
+            "alone add nothing to the humans"
+        )
+
+
+def _arm_shares(human_df: pd.DataFrame, treatment: Sequence[str]) -> pd.DataFrame:
+    """Each arm's treatment levels and its share of the humans with a complete arm."""
+    if not treatment:
+        return pd.DataFrame({"share": [1.0]})
+    counts = human_df[list(treatment)].value_counts(dropna=True, sort=False)
+    if counts.empty:
+        raise DataError("no human respondent has every treatment column answered")
+    arms = counts.reset_index(name="count")
+    arms["share"] = arms.pop("count") / counts.sum()
+    return arms
+
+
+# --- the personas and the simulator's answers for them --------------------------------------
+
+
+def _frames(
+    setup: _Setup,
+    human_df: pd.DataFrame,
+    unlabeled: int | pd.DataFrame,
+    *,
+    rng: np.random.Generator,
+) -> dict[str, pd.DataFrame]:
+    """The personas the simulator answers: the humans' own (``labeled``), and either
+    the persona frame (``unlabeled``, its missing arms drawn) or the humans under every
+    arm (``arm <i>``); ``naive``: the simulated-only respondents the naive fit uses
+    (the frame, or the humans' personas re-drawn with re-randomised arms)."""
+    columns = list(setup.persona_columns)
+    frames = {"labeled": human_df[columns]}
+    if isinstance(unlabeled, pd.DataFrame):
+        frame = unlabeled.reset_index(drop=True)
+        frames["unlabeled"] = _with_arms(frame, setup, rng=rng)[columns]
+        frames["naive"] = frames["unlabeled"]
+        return frames
+    for position, arm in setup.arms.iterrows():
+        frames[f"arm {position}"] = human_df[columns].assign(
+            **{column: arm[column] for column in setup.treatment}
+        )
+    drawn = human_df[columns].iloc[rng.integers(len(human_df), size=unlabeled)]
+    frame = drawn.drop(columns=list(setup.treatment)).reset_index(drop=True)
+    frames["naive"] = _with_arms(frame, setup, rng=rng)[columns]
+    return frames
+
+
+def _with_arms(
+    frame: pd.DataFrame, setup: _Setup, *, rng: np.random.Generator
+) -> pd.DataFrame:
+    """``frame`` with the treatment columns it lacks drawn with the humans' arm shares."""
+    absent = [c for c in setup.treatment if c not in frame.columns]
+    if not absent:
+        return frame
+    drawn = rng.choice(len(setup.arms), size=len(frame), p=setup.arms["share"])
+    return frame.assign(**{c: setup.arms[c].to_numpy()[drawn] for c in absent})
+
+
+def _predict(
+    simulator: Simulator,
+    frames: Mapping[str, pd.DataFrame],
+    setup: _Setup,
+    *,
+    samples: int,
+    rng: np.random.Generator,
+    progress: bool | None,
+) -> dict[str, pd.DataFrame]:
+    """Each frame's personas with the simulator's answers for the used items beside
+    them (same index as the frame): predictions (``_predictions``), and for the
+    ``naive`` frame sampled answers, as a study run on simulated respondents alone
+    would have them."""
+    predicting = {name: frame for name, frame in frames.items() if name != "naive"}
+    stacked = pd.concat(predicting.values(), ignore_index=True)
+    answers = _predictions(
+        simulator, stacked, setup.simulated, factors=setup.factors, samples=samples,
+        rng=rng, progress=progress,
+    )  # fmt: skip
+    predicted, start = {}, 0
+    for name, frame in predicting.items():
+        block = answers.iloc[start : start + len(frame)].set_axis(frame.index)
+        predicted[name] = pd.concat([frame, block], axis=1)
+        start += len(frame)
+    naive = frames["naive"]
+    sampled = simulator.simulate(naive, setup.simulated, seed=rng.integers(2**63))
+    sampled = check_output(
+        sampled, personas=naive, items=setup.simulated, simulator=simulator
+    )
+    predicted["naive"] = pd.concat([naive, sampled], axis=1)
+    return predicted
+
+
+def _predictions(
+    simulator: Simulator,
+    personas: pd.DataFrame,
+    items: Sequence[Item],
+    *,
+    factors: frozenset[str],
+    samples: int,
+    rng: np.random.Generator,
+    progress: bool | None,
+) -> pd.DataFrame:
+    """Per persona and item, the expected answer (the most likely one for a factor),
+    from option probabilities where the simulator gives them, else from samples."""
+    if callable(getattr(simulator, "predict_proba", None)):
+        columns = {}
+        steps = progress_bar(
+            items, desc=f"rectify: {simulator!r} answers", total=len(items),
+            unit="items", enabled=progress,
+        )  # fmt: skip
+        for item in steps:
+            probabilities = simulator.predict_proba(personas, item)
+            columns[item.name] = _summarise(
+                probabilities.to_numpy(dtype=float), item, factor=item.name in factors
+            )
+        return pd.DataFrame(columns, index=personas.index)
+    draws = []
+    seeds = rng.integers(2**63, size=samples)
+    steps = progress_bar(
+        seeds, desc=f"rectify: {simulator!r} samples", total=samples,
+        unit="samples", enabled=progress,
+    )  # fmt: skip
+    for seed in steps:
+        answers = simulator.simulate(personas, items, seed=seed)
+        draws.append(
+            check_output(answers, personas=personas, items=items, simulator=simulator)
+        )
+    columns = {}
+    for item in items:
+        values = np.stack([d[item.name].to_numpy(dtype=float) for d in draws], axis=1)
+        counts = np.stack([(values == code).sum(axis=1) for code in item.codes], axis=1)
+        shares = (
+            counts
+            / np.where(counts.sum(axis=1) > 0, counts.sum(axis=1), np.nan)[:, None]
+        )
+        columns[item.name] = _summarise(shares, item, factor=item.name in factors)
+    return pd.DataFrame(columns, index=personas.index)
+
+
+def _summarise(shares: np.ndarray, item: Item, *, factor: bool) -> np.ndarray:
+    """The expected code per row of option shares, or the most likely code for a
+    factor; NaN where a row has no answer."""
+    codes = np.asarray(item.codes, dtype=float)
+    missing = ~np.isfinite(shares).all(axis=1)
+    safe = np.where(missing[:, None], 0.0, shares)
+    if factor:
+        value = codes[np.argmax(safe, axis=1)]
+    else:
+        value = safe @ codes / np.where(missing, 1.0, safe.sum(axis=1))
+    return np.where(missing, np.nan, value)
+
+
+def _prediction_kind(simulator: object, *, samples: int) -> str:
+    """How the predictions were made, in words (for the result and its report)."""
+    if callable(getattr(simulator, "predict_proba", None)):
+        return "expected answers from the simulator's option probabilities"
+    return f"mean of {samples} sampled answers per persona"
+
+
+# --- one model --------------------------------------------------------------------------
+
+
+def _rectify_model(
+    model: Model,
+    setup: _Setup,
+    human_df: pd.DataFrame,
+    predicted: Mapping[str, pd.DataFrame],
+    *,
+    redrawn: int,
+    lam: Lam,
+    alpha: float,
+    rng: np.random.Generator,
+) -> tuple[list[tuple], dict[str, Any]]:
+    """The classical, naive and rectified rows of one model, and its row counts."""
+    cov = setup.covs[model.formula]
+    human_fit = fit(model.formula, human_df, family=model.family, cov=cov)
+    arm_names = [name for name in predicted if name.startswith("arm ")]
+    designs = {
+        name: human_fit.arrays(frame)
+        for name, frame in (("human", human_df), *predicted.items())
+    }
+    index = designs["human"][0]
+    for name in ("labeled", *arm_names):  # humans with an answer of their own and
+        index = index.intersection(designs[name][0], sort=False)  # every predicted one
+    if len(index) < 2:
+        raise EstimationError(
+            "fewer than 2 humans have both their own and the simulator's answers"
+        )
+    keep = ~human_fit.table["term"].isin(human_fit.aliased).to_numpy()
+    terms = human_fit.table["term"][keep].tolist()
+
+    def rows_of(name: str, labels: pd.Index | None = None) -> Rows:
+        kept, X, y = designs[name]
+        at = slice(None) if labels is None else kept.get_indexer(labels)
+        return Rows(X[at][:, keep], y[at])
+
+    human, own = rows_of("human", index), rows_of("labeled", index)
+    arms = [
+        (rows_of(name, index), float(share))
+        for name, share in zip(arm_names, setup.arms["share"])
+    ]
+    unlabeled = _redrawn(arms, size=redrawn, rng=rng) if arms else rows_of("unlabeled")
+    clusters = (
+        human_df.loc[index, cov.removeprefix(CLUSTER_PREFIX)].to_numpy()
+        if cov.startswith(CLUSTER_PREFIX)
+        else None
+    )
+    simulated = {i.name for i in setup.simulated}
+    rhs = formula_variables(model.formula) - {model.outcome}
+    options = {
+        "family": model.family,
+        "covariates_predicted": bool(rhs & simulated),
+        "clusters": clusters,
+        "arms": arms,
+    }
+    classical = ppi_fit(
+        human=human, predicted=own, unlabeled=unlabeled, lam=0.0, **options
+    )
+    sampled = rows_of("naive")
+    try:  # the simulated rows alone may not identify the model (a constant answer)
+        naive = _inference(
+            ppi_fit(
+                human=sampled, predicted=sampled, unlabeled=sampled, lam=0.0,
+                family=model.family, covariates_predicted=True,
+            ),
+            alpha=alpha,
+        )  # fmt: skip
+        naive_problem = None
+    except EstimationError as exc:
+        naive = [(math.nan,) * 6] * len(terms)
+        naive_problem = str(exc)
+    if lam == PER_TERM:  # each term from the fit whose λ is tuned for it
+        fits = [
+            ppi_fit(human=human, predicted=own, unlabeled=unlabeled, lam="tuned",
+                    tune_for=j, **options)
+            for j in range(len(terms))
+        ]  # fmt: skip
+    else:
+        fits = [
+            ppi_fit(human=human, predicted=own, unlabeled=unlabeled, lam=lam, **options)
+        ] * len(terms)
+    rectified = [_inference(f, alpha=alpha)[j] for j, f in enumerate(fits)]
+    rows = [
+        (model.formula, term, method, *values)
+        for method, found in (
+            ("classical", _inference(classical, alpha=alpha)),
+            ("naive", naive),
+            ("rectified", rectified),
+        )
+        for term, values in zip(terms, found)
+    ]
+    note = {
+        "n_human": len(index),
+        "n_unlabeled": len(unlabeled.y),
+        "n_naive": len(sampled.y),
+        "dropped": len(human_df) - len(index),
+        "naive_not_estimable": naive_problem,
+        "lam": {t: f.lam for t, f in zip(terms, fits)},
+        "correlation": {
+            t: f.correlation[j] for j, (t, f) in enumerate(zip(terms, fits))
+        },
+    }
+    return rows, note
+
+
+def _redrawn(
+    arms: Sequence[tuple[Rows, float]], *, size: int, rng: np.random.Generator
+) -> Rows:
+    """``size`` simulated-only rows: a labeled persona drawn uniformly, its arm drawn
+    with the arms' shares, and the simulator's answers for it under that arm."""
+    shares = np.array([share for _, share in arms])
+    people = rng.integers(len(arms[0][0].y), size=size)
+    chosen = rng.choice(len(arms), size=size, p=shares / shares.sum())
+    X = np.stack([rows.X for rows, _ in arms])[chosen, people]
+    y = np.stack([rows.y for rows, _ in arms])[chosen, people]
+    return Rows(X, y)
+
+
+def _inference(estimate: Estimate, *, alpha: float) -> list[tuple[float, ...]]:
+    """Per coefficient: estimate, standard error, z, two-sided p-value, interval."""
+    errors = estimate.std_errors()
+    low, high = estimate.intervals(alpha=alpha)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = estimate.coef / errors
+    p = 2 * scipy.stats.norm.sf(np.abs(z))
+    return [tuple(map(float, v)) for v in zip(estimate.coef, errors, z, p, low, high)]
+
+
+def _wide(
+    estimates: pd.DataFrame, notes: Mapping[str, Mapping[str, Any]]
+) -> pd.DataFrame:
+    """A row per (formula, term): each method's numbers side by side, λ, the PPI
+    correlation, the effective sample size and the gain."""
+    if estimates.empty:
+        return pd.DataFrame(columns=list(TABLE_COLUMNS))
+    values = ["estimate", "std_error", "ci_low", "ci_high", "p_value"]
+    keys = ["formula", "term"]
+    wide = estimates.loc[estimates["method"] == METHODS[0], keys].reset_index(drop=True)
+    for method in METHODS:
+        part = estimates.loc[estimates["method"] == method, [*keys, *values]]
+        wide = wide.merge(
+            part.rename(columns={v: f"{method}_{v}" for v in values}), on=keys
+        )
+    note = wide["formula"].map
+    wide["n_human"] = note(lambda f: notes[f]["n_human"])
+    wide["n_unlabeled"] = note(lambda f: notes[f]["n_unlabeled"])
+    for column, key in (("lam", "lam"), ("ppi_correlation", "correlation")):
+        wide[column] = [notes[f][key][t] for f, t in zip(wide["formula"], wide["term"])]
+    ratio = (wide["classical_std_error"] / wide["rectified_std_error"]) ** 2
+    wide["effective_n"] = wide["n_human"] * ratio
+    wide["gain"] = ratio
+    return wide[list(TABLE_COLUMNS)]
+
+
+def _median(values: pd.Series) -> float:
+    """The median of the finite values (NaN when there are none)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(statistics.median(finite)) if finite else math.nan

@@ -146,6 +146,27 @@ class Fit:
             for r in rows
         ]
 
+    def arrays(self, data: pd.DataFrame) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+        """The index labels of the rows of ``data`` this model uses, and its design
+        matrix and outcome on them, built with the original design (factor levels,
+        columns in ``table``'s order): how another estimator (``simval.rectify``) fits
+        this very model. Aliased columns are kept; an unseen level is a DataError."""
+        rows = self._complete(data)
+        used = data[
+            _model_columns(
+                self._spec.required_variables,
+                cluster=_cluster_column(self.cov),
+                absorb=self.absorb,
+            )
+        ]
+        kept = data.index[~used.isna().to_numpy().any(axis=1)]
+        design = self._design(rows)
+        if design.y is None:
+            raise DataError(
+                f"outcome {design.outcome!r} of {self.formula!r} is not numeric"
+            )
+        return kept[design.positions], design.X, design.y
+
     def _complete(self, data: pd.DataFrame) -> pd.DataFrame:
         """The rows of ``data`` this model can use (see ``_complete_rows``)."""
         _check_frame(data)
@@ -329,10 +350,7 @@ def _complete_rows(
             raise DataError(f"{role} column {column!r} is not in the data")
     if data.empty:
         raise DataError(f"data for {formula!r} has no rows")
-    columns = list(
-        dict.fromkeys([*sorted(variables), *filter(None, (cluster, absorb))])
-    )
-    used = data[columns]
+    used = data[_model_columns(variables, cluster=cluster, absorb=absorb)]
     missing = used.isna()
     incomplete = missing.to_numpy().any(axis=1)
     # infer_objects: an object column of bools with missing values becomes bool once they go
@@ -346,6 +364,13 @@ def _complete_rows(
             f"values: {named}"
         )
     return rows
+
+
+def _model_columns(
+    variables: set[str], *, cluster: str | None, absorb: str | None
+) -> list[str]:
+    """The columns a model reads: its variables, then its cluster and absorb columns."""
+    return list(dict.fromkeys([*sorted(variables), *filter(None, (cluster, absorb))]))
 
 
 def _check_columns(data: pd.DataFrame, *, formula: str, variables: set[str]) -> None:

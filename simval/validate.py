@@ -314,7 +314,7 @@ def _validation(
 
 def _check_simulator(human_df: pd.DataFrame, simulator: object) -> None:
     """A simulator validate can ask, never trained on these humans."""
-    _check_no_leakage(human_df, simulator)
+    check_no_leakage(human_df, simulator)
     if not callable(getattr(simulator, "simulate", None)):
         raise SimulatorError(
             f"{type(simulator).__name__} has no simulate(personas, items, *, seed)"
@@ -409,7 +409,7 @@ def _plan(
         study = formula_or_study
         study.check_data(human_df)
     else:
-        study = _formula_study(
+        study = formula_study(
             formula_or_study,
             human_df,
             declared=declared,
@@ -433,13 +433,13 @@ def _plan(
         levels={s: _levels(human_df[s], subgroup=s) for s in subgroups},
         persona_columns=persona_columns,
         pattern_items=tuple(i.name for i in beliefs) or study.item_names,
-        categorical_items=_categorical_items(study),
+        categorical_items=categorical_items(study),
         cluster=_cluster(study, persona_columns),
         min_subgroup_n=min_subgroup_n,
     )
 
 
-def _categorical_items(study: Study) -> tuple[Item, ...]:
+def categorical_items(study: Study) -> tuple[Item, ...]:
     """Items a formula treats as a factor (``C(item)``): fitted with the declared options
     as levels, so every sample is estimated on the same contrasts."""
     return tuple(
@@ -486,7 +486,7 @@ def _match_columns(
     return tuple(dict.fromkeys(c for c in ordered if c in persona_columns))
 
 
-def _check_no_leakage(human_df: pd.DataFrame, simulator: object) -> None:
+def check_no_leakage(human_df: pd.DataFrame, simulator: object) -> None:
     """Refuse to evaluate a fine-tuned simulator on respondents it was trained on."""
     trained = getattr(simulator, "training_index", ())
     seen = human_df.index[human_df.index.isin(list(trained))]
@@ -498,7 +498,7 @@ def _check_no_leakage(human_df: pd.DataFrame, simulator: object) -> None:
         )
 
 
-def _formula_study(
+def formula_study(
     formula: str,
     human_df: pd.DataFrame,
     *,

@@ -1,19 +1,26 @@
-"""PPI++ (simval.rectify.ppi_fit) against ppi-python where only the outcome is predicted,
-and seeded coverage simulations with two-sided binomial tolerances where covariates
-are predicted too, for a good, a biased and an uninformative simulator."""
+"""simval.rectify on a study: its rows equal PPI++ on hand-built designs, its intervals
+cover at the nominal rate under good, biased and uninformative simulators (seeded
+simulations, two-sided binomial tolerances), re-drawn personas need the arm-centred
+variance, and bad input fails before any simulation."""
 
 from __future__ import annotations
 
+import functools
 import math
-import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
+import scipy.special
 
-from simval.errors import OptionError
-from simval.rectify import Rows, ppi_fit
+from simval.errors import DataError, OptionError, SimvalError
+from simval.ppi import Rows, ppi_fit
+from simval.rectify import TABLE_COLUMNS, Rectified, rectify
+from simval.regression import fit as fit_model
+from simval.simulators.reference import FunctionSimulator
+from simval.study import Item, Model, Study
 
-ALPHA = 0.1  # ppi-python's default, so its intervals compare as they come
+ALPHA = 0.1
 
 
 def binomial_tolerance(p: float, trials: int, *, z: float = 4.0) -> float:
@@ -21,219 +28,394 @@ def binomial_tolerance(p: float, trials: int, *, z: float = 4.0) -> float:
     return z * math.sqrt(p * (1 - p) / trials)
 
 
-def outcome_only(family: str, *, n: int, N: int, seed: int):
-    """Humans with exact covariates (intercept first, as ppi-python takes no formula),
-    a noisy, biased prediction of the outcome, and unlabeled rows."""
-    rng = np.random.default_rng(seed)
+# --- a world: a belief (1-5) and an action (0/1), a persona the formula leaves out --------
 
-    def draw(m: int):
-        x = rng.normal(size=m)
-        X = np.column_stack([np.ones(m), x, rng.normal(size=m)])
-        if family == "logit":
-            p = 1 / (1 + np.exp(-(0.3 + 0.8 * x)))
-            y = rng.binomial(1, p).astype(float)
-            guess = np.clip(0.5 * p + 0.25 + rng.normal(0, 0.3, m), 0, 1)
-        elif family == "poisson":
-            mu = np.exp(0.2 + 0.5 * x)
-            y = rng.poisson(mu).astype(float)
-            guess = np.maximum(mu + rng.normal(0, 1.5, m), 0)
+BELIEF = Item("belief", "How concerned are you?", {str(c): c for c in range(1, 6)})
+ACT = Item("act", "Do you share it?", {"No": 0, "Yes": 1})
+CUTS = np.array([-2.2, -0.8, 0.8, 2.2])
+TERMS = ["Intercept", "C(arm)[T.b]", "belief", "x"]
+"""The terms of the action's logit on the arm, the belief and x."""
+
+
+def belief_shares(x, z, treated, *, shift=0.0, slope=1.0) -> np.ndarray:
+    """An ordered logit of the belief on x, the unstated persona z and the arm."""
+    latent = slope * (0.5 * x + 1.2 * z - 0.6 * treated) + shift
+    cdf = scipy.special.expit(CUTS[None, :] - latent[:, None])
+    return np.diff(np.column_stack([np.zeros(len(x)), cdf, np.ones(len(x))]), axis=1)
+
+
+def act_probability(belief, x, z, treated) -> np.ndarray:
+    """The action also depends on z, which the formula leaves out (and a simulator
+    that reads the whole persona can know)."""
+    linear = -0.3 + 0.6 * treated - 0.5 * belief + 0.4 * x + 1.2 * z
+    return scipy.special.expit(linear)
+
+
+def people(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    """n humans: persona x, z, a randomised arm, their belief and action."""
+    x, z = rng.normal(size=n), rng.normal(size=n)
+    arm = rng.choice(["a", "b"], size=n)
+    shares = belief_shares(x, z, arm == "b")
+    belief = 1 + (rng.random(n)[:, None] > shares.cumsum(axis=1)).sum(axis=1)
+    act = rng.binomial(1, act_probability(belief, x, z, arm == "b"))
+    return pd.DataFrame({"x": x, "z": z, "arm": arm, "belief": belief, "act": act})
+
+
+STUDY = Study(
+    items=(BELIEF, ACT),
+    persona=("x", "z"),
+    treatment=("arm",),
+    models=(Model("act ~ C(arm) + belief + x", "logit", "HC1"),),
+)
+
+
+@functools.cache
+def truth() -> np.ndarray:
+    """The formula's population coefficients (z left out: the best logit on the arm,
+    the belief and x), from a fit to a million people."""
+    population = people(np.random.default_rng(0), 1_000_000)
+    found = fit_model(STUDY.models[0].formula, population, family="logit", cov="HC0")
+    return found.table["estimate"].to_numpy()
+
+
+class WorldSimulator:
+    """Option probabilities from the world's own equations, distorted as asked:
+    ``good`` is the world, ``biased`` shifts and steepens the belief and flattens the
+    action, ``uninformative`` answers the same whatever the persona."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return f"WorldSimulator({self.kind!r})"
+
+    def predict_proba(self, personas: pd.DataFrame, item: Item) -> pd.DataFrame:
+        x, z = personas["x"].to_numpy(float), personas["z"].to_numpy(float)
+        treated = (personas["arm"] == "b").to_numpy(float)
+        if self.kind == "uninformative":
+            x, z, treated = 0 * x, 0 * z, 0 * treated
+        bias = {"shift": 0.8, "slope": 1.5} if self.kind == "biased" else {}
+        shares = belief_shares(x, z, treated, **bias)
+        if item.name == "belief":
+            values = shares
         else:
-            y = 1 + 2 * x + rng.normal(size=m)
-            guess = 0.5 + x + rng.normal(0, 2, m)
-        return X, y, guess
+            p = sum(
+                shares[:, k] * act_probability(k + 1, x, z, treated) for k in range(5)
+            )
+            p = 0.5 + 0.4 * (p - 0.5) if self.kind == "biased" else p
+            values = np.column_stack([1 - p, p])
+        return pd.DataFrame(values, index=personas.index, columns=list(item.codes))
 
-    X, y, guess = draw(n)
-    X_unlabeled, _, guess_unlabeled = draw(N)
-    return Rows(X, y), Rows(X, guess), Rows(X_unlabeled, guess_unlabeled)
-
-
-def fit(human, predicted, unlabeled, family, lam="tuned", covariates=False):
-    return ppi_fit(
-        human=human, predicted=predicted, unlabeled=unlabeled, family=family,
-        lam=lam, covariates_predicted=covariates,
-    )  # fmt: skip
-
-
-@pytest.mark.parametrize("family", ["logit", "poisson"])
-@pytest.mark.parametrize("lam", [0.0, 1.0, "tuned"])
-def test_equals_ppi_python_when_only_the_outcome_is_predicted(family, lam):
-    """Point estimates and (1 - alpha) intervals equal ppi-python's at the same λ, to
-    1e-6; the tuned λ is ppi-python's own (its point estimate with lam=None)."""
-    import ppi_py as ppi
-
-    interval = {"logit": ppi.ppi_logistic_ci, "poisson": ppi.ppi_poisson_ci}[family]
-    point = {
-        "logit": ppi.ppi_logistic_pointestimate,
-        "poisson": ppi.ppi_poisson_pointestimate,
-    }[family]
-    human, predicted, unlabeled = outcome_only(family, n=300, N=600, seed=1)
-    ours = fit(human, predicted, unlabeled, family, lam=lam)
-    arrays = (human.X, human.y, predicted.y, unlabeled.X, unlabeled.y)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # numba's and scipy's notices
-        low, high = interval(*arrays, alpha=ALPHA, lam=ours.lam)
-        theirs = point(*arrays, lam=None if lam == "tuned" else ours.lam)
-    ours_low, ours_high = ours.intervals(alpha=ALPHA)
-    np.testing.assert_allclose(ours.coef, theirs, atol=1e-6)
-    np.testing.assert_allclose(ours_low, low, atol=1e-6)
-    np.testing.assert_allclose(ours_high, high, atol=1e-6)
-    if lam == "tuned":
-        assert 0 < ours.lam < 1  # this predictor is worth some weight, not all
+    def simulate(self, personas, items, *, seed=None) -> pd.DataFrame:
+        """Each item's answer drawn from its option probabilities; the last personas
+        and answers are kept (``last``) for the tests to refit."""
+        rng = np.random.default_rng(seed)
+        answers = {}
+        for item in items:
+            shares = self.predict_proba(personas, item).to_numpy()
+            picked = (rng.random(len(shares))[:, None] > shares.cumsum(axis=1)).sum(1)
+            answers[item.name] = np.asarray(item.codes)[picked]
+        self.last = personas.assign(**answers)
+        return pd.DataFrame(answers, index=personas.index)
 
 
-def test_ols_is_the_rectified_estimating_equation():
-    """At λ = 0 the humans-only fit (ppi-python's too); at any λ the root of the
-    rectified normal equations [(1 - λ) X'X/n + λ X̃'X̃/N] θ = X'(y - λŷ)/n + λ X̃'ỹ/N.
-    (ppi-python's ppi_ols_ci instead adds two separate fits; see the coverage test.)"""
-    import ppi_py
-
-    human, predicted, unlabeled = outcome_only("ols", n=300, N=600, seed=1)
-    classical = fit(human, predicted, unlabeled, "ols", lam=0.0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        low, _ = ppi_py.ppi_ols_ci(
-            human.X, human.y, predicted.y, unlabeled.X, unlabeled.y, alpha=ALPHA, lam=0
-        )
-    np.testing.assert_allclose(classical.intervals(alpha=ALPHA)[0], low, atol=1e-9)
-    X, Xu, n, N = human.X, unlabeled.X, len(human.y), len(unlabeled.y)
-    for lam in (0.4, 1.0):
-        lhs = (1 - lam) * X.T @ X / n + lam * Xu.T @ Xu / N
-        rhs = X.T @ (human.y - lam * predicted.y) / n + lam * Xu.T @ unlabeled.y / N
-        np.testing.assert_allclose(
-            fit(human, predicted, unlabeled, "ols", lam=lam).coef,
-            np.linalg.solve(lhs, rhs),
-            atol=1e-10,
-        )
+# --- equal to PPI++ on designs built by hand ---------------------------------------------
 
 
-def biased_linear_world(rng, m: int):
-    """y = 1 + 2x + e; the simulator's answer is curved in x and shares part of e:
-    informative, but biased for every coefficient."""
-    x = rng.normal(1, 1, m)
-    e = rng.normal(size=m)
-    X = np.column_stack([np.ones(m), x])
-    guess = 0.5 + 0.5 * x + 0.8 * x**2 + rng.normal(0, 0.3, m) + 0.6 * e
-    return X, 1 + 2 * x + e, guess
+def design(frame: pd.DataFrame) -> Rows:
+    """The formula's design by hand: intercept, arm b, belief, x; the action."""
+    X = np.column_stack(
+        [
+            np.ones(len(frame)),
+            (frame["arm"] == "b").to_numpy(float),
+            frame["belief"].to_numpy(float),
+            frame["x"].to_numpy(float),
+        ]
+    )
+    return Rows(X, frame["act"].to_numpy(float))
 
 
-def test_ols_intervals_cover_under_a_biased_simulator_where_ppi_pythons_do_not():
-    """Why the estimating equation and not ppi-python's sum of two fits: with a biased
-    simulator its interval (the equation's variance around the two fits' estimate)
-    covers the slope at about 0.85 against 0.90; the rectified equation's at 0.90."""
-    import ppi_py
+def expected(simulator: WorldSimulator, personas: pd.DataFrame) -> pd.DataFrame:
+    """The personas with the simulator's expected belief and action beside them."""
+    out = personas.copy()
+    for item in (BELIEF, ACT):
+        shares = simulator.predict_proba(personas, item).to_numpy()
+        out[item.name] = shares @ np.asarray(item.codes, dtype=float)
+    return out
 
-    rng = np.random.default_rng(1)
-    datasets, n, N = 800, 400, 4000
-    ours = theirs = 0
-    for _ in range(datasets):
-        X, y, guess = biased_linear_world(rng, n)
-        Xu, _, guess_u = biased_linear_world(rng, N)
-        estimate = fit(Rows(X, y), Rows(X, guess), Rows(Xu, guess_u), "ols", lam=1.0)
+
+def test_a_persona_frame_gives_ppi_on_the_formulas_design():
+    """With a persona frame, every row of the table is ppi_fit on the hand-built
+    design (classical: λ = 0; naive: the frame's sampled answers alone), to 1e-10."""
+    rng = np.random.default_rng(3)
+    humans = people(rng, 300)
+    frame = people(rng, 1200)[["x", "z", "arm"]]
+    simulator = WorldSimulator("biased")
+    result = rectify(
+        STUDY, humans, simulator, unlabeled=frame, alpha=ALPHA, progress=False
+    )
+    human, own = design(humans), design(expected(simulator, humans[["x", "z", "arm"]]))
+    unlabeled = design(expected(simulator, frame))
+    options = {"family": "logit", "covariates_predicted": True}
+    by_method = {
+        "classical": ppi_fit(
+            human=human, predicted=own, unlabeled=unlabeled, lam=0.0, **options
+        ),
+        "naive": ppi_fit(
+            human=design(simulator.last), predicted=design(simulator.last),
+            unlabeled=design(simulator.last), lam=0.0, **options,
+        ),
+        "rectified": ppi_fit(human=human, predicted=own, unlabeled=unlabeled, **options),
+    }  # fmt: skip
+    table = result.table
+    assert list(table.columns) == list(TABLE_COLUMNS)
+    assert list(table["term"]) == TERMS
+    for method, estimate in by_method.items():
         low, high = estimate.intervals(alpha=ALPHA)
-        ours += low[1] <= 2 <= high[1]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            low, high = ppi_py.ppi_ols_ci(X, y, guess, Xu, guess_u, alpha=ALPHA, lam=1)
-        theirs += low[1] <= 2 <= high[1]
-    band = binomial_tolerance(1 - ALPHA, datasets)
-    assert abs(ours / datasets - (1 - ALPHA)) <= band, ours / datasets
-    assert theirs / datasets < 1 - ALPHA - band, theirs / datasets
+        np.testing.assert_allclose(
+            table[f"{method}_estimate"], estimate.coef, atol=1e-10
+        )
+        np.testing.assert_allclose(
+            table[f"{method}_std_error"], estimate.std_errors(), atol=1e-10
+        )
+        np.testing.assert_allclose(table[f"{method}_ci_low"], low, atol=1e-10)
+        np.testing.assert_allclose(table[f"{method}_ci_high"], high, atol=1e-10)
+    rectified = by_method["rectified"]
+    np.testing.assert_allclose(table["lam"], rectified.lam)
+    np.testing.assert_allclose(table["ppi_correlation"], rectified.correlation)
+    ratio = (by_method["classical"].std_errors() / rectified.std_errors()) ** 2
+    np.testing.assert_allclose(table["gain"], ratio)
+    np.testing.assert_allclose(table["effective_n"], 300 * ratio)
+    assert (table["n_human"] == 300).all() and (table["n_unlabeled"] == 1200).all()
+    long = result.estimates
+    assert len(simulator.last) == len(frame)
+    assert len(long) == 3 * len(TERMS)
+    assert set(long["method"]) == {"classical", "naive", "rectified"}
 
 
-def predicted_covariate_world(rng, m: int, simulator: str):
-    """A logit of an action on a belief (simulated too) and a persona column (exact):
-    what the disclosure task's ``disclose ~ concern + age`` asks of a simulator."""
-    age = rng.normal(size=m)
-    concern = 0.5 * age + rng.normal(size=m)
-    p = 1 / (1 + np.exp(-(-0.2 + 0.9 * concern - 0.4 * age)))
-    acts = rng.binomial(1, p).astype(float)
-    # the simulator reads more of the persona than the formula holds, so its answers
-    # carry some of each person's own action beyond what concern and age predict
-    if simulator == "good":  # close to each person's own answers
-        sim_concern = concern + rng.normal(0, 0.3, m)
-        sim_acts = 0.7 * acts + 0.3 * p
-    elif simulator == "biased":  # informative, but shifted, too steep, too sure
-        sim_concern = 0.5 + 1.3 * concern + rng.normal(0, 0.3, m)
-        sim_acts = 0.5 * acts + 0.35
-    else:  # uninformative: answers unrelated to the person
-        sim_concern = rng.normal(size=m)
-        sim_acts = np.full(m, 0.5)
-    design = np.column_stack([np.ones(m), concern, age])
-    sim_design = np.column_stack([np.ones(m), sim_concern, age])
-    return Rows(design, acts), Rows(sim_design, sim_acts)
-
-
-TRUTH = np.array([-0.2, 0.9, -0.4])
-
-
-@pytest.mark.parametrize("simulator", ["good", "biased", "uninformative"])
-def test_predicted_covariates_cover_at_the_nominal_rate(simulator):
-    """Rectified intervals (tuned λ) cover every true coefficient at 1 - alpha within a
-    binomial band; the naive simulated-only fit does not for the biased simulator; an
-    informative simulator narrows the interval against the humans-only one, an
-    uninformative one widens it by at most 2% (λ near 0)."""
-    rng = np.random.default_rng(
-        {"good": 11, "biased": 12, "uninformative": 13}[simulator]
+def test_a_sampling_simulator_is_predicted_by_its_mean_answer():
+    """Without option probabilities the prediction is the mean of ``samples`` sampled
+    answers: rectify equals ppi_fit on designs of those means."""
+    rng = np.random.default_rng(4)
+    humans = people(rng, 200)
+    frame = people(rng, 400)[["x", "z", "arm"]]
+    world = WorldSimulator("good")
+    sampler = FunctionSimulator(
+        lambda personas, seed: world.simulate(personas, (BELIEF, ACT), seed=seed)
     )
-    datasets, n, N = 300, 300, 3000
-    covered = np.zeros(3)
-    naive_covered = np.zeros(3)
-    width_ratio = []
-    for _ in range(datasets):
-        human, predicted = predicted_covariate_world(rng, n, simulator)
-        _, unlabeled = predicted_covariate_world(rng, N, simulator)
-        rectified = fit(human, predicted, unlabeled, "logit", covariates=True)
-        low, high = rectified.intervals(alpha=ALPHA)
-        covered += (low <= TRUTH) & (TRUTH <= high)
-        classical = fit(human, predicted, unlabeled, "logit", lam=0.0, covariates=True)
-        width_ratio.append(rectified.std_errors() / classical.std_errors())
-        naive = fit(unlabeled, unlabeled, unlabeled, "logit", lam=0.0)
-        low, high = naive.intervals(alpha=ALPHA)
-        naive_covered += (low <= TRUTH) & (TRUTH <= high)
-    band = binomial_tolerance(1 - ALPHA, datasets)
-    assert np.all(np.abs(covered / datasets - (1 - ALPHA)) <= band), covered / datasets
-    ratio = np.median(width_ratio, axis=0)
-    if simulator == "biased":
-        assert np.all(naive_covered / datasets < 0.5), naive_covered / datasets
-    if simulator == "uninformative":
-        assert np.all(ratio <= 1.02), ratio
-    else:
-        assert np.all(ratio < 0.95), ratio
-
-
-def test_bad_options_are_refused():
-    human, predicted, unlabeled = outcome_only("ols", n=50, N=50, seed=0)
-    for options, culprit in (
-        ({"lam": 1.5}, "lam"),
-        ({"family": "tobit"}, "family"),
-        ({"predicted": Rows(human.X[:10], human.y[:10])}, "one for one"),
-    ):
-        arguments = {
-            "human": human, "predicted": predicted, "unlabeled": unlabeled,
-            "family": "ols", "covariates_predicted": False, **options,
-        }  # fmt: skip
-        with pytest.raises(OptionError, match=culprit):
-            ppi_fit(**arguments)
-
-
-@pytest.mark.parametrize("family", ["ols", "logit", "probit", "poisson"])
-def test_lambda_zero_is_the_humans_fit_with_robust_errors(family):
-    """λ = 0 is the humans-only fit: simval.fit's estimates (statsmodels), and its HC0
-    standard errors times sqrt(n / (n - 1)) (the gradients' covariance takes n - 1)."""
-    import pandas as pd
-
-    from simval.regression import fit as fit_model
-
-    human, predicted, unlabeled = outcome_only(
-        "logit" if family == "probit" else family, n=300, N=300, seed=2
+    result = rectify(
+        STUDY, humans, sampler, unlabeled=frame, samples=5, seed=9, progress=False
     )
-    classical = fit(human, predicted, unlabeled, family, lam=0.0)
-    data = pd.DataFrame({"y": human.y, "x1": human.X[:, 1], "x2": human.X[:, 2]})
-    reference = fit_model("y ~ x1 + x2", data, family=family, cov="HC0").table
-    n = len(human.y)
-    np.testing.assert_allclose(classical.coef, reference["estimate"], atol=1e-6)
+    assert result.predictions == "mean of 5 sampled answers per persona"
+    seeds = np.random.default_rng(9).integers(2**63, size=5)
+    personas = pd.concat([humans[["x", "z", "arm"]], frame], ignore_index=True)
+    draws = [world.simulate(personas, (BELIEF, ACT), seed=s) for s in seeds]
+    means = personas.assign(
+        belief=np.mean([d["belief"] for d in draws], axis=0),
+        act=np.mean([d["act"] for d in draws], axis=0),
+    )
+    own, unlabeled = design(means.iloc[:200]), design(means.iloc[200:])
+    estimate = ppi_fit(
+        human=design(humans), predicted=own, unlabeled=unlabeled, family="logit",
+        covariates_predicted=True,
+    )  # fmt: skip
     np.testing.assert_allclose(
-        classical.std_errors(),
-        reference["std_error"] * math.sqrt(n / (n - 1)),
-        rtol=1e-5,
+        result.table["rectified_estimate"], estimate.coef, atol=1e-10
     )
+    np.testing.assert_allclose(
+        result.table["rectified_std_error"], estimate.std_errors(), atol=1e-10
+    )
+
+
+def test_cluster_robust_errors_at_lambda_zero_are_the_clustered_fit():
+    """cluster:<column> sums the labeled gradients within clusters: at λ = 0 the
+    errors are simval.fit's vcovCL (HC1 type) without its (n − 1)/(n − k) factor."""
+    rng = np.random.default_rng(5)
+    humans = people(rng, 400).assign(site=lambda d: np.arange(len(d)) // 8)
+    study = Study(
+        items=(BELIEF, ACT), persona=("x", "z", "site"), treatment=("arm",),
+        models=(Model("act ~ C(arm) + belief + x", "logit", "cluster:site"),),
+    )  # fmt: skip
+    frame = people(rng, 800)[["x", "z", "arm"]].assign(site=-1)
+    result = rectify(
+        study, humans, WorldSimulator("good"), unlabeled=frame, lam=0.0, progress=False
+    )
+    reference = fit_model(study.models[0].formula, humans, family="logit",
+                          cov="cluster:site").table  # fmt: skip
+    n, k = len(humans), len(TERMS)
+    np.testing.assert_allclose(
+        result.table["rectified_estimate"], reference["estimate"], atol=1e-7
+    )
+    np.testing.assert_allclose(
+        result.table["rectified_std_error"],
+        reference["std_error"] * math.sqrt((n - k) / (n - 1)),
+        rtol=1e-6,
+    )
+
+
+# --- coverage ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["good", "biased", "uninformative"])
+def test_rectified_intervals_cover_with_re_randomised_personas(kind):
+    """The humans' personas re-drawn under re-randomised arms (unlabeled=<number>):
+    rectified (1 − alpha) intervals cover each true coefficient at the nominal rate
+    within a two-sided binomial band; the biased simulator's simulated-only intervals
+    do not; the good simulator narrows the arm's interval against the humans-only
+    one, the uninformative one leaves every interval within 2% of it."""
+    rng = np.random.default_rng({"good": 21, "biased": 22, "uninformative": 23}[kind])
+    simulator = WorldSimulator(kind)
+    datasets, n, N = 300, 300, 1500
+    covered = naive_covered = 0
+    ratios = []
+    for _ in range(datasets):
+        result = rectify(
+            STUDY, people(rng, n), simulator, unlabeled=N, alpha=ALPHA,
+            seed=int(rng.integers(2**31)), progress=False,
+        )  # fmt: skip
+        table = result.table
+        covered += (table["rectified_ci_low"] <= truth()) & (
+            truth() <= table["rectified_ci_high"]
+        )
+        naive_covered += (table["naive_ci_low"] <= truth()) & (
+            truth() <= table["naive_ci_high"]
+        )
+        ratios.append(table["rectified_std_error"] / table["classical_std_error"])
+    rate = covered.to_numpy() / datasets
+    band = binomial_tolerance(1 - ALPHA, datasets)
+    assert np.all(np.abs(rate - (1 - ALPHA)) <= band), rate
+    ratio = np.median(ratios, axis=0)
+    if kind == "biased":
+        assert (naive_covered.to_numpy() / datasets < 0.5).all()
+    if kind == "good":
+        assert ratio[1] < 0.98, ratio  # the arm (measured 0.96)
+    if kind == "uninformative":
+        assert np.all(ratio <= 1.02), ratio
+
+
+def re_drawn_world(rng: np.random.Generator, n: int, N: int):
+    """Linear world y = 1 + 0.5x + 0.8t + 1.5z + e (t a randomised arm, z a persona
+    the formula y ~ x + t leaves out); a biased simulator that knows z, answering each
+    human under both arms; N simulated rows re-drawn from the humans' personas."""
+    x, z = rng.normal(size=n), rng.normal(size=n)
+    t = rng.integers(2, size=n).astype(float)
+    y = 1 + 0.5 * x + 0.8 * t + 1.5 * z + rng.normal(size=n)
+
+    def rows(arm: np.ndarray) -> Rows:
+        guess = 0.3 + 0.6 * x + 1.2 * arm + 1.2 * z + 0.3 * x * arm
+        return Rows(np.column_stack([np.ones(n), x, arm]), guess)
+
+    arms = [(rows(np.zeros(n)), 0.5), (rows(np.ones(n)), 0.5)]
+    who, which = rng.integers(n, size=N), rng.integers(2, size=N)
+    unlabeled = Rows(
+        np.stack([a.X for a, _ in arms])[which, who],
+        np.stack([a.y for a, _ in arms])[which, who],
+    )
+    human = Rows(np.column_stack([np.ones(n), x, t]), y)
+    return human, rows(t), arms, unlabeled
+
+
+def test_re_drawn_personas_need_the_arm_centred_variance():
+    """Why ``arms``: simulated-only rows re-drawn from the humans' own personas have a
+    mean that depends on which humans were sampled. Treated as an independent sample
+    (standard PPI variance) the intervals undercover; centred over the arms they cover."""
+    rng = np.random.default_rng(31)
+    datasets = 1000
+    truth = np.array([1.0, 0.5, 0.8])
+    covered = {"centred": np.zeros(3), "plain": np.zeros(3)}
+    for _ in range(datasets):
+        human, own, arms, unlabeled = re_drawn_world(rng, 200, 2000)
+        options = {"human": human, "predicted": own, "unlabeled": unlabeled,
+                   "family": "ols", "covariates_predicted": False}  # fmt: skip
+        for name, given in (("centred", arms), ("plain", ())):
+            low, high = ppi_fit(arms=given, **options).intervals(alpha=ALPHA)
+            covered[name] += (low <= truth) & (truth <= high)
+    band = binomial_tolerance(1 - ALPHA, datasets)
+    rate = covered["centred"] / datasets
+    assert np.all(np.abs(rate - (1 - ALPHA)) <= band), rate
+    assert covered["plain"][0] / datasets < 1 - ALPHA - band, covered["plain"]
+
+
+# --- per-term λ, the result's sentences ----------------------------------------------------
+
+
+def test_per_term_lambda_is_tuned_for_each_term():
+    """lam='tuned_per_term': each term's numbers come from the fit whose λ is tuned for
+    its own variance, so no term's interval is wider than at λ = 0 by more than the
+    pooled Hessian moves it; λ differs across terms."""
+    rng = np.random.default_rng(6)
+    humans = people(rng, 400)
+    result = rectify(
+        STUDY, humans, WorldSimulator("biased"), unlabeled=2000,
+        lam="tuned_per_term", progress=False,
+    )  # fmt: skip
+    table = result.table
+    assert table["lam"].nunique() > 1
+    assert (table["gain"] >= 0.999).all(), table["gain"]
+    sentence = result.sentence(STUDY.models[0].formula)
+    assert sentence.startswith(f"{STUDY.models[0].formula}: 400 humans plus 2000")
+    summary = result.summary()
+    assert summary["n_human"] == 400 and summary["n_unlabeled"] == 2000
+    assert summary["median_gain"] == pytest.approx(
+        table.loc[table["term"] != "Intercept", "gain"].median()
+    )
+
+
+def test_a_formula_with_a_treatment_argument():
+    """A formula names its arm column with treatment=; the simulator's own study
+    gives the items' wording."""
+    rng = np.random.default_rng(7)
+    humans = people(rng, 300)
+    simulator = WorldSimulator("good")
+    result = rectify(
+        "act ~ C(arm) + belief + x", humans, simulator, unlabeled=900,
+        family="logit", items=["belief"], treatment="arm", progress=False,
+    )  # fmt: skip
+    assert isinstance(result, Rectified)
+    assert list(result.table["term"]) == TERMS
+    assert result.study.treatment == ("arm",)
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+class Trained(WorldSimulator):
+    training_index = (0, 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "culprit"),
+    [
+        ({"lam": 2.0}, OptionError, "lam"),
+        ({"cov": "HC3"}, OptionError, "cov"),
+        ({"samples": 0}, OptionError, "samples"),
+        ({"alpha": 1.5}, OptionError, "alpha"),
+        ({"unlabeled": 0}, OptionError, "unlabeled"),
+        ({"unlabeled": pd.DataFrame({"x": [1.0]})}, DataError, "z"),
+        ({"family": "probit"}, OptionError, "come from the study"),
+        ({"simulator": Trained("good")}, DataError, "fine-tuning pilot"),
+        ({"study": "act ~ C(arm) + belief + x", "family": "logit"}, OptionError,
+         "no treatment"),
+        ({"study": "act ~ C(arm) + belief", "family": "logit", "treatment": "group"},
+         DataError, "group"),
+    ],
+)  # fmt: skip
+def test_bad_input_fails_before_any_simulation(change, error, culprit):
+    """Each bad argument is refused, naming it, before the simulator is asked."""
+
+    class Counting(WorldSimulator):
+        calls = 0
+
+        def predict_proba(self, personas, item):
+            Counting.calls += 1
+            return super().predict_proba(personas, item)
+
+    humans = people(np.random.default_rng(8), 100)
+    arguments = {"unlabeled": 500, "progress": False}
+    study = change.pop("study", STUDY)
+    simulator = change.pop("simulator", Counting("good"))
+    arguments.update(change)
+    with pytest.raises(error, match=culprit):
+        rectify(study, humans, simulator, **arguments)
+    assert issubclass(error, SimvalError)
+    assert Counting.calls == 0

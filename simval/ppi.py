@@ -1,0 +1,370 @@
+"""Prediction-powered inference (PPI++): valid estimates from few humans and a simulator.
+
+Labeled rows are humans with the simulator's answers for exactly their personas;
+unlabeled rows are personas the simulator alone answers. The rectified estimate of a
+regression's coefficients solves the estimating equation
+
+    mean_n g(x, y; θ) + λ [mean_N g(x̃, ỹ; θ) − mean_n g(x̂, ŷ; θ)] = 0,
+
+where g is the gradient of the family's loss, (x, y) the humans' own data, (x̂, ŷ) the
+simulator's for the same people and (x̃, ỹ) the simulator's for the unlabeled
+personas (Angelopoulos, Duchi & Zrnic, "PPI++", 2023). Any simulated variable can sit
+on either side of the formula: only the rows' values change, not the equation. With
+λ = 0 it is the humans-only (classical) fit; the bracket has mean zero whatever the
+simulator's bias, so the estimate stays consistent, and λ is tuned to make its
+variance smallest.
+
+``ppi_fit`` is the estimator on design matrices, checked against ppi-python where
+only the outcome is predicted (tests/test_ppi.py). ``simval.rectify`` applies it to a
+study's formulas and a simulator's answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import scipy.special
+import scipy.stats
+
+from simval.errors import EstimationError, OptionError, check_option
+from simval.families import FAMILIES, Family
+
+Lam = float | Literal["tuned"]
+
+NEWTON_TOL = 1e-12
+NEWTON_STEPS = 100
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One kind of row of a PPI problem: a design matrix and the outcome."""
+
+    X: np.ndarray
+    y: np.ndarray
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A rectified fit: coefficients, their covariance matrix, the λ used and the PPI
+    correlation per coefficient (``_correlation``)."""
+
+    coef: np.ndarray
+    cov: np.ndarray
+    lam: float
+    correlation: np.ndarray
+
+    def std_errors(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.cov))
+
+    def intervals(self, *, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+        """Two-sided normal (1 − alpha) confidence intervals, per coefficient."""
+        z = scipy.stats.norm.ppf(1 - alpha / 2)
+        half = z * self.std_errors()
+        return self.coef - half, self.coef + half
+
+
+def ppi_fit(
+    *,
+    human: Rows,
+    predicted: Rows,
+    unlabeled: Rows,
+    family: Family,
+    lam: Lam = "tuned",
+    covariates_predicted: bool,
+    clusters: np.ndarray | None = None,
+    arms: Sequence[tuple[Rows, float]] = (),
+    tune_for: int | None = None,
+) -> Estimate:
+    """The PPI++ estimate of ``family``'s coefficients (see the module docstring).
+
+    ``human``: the labeled rows' true data; ``predicted``: the simulator's data for the
+    same rows, in the same order; ``unlabeled``: the simulator's data for the other
+    personas. ``lam``: a number in [0, 1], or ``"tuned"``: the value minimising the
+    summed variance of the coefficients, estimated at the λ = 1 fit and clipped to
+    [0, 1] (as ppi-python tunes it). ``covariates_predicted``: whether a simulated
+    variable is among the covariates; where none is, the Hessian (which depends on the
+    covariates alone: probit's is its expected information) is estimated on the
+    labeled and unlabeled rows together, as in ppi-python; otherwise on the humans.
+
+    ``clusters``: a cluster label per labeled row; the labeled gradients are then summed
+    within clusters (the unlabeled rows stay independent). ``arms``: where the
+    unlabeled rows are the labeled personas re-drawn with a re-randomised arm, each
+    arm's predicted rows for the labeled personas (in their order) and its
+    probability; the unlabeled mean then depends on the labeled personas, so each
+    labeled predicted gradient is centred on its mean over the arms (``Gradients``).
+    ``tune_for``: the coefficient whose variance the tuned λ minimises (None: their sum).
+    """
+    check_option("family", family, FAMILIES)
+    if lam != "tuned" and not (isinstance(lam, int | float) and 0 <= lam <= 1):
+        raise OptionError(f"lam={lam!r} must be 'tuned' or a number in [0, 1]")
+    if predicted.X.shape != human.X.shape or predicted.y.shape != human.y.shape:
+        raise OptionError(
+            "the predicted rows must match the human rows one for one "
+            f"(design {predicted.X.shape} against {human.X.shape})"
+        )
+    for rows, _ in arms:
+        if rows.X.shape != human.X.shape:
+            raise OptionError(
+                "each arm's predicted rows must match the human rows one for one "
+                f"(design {rows.X.shape} against {human.X.shape})"
+            )
+    if clusters is not None and len(clusters) != len(human.y):
+        raise OptionError(
+            f"{len(clusters)} cluster labels for {len(human.y)} labeled rows"
+        )
+    problem = Problem(
+        human=human, predicted=predicted, unlabeled=unlabeled, family=family,
+        pooled=not covariates_predicted, clusters=clusters, arms=tuple(arms),
+    )  # fmt: skip
+    if lam == "tuned":
+        lam = tuned_lam(problem.gradients(_solve(problem, lam=1.0)), coef=tune_for)
+    coef = _solve(problem, lam=float(lam))
+    # at λ = 0 the estimate is the humans' own fit, with their own Hessian
+    at = replace(problem, pooled=problem.pooled and lam != 0).gradients(coef)
+    if np.linalg.matrix_rank(at.hessian) < len(coef):
+        raise EstimationError(
+            "the rows do not identify every coefficient (collinear or constant terms)"
+        )
+    return Estimate(
+        coef=coef,
+        cov=_covariance(at, lam=float(lam)),
+        lam=float(lam),
+        correlation=_correlation(at),
+    )
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The rows of one PPI fit and how its variance is estimated (see ``ppi_fit``)."""
+
+    human: Rows
+    predicted: Rows
+    unlabeled: Rows
+    family: Family
+    pooled: bool
+    clusters: np.ndarray | None
+    arms: tuple[tuple[Rows, float], ...]
+
+    def gradients(self, coef: np.ndarray) -> Gradients:
+        """Every row's gradient and the Hessian, at ``coef``."""
+        g_hat = _gradients(coef, self.predicted, self.family)
+        centred = g_hat - sum(
+            share * _gradients(coef, rows, self.family) for rows, share in self.arms
+        )
+        return Gradients(
+            human=_gradients(coef, self.human, self.family),
+            predicted=g_hat,
+            centred=centred,
+            unlabeled=_gradients(coef, self.unlabeled, self.family),
+            hessian=_hessian(coef, self.human, self.unlabeled, self.family,
+                             pooled=self.pooled),
+            clusters=self.clusters,
+            plain=self.clusters is None and not self.arms,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Gradients:
+    """Per-row gradients at one coefficient vector (rows x coefficients).
+
+    ``centred``: the labeled predicted gradients minus their mean over the arms (the
+    predicted gradients themselves without re-randomised arms): what the labeled rows
+    contribute to the rectifier's variance. ``plain``: iid rows and no arms, where the
+    variances are pooled as ppi-python pools them.
+    """
+
+    human: np.ndarray
+    predicted: np.ndarray
+    centred: np.ndarray
+    unlabeled: np.ndarray
+    hessian: np.ndarray
+    clusters: np.ndarray | None
+    plain: bool
+
+    def spread(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The labeled rows' covariance of ``a`` with ``b`` (coefficients x
+        coefficients) such that its 1/n is that of their means: summed within
+        clusters, times G / (G − 1); without clusters np.cov's n − 1."""
+        n = len(a)
+        if self.clusters is not None:
+            codes = np.unique(self.clusters, return_inverse=True)[1]
+            a = np.stack([np.bincount(codes, weights=c) for c in a.T], axis=1)
+            b = np.stack([np.bincount(codes, weights=c) for c in b.T], axis=1)
+        groups = len(a)
+        return (a - a.mean(axis=0)).T @ (b - b.mean(axis=0)) * groups / (groups - 1) / n
+
+
+def tuned_lam(at: Gradients, *, coef: int | None = None) -> float:
+    """The λ in [0, 1] that minimises the trace of the rectified estimate's covariance
+    (or its ``coef``-th diagonal element), from the gradients ``at`` a fit:
+    tr(H⁻¹ C H⁻¹) / (2 tr(H⁻¹ [V + (n/N) Ṽ] H⁻¹)),
+    with C the symmetrised cross-covariance of the human and (centred) predicted
+    gradients times 2, V the centred predicted gradients' covariance and Ṽ the
+    unlabeled ones'. For iid rows without arms, V and Ṽ are both the covariance of
+    every predicted gradient and C's covariances divide by n: ppi-python's formula."""
+    n, N = len(at.human), len(at.unlabeled)
+    inverse = np.linalg.inv(at.hessian)
+    if at.plain:
+        centred = at.human - at.human.mean(axis=0)
+        centred_hat = at.predicted - at.predicted.mean(axis=0)
+        cross = (centred.T @ centred_hat + centred_hat.T @ centred) / n
+        spread = np.atleast_2d(np.cov(np.concatenate([at.predicted, at.unlabeled]).T))
+        spread = (1 + n / N) * spread
+    else:
+        half = at.spread(at.human, at.centred)
+        cross = half + half.T
+        spread = at.spread(at.centred, at.centred)
+        spread += n / N * np.atleast_2d(np.cov(at.unlabeled.T))
+
+    def size(matrix: np.ndarray) -> float:
+        sandwich = inverse @ matrix @ inverse
+        return float(np.trace(sandwich) if coef is None else sandwich[coef, coef])
+
+    return float(np.clip(size(cross) / (2 * size(spread)), 0, 1))
+
+
+# --- the estimating equation --------------------------------------------------------------
+
+
+def _solve(problem: Problem, *, lam: float) -> np.ndarray:
+    """The root of the rectified estimating equation, by Newton's method from zero
+    with step halving on the rectified loss."""
+    human, family = problem.human, problem.family
+    parts = ((human, 1.0), (problem.predicted, -lam), (problem.unlabeled, lam))
+
+    def loss(coef: np.ndarray) -> float:
+        return sum(w * _loss(coef, rows, family).mean() for rows, w in parts)
+
+    coef = np.zeros(human.X.shape[1])
+    current = loss(coef)
+    for _ in range(NEWTON_STEPS):
+        gradient = sum(
+            w * _gradients(coef, rows, family).mean(axis=0) for rows, w in parts
+        )
+        jacobian = sum(w * _observed_hessian(coef, rows, family) for rows, w in parts)
+        try:
+            step = np.linalg.solve(jacobian, gradient)
+        except np.linalg.LinAlgError as exc:
+            raise EstimationError(
+                "the rectified estimating equation is singular (collinear terms?)"
+            ) from exc
+        if np.max(np.abs(step)) < NEWTON_TOL * (1 + np.max(np.abs(coef))):
+            return coef - step
+        size = 1.0
+        while size > 1e-10:
+            candidate = coef - size * step
+            value = loss(candidate)
+            if np.isfinite(value) and value <= current + 1e-15 * abs(current):
+                coef, current = candidate, value
+                break
+            size /= 2
+        else:  # no step lowers the loss: at its minimum up to rounding, or stuck
+            if np.max(np.abs(gradient)) < 1e-8:
+                return coef
+            break
+    raise EstimationError(
+        f"the rectified {family} fit did not converge in {NEWTON_STEPS} Newton steps"
+    )
+
+
+def _covariance(at: Gradients, *, lam: float) -> np.ndarray:
+    """H⁻¹ [cov(g − λ ĝ)/n + λ² cov(g̃)/N] H⁻¹: the sandwich of the rectified equation,
+    covariances with n − 1 (as ppi-python computes them), ĝ centred over the arms and
+    the labeled part summed within clusters where there are any (``Gradients``). At
+    λ = 0 the Hessian is the humans' own, pooled or not."""
+    n, N = len(at.human), len(at.unlabeled)
+    inverse = np.linalg.inv(at.hessian)
+    residual = at.human - lam * at.centred
+    middle = at.spread(residual, residual) / n
+    middle += lam**2 * np.atleast_2d(np.cov(at.unlabeled.T)) / N
+    return inverse @ middle @ inverse
+
+
+def _correlation(at: Gradients) -> np.ndarray:
+    """Per coefficient, the correlation of the human and the (centred) predicted rows'
+    influence, H⁻¹g against H⁻¹ĝ: the PPI correlation, which bounds what any λ gains."""
+    inverse = np.linalg.inv(at.hessian)
+    human, predicted = at.human @ inverse, at.centred @ inverse
+    centred = human - human.mean(axis=0)
+    centred_hat = predicted - predicted.mean(axis=0)
+    scale = np.sqrt((centred**2).sum(axis=0) * (centred_hat**2).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (centred * centred_hat).sum(axis=0) / scale
+
+
+def _hessian(
+    coef: np.ndarray, human: Rows, unlabeled: Rows, family: Family, *, pooled: bool
+) -> np.ndarray:
+    """The Hessian of the humans' loss: on the human rows, or on the human and
+    unlabeled rows together where it depends on the covariates alone (``pooled``)."""
+    if not pooled:
+        return _observed_hessian(coef, human, family)
+    n, N = len(human.y), len(unlabeled.y)
+    return (
+        n * _observed_hessian(coef, human, family)
+        + N * _observed_hessian(coef, unlabeled, family)
+    ) / (n + N)
+
+
+# --- the families' losses, per row, in the linear predictor η = Xθ ------------------------
+
+
+def _loss(coef: np.ndarray, rows: Rows, family: Family) -> np.ndarray:
+    """Each row's loss: the negative log-likelihood up to constants (half the squared
+    residual for ols); linear in y for the GLMs, so expected answers may stand in."""
+    eta, y = rows.X @ coef, rows.y
+    if family == "ols":
+        return 0.5 * (y - eta) ** 2
+    if family == "logit":
+        return np.logaddexp(0, eta) - y * eta
+    if family == "poisson":
+        return np.exp(eta) - y * eta
+    return -(y * scipy.special.log_ndtr(eta) + (1 - y) * scipy.special.log_ndtr(-eta))
+
+
+def _gradients(coef: np.ndarray, rows: Rows, family: Family) -> np.ndarray:
+    """Each row's gradient of the loss (rows x coefficients)."""
+    return rows.X * _first(rows.X @ coef, rows.y, family)[:, None]
+
+
+def _observed_hessian(coef: np.ndarray, rows: Rows, family: Family) -> np.ndarray:
+    """The mean over rows of the loss's second derivative (coefficients x coefficients)."""
+    weight = _second(rows.X @ coef, rows.y, family)
+    return (rows.X * weight[:, None]).T @ rows.X / len(rows.y)
+
+
+def _first(eta: np.ndarray, y: np.ndarray, family: Family) -> np.ndarray:
+    """d loss / d η."""
+    if family == "ols":
+        return eta - y
+    if family == "logit":
+        return scipy.special.expit(eta) - y
+    if family == "poisson":
+        return np.exp(eta) - y
+    up, down = _mills(eta)  # probit: −y φ/Φ(η) + (1 − y) φ/Φ(−η)
+    return -y * up + (1 - y) * down
+
+
+def _second(eta: np.ndarray, y: np.ndarray, family: Family) -> np.ndarray:
+    """d² loss / d η² (for probit its expectation, which does not involve y)."""
+    if family == "ols":
+        return np.ones_like(eta)
+    if family == "logit":
+        p = scipy.special.expit(eta)
+        return p * (1 - p)
+    if family == "poisson":
+        return np.exp(eta)
+    up, down = _mills(eta)  # probit: expected information φ²/(Φ(η)Φ(−η)), as glm
+    return up * down
+
+
+def _mills(eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """φ(η)/Φ(η) and φ(η)/Φ(−η), through log-densities so the tails stay finite."""
+    log_density = scipy.stats.norm.logpdf(eta)
+    return (
+        np.exp(log_density - scipy.special.log_ndtr(eta)),
+        np.exp(log_density - scipy.special.log_ndtr(-eta)),
+    )
