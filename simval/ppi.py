@@ -47,14 +47,48 @@ class Rows:
 
 
 @dataclass(frozen=True)
+class Components:
+    """Per coefficient, the variance components of a rectified fit, each n times the
+    variance (or covariance) of a mean over n rows, in the coefficient's units:
+    ``human``, the humans' own influence (n × the humans-only variance); ``cross``, its
+    covariance with the centred predicted influence; ``predicted``, the latter's
+    variance; ``unlabeled``, a simulated-only row's. At any λ, n humans and N
+    simulated-only rows the variance is [human − 2λ cross + λ² (predicted + (n/N)
+    unlabeled)] / n: what planning (``simval.plan``) extrapolates."""
+
+    human: np.ndarray
+    cross: np.ndarray
+    predicted: np.ndarray
+    unlabeled: np.ndarray
+
+    @property
+    def correlation(self) -> np.ndarray:
+        """The PPI correlation: of the human and the predicted influence."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.cross / np.sqrt(self.human * self.predicted)
+
+    def variance(self, *, lam: float, n: float, N: float) -> np.ndarray:
+        """Each coefficient's variance with n humans, N simulated-only rows and λ."""
+        if not N:  # no simulated-only rows: the humans' own fit (λ = 0)
+            return self.human / n
+        spread = self.predicted + n / N * self.unlabeled
+        return (self.human - 2 * lam * self.cross + lam**2 * spread) / n
+
+
+@dataclass(frozen=True)
 class Estimate:
-    """A rectified fit: coefficients, their covariance matrix, the λ used and the PPI
-    correlation per coefficient (``_correlation``)."""
+    """A rectified fit: coefficients, their covariance matrix, the λ used and the
+    variance components it is made of (``Components``)."""
 
     coef: np.ndarray
     cov: np.ndarray
     lam: float
-    correlation: np.ndarray
+    components: Components
+
+    @property
+    def correlation(self) -> np.ndarray:
+        """The PPI correlation per coefficient."""
+        return self.components.correlation
 
     def std_errors(self) -> np.ndarray:
         return np.sqrt(np.diag(self.cov))
@@ -132,7 +166,7 @@ def ppi_fit(
         coef=coef,
         cov=_covariance(at, lam=float(lam)),
         lam=float(lam),
-        correlation=_correlation(at),
+        components=_components(at),
     )
 
 
@@ -283,16 +317,19 @@ def _covariance(at: Gradients, *, lam: float) -> np.ndarray:
     return inverse @ middle @ inverse
 
 
-def _correlation(at: Gradients) -> np.ndarray:
-    """Per coefficient, the correlation of the human and the (centred) predicted rows'
-    influence, H⁻¹g against H⁻¹ĝ: the PPI correlation, which bounds what any λ gains."""
+def _components(at: Gradients) -> Components:
+    """The variance components (``Components``) in the coefficients' units, H⁻¹ · H⁻¹."""
     inverse = np.linalg.inv(at.hessian)
-    human, predicted = at.human @ inverse, at.centred @ inverse
-    centred = human - human.mean(axis=0)
-    centred_hat = predicted - predicted.mean(axis=0)
-    scale = np.sqrt((centred**2).sum(axis=0) * (centred_hat**2).sum(axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (centred * centred_hat).sum(axis=0) / scale
+
+    def diagonal(matrix: np.ndarray) -> np.ndarray:
+        return np.diag(inverse @ matrix @ inverse).copy()
+
+    return Components(
+        human=diagonal(at.spread(at.human, at.human)),
+        cross=diagonal(at.spread(at.human, at.centred)),
+        predicted=diagonal(at.spread(at.centred, at.centred)),
+        unlabeled=diagonal(np.atleast_2d(np.cov(at.unlabeled.T))),
+    )
 
 
 def _hessian(

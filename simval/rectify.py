@@ -64,6 +64,13 @@ TABLE_COLUMNS = (
     "rectified_p_value", "effective_n", "gain",
 )  # fmt: skip
 
+COMPONENTS = ("human", "cross", "predicted", "unlabeled")
+"""The variance components of a rectified fit (``simval.ppi.Components``)."""
+
+COMPONENT_COLUMNS = (
+    "formula", "term", "n_human", "n_unlabeled", "lam", *COMPONENTS, "ppi_correlation",
+)  # fmt: skip
+
 ROBUST = "robust"
 PER_TERM = "tuned_per_term"
 """``lam`` value: a λ tuned for each term's own variance (one fit per term)."""
@@ -81,12 +88,15 @@ class Rectified:
     rectified standard error: n × (classical SE / rectified SE)²) and the gain
     (effective n / n). ``estimates``: the same numbers long, a row per (formula,
     term, method) with ``Fit.table``'s columns. ``not_estimable``: formula -> why
-    the humans' own fit failed (no rows for it in the tables).
+    the humans' own fit failed (no rows for it in the tables). ``components``: a row
+    per (formula, term) with the rectified fit's variance components
+    (``simval.ppi.Components``), from which ``simval.plan`` extrapolates.
     """
 
     study: Study
     table: pd.DataFrame
     estimates: pd.DataFrame
+    components: pd.DataFrame
     n_human: int
     n_unlabeled: int
     unlabeled: str
@@ -190,6 +200,7 @@ def rectify(
         study=setup.study,
         table=_wide(estimates, notes),
         estimates=estimates,
+        components=_components(notes),
         n_human=len(human_df),
         n_unlabeled=len(frames["unlabeled"]) if "unlabeled" in frames else unlabeled,
         unlabeled="persona frame" if isinstance(unlabeled, pd.DataFrame)
@@ -609,8 +620,9 @@ def _rectify_model(
         "dropped": len(human_df) - len(index),
         "naive_not_estimable": naive_problem,
         "lam": {t: f.lam for t, f in zip(terms, fits)},
-        "correlation": {
-            t: f.correlation[j] for j, (t, f) in enumerate(zip(terms, fits))
+        "components": {
+            t: {part: float(getattr(f.components, part)[j]) for part in COMPONENTS}
+            for j, (t, f) in enumerate(zip(terms, fits))
         },
     }
     return rows, note
@@ -657,12 +669,29 @@ def _wide(
     note = wide["formula"].map
     wide["n_human"] = note(lambda f: notes[f]["n_human"])
     wide["n_unlabeled"] = note(lambda f: notes[f]["n_unlabeled"])
-    for column, key in (("lam", "lam"), ("ppi_correlation", "correlation")):
-        wide[column] = [notes[f][key][t] for f, t in zip(wide["formula"], wide["term"])]
+    wide["lam"] = [notes[f]["lam"][t] for f, t in zip(wide["formula"], wide["term"])]
+    wide["ppi_correlation"] = _components(notes)["ppi_correlation"].to_numpy()
     ratio = (wide["classical_std_error"] / wide["rectified_std_error"]) ** 2
     wide["effective_n"] = wide["n_human"] * ratio
     wide["gain"] = ratio
     return wide[list(TABLE_COLUMNS)]
+
+
+def _components(notes: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """A row per (formula, term): the rows used, λ, the variance components of the
+    rectified fit (``simval.ppi.Components``) and the PPI correlation."""
+    rows = [
+        {"formula": formula, "term": term, "n_human": note["n_human"],
+         "n_unlabeled": note["n_unlabeled"], "lam": note["lam"][term], **parts}
+        for formula, note in notes.items()
+        for term, parts in note["components"].items()
+    ]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=list(COMPONENT_COLUMNS[:-1]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frame["ppi_correlation"] = frame["cross"] / np.sqrt(
+            frame["human"] * frame["predicted"]
+        )
+    return frame
 
 
 def _median(values: pd.Series) -> float:

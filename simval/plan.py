@@ -1,0 +1,230 @@
+"""plan(): how many humans and simulated respondents a study needs, from a pilot.
+
+A pilot ``rectify`` result carries, per term, the variance components of the rectified
+estimate (``simval.ppi.Components``): the humans' own variance σ², the covariance c of
+their influence with the simulator's, the latter's variance v and a simulated-only
+row's variance ṽ. With n humans, N simulated-only respondents and the best λ in [0, 1]
+the variance is [σ² − 2λc + λ²(v + (n/N) ṽ)] / n, so the effective sample size (the
+humans whose own fit is as precise) is σ² over that. For standard PPI (v = ṽ) this
+is Broska, Howes & van Loon's mixed-subjects formula n (n + N) / (n + (1 − ρ²) N);
+tests/test_plan.py checks the plans against ppi-python's ``ppi_power``.
+
+A human costs ``cost_human`` plus ``cost_simulated`` (the simulator answers for them
+too), a simulated-only respondent ``cost_simulated``. For each term, ``plan`` finds
+the cheapest (n, N) reaching a target effective sample size or CI half-width, or the
+most precise one within a budget, and the cost of humans alone for the same precision.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from simval.errors import OptionError
+from simval.rectify import Rectified
+
+__all__ = ["Plan", "plan"]
+
+PLAN_COLUMNS = (
+    "formula", "term", "ppi_correlation", "n_human", "n_simulated", "lam",
+    "effective_n", "cost", "humans_only_n", "humans_only_cost", "saving",
+)  # fmt: skip
+
+MAX_HUMANS = 10_000_000
+"""The largest human sample a plan considers (a target beyond it is refused)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Per term, the cheapest (or, for a budget, the most precise) mix of humans and
+    simulated respondents.
+
+    ``table``: a row per (formula, term): the pilot's PPI correlation; the humans
+    (``n_human``) and simulated-only respondents (``n_simulated``) to use, λ, the
+    effective sample size they reach and their cost; the humans a humans-only study
+    needs for the same precision and its cost; ``saving``, the share of that cost
+    saved (negative never: with no gain the plan is humans only). ``target``: what
+    was asked, in words.
+    """
+
+    table: pd.DataFrame
+    cost_human: float
+    cost_simulated: float
+    target: str
+
+    def sentence(self, formula: str, term: str) -> str:
+        """The plan for one term in a sentence."""
+        rows = self.table[
+            (self.table["formula"] == formula) & (self.table["term"] == term)
+        ]
+        if rows.empty:
+            raise OptionError(f"the plan has no term {term!r} of {formula!r}")
+        row = rows.iloc[0]
+        return (
+            f"{term} in {formula}: {row['n_human']:.0f} humans plus "
+            f"{row['n_simulated']:.0f} simulated respondents reach the precision of "
+            f"{row['effective_n']:.0f} humans for {row['cost']:,.0f}, against "
+            f"{row['humans_only_cost']:,.0f} for humans alone "
+            f"({row['saving']:.0%} saved)."
+        )
+
+
+def plan(
+    pilot: Rectified,
+    *,
+    cost_human: float,
+    cost_simulated: float,
+    effective_n: float | None = None,
+    half_width: float | None = None,
+    budget: float | None = None,
+    alpha: float | None = None,
+) -> Plan:
+    """Plan every term of ``pilot`` for one target: ``effective_n`` (humans-only
+    equivalent), ``half_width`` (of the (1 − alpha) interval, in each term's units;
+    ``alpha`` defaults to the pilot's) or ``budget`` (the most precise mix costing at
+    most this). Exactly one target; costs are per respondent, in any one currency."""
+    targets = {"effective_n": effective_n, "half_width": half_width, "budget": budget}
+    given = {k: v for k, v in targets.items() if v is not None}
+    if len(given) != 1:
+        raise OptionError(
+            "give exactly one target: effective_n, half_width or budget "
+            f"(got {', '.join(given) or 'none'})"
+        )
+    ((name, value),) = given.items()
+    costs = (("cost_human", cost_human), ("cost_simulated", cost_simulated))
+    for label, number in (*given.items(), *costs):
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, int | float)
+            or not (0 < number < math.inf)
+        ):
+            raise OptionError(f"{label}={number!r} must be a positive number")
+    alpha = pilot.alpha if alpha is None else alpha
+    if not 0 < alpha < 1:
+        raise OptionError(f"alpha={alpha!r} must lie strictly between 0 and 1")
+    if pilot.components.empty:
+        raise OptionError("the pilot has no estimable term to plan for")
+    z = scipy.stats.norm.ppf(1 - alpha / 2)
+    rows = []
+    for part in pilot.components.to_dict("records"):
+        sigma_sq = part["human"]
+        if name == "budget":
+            n, N = _most_precise(part, budget=value, costs=(cost_human, cost_simulated))
+            goal = _reached(part, n=n, N=N)
+        else:
+            goal = value if name == "effective_n" else sigma_sq * (z / value) ** 2
+            n, N = _cheapest(part, target=goal, costs=(cost_human, cost_simulated))
+        lam = _best_lam(part, n=n, N=N)
+        reached = _reached(part, n=n, N=N)
+        cost = _cost(n, N, costs=(cost_human, cost_simulated))
+        humans_only = math.ceil(goal - 1e-9)  # the humans alone as precise as asked
+        rows.append(
+            {
+                "formula": part["formula"], "term": part["term"],
+                "ppi_correlation": part["ppi_correlation"], "n_human": n,
+                "n_simulated": N, "lam": lam, "effective_n": reached, "cost": cost,
+                "humans_only_n": humans_only,
+                "humans_only_cost": humans_only * cost_human,
+                "saving": 1 - cost / (humans_only * cost_human),
+            }
+        )  # fmt: skip
+    return Plan(
+        table=pd.DataFrame(rows, columns=list(PLAN_COLUMNS)),
+        cost_human=float(cost_human),
+        cost_simulated=float(cost_simulated),
+        target=f"{name}={value:g}",
+    )
+
+
+# --- the variance of a mix, and the mixes that reach a target ------------------------------
+
+
+def _variance(part: dict, *, lam: float, n: float, N: float) -> float:
+    """[σ² − 2λc + λ²(v + (n/N) ṽ)] / n (the humans' own σ²/n without simulated rows)."""
+    if not N:
+        return part["human"] / n
+    spread = part["predicted"] + n / N * part["unlabeled"]
+    return (part["human"] - 2 * lam * part["cross"] + lam**2 * spread) / n
+
+
+def _best_lam(part: dict, *, n: float, N: float) -> float:
+    """The λ in [0, 1] with the smallest variance: c / (v + (n/N) ṽ), clipped."""
+    if not N or part["cross"] <= 0:
+        return 0.0
+    spread = part["predicted"] + n / N * part["unlabeled"]
+    return float(np.clip(part["cross"] / spread, 0, 1)) if spread > 0 else 1.0
+
+
+def _cost(n: float, N: float, *, costs: tuple[float, float]) -> float:
+    """n humans (each answered by the simulator too, where N > 0) and N simulated."""
+    human, simulated = costs
+    return n * human + ((n + N) * simulated if N else 0.0)
+
+
+def _needed(part: dict, *, n: np.ndarray, target: float) -> np.ndarray:
+    """For each human count n, the fewest simulated-only rows that bring the
+    effective sample size to ``target`` (0 where n alone does, inf where no N does)."""
+    sigma_sq, c = part["human"], part["cross"]
+    v, v_unlabeled = part["predicted"], part["unlabeled"]
+    shortfall = sigma_sq * (1 - n / target)  # the variance the rectifier must remove
+    N = np.full(len(n), np.inf)
+    N[shortfall <= 0] = 0
+    short = shortfall > 0
+    if c <= 0:
+        return N
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # best λ = c / S with S = v + (n/N) ṽ removes c²/S: S ≤ c²/shortfall
+        room = c**2 / shortfall - v
+        free = shortfall / c <= 1  # λ = shortfall / c at the boundary, within [0, 1]
+        # else λ = 1 removes 2c − S: S ≤ 2c − shortfall
+        room = np.where(free, room, 2 * c - shortfall - v)
+        rows = np.where(room > 0, n * v_unlabeled / room, np.inf)
+    N[short] = np.ceil(np.maximum(rows[short], 1))
+    return N
+
+
+def _cheapest(
+    part: dict, *, target: float, costs: tuple[float, float]
+) -> tuple[int, int]:
+    """The cheapest (n, N) whose effective sample size reaches ``target``."""
+    if target > MAX_HUMANS:
+        raise OptionError(
+            f"the target needs over {MAX_HUMANS:,} humans' precision for "
+            f"{part['term']!r}; ask for less"
+        )
+    n = np.arange(2, max(math.ceil(target), 2) + 1, dtype=float)
+    N = _needed(part, n=n, target=target)
+    human, simulated = costs
+    cost = n * human + np.where(N > 0, (n + N) * simulated, 0.0)
+    best = int(np.argmin(np.where(np.isfinite(cost), cost, np.inf)))
+    return int(n[best]), int(N[best])
+
+
+def _most_precise(
+    part: dict, *, budget: float, costs: tuple[float, float]
+) -> tuple[int, int]:
+    """The (n, N) costing at most ``budget`` with the largest effective sample size:
+    each n with all the simulated-only rows the rest buys, or humans alone."""
+    human, simulated = costs
+    most = math.floor(budget / human)
+    if most < 2:
+        raise OptionError(
+            f"budget={budget:g} buys fewer than 2 humans at {human:g} each"
+        )
+    n = np.arange(2, min(most, MAX_HUMANS) + 1, dtype=float)
+    N = np.floor(np.maximum(budget - n * (human + simulated), 0) / simulated)
+    reached = np.array([_reached(part, n=a, N=b) for a, b in zip(n, N)])
+    best = int(np.argmax(reached))
+    if reached[best] > most:
+        return int(n[best]), int(N[best])
+    return most, 0
+
+
+def _reached(part: dict, *, n: float, N: float) -> float:
+    """The effective sample size of n humans and N simulated-only rows at the best λ."""
+    variance = _variance(part, lam=_best_lam(part, n=n, N=N), n=n, N=N)
+    return part["human"] / variance  # σ²/m is the variance of m humans alone

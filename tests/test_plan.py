@@ -1,0 +1,201 @@
+"""simval.plan against ppi-python's power analysis, its own variance formula, and a
+seeded simulation of the planned study."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simval.errors import OptionError
+from simval.plan import PLAN_COLUMNS, plan
+from simval.ppi import Rows, ppi_fit
+from simval.rectify import rectify
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_rectify import STUDY, WorldSimulator, people
+
+
+@pytest.fixture(scope="module")
+def pilot():
+    """A rectify result on 300 humans and a persona frame of 1,500."""
+    rng = np.random.default_rng(1)
+    frame = people(rng, 1500)[["x", "z", "arm"]]
+    return rectify(
+        STUDY, people(rng, 300), WorldSimulator("good"), unlabeled=frame,
+        progress=False,
+    )  # fmt: skip
+
+
+def with_components(pilot, *, correlation: float):
+    """The pilot with one term whose components are standard PPI's (v = ṽ = σ² = 1)."""
+    components = pd.DataFrame(
+        [{"formula": "y ~ x", "term": "x", "n_human": 100, "n_unlabeled": 1000,
+          "lam": 0.5, "human": 1.0, "cross": correlation, "predicted": 1.0,
+          "unlabeled": 1.0, "ppi_correlation": correlation}]
+    )  # fmt: skip
+    return dataclasses.replace(pilot, components=components)
+
+
+@pytest.mark.parametrize("correlation", [0.3, 0.6, 0.9])
+@pytest.mark.parametrize("costs", [(10.0, 0.1), (1.0, 0.2)])
+def test_cheapest_mix_equals_ppi_python(pilot, correlation, costs):
+    """For standard PPI's components, the cheapest mix reaching an effective sample size
+    of 500 is ppi-python's ppi_power (its closed form, rounded): n within 2%, N within
+    5% (near the optimum the cost hardly depends on N, and ppi-python's rounding
+    falls short of the target by up to a respondent), the cost within 0.5%, and its
+    effective sample size at least 500."""
+    from ppi_py import ppi_power
+
+    cost_human, cost_simulated = costs
+    found = plan(
+        with_components(pilot, correlation=correlation), cost_human=cost_human,
+        cost_simulated=cost_simulated, effective_n=500,
+    ).table.iloc[0]  # fmt: skip
+    theirs = ppi_power(
+        correlation, cost_X=0, cost_Y=cost_human, cost_Yhat=cost_simulated,
+        effective_n=500,
+    )  # fmt: skip
+    assert found["n_human"] == pytest.approx(theirs["n"], rel=0.02, abs=1)
+    if theirs["N"]:
+        assert found["n_simulated"] == pytest.approx(theirs["N"], rel=0.05, abs=1)
+    else:
+        assert found["n_simulated"] == 0
+    assert found["cost"] == pytest.approx(theirs["cost"], rel=0.005)
+    assert found["effective_n"] >= 500 - 1e-9
+    assert found["saving"] == pytest.approx(
+        1 - found["cost"] / found["humans_only_cost"]
+    )
+
+
+@pytest.mark.parametrize("correlation", [0.5, 0.8])
+def test_most_precise_mix_within_a_budget_equals_ppi_python(pilot, correlation):
+    """Within a budget of 10,000 (a human 10, a simulated respondent 0.5), the most
+    precise mix is ppi-python's (its rounding aside) and costs at most the budget."""
+    from ppi_py import ppi_power
+
+    found = plan(
+        with_components(pilot, correlation=correlation), cost_human=10,
+        cost_simulated=0.5, budget=10_000,
+    ).table.iloc[0]  # fmt: skip
+    theirs = ppi_power(correlation, 0, 10, 0.5, budget=10_000)
+    assert found["cost"] <= 10_000
+    assert found["n_human"] == pytest.approx(theirs["n"], rel=0.01, abs=1)
+    assert found["n_simulated"] == pytest.approx(theirs["N"], rel=0.01, abs=2)
+    assert found["effective_n"] == pytest.approx(theirs["effective_n"], rel=0.005)
+
+
+def test_no_correlation_plans_humans_only(pilot):
+    found = plan(
+        with_components(pilot, correlation=0.0), cost_human=5, cost_simulated=0.1,
+        effective_n=120,
+    ).table.iloc[0]  # fmt: skip
+    assert (found["n_human"], found["n_simulated"]) == (120, 0)
+    assert found["saving"] == 0
+
+
+def test_components_give_the_fit_its_own_variance():
+    """Components.variance at the fit's λ, n and N is the diagonal of its covariance."""
+    rng = np.random.default_rng(2)
+    n, N = 300, 900
+    X = np.column_stack([np.ones(n + N), rng.normal(size=n + N)])
+    y = X @ [1.0, 2.0] + rng.normal(size=n + N)
+    guess = y + rng.normal(0, 1, n + N)
+    estimate = ppi_fit(
+        human=Rows(X[:n], y[:n]), predicted=Rows(X[:n], guess[:n]),
+        unlabeled=Rows(X[n:], guess[n:]), family="ols", covariates_predicted=True,
+    )  # fmt: skip
+    np.testing.assert_allclose(
+        estimate.components.variance(lam=estimate.lam, n=n, N=N),
+        np.diag(estimate.cov),
+        rtol=1e-10,
+    )
+
+
+def test_the_planned_study_has_the_planned_precision():
+    """Plan from a pilot of 300, run 300 studies of the planned size: the rectified
+    estimates' spread and their mean standard error are the plan's within 10%, and
+    a half-width target is met on average."""
+    rng = np.random.default_rng(3)
+
+    def world(m: int):
+        x = rng.normal(size=m)
+        y = 1 + 0.5 * x + rng.normal(size=m)
+        guess = 1 + 0.4 * x + 0.8 * (y - 1 - 0.5 * x) + rng.normal(0, 0.5, m)
+        return Rows(np.column_stack([np.ones(m), x]), y), guess
+
+    human, guess = world(300)
+    extra, guess_extra = world(3000)
+    estimate = ppi_fit(
+        human=human, predicted=Rows(human.X, guess), unlabeled=Rows(extra.X, guess_extra),
+        family="ols", covariates_predicted=False,
+    )  # fmt: skip
+    parts = estimate.components
+    components = pd.DataFrame(
+        [{"formula": "y ~ x", "term": "x", "n_human": 300, "n_unlabeled": 3000,
+          "lam": estimate.lam, **{k: getattr(parts, k)[1] for k in
+          ("human", "cross", "predicted", "unlabeled")},
+          "ppi_correlation": parts.correlation[1]}]
+    )  # fmt: skip
+    pilot = dataclasses.replace(_bare_pilot(), components=components)
+    chosen = plan(pilot, cost_human=10, cost_simulated=0.5, half_width=0.03).table
+    n, N = int(chosen["n_human"].iloc[0]), int(chosen["n_simulated"].iloc[0])
+    assert N > 0
+    slopes, errors = [], []
+    for _ in range(300):
+        human, guess = world(n)
+        extra, guess_extra = world(N)
+        fitted = ppi_fit(
+            human=human, predicted=Rows(human.X, guess),
+            unlabeled=Rows(extra.X, guess_extra), family="ols",
+            covariates_predicted=False,
+        )  # fmt: skip
+        slopes.append(fitted.coef[1])
+        errors.append(fitted.std_errors()[1])
+    planned = 0.03 / 1.959963984540054  # the planned standard error
+    assert np.std(slopes) == pytest.approx(planned, rel=0.1)
+    assert np.mean(errors) == pytest.approx(planned, rel=0.1)
+
+
+def _bare_pilot():
+    """A small real Rectified whose components a test replaces."""
+    rng = np.random.default_rng(4)
+    return rectify(
+        STUDY, people(rng, 120), WorldSimulator("good"), unlabeled=240, progress=False
+    )
+
+
+def test_every_term_is_planned_and_explained(pilot):
+    found = plan(pilot, cost_human=8, cost_simulated=0.05, effective_n=400)
+    assert list(found.table.columns) == list(PLAN_COLUMNS)
+    assert len(found.table) == len(pilot.components)
+    assert (found.table["effective_n"] >= 400 - 1e-9).all()
+    assert (found.table["saving"] >= 0).all()
+    formula = STUDY.models[0].formula
+    assert found.sentence(formula, "x").startswith(f"x in {formula}: ")
+    assert found.target == "effective_n=400"
+
+
+@pytest.mark.parametrize(
+    ("options", "culprit"),
+    [
+        ({}, "exactly one target"),
+        ({"effective_n": 100, "budget": 10}, "exactly one target"),
+        ({"effective_n": -5}, "effective_n"),
+        ({"effective_n": 100, "cost_human": 0}, "cost_human"),
+        ({"effective_n": 100, "cost_simulated": -1}, "cost_simulated"),
+        ({"budget": 5}, "fewer than 2 humans"),
+        ({"half_width": 0.1, "alpha": 2}, "alpha"),
+        ({"effective_n": math.inf}, "effective_n"),
+    ],
+)
+def test_bad_options_are_refused(pilot, options, culprit):
+    arguments = {"cost_human": 10, "cost_simulated": 0.5, **options}
+    with warnings.catch_warnings(), pytest.raises(OptionError, match=culprit):
+        plan(pilot, **arguments)
