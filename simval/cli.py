@@ -1,4 +1,4 @@
-"""The ``simval`` command: task, validate, finetune, bench and demo.
+"""The ``simval`` command: task, validate, finetune, rectify, plan, bench and demo.
 
 Exit status 0 on success (bare ``simval`` prints the help), 2 on bad input with one
 line on stderr naming the culprit (checked before any model is loaded where
@@ -11,9 +11,10 @@ import inspect
 import math
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import pandas as pd
 import typer
@@ -28,6 +29,9 @@ from simval.simulators.hf import Mode
 from simval.simulators.served import Api
 from simval.study import Study
 from simval.tasks import TASKS
+
+if TYPE_CHECKING:
+    from simval.rectify import Rectified
 
 app = typer.Typer(
     add_completion=False,
@@ -122,6 +126,14 @@ ServedApi = Annotated[
         "the first token's top log-probabilities).",
     ),
 ]
+Adapter = Annotated[
+    Path | None,
+    typer.Option(
+        metavar="FOLDER",
+        help="A LoRA adapter folder (from simval finetune); the respondents it was "
+        "trained on are left out.",
+    ),
+]
 TRAINING = inspect.signature(finetune).parameters
 """``simval.finetune.finetune``'s keywords: the finetune command's defaults are its own."""
 DEMO_FLAGS = " ".join(
@@ -198,14 +210,7 @@ def validate_command(
             help="Report to write (.html; a .md twin goes beside it).",
         ),
     ],
-    adapter: Annotated[
-        Path | None,
-        typer.Option(
-            metavar="FOLDER",
-            help="A LoRA adapter folder (from simval finetune); the respondents it "
-            "was trained on are left out.",
-        ),
-    ] = None,
+    adapter: Adapter = None,
     mode: AnswerMode = "score",
     api: ServedApi = "completions",
     api_key_env: ApiKeyEnv = None,
@@ -368,6 +373,335 @@ def finetune_command(
         f"adapter: {folder} (trained on {len(pilot_df)} respondents; "
         f"{len(holdout)} held out for validation)"
     )
+
+
+Labeled = Annotated[
+    float | None,
+    typer.Option(
+        "--labeled-frac",
+        metavar="FRAC",
+        help="Use this share of the humans (drawn at random) as the labeled ones, "
+        "strictly between 0 and 1; the other humans' personas become simulated-only "
+        "respondents, and every human's own estimates are shown beside.",
+    ),
+]
+LabeledN = Annotated[
+    int | None,
+    typer.Option(
+        "--labeled-n",
+        min=2,
+        metavar="N",
+        help="As --labeled-frac, with this number of humans.",
+    ),
+]
+Unlabeled = Annotated[
+    int | None,
+    typer.Option(
+        "--unlabeled",
+        min=1,
+        metavar="N",
+        help="Simulated-only respondents: N of the humans' personas re-drawn with "
+        "the treatment re-randomised.",
+    ),
+]
+Personas = Annotated[
+    Path | None,
+    typer.Option(
+        "--personas",
+        metavar="FILE.csv",
+        help="Simulated-only respondents: a CSV of personas drawn from the population "
+        "the humans come from (arms drawn where it has no treatment column).",
+    ),
+]
+Lam = Annotated[
+    str,
+    typer.Option(
+        "--lam",
+        metavar="LAMBDA",
+        help="tuned (a λ per term), tuned_overall (one λ per formula), or a number "
+        "in [0, 1] (0: humans only).",
+    ),
+]
+Alpha = Annotated[
+    float,
+    typer.Option(metavar="ALPHA", help="1 − the confidence level of the intervals."),
+]
+
+
+@app.command("rectify", cls=_Command)
+def rectify_command(
+    study: StudyFile,
+    human: Human,
+    model: ModelOrServed,
+    out: Annotated[
+        Path,
+        typer.Option(
+            metavar="REPORT.html",
+            help="Report to write (.html; a .md twin and a .csv of the table beside).",
+        ),
+    ],
+    adapter: Adapter = None,
+    labeled_frac: Labeled = None,
+    labeled_n: LabeledN = None,
+    unlabeled: Unlabeled = None,
+    personas: Personas = None,
+    lam: Lam = "tuned",
+    alpha: Alpha = 0.05,
+    mode: AnswerMode = "score",
+    api: ServedApi = "completions",
+    api_key_env: ApiKeyEnv = None,
+    seed: Seed = 0,
+) -> None:
+    """Valid estimates of the study's formulas from humans plus simulated-only
+    respondents (PPI++); write a report.
+
+    Give one source of simulated-only respondents: --unlabeled, --personas, or
+    --labeled-frac / --labeled-n (the other humans' personas).
+    """
+    from simval.report.inference import write_rectified_report
+
+    _check_suffix(out, ".html")
+    job = _rectify_job(
+        study, human, model, adapter=adapter, labeled_frac=labeled_frac,
+        labeled_n=labeled_n, unlabeled=unlabeled, personas=personas, lam=lam,
+        alpha=alpha, mode=mode, api=api, api_key_env=api_key_env, seed=seed,
+    )  # fmt: skip
+    rectified = {"model": job.result}
+    paths = write_rectified_report(
+        rectified, out=out, title=f"simval valid inference: {study.name}",
+        notes=job.notes, reference=job.reference,
+    )  # fmt: skip
+    table = out.with_suffix(".csv")
+    job.result.table.to_csv(table, index=False)
+    _print_rectified(job)
+    typer.echo(f"report: {paths[0]}\nmarkdown: {paths[1]}\ntable: {table}")
+
+
+@app.command("plan", cls=_Command)
+def plan_command(
+    study: StudyFile,
+    human: Human,
+    model: ModelOrServed,
+    cost_human: Annotated[
+        float, typer.Option(metavar="COST", help="Cost of one human respondent.")
+    ],
+    cost_simulated: Annotated[
+        float,
+        typer.Option(
+            metavar="COST", help="Cost of one simulated respondent (above 0)."
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option(metavar="PLAN.csv", help="The plan's table (CSV).")
+    ],
+    effective_n: Annotated[
+        float | None,
+        typer.Option(metavar="N", help="Target: the precision of N humans."),
+    ] = None,
+    half_width: Annotated[
+        float | None,
+        typer.Option(
+            metavar="WIDTH",
+            help="Target: this CI half-width on every term (in its own units).",
+        ),
+    ] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(metavar="COST", help="Target: the most precise mix for this."),
+    ] = None,
+    adapter: Adapter = None,
+    unlabeled: Unlabeled = None,
+    personas: Personas = None,
+    alpha: Alpha = 0.05,
+    mode: AnswerMode = "score",
+    api: ServedApi = "completions",
+    api_key_env: ApiKeyEnv = None,
+    seed: Seed = 0,
+) -> None:
+    """How many humans and simulated respondents to use, from a pilot: the humans
+    given here, with the simulator's answers for them and for simulated-only personas
+    (--unlabeled or --personas). Give exactly one of --effective-n, --half-width and
+    --budget."""
+    from simval.plan import plan
+
+    _check_suffix(out, ".csv")
+    targets = {"effective_n": effective_n, "half_width": half_width, "budget": budget}
+    if sum(v is not None for v in targets.values()) != 1:
+        raise OptionError(
+            "give exactly one of --effective-n, --half-width and --budget"
+        )
+    for flag, value in (
+        ("--cost-human", cost_human),
+        ("--cost-simulated", cost_simulated),
+    ):
+        if not 0 < value < math.inf:
+            raise OptionError(f"{flag} {value:g} must be a positive number")
+    job = _rectify_job(
+        study, human, model, adapter=adapter, labeled_frac=None, labeled_n=None,
+        unlabeled=unlabeled, personas=personas, lam="tuned", alpha=alpha,
+        mode=mode, api=api, api_key_env=api_key_env, seed=seed,
+    )  # fmt: skip
+    found = plan(
+        job.result, cost_human=cost_human, cost_simulated=cost_simulated, **targets
+    )
+    found.table.to_csv(out, index=False)
+    for row in found.table.to_dict("records"):
+        if row["term"] != "Intercept":
+            typer.echo(found.sentence(row["formula"], row["term"]))
+    typer.echo(f"plan: {out}")
+
+
+@dataclass(frozen=True)
+class _RectifyJob:
+    """What ``simval rectify`` and ``simval plan`` computed, and what to say about it."""
+
+    result: Rectified
+    reference: pd.DataFrame | None
+    notes: tuple[str, ...]
+
+
+def _rectify_job(
+    study: Path,
+    human: Path,
+    model: str,
+    *,
+    adapter: Path | None,
+    labeled_frac: float | None,
+    labeled_n: int | None,
+    unlabeled: int | None,
+    personas: Path | None,
+    lam: str,
+    alpha: float,
+    mode: str,
+    api: str,
+    api_key_env: str | None,
+    seed: int,
+) -> _RectifyJob:
+    """Check every flag and file, then load the model and rectify."""
+    from simval.bench import ModelSpec, build_simulator, parse_model_spec, pilot_rows_of
+    from simval.finetune import pilot as draw_pilot
+    from simval.rectify import check_inputs, rectify
+    from simval.regression import fit
+    from simval.tasks import read_human
+
+    weight = _lam(lam)
+    if labeled_frac is not None and labeled_n is not None:
+        raise OptionError("give at most one of --labeled-frac and --labeled-n")
+    if labeled_frac is not None and not 0 < labeled_frac < 1:
+        raise OptionError(
+            f"--labeled-frac {labeled_frac:g} must lie strictly between 0 and 1"
+        )
+    subsample = labeled_frac is not None or labeled_n is not None
+    sources = [
+        f for f, v in (("--unlabeled", unlabeled), ("--personas", personas)) if v
+    ]
+    if len(sources) > 1 or not (sources or subsample):
+        raise OptionError(
+            "give one source of simulated-only respondents: --unlabeled N, --personas "
+            "FILE.csv, or --labeled-frac / --labeled-n (the other humans' personas)"
+        )
+    declared, people = _study_and_human(study, human)
+    spec = parse_model_spec(f"model={model}")
+    if not spec.server:  # a local model: the adapter comes from --adapter
+        spec = ModelSpec("model", model, str(adapter) if adapter else None)
+    trained = pilot_rows_of([spec])
+    people = people.drop(index=[i for i in trained if i in people.index])
+    notes = [f"Humans: {len(people)} from {human}."]
+    if trained:
+        notes.append(
+            f"{len(trained)} respondents the adapter was trained on are left out."
+        )
+    labeled, reference = people, None
+    if subsample:
+        size = (
+            f"--labeled-frac {labeled_frac:g}" if labeled_n is None
+            else f"--labeled-n {labeled_n}"
+        )  # fmt: skip
+        try:
+            labeled, rest = draw_pilot(
+                people, frac=labeled_frac, n=labeled_n, seed=seed
+            )
+        except OptionError as exc:
+            raise OptionError(f"{size}: {exc}") from exc
+        reference = pd.concat(
+            [
+                fit(m.formula, people, family=m.family, cov=m.cov).table.assign(
+                    formula=m.formula
+                )
+                for m in declared.models
+            ]
+        )
+        notes.append(
+            f"Labeled: {len(labeled)} humans drawn at random ({size}); the other "
+            f"{len(rest)} humans' personas are the simulated-only respondents, and "
+            f"'all humans' is the fit to all {len(people)}."
+        )
+    simulated: int | pd.DataFrame
+    if personas is not None:
+        simulated = read_human(personas)
+        notes.append(f"Simulated-only personas: {len(simulated)} from {personas}.")
+    elif unlabeled is not None:
+        simulated = unlabeled
+    else:
+        simulated = rest.drop(columns=list(declared.item_names))
+    check_inputs(declared, labeled, unlabeled=simulated, lam=weight, alpha=alpha)
+    simulator = build_simulator(
+        spec, study=declared, mode=mode, api=api, api_key_env=api_key_env
+    )
+    result = rectify(
+        declared, labeled, simulator, unlabeled=simulated, lam=weight, alpha=alpha,
+        seed=seed,
+    )  # fmt: skip
+    return _RectifyJob(result=result, reference=reference, notes=tuple(notes))
+
+
+def _lam(text: str) -> float | str:
+    """--lam: 'tuned', 'tuned_overall' or a number in [0, 1]."""
+    if text in ("tuned", "tuned_overall"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise OptionError(
+            f"--lam {text} must be tuned, tuned_overall or a number in [0, 1]"
+        )
+    return value
+
+
+def _print_rectified(job: _RectifyJob) -> None:
+    """Each formula's sentence, then a row per term: every interval and the gain."""
+    from simval.report.blocks import interval
+
+    result = job.result
+    for formula in dict.fromkeys(result.table["formula"]):
+        typer.echo(result.sentence(formula))
+    for caveat in result.caveats():
+        typer.echo(caveat)
+    known = (
+        {}
+        if job.reference is None
+        else job.reference.set_index(["formula", "term"]).to_dict("index")
+    )
+    rows = {}
+    for row in result.table.to_dict("records"):
+        shown = {}
+        if known:
+            full = known[row["formula"], row["term"]]
+            shown["all humans"] = interval(
+                full["estimate"], full["ci_low"], full["ci_high"]
+            )
+        for method, label in (("classical", "humans only"), ("naive", "simulated only"),
+                              ("rectified", "rectified")):  # fmt: skip
+            shown[label] = interval(
+                row[f"{method}_estimate"],
+                row[f"{method}_ci_low"],
+                row[f"{method}_ci_high"],
+            )
+        shown["gain"] = f"{row['gain']:.2f}"
+        rows[f"{row['term']} ({row['formula']})"] = shown
+    typer.echo(pd.DataFrame.from_dict(rows, orient="index").to_string())
 
 
 @app.command("bench", cls=_Command)

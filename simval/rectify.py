@@ -27,6 +27,7 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -47,7 +48,7 @@ from simval.simulators.base import Simulator, check_output
 from simval.study import Item, Model, Study
 from simval.validate import categorical_items, check_no_leakage, formula_study
 
-__all__ = ["Rectified", "rectify"]
+__all__ = ["Rectified", "check_inputs", "rectify"]
 
 METHODS = ("classical", "naive", "rectified")
 """Humans only; simulated-only respondents only; PPI++ on both."""
@@ -72,8 +73,9 @@ COMPONENT_COLUMNS = (
 )  # fmt: skip
 
 ROBUST = "robust"
-PER_TERM = "tuned_per_term"
-"""``lam`` value: a λ tuned for each term's own variance (one fit per term)."""
+OVERALL_LAM = "tuned_overall"
+"""``lam`` value: one λ per model, minimising its terms' summed variance (ppi-python's
+default, ``ppi_fit``'s ``"tuned"``); rectify's ``"tuned"`` tunes λ for each term."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,26 @@ class Rectified:
             f"{effective / n:.2f}x, λ {_median(rows['lam']):.2f})."
         )
 
+    def caveats(self) -> tuple[str, ...]:
+        """A sentence per fit that could not be estimated: a humans-only one (the
+        formula has no rows in the tables) or a simulated-only one (its columns NaN)."""
+        failed = [f"{f}: not estimable on the humans ({why})."
+                  for f, why in self.not_estimable.items()]  # fmt: skip
+        for formula, note in self.notes["rows"].items():
+            if note["naive_not_estimable"]:
+                failed.append(
+                    f"{formula}: the simulated-only fit is not estimable "
+                    f"({note['naive_not_estimable']})."
+                )
+        return tuple(failed)
+
+    def to_html(self, path: str | Path, *, name: str = "simulator", **kw: Any) -> Path:
+        """Write the valid-inference report (self-contained HTML and a Markdown twin,
+        ``simval.report.inference.write_rectified_report``); return the HTML's path."""
+        from simval.report.inference import write_rectified_report
+
+        return write_rectified_report({name: self}, out=path, **kw)[0]
+
     def _slopes(self) -> pd.DataFrame:
         """The table without intercepts (what the headline numbers summarise)."""
         return self.table[self.table["term"] != "Intercept"]
@@ -152,7 +174,7 @@ def rectify(
     items: Sequence[str] | None = None,
     treatment: Sequence[str] | str | None = None,
     alpha: float = 0.05,
-    lam: Lam | Literal["tuned_per_term"] = "tuned",
+    lam: Lam | Literal["tuned_overall"] = "tuned",
     samples: int = 10,
     seed: int | None = 0,
     progress: bool | None = None,
@@ -168,9 +190,10 @@ def rectify(
     ``cov``: ``"robust"`` (sandwich) or ``"cluster:<column>"`` (labeled rows summed
     within clusters); with a study, each model's own ``cluster:`` covariance, else
     robust. ``treatment``: the arm column(s) of a formula (a study declares its own).
-    ``lam``: ``"tuned"`` (one λ for all of a model's terms, minimising their summed
-    variance, as ppi-python tunes it), ``"tuned_per_term"`` (each term's estimate from
-    the fit whose λ minimises its own variance) or a number in [0, 1]. Respondents a fine-tuned simulator was trained
+    ``lam``: ``"tuned"`` (each term's estimate from the fit whose λ minimises that
+    term's variance, so no term pays for another's), ``"tuned_overall"`` (one λ per
+    model minimising its terms' summed variance, as ppi-python tunes by default) or a
+    number in [0, 1]. Respondents a fine-tuned simulator was trained
     on cannot be labeled data.
     """
     setup = _setup(
@@ -217,6 +240,22 @@ def rectify(
 # --- checks before any work ---------------------------------------------------------------
 
 
+def check_inputs(
+    formula_or_study: str | Study,
+    human_df: pd.DataFrame,
+    *,
+    unlabeled: int | pd.DataFrame,
+    lam: Lam | Literal["tuned_overall"] = "tuned",
+    alpha: float = 0.05,
+) -> None:
+    """Every check ``rectify`` makes that needs no simulator, so that a command can
+    refuse bad input before it loads a model."""
+    _setup(
+        formula_or_study, human_df, None, unlabeled=unlabeled, family="ols",
+        cov=ROBUST, items=None, treatment=None, alpha=alpha, lam=lam, samples=1,
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class _Setup:
     """The resolved study and what each model needs, checked before any simulation."""
@@ -247,11 +286,11 @@ def _setup(
     """Resolve the study and check every input against the human data."""
     if not 0 < alpha < 1:
         raise OptionError(f"alpha={alpha!r} must lie strictly between 0 and 1")
-    if lam not in ("tuned", PER_TERM) and not (
+    if lam not in ("tuned", OVERALL_LAM) and not (
         isinstance(lam, int | float) and not isinstance(lam, bool) and 0 <= lam <= 1
     ):
         raise OptionError(
-            f"lam={lam!r} must be 'tuned', {PER_TERM!r} or a number in [0, 1]"
+            f"lam={lam!r} must be 'tuned', {OVERALL_LAM!r} or a number in [0, 1]"
         )
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise OptionError(f"samples={samples!r} must be an integer of at least 1")
@@ -267,11 +306,12 @@ def _setup(
         formula_or_study, human_df, simulator, family=family, cov=cov, items=items,
         treatment=treatment,
     )  # fmt: skip
-    check_no_leakage(human_df, simulator)
-    if not callable(getattr(simulator, "simulate", None)):
-        raise OptionError(
-            f"{type(simulator).__name__} has no simulate(personas, items, *, seed)"
-        )
+    if simulator is not None:
+        check_no_leakage(human_df, simulator)
+        if not callable(getattr(simulator, "simulate", None)):
+            raise OptionError(
+                f"{type(simulator).__name__} has no simulate(personas, items, *, seed)"
+            )
     persona_columns = study.persona_columns or tuple(
         c for c in human_df.columns if c not in study.item_names
     )
@@ -593,15 +633,18 @@ def _rectify_model(
     except EstimationError as exc:
         naive = [(math.nan,) * 6] * len(terms)
         naive_problem = str(exc)
-    if lam == PER_TERM:  # each term from the fit whose λ is tuned for it
+    if lam == "tuned":  # each term from the fit whose λ is tuned for it
         fits = [
             ppi_fit(human=human, predicted=own, unlabeled=unlabeled, lam="tuned",
                     tune_for=j, **options)
             for j in range(len(terms))
         ]  # fmt: skip
     else:
+        overall = "tuned" if lam == OVERALL_LAM else lam
         fits = [
-            ppi_fit(human=human, predicted=own, unlabeled=unlabeled, lam=lam, **options)
+            ppi_fit(
+                human=human, predicted=own, unlabeled=unlabeled, lam=overall, **options
+            )
         ] * len(terms)
     rectified = [_inference(f, alpha=alpha)[j] for j, f in enumerate(fits)]
     rows = [

@@ -22,6 +22,8 @@ from simval.study import Study
 from simval.tasks import load_task, read_human
 
 EXAMPLE = "simval/tasks/example/study.yaml"
+RECTIFY = f"rectify {EXAMPLE} --human h.csv --model m"
+PLAN = f"plan {EXAMPLE} --human h.csv --model m --unlabeled 9"
 
 
 @pytest.fixture(autouse=True)
@@ -117,6 +119,17 @@ def test_bad_model_spec(text):
         (
             f"finetune {EXAMPLE} --human h.csv --model m --pilot-n 9 --strategy nope --out a",
             "--strategy",
+        ),
+        (f"{RECTIFY} --out r.html", "one source"),
+        (f"{RECTIFY} --unlabeled 9 --personas p.csv --out r.html", "one source"),
+        (f"{RECTIFY} --labeled-frac 2 --out r.html", "--labeled-frac 2"),
+        (f"{RECTIFY} --unlabeled 9 --lam 3 --out r.html", "--lam 3"),
+        (f"{RECTIFY} --unlabeled 9 --out r.csv", ".html"),
+        (f"{RECTIFY} --unlabeled 9 --out r.html", "h.csv"),
+        (f"{PLAN} --cost-human 5 --cost-simulated 1 --out p.csv", "exactly one of"),
+        (
+            f"{PLAN} --cost-human 0 --cost-simulated 1 --budget 10 --out p.csv",
+            "--cost-human 0",
         ),
         ("task nope --out o", "'nope'"),
         ("task disclosure", "--out"),
@@ -326,6 +339,42 @@ def test_validate_writes_a_report(capsys, tmp_path, example_csv, tiny_model_dir)
     assert_printed_table(out, names=("model", RESAMPLING), formulas=2)
     html = report.read_text()
     assert "Respondents: 40" in html and "resampling reference" in html
+
+
+def test_rectify_writes_a_report_and_a_table(
+    capsys, tmp_path, example_csv, tiny_model_dir
+):
+    """A 30% labeled subsample, the other humans' personas simulated-only: a sentence
+    per formula, every interval beside every human's own fit, a report, a CSV."""
+    report = tmp_path / "out" / "rectified.html"
+    code, out, err = run(
+        capsys, "rectify", EXAMPLE, "--human", example_csv, "--model", tiny_model_dir,
+        "--labeled-frac", "0.3", "--out", report,
+    )  # fmt: skip
+    assert code == 0, err
+    table = pd.read_csv(report.with_suffix(".csv"))
+    assert set(table["n_human"]) == {36} and set(table["n_unlabeled"]) == {84}
+    assert out.count("36 humans plus 84 simulated respondents give") == 2
+    assert "all humans" in out and "rectified" in out
+    html = report.read_text()
+    assert "Valid inference" in html and "all humans" in html
+    assert "Labeled: 36 humans drawn at random (--labeled-frac 0.3)" in html
+    assert report.with_suffix(".md").is_file()
+
+
+def test_plan_writes_the_mix_per_term(capsys, tmp_path, example_csv, tiny_model_dir):
+    path = tmp_path / "plan.csv"
+    code, out, err = run(
+        capsys, "plan", EXAMPLE, "--human", example_csv, "--model", tiny_model_dir,
+        "--unlabeled", "300", "--cost-human", "10", "--cost-simulated", "0.1",
+        "--effective-n", "200", "--out", path,
+    )  # fmt: skip
+    assert code == 0, err
+    table = pd.read_csv(path)
+    assert (table["effective_n"] >= 200 - 1e-9).all()
+    assert out.count(" simulated respondents reach the precision of ") == len(
+        table[table["term"] != "Intercept"]
+    )
 
 
 def assert_printed_table(out: str, *, names: tuple[str, ...], formulas: int) -> None:

@@ -146,14 +146,16 @@ def expected(simulator: WorldSimulator, personas: pd.DataFrame) -> pd.DataFrame:
 
 def test_a_persona_frame_gives_ppi_on_the_formulas_design():
     """With a persona frame, every row of the table is ppi_fit on the hand-built
-    design (classical: λ = 0; naive: the frame's sampled answers alone), to 1e-10."""
+    design (classical: λ = 0; naive: the frame's sampled answers alone; rectified: one
+    tuned λ), to 1e-10."""
     rng = np.random.default_rng(3)
     humans = people(rng, 300)
     frame = people(rng, 1200)[["x", "z", "arm"]]
     simulator = WorldSimulator("biased")
     result = rectify(
-        STUDY, humans, simulator, unlabeled=frame, alpha=ALPHA, progress=False
-    )
+        STUDY, humans, simulator, unlabeled=frame, alpha=ALPHA, lam="tuned_overall",
+        progress=False,
+    )  # fmt: skip
     human, own = design(humans), design(expected(simulator, humans[["x", "z", "arm"]]))
     unlabeled = design(expected(simulator, frame))
     options = {"family": "logit", "covariates_predicted": True}
@@ -204,8 +206,9 @@ def test_a_sampling_simulator_is_predicted_by_its_mean_answer():
         lambda personas, seed: world.simulate(personas, (BELIEF, ACT), seed=seed)
     )
     result = rectify(
-        STUDY, humans, sampler, unlabeled=frame, samples=5, seed=9, progress=False
-    )
+        STUDY, humans, sampler, unlabeled=frame, samples=5, seed=9,
+        lam="tuned_overall", progress=False,
+    )  # fmt: skip
     assert result.predictions == "mean of 5 sampled answers per persona"
     seeds = np.random.default_rng(9).integers(2**63, size=5)
     personas = pd.concat([humans[["x", "z", "arm"]], frame], ignore_index=True)
@@ -340,16 +343,25 @@ def test_re_drawn_personas_need_the_arm_centred_variance():
 
 
 def test_per_term_lambda_is_tuned_for_each_term():
-    """lam='tuned_per_term': each term's numbers come from the fit whose λ is tuned for
-    its own variance, so no term's interval is wider than at λ = 0 by more than the
-    pooled Hessian moves it; λ differs across terms."""
+    """lam='tuned' (the default): each term's numbers are those of ppi_fit with λ tuned
+    for that term (tune_for), so no term's interval is wider than the humans-only one
+    (covariates are predicted: no pooled Hessian); λ differs across terms."""
     rng = np.random.default_rng(6)
     humans = people(rng, 400)
-    result = rectify(
-        STUDY, humans, WorldSimulator("biased"), unlabeled=2000,
-        lam="tuned_per_term", progress=False,
-    )  # fmt: skip
+    frame = people(rng, 2000)[["x", "z", "arm"]]
+    simulator = WorldSimulator("biased")
+    result = rectify(STUDY, humans, simulator, unlabeled=frame, progress=False)
     table = result.table
+    human = design(humans)
+    own = design(expected(simulator, humans[["x", "z", "arm"]]))
+    unlabeled = design(expected(simulator, frame))
+    for j in range(len(TERMS)):
+        alone = ppi_fit(
+            human=human, predicted=own, unlabeled=unlabeled, family="logit",
+            covariates_predicted=True, tune_for=j,
+        )  # fmt: skip
+        assert table["rectified_estimate"][j] == pytest.approx(alone.coef[j], abs=1e-10)
+        assert table["lam"][j] == pytest.approx(alone.lam, abs=1e-12)
     assert table["lam"].nunique() > 1
     assert (table["gain"] >= 0.999).all(), table["gain"]
     sentence = result.sentence(STUDY.models[0].formula)
@@ -419,3 +431,53 @@ def test_bad_input_fails_before_any_simulation(change, error, culprit):
         rectify(study, humans, simulator, **arguments)
     assert issubclass(error, SimvalError)
     assert Counting.calls == 0
+
+
+# --- in the reports ----------------------------------------------------------------------
+
+
+def test_the_report_shows_every_interval_and_the_sentence(tmp_path):
+    """Rectified.to_html: the guarantee, the sentence, one forest plot and a table per
+    formula with every method's interval; no absolute path of the machine."""
+    rng = np.random.default_rng(9)
+    result = rectify(
+        STUDY, people(rng, 200), WorldSimulator("good"), unlabeled=600, progress=False
+    )
+    html = result.to_html(tmp_path / "r.html", name="good")
+    markdown = html.with_suffix(".md").read_text()
+    formula = STUDY.models[0].formula
+    assert result.sentence(formula).split(":")[1].strip() in markdown.replace("\\", "")
+    for header in (
+        "humans only \\[CI\\]",
+        "simulated only \\[CI\\]",
+        "rectified \\[CI\\]",
+    ):
+        assert header in markdown
+    assert (
+        "![" in markdown
+        and (tmp_path / "r_figures" / "01-valid-inference.png").is_file()
+    )
+    assert str(tmp_path) not in html.read_text() and str(tmp_path) not in markdown
+
+
+def test_a_replication_report_gains_the_section_after_the_coefficients(tmp_path):
+    """write_report(rectified=): "Valid inference" right after "Coefficients", with every
+    human's estimate beside (the validation's own human fit)."""
+    from simval.report import write_report
+    from simval.validate import validate
+
+    rng = np.random.default_rng(10)
+    humans = people(rng, 200)
+    simulator = WorldSimulator("good")
+    validation = validate(
+        STUDY, humans, simulator, reps=2, resamples=10, progress=False
+    )
+    result = rectify(STUDY, humans, simulator, unlabeled=400, progress=False)
+    _, markdown = write_report(
+        {"good": validation}, out=tmp_path / "report.html", rectified={"good": result}
+    )
+    titles = [
+        line[3:] for line in markdown.read_text().splitlines() if line[:3] == "## "
+    ]
+    assert titles[titles.index("Coefficients") + 1] == "Valid inference"
+    assert "| all humans |" in markdown.read_text()

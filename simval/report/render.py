@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 import numpy as np
@@ -22,7 +23,7 @@ import scipy.stats
 from markupsafe import Markup
 
 from simval.errors import OptionError
-from simval.report import plots
+from simval.report import inference, plots
 from simval.report.blocks import (
     Block,
     Bullets,
@@ -58,6 +59,9 @@ from simval.results import (
     verdict_sentence,
 )
 from simval.study import Study
+
+if TYPE_CHECKING:
+    from simval.rectify import Rectified
 
 HUMAN = HUMAN_ROW
 """The series name of the human data in figures and tables."""
@@ -95,6 +99,7 @@ def write_report(
     title: str = TITLE,
     notes: str | Sequence[str] = (),
     references: Sequence[str] = (),
+    rectified: Mapping[str, Rectified] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``out`` (a self-contained .html file) and its Markdown twin; return both paths.
 
@@ -103,12 +108,16 @@ def write_report(
     ``references`` names the validations that are references (e.g. the resampling
     reference): shown beside the others, never marked best. The twin has the same stem
     with suffix .md, and its figures are PNG files in ``<stem>_figures/`` beside it.
+    ``rectified``: simulator name -> its ``simval.rectify`` result on these humans,
+    shown in a "Valid inference" section after the coefficients.
     """
-    html_path = _suffixed(out, ".html")
-    sections = build_sections(validations, references=references, notes=notes)
-    _write_html(sections, path=html_path, title=title)
+    html_path = suffixed(out, ".html")
+    sections = build_sections(
+        validations, references=references, notes=notes, rectified=rectified
+    )
+    write_html_page(sections, path=html_path, title=title)
     md_path = html_path.with_suffix(".md")
-    _write_markdown(sections, path=md_path, title=title)
+    write_markdown_page(sections, path=md_path, title=title)
     return html_path, md_path
 
 
@@ -121,9 +130,9 @@ def write_html(
     references: Sequence[str] = (),
 ) -> Path:
     """Only the self-contained HTML report (keywords as ``write_report``)."""
-    path = _suffixed(out, ".html")
+    path = suffixed(out, ".html")
     sections = build_sections(validations, references=references, notes=notes)
-    _write_html(sections, path=path, title=title)
+    write_html_page(sections, path=path, title=title)
     return path
 
 
@@ -136,9 +145,9 @@ def write_markdown(
     references: Sequence[str] = (),
 ) -> Path:
     """Only the Markdown report and its figure folder (keywords as ``write_report``)."""
-    path = _suffixed(out, ".md")
+    path = suffixed(out, ".md")
     sections = build_sections(validations, references=references, notes=notes)
-    _write_markdown(sections, path=path, title=title)
+    write_markdown_page(sections, path=path, title=title)
     return path
 
 
@@ -156,8 +165,11 @@ def build_sections(
     *,
     references: Sequence[str] = (),
     notes: str | Sequence[str] = (),
+    rectified: Mapping[str, Rectified] | None = None,
 ) -> tuple[Section, ...]:
-    """Every section of the report, in ``SECTION_TITLES`` order, from the validations alone.
+    """Every section of the report, in ``SECTION_TITLES`` order, from the validations alone
+    (and, with ``rectified``, a "Valid inference" section after the coefficients, every
+    human's estimates beside).
 
     They must share one study and one set of humans (``check_validations``);
     ``references`` as in ``write_report``; ``notes`` are listed under the headline table.
@@ -174,10 +186,30 @@ def build_sections(
         _variance_blocks(validations, colors=colors),
         _coherence_blocks(validations, colors=colors),
         _heterogeneity_blocks(validations, colors=colors),
-        _study_blocks(study),
+        study_blocks(study),
         _simulator_blocks(validations),
     )
-    return tuple(Section(t, tuple(b)) for t, b in zip(SECTION_TITLES, blocks))
+    sections = [Section(t, tuple(b)) for t, b in zip(SECTION_TITLES, blocks)]
+    if rectified:
+        reference = _human_estimates(next(iter(validations.values())))
+        at = SECTION_TITLES.index("Coefficients") + 1
+        sections.insert(
+            at,
+            Section(
+                inference.TITLE,
+                tuple(inference.inference_blocks(rectified, reference=reference)),
+            ),
+        )
+    return tuple(sections)
+
+
+def _human_estimates(validation: Validation) -> pd.DataFrame:
+    """Every human's estimates and intervals (all respondents) per formula and term."""
+    rows = _overall_rows(validation.coefficients)
+    return rows.rename(
+        columns={"human_estimate": "estimate", "human_ci_low": "ci_low",
+                 "human_ci_high": "ci_high"}
+    )[["formula", "term", "estimate", "ci_low", "ci_high"]]  # fmt: skip
 
 
 def figures_of(sections: Sequence[Section]) -> list[Figure]:
@@ -188,7 +220,7 @@ def figures_of(sections: Sequence[Section]) -> list[Figure]:
 # --- writing ------------------------------------------------------------------------
 
 
-def _write_html(sections, *, path: Path, title: str) -> None:
+def write_html_page(sections, *, path: Path, title: str) -> None:
     """Render the HTML page."""
     text = (
         _environment("html")
@@ -199,7 +231,7 @@ def _write_html(sections, *, path: Path, title: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
-def _write_markdown(sections, *, path: Path, title: str) -> None:
+def write_markdown_page(sections, *, path: Path, title: str) -> None:
     """Render the Markdown and write its figures to ``<stem>_figures/`` (stale PNGs
     removed), linked by paths relative to the Markdown file."""
     folder = path.with_name(f"{path.stem}_figures")
@@ -239,7 +271,7 @@ def _notes(notes: str | Sequence[str]) -> list[str]:
     return [notes] if isinstance(notes, str) else [str(n) for n in notes]
 
 
-def _suffixed(out: str | Path, suffix: str) -> Path:
+def suffixed(out: str | Path, suffix: str) -> Path:
     """``out`` as a Path, which must end in ``suffix``."""
     path = Path(out)
     if path.suffix.lower() != suffix:
@@ -250,7 +282,7 @@ def _suffixed(out: str | Path, suffix: str) -> Path:
 # --- sections -----------------------------------------------------------------------
 
 
-def _study_blocks(study: Study) -> list[Block]:
+def study_blocks(study: Study) -> list[Block]:
     """Items, persona and treatment columns, arms, models, subgroups and coherence rules."""
     treatment = (
         (study.treatment,)
