@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -45,7 +45,14 @@ from simval.simulators.reference import BootstrapSimulator
 from simval.study import Study
 from simval.tasks import Task, load_task
 
+if TYPE_CHECKING:
+    from simval.rectify import Rectified
+
 RESAMPLING = "bootstrap (resampling reference)"
+
+INFERENCE_SHARE = 0.1
+"""The share of the respondents a benchmark labels when it rectifies (the paper's
+fine-tuning pilot was 10%; the same budget of humans put to another use)."""
 """The leaderboard row of ``BootstrapSimulator``: the humans' own answers resampled, so it
 is centred on them and looks closer to them than any independent sample could; a
 reference shown beside the models, never ranked. The perfect-simulator benchmark is
@@ -114,12 +121,15 @@ class Benchmark:
     ``leaderboard``: ``simval.results.summary_table`` of the validations (a row per
     simulator, the resampling reference, the fresh reference and the humans).
     ``validations``: name -> Validation, the resampling reference last. ``human``: the
-    respondents every simulator was compared with.
+    respondents every simulator was compared with. ``rectified``: name -> each
+    simulator's ``simval.rectify`` result (``inference_share`` of the respondents
+    labeled, the others' personas simulated-only); empty when not asked for.
     """
 
     leaderboard: pd.DataFrame
     validations: dict[str, Validation]
     human: pd.DataFrame
+    rectified: dict[str, Rectified]
 
 
 def bench(
@@ -131,6 +141,7 @@ def bench(
     seed: int = 0,
     alpha: float = 0.05,
     resamples: int = 200,
+    inference_share: float | None = INFERENCE_SHARE,
     progress: bool | None = None,
 ) -> Benchmark:
     """Validate every simulator and the resampling reference on the same respondents with
@@ -138,7 +149,10 @@ def bench(
 
     Simulators that score options (``predict_proba``) first score every item for every
     respondent, one phase each with its progress, so the validations after it read
-    their answers from the result store.
+    their answers from the result store. With ``inference_share``, each simulator is
+    also put to use for inference (``simval.rectify``): that share of the respondents,
+    drawn at random with ``seed`` (the same for every simulator), is labeled and the
+    others' personas are simulated-only; None skips it.
     """
     reserved = (RESAMPLING, REFERENCE_ROW, HUMAN_ROW)
     taken = [name for name in simulators if name in reserved]
@@ -147,6 +161,7 @@ def bench(
             f"simulator name {taken[0]!r} is reserved ({', '.join(map(repr, reserved))})"
         )
     # statsmodels loads when something is compared, not for the command's help
+    from simval.rectify import rectify
     from simval.validate import validate
 
     for simulator in simulators.values():
@@ -159,9 +174,20 @@ def bench(
                 study, human_df, simulator, reps=reps, seed=seed, alpha=alpha,
                 resamples=resamples, progress=progress,
             )  # fmt: skip
+    rectified = {}
+    if inference_share is not None:
+        labeled, rest = pilot(human_df, frac=inference_share, seed=seed)
+        personas = rest.drop(columns=list(study.item_names))
+        for name, simulator in simulators.items():
+            with phase(f"rectifying with {name}", enabled=progress):
+                rectified[name] = rectify(
+                    study, labeled, simulator, unlabeled=personas, alpha=alpha,
+                    seed=seed, progress=progress,
+                )  # fmt: skip
     return Benchmark(
-        leaderboard=summary_table(validations), validations=validations, human=human_df
-    )
+        leaderboard=summary_table(validations), validations=validations, human=human_df,
+        rectified=rectified,
+    )  # fmt: skip
 
 
 def prescore(simulator: Simulator, human_df: pd.DataFrame, study: Study) -> None:
@@ -206,9 +232,10 @@ def write_outputs(
         title=f"simval benchmark: the {task.name} task",
         notes=notes,
         references=(RESAMPLING,),
+        rectified=result.rectified,
     )
     csv, md, board = write_leaderboard(
-        result.validations, out, references=(RESAMPLING,)
+        result.validations, out, references=(RESAMPLING,), rectified=result.rectified
     )
     return {
         "report": html,

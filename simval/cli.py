@@ -249,9 +249,10 @@ def validate_command(
         )
     paths = write_report(
         result.validations, out=out, title=f"simval report: {study.name}", notes=notes,
-        references=(RESAMPLING,),
+        references=(RESAMPLING,), rectified=result.rectified,
     )  # fmt: skip
     _print_table(result.validations, references=(RESAMPLING,))
+    _print_gains(result.rectified)
     typer.echo(f"report: {paths[0]}\nmarkdown: {paths[1]}")
 
 
@@ -767,6 +768,7 @@ def bench_command(
     result = bench(simulators, compared, loaded.study, reps=reps, seed=seed)
     paths = write_outputs(result, task=loaded, out_dir=out, notes=missing)
     _print_table(result.validations, references=(RESAMPLING,))
+    _print_gains(result.rectified)
     typer.echo("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
 
 
@@ -804,6 +806,7 @@ def demo_command(
     )
     result, paths = demo(out_dir=out, n=n, reps=reps, seed=seed)
     _print_table(result.validations, references=(RESAMPLING,))
+    _print_gains(result.rectified)
     typer.echo(
         f"On {len(result.human)} respondents the humans' own models find "
         f"{human_findings(result)} significant term(s) (intercepts aside)."
@@ -863,6 +866,13 @@ def _print_table(
         for name, v in validations.items():
             for row in v.verdicts[v.verdicts["formula"] == formula].to_dict("records"):
                 typer.echo(verdict_sentence(row, simulator=name))
+
+
+def _print_gains(rectified: Mapping[str, Rectified]) -> None:
+    """Per simulator and formula, what its answers were worth for valid inference."""
+    for name, result in rectified.items():
+        for formula in dict.fromkeys(result.table["formula"]):
+            typer.echo(f"{name}: {result.sentence(formula)}")
 
 
 def _study_and_human(study: Path, human: Path) -> tuple[Study, pd.DataFrame]:

@@ -213,8 +213,8 @@ def rectify(
                 model, setup, human_df, predicted, lam=lam, alpha=alpha, rng=rng,
                 redrawn=0 if isinstance(unlabeled, pd.DataFrame) else unlabeled,
             )  # fmt: skip
-        except EstimationError as exc:
-            not_estimable[model.formula] = str(exc)
+        except (EstimationError, DataError) as exc:  # DataError: a level the labeled
+            not_estimable[model.formula] = str(exc)  # humans lack among the others
             continue
         rows.extend(found)
         notes[model.formula] = note
@@ -506,7 +506,7 @@ def _predictions(
 ) -> pd.DataFrame:
     """Per persona and item, the expected answer (the most likely one for a factor),
     from option probabilities where the simulator gives them, else from samples."""
-    if callable(getattr(simulator, "predict_proba", None)):
+    if _scores(simulator):
         columns = {}
         steps = progress_bar(
             items, desc=f"rectify: {simulator!r} answers", total=len(items),
@@ -554,9 +554,17 @@ def _summarise(shares: np.ndarray, item: Item, *, factor: bool) -> np.ndarray:
     return np.where(missing, np.nan, value)
 
 
+def _scores(simulator: object) -> bool:
+    """Whether the simulator answers from option probabilities (``predict_proba``, in
+    score mode where it has modes): else its sampled answers are averaged."""
+    return callable(getattr(simulator, "predict_proba", None)) and (
+        getattr(simulator, "mode", "score") == "score"
+    )
+
+
 def _prediction_kind(simulator: object, *, samples: int) -> str:
     """How the predictions were made, in words (for the result and its report)."""
-    if callable(getattr(simulator, "predict_proba", None)):
+    if _scores(simulator):
         return "expected answers from the simulator's option probabilities"
     return f"mean of {samples} sampled answers per persona"
 

@@ -422,7 +422,11 @@ def test_finetune_then_bench_leaves_the_pilot_out(
     assert_printed_table(out, names=("base", "tuned", RESAMPLING), formulas=2)
     board = pd.read_csv(board_dir / "leaderboard.csv", index_col=0)
     assert list(board.index) == ["base", "tuned", RESAMPLING, REFERENCE_ROW, HUMAN_ROW]
-    assert {"best_in", "tied_in", "jsd", "jsd_ci_low"} <= set(board.columns)
+    assert {"best_in", "tied_in", "jsd", "jsd_ci_low", "ess_gain"} <= set(board.columns)
+    assert (
+        "effective-sample-size gain (PPI++)"
+        in (board_dir / "leaderboard.md").read_text()
+    )
     for name in ("leaderboard.md", "leaderboard.html", "report.html", "report.md"):
         assert (board_dir / name).is_file()
     assert f"Respondents: {120 - 16}" in (board_dir / "report.html").read_text()

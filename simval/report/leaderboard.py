@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -26,6 +27,17 @@ from simval.results import (
     rank,
     summary_table,
 )
+
+GAIN = "ess_gain"
+GAIN_LABEL = "effective-sample-size gain (PPI++)"
+GAIN_LEGEND = (
+    "the median over the formulas' terms (intercepts aside) of the humans whose own "
+    "fit is as precise as the rectified one, per labeled human (simval.rectify; 1: "
+    "the simulator adds nothing, the humans' own level); a point estimate, unmarked."
+)
+
+if TYPE_CHECKING:
+    from simval.rectify import Rectified
 
 RESERVED = (HUMAN_ROW, REFERENCE_ROW)
 """Row names of the leaderboard's references; no validation may take them."""
@@ -88,9 +100,15 @@ def leaderboard_marks(
     return marks
 
 
-def headline_table(validations: Mapping[str, Validation], marks: pd.DataFrame) -> Table:
+def headline_table(
+    validations: Mapping[str, Validation],
+    marks: pd.DataFrame,
+    *,
+    rectified: Mapping[str, Rectified] | None = None,
+) -> Table:
     """A row per headline metric: each simulator's value [CI] (marked), then the fresh
-    reference's value and the humans' own level [CI] where there is one."""
+    reference's value and the humans' own level [CI] where there is one; with
+    ``rectified``, a last row with each simulator's effective-sample-size gain."""
     first = next(iter(validations.values()))
     nominal = 1 - first.alpha
     reference = summary_table(validations).loc[REFERENCE_ROW]
@@ -111,6 +129,21 @@ def headline_table(validations: Mapping[str, Validation], marks: pd.DataFrame) -
                 _value_cell(human, metric.human)
                 if metric.human
                 else Cell("–", numeric=True),
+            )
+        )
+    if rectified:
+        rows.append(
+            (
+                Cell(GAIN_LABEL),
+                Cell("highest"),
+                *(
+                    cell(rectified[name].summary()["median_gain"], digits=2)
+                    if name in rectified
+                    else Cell("–", numeric=True)
+                    for name in validations
+                ),
+                Cell("–", numeric=True),
+                Cell("1", numeric=True),
             )
         )
     return Table(
@@ -148,6 +181,7 @@ def write_leaderboard(
     *,
     stem: str = "leaderboard",
     references: Sequence[str] = (),
+    rectified: Mapping[str, Rectified] | None = None,
 ) -> tuple[Path, Path, Path]:
     """CSV, Markdown and HTML of the leaderboard of ``validations`` (name -> Validation
     against the same humans with the same seed); ``references`` are shown, never marked.
@@ -155,7 +189,10 @@ def write_leaderboard(
     The CSV has a row per validation plus the ``fresh reference`` and ``human`` rows
     (``simval.results.summary_table``), each metric at full precision with its
     ``_ci_low`` and ``_ci_high``, then ``best_in`` and ``tied_in``: the ";"-joined
-    metrics where the row is best or tied for best. Returns the (csv, md, html) paths.
+    metrics where the row is best or tied for best. With ``rectified`` (name -> its
+    ``simval.rectify`` result), an ``ess_gain`` column and row: each simulator's median
+    effective-sample-size gain over the formulas' terms (intercepts aside), what its
+    answers are worth for valid inference; unmarked. Returns the (csv, md, html) paths.
     """
     from simval.report.render import render_leaderboard
 
@@ -164,9 +201,17 @@ def write_leaderboard(
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = tuple(folder / f"{stem}.{suffix}" for suffix in ("csv", "md", "html"))
-    leaderboard_frame(validations, marks).to_csv(paths[0])
+    frame = leaderboard_frame(validations, marks)
+    if rectified:
+        frame.insert(len(HEADLINE) * 3, GAIN, [
+            rectified[n].summary()["median_gain"] if n in rectified else float("nan")
+            for n in frame.index
+        ])  # fmt: skip
+    frame.to_csv(paths[0])
     text = legend(validations, references=references)
-    shown = headline_table(validations, marks)
+    if rectified:
+        text += f" {GAIN_LABEL}: {GAIN_LEGEND}"
+    shown = headline_table(validations, marks, rectified=rectified)
     for path, fmt in zip(paths[1:], ("md", "html")):
         path.write_text(
             render_leaderboard(shown, legend=text, fmt=fmt), encoding="utf-8"
