@@ -22,7 +22,7 @@ _HOMES = {
         "Heterogeneity", "Recovery", "coefficient_recovery", "heterogeneity",
         "incoherence_rate", "jsd", "variance_ratio",
     ),
-    "simval.plan": ("Plan", "plan"),
+    "simval.plan": ("Plan", "Tradeoff", "finetune_or_rectify", "plan"),
     "simval.rectify": ("Rectified", "rectify"),
     "simval.regression": ("Fit", "fit"),
     "simval.simulators": (

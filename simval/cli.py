@@ -513,6 +513,24 @@ def plan_command(
     adapter: Adapter = None,
     unlabeled: Unlabeled = None,
     personas: Personas = None,
+    fractions: Annotated[
+        str | None,
+        typer.Option(
+            metavar="F,F,...",
+            help="Also ask whether to spend the humans given on fine-tuning: for each "
+            "share (e.g. 0,0.25,0.5) fine-tune LoRA on that share of them, as simval "
+            f"demo trains ({DEMO_FLAGS}), and rectify with the rest; writes "
+            "PLAN_finetune.csv and a figure per formula.",
+        ),
+    ] = None,
+    layers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            metavar="N",
+            help="With --fractions: LoRA on the last N transformer blocks.",
+        ),
+    ] = DEMO_TRAINING["layers"],
     alpha: Alpha = 0.05,
     mode: AnswerMode = "score",
     api: ServedApi = "completions",
@@ -537,6 +555,9 @@ def plan_command(
     ):
         if not 0 < value < math.inf:
             raise OptionError(f"{flag} {value:g} must be a positive number")
+    shares = _fractions(fractions)
+    if shares and (adapter is not None or "@" in model):
+        raise OptionError("--fractions fine-tunes a local base model: drop --adapter")
     job = _rectify_job(
         study, human, model, adapter=adapter, labeled_frac=None, labeled_n=None,
         unlabeled=unlabeled, personas=personas, lam="tuned", alpha=alpha,
@@ -550,6 +571,59 @@ def plan_command(
         if row["term"] != "Intercept":
             typer.echo(found.sentence(row["formula"], row["term"]))
     typer.echo(f"plan: {out}")
+    if shares:
+        _finetune_or_rectify(
+            job, model=model, out=out, fractions=shares, seed=seed, layers=layers
+        )
+
+
+def _fractions(text: str | None) -> list[float]:
+    """--fractions: comma-separated shares in [0, 1)."""
+    if text is None:
+        return []
+    try:
+        shares = [float(part) for part in text.split(",")]
+    except ValueError:
+        shares = [math.nan]
+    if not all(0 <= share < 1 for share in shares):
+        raise OptionError(
+            f"--fractions {text} must be comma-separated numbers in [0, 1), e.g. 0,0.25,0.5"
+        )
+    return shares
+
+
+def _finetune_or_rectify(
+    job: _RectifyJob,
+    *,
+    model: str,
+    out: Path,
+    fractions: list[float],
+    seed: int,
+    layers: int,
+) -> None:
+    """The fine-tune-or-rectify table and figures beside the plan."""
+    from simval.plan import finetune_or_rectify
+    from simval.report.plots import png
+
+    result = job.result
+    found = finetune_or_rectify(
+        result.study, job.labeled, unlabeled=job.unlabeled, model=model,
+        adapters_dir=out.with_name(f"{out.stem}_adapters"), fractions=fractions,
+        alpha=result.alpha, seed=seed, **{**DEMO_TRAINING, "layers": layers},
+    )  # fmt: skip
+    table = out.with_name(f"{out.stem}_finetune.csv")
+    found.table.to_csv(table, index=False)
+    shown = found.table[found.table["term"] != "Intercept"]
+    typer.echo(
+        shown[
+            ["fraction", "n_finetune", "n_labeled", "formula", "term", "effective_n"]
+        ].to_string(index=False)
+    )
+    typer.echo(f"fine-tune or rectify: {table}")
+    for i, model_ in enumerate(result.study.models, start=1):
+        figure = out.with_name(f"{out.stem}_finetune_{i}.png")
+        figure.write_bytes(png(found.figure(model_.formula)))
+        typer.echo(f"figure: {figure}")
 
 
 @dataclass(frozen=True)
@@ -559,6 +633,8 @@ class _RectifyJob:
     result: Rectified
     reference: pd.DataFrame | None
     notes: tuple[str, ...]
+    labeled: pd.DataFrame
+    unlabeled: int | pd.DataFrame
 
 
 def _rectify_job(
@@ -653,7 +729,10 @@ def _rectify_job(
         declared, labeled, simulator, unlabeled=simulated, lam=weight, alpha=alpha,
         seed=seed,
     )  # fmt: skip
-    return _RectifyJob(result=result, reference=reference, notes=tuple(notes))
+    return _RectifyJob(
+        result=result, reference=reference, notes=tuple(notes), labeled=labeled,
+        unlabeled=simulated,
+    )  # fmt: skip
 
 
 def _lam(text: str) -> float | str:

@@ -13,21 +13,29 @@ A human costs ``cost_human`` plus ``cost_simulated`` (the simulator answers for 
 too), a simulated-only respondent ``cost_simulated``. For each term, ``plan`` finds
 the cheapest (n, N) reaching a target effective sample size or CI half-width, or the
 most precise one within a budget, and the cost of humans alone for the same precision.
+
+``finetune_or_rectify`` answers the other planning question: given a number of humans,
+should some of them fine-tune the simulator (LoRA) rather than be labeled data? It
+runs each split and reports the rectified estimates' effective sample size.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.stats
 
 from simval.errors import OptionError
-from simval.rectify import Rectified
+from simval.rectify import Rectified, check_inputs, rectify
+from simval.study import Study
 
-__all__ = ["Plan", "plan"]
+__all__ = ["Plan", "Tradeoff", "finetune_or_rectify", "plan"]
 
 PLAN_COLUMNS = (
     "formula", "term", "ppi_correlation", "n_human", "n_simulated", "lam",
@@ -228,3 +236,110 @@ def _reached(part: dict, *, n: float, N: float) -> float:
     """The effective sample size of n humans and N simulated-only rows at the best λ."""
     variance = _variance(part, lam=_best_lam(part, n=n, N=N), n=n, N=N)
     return part["human"] / variance  # σ²/m is the variance of m humans alone
+
+
+# --- spend humans on fine-tuning or on rectification? ----------------------------------------
+
+TRADEOFF_COLUMNS = (
+    "fraction", "n_finetune", "n_labeled", "formula", "term", "lam", "ppi_correlation",
+    "rectified_std_error", "effective_n", "gain_on_budget",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Tradeoff:
+    """What each split of a fixed number of humans between a LoRA fine-tuning pilot and
+    labeled data buys for the rectified estimates.
+
+    ``table``: a row per (fraction, formula, term): the humans fine-tuned on and
+    labeled, λ, the PPI correlation, the rectified standard error, its effective sample
+    size (the humans whose own fit is as precise) and that per human of the budget
+    (``gain_on_budget``; 1: as good as labeling them all and using no simulator).
+    ``humans``: the budget. Fraction 0 is the base model rectifying with every human.
+    """
+
+    table: pd.DataFrame
+    humans: int
+    model: str
+
+    def figure(self, formula: str):
+        """A bar per fraction and term: the effective sample size, the budget dashed."""
+        from simval.report import plots
+
+        rows = self.table[
+            (self.table["formula"] == formula) & (self.table["term"] != "Intercept")
+        ]
+        if rows.empty:
+            raise OptionError(f"the trade-off has no terms of {formula!r}")
+        terms = list(dict.fromkeys(rows["term"]))
+        series = {
+            f"fine-tune {fraction:.0%} ({int(part['n_finetune'].iloc[0])} humans)": (
+                part.set_index("term").loc[terms, "effective_n"].tolist()
+            )
+            for fraction, part in rows.groupby("fraction", sort=True)
+        }
+        return plots.grouped_bars(
+            terms, series, colors=plots.colors_for(list(series)),
+            ylabel="effective sample size (humans)",
+            title=f"{formula}: {self.humans} humans split between fine-tuning and "
+            "labeled data (dashed: all of them labeled, no simulator)",
+            refline=self.humans,
+        )  # fmt: skip
+
+
+def finetune_or_rectify(
+    study: Study,
+    human_df: pd.DataFrame,
+    *,
+    unlabeled: int | pd.DataFrame,
+    adapters_dir: str | Path,
+    model: str = "default",
+    fractions: Sequence[float] = (0.0, 0.25, 0.5),
+    alpha: float = 0.05,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    progress: bool | None = None,
+    **training: Any,
+) -> Tradeoff:
+    """For the humans in ``human_df`` as the whole budget: each fraction f fine-tunes
+    LoRA on a random f of them (its own pilot, the adapter written under
+    ``adapters_dir``) and rectifies with the others as labeled data and ``unlabeled``
+    as the simulated-only respondents; f = 0 rectifies with the base model and every
+    human. ``training``: ``simval.finetune``'s keywords. One random split per
+    fraction, so differences of a few percent are noise."""
+    from simval.finetune import finetune, pilot
+    from simval.simulators.hf import HFSimulator
+
+    shares = [float(f) for f in fractions]
+    bad = [f for f in shares if not 0 <= f < 1]
+    if bad or not shares:
+        raise OptionError(
+            f"fractions={list(fractions)!r} must be numbers in [0, 1), at least one"
+        )
+    check_inputs(study, human_df, unlabeled=unlabeled, alpha=alpha)
+    rows = []
+    for fraction in sorted(set(shares)):
+        if fraction == 0:
+            trained, labeled = human_df.iloc[:0], human_df
+            simulator = HFSimulator(model, study=study, cache_dir=cache_dir)
+        else:
+            trained, labeled = pilot(human_df, frac=fraction, seed=seed)
+            folder = finetune(
+                model, trained, study, Path(adapters_dir) / f"finetune-{fraction:g}",
+                seed=seed, cache_dir=cache_dir, progress=progress, **training,
+            )  # fmt: skip
+            simulator = HFSimulator(
+                model, study=study, adapter=folder, cache_dir=cache_dir
+            )
+        result = rectify(
+            study, labeled, simulator, unlabeled=unlabeled, alpha=alpha, seed=seed,
+            progress=progress,
+        )  # fmt: skip
+        table = result.table.assign(
+            fraction=fraction, n_finetune=len(trained), n_labeled=len(labeled),
+            gain_on_budget=result.table["effective_n"] / len(human_df),
+        )  # fmt: skip
+        rows.append(table[list(TRADEOFF_COLUMNS)])
+    return Tradeoff(
+        table=pd.concat(rows, ignore_index=True), humans=len(human_df), model=str(model)
+    )

@@ -24,6 +24,7 @@ from simval.tasks import load_task, read_human
 EXAMPLE = "simval/tasks/example/study.yaml"
 RECTIFY = f"rectify {EXAMPLE} --human h.csv --model m"
 PLAN = f"plan {EXAMPLE} --human h.csv --model m --unlabeled 9"
+COSTS = "--cost-human 5 --cost-simulated 1"
 
 
 @pytest.fixture(autouse=True)
@@ -130,6 +131,10 @@ def test_bad_model_spec(text):
         (
             f"{PLAN} --cost-human 0 --cost-simulated 1 --budget 10 --out p.csv",
             "--cost-human 0",
+        ),
+        (
+            f"{PLAN} --budget 9 --fractions 0,1.5 {COSTS} --out p.csv",
+            "--fractions 0,1.5",
         ),
         ("task nope --out o", "'nope'"),
         ("task disclosure", "--out"),
@@ -367,7 +372,7 @@ def test_plan_writes_the_mix_per_term(capsys, tmp_path, example_csv, tiny_model_
     code, out, err = run(
         capsys, "plan", EXAMPLE, "--human", example_csv, "--model", tiny_model_dir,
         "--unlabeled", "300", "--cost-human", "10", "--cost-simulated", "0.1",
-        "--effective-n", "200", "--out", path,
+        "--effective-n", "200", "--fractions", "0,0.5", "--layers", "1", "--out", path,
     )  # fmt: skip
     assert code == 0, err
     table = pd.read_csv(path)
@@ -375,6 +380,10 @@ def test_plan_writes_the_mix_per_term(capsys, tmp_path, example_csv, tiny_model_
     assert out.count(" simulated respondents reach the precision of ") == len(
         table[table["term"] != "Intercept"]
     )
+    tradeoff = pd.read_csv(tmp_path / "plan_finetune.csv")
+    assert set(tradeoff["n_finetune"]) == {0, 60}
+    for i in (1, 2):
+        assert (tmp_path / f"plan_finetune_{i}.png").stat().st_size > 1000
 
 
 def assert_printed_table(out: str, *, names: tuple[str, ...], formulas: int) -> None:

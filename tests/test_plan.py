@@ -199,3 +199,41 @@ def test_bad_options_are_refused(pilot, options, culprit):
     arguments = {"cost_human": 10, "cost_simulated": 0.5, **options}
     with warnings.catch_warnings(), pytest.raises(OptionError, match=culprit):
         plan(pilot, **arguments)
+
+
+def test_finetune_or_rectify_splits_the_humans(tmp_path, tiny_model_dir, monkeypatch):
+    """Each fraction fine-tunes on its own pilot and labels the rest (never the same
+    person twice: rectify refuses an adapter's pilot as labeled data); fraction 0 is
+    the base model with every human; the figure has a bar group per term."""
+    from simval.plan import TRADEOFF_COLUMNS, finetune_or_rectify
+    from simval.simulators.loading import adapter_record
+    from simval.tasks import load_task
+
+    monkeypatch.setenv("SIMVAL_CACHE_DIR", str(tmp_path / "cache"))
+    task = load_task("example")
+    humans, frame = task.human.iloc[:80], task.human.iloc[80:280]
+    personas = frame.drop(columns=list(task.study.item_names))
+    found = finetune_or_rectify(
+        task.study, humans, unlabeled=personas, adapters_dir=tmp_path / "adapters",
+        model=tiny_model_dir, fractions=(0, 0.5), epochs=1, progress=False,
+    )  # fmt: skip
+    table = found.table
+    assert list(table.columns) == list(TRADEOFF_COLUMNS)
+    assert sorted(set(table["fraction"])) == [0.0, 0.5]
+    assert set(table["n_finetune"] + table["n_labeled"]) == {80}
+    assert set(table.loc[table["fraction"] == 0.5, "n_finetune"]) == {40}
+    record = adapter_record(tmp_path / "adapters" / "finetune-0.5")
+    assert len(record["pilot_index"]) == 40
+    assert set(record["pilot_index"]) <= set(humans.index)
+    np.testing.assert_allclose(table["gain_on_budget"], table["effective_n"] / 80)
+    figure = found.figure(task.study.models[1].formula)
+    assert len(figure.axes[0].patches) == 2 * 3  # two fractions x three slopes
+    with pytest.raises(OptionError, match="fractions"):
+        finetune_or_rectify(
+            task.study,
+            humans,
+            unlabeled=personas,
+            adapters_dir=tmp_path,
+            model=tiny_model_dir,
+            fractions=(1.0,),
+        )
