@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 
 RESAMPLING = "bootstrap (resampling reference)"
 
+MIN_LABELED = 30
+"""Fewer labeled humans than this and a benchmark does not rectify: the humans' own fits,
+on which the rectified ones rest, would barely be estimable."""
+
 INFERENCE_SHARE = 0.1
 """The share of the respondents a benchmark labels when it rectifies (the paper's
 fine-tuning pilot was 10%; the same budget of humans put to another use)."""
@@ -123,13 +127,15 @@ class Benchmark:
     ``validations``: name -> Validation, the resampling reference last. ``human``: the
     respondents every simulator was compared with. ``rectified``: name -> each
     simulator's ``simval.rectify`` result (``inference_share`` of the respondents
-    labeled, the others' personas simulated-only); empty when not asked for.
+    labeled, the others' personas simulated-only); empty when not asked for or, as
+    ``inference_note`` then says, when that share is fewer than ``MIN_LABELED`` humans.
     """
 
     leaderboard: pd.DataFrame
     validations: dict[str, Validation]
     human: pd.DataFrame
     rectified: dict[str, Rectified]
+    inference_note: str | None = None
 
 
 def bench(
@@ -174,10 +180,16 @@ def bench(
                 study, human_df, simulator, reps=reps, seed=seed, alpha=alpha,
                 resamples=resamples, progress=progress,
             )  # fmt: skip
-    rectified = {}
+    rectified, skipped = {}, None
     if inference_share is not None:
         labeled, rest = pilot(human_df, frac=inference_share, seed=seed)
         personas = rest.drop(columns=list(study.item_names))
+        if len(labeled) < MIN_LABELED:
+            skipped = (
+                f"valid inference skipped: {inference_share:.0%} of {len(human_df)} "
+                f"respondents is {len(labeled)} labeled humans, fewer than {MIN_LABELED}"
+            )
+            simulators = {}
         for name, simulator in simulators.items():
             with phase(f"rectifying with {name}", enabled=progress):
                 rectified[name] = rectify(
@@ -186,7 +198,7 @@ def bench(
                 )  # fmt: skip
     return Benchmark(
         leaderboard=summary_table(validations), validations=validations, human=human_df,
-        rectified=rectified,
+        rectified=rectified, inference_note=skipped,
     )  # fmt: skip
 
 
@@ -226,6 +238,8 @@ def write_outputs(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     notes = (*notes, f"Respondents: {len(result.human)} from {task.source}.")
+    if result.inference_note:
+        notes = (*notes, f"{result.inference_note.capitalize()}.")
     html, markdown = write_report(
         result.validations,
         out=out / "report.html",

@@ -31,6 +31,7 @@ from simval.study import Study
 from simval.tasks import TASKS
 
 if TYPE_CHECKING:
+    from simval.bench import Benchmark
     from simval.rectify import Rectified
 
 app = typer.Typer(
@@ -243,6 +244,8 @@ def validate_command(
     )
     result = bench({"model": simulator}, compared, declared, reps=reps, seed=seed)
     notes = [f"Respondents: {len(compared)} from {human}.", *missing]
+    if result.inference_note:
+        notes.append(f"{result.inference_note.capitalize()}.")
     if pilot:
         notes.append(
             f"{len(pilot)} pilot respondents the adapter was trained on are left out."
@@ -252,7 +255,7 @@ def validate_command(
         references=(RESAMPLING,), rectified=result.rectified,
     )  # fmt: skip
     _print_table(result.validations, references=(RESAMPLING,))
-    _print_gains(result.rectified)
+    _print_gains(result)
     typer.echo(f"report: {paths[0]}\nmarkdown: {paths[1]}")
 
 
@@ -847,7 +850,7 @@ def bench_command(
     result = bench(simulators, compared, loaded.study, reps=reps, seed=seed)
     paths = write_outputs(result, task=loaded, out_dir=out, notes=missing)
     _print_table(result.validations, references=(RESAMPLING,))
-    _print_gains(result.rectified)
+    _print_gains(result)
     typer.echo("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
 
 
@@ -885,7 +888,7 @@ def demo_command(
     )
     result, paths = demo(out_dir=out, n=n, reps=reps, seed=seed)
     _print_table(result.validations, references=(RESAMPLING,))
-    _print_gains(result.rectified)
+    _print_gains(result)
     typer.echo(
         f"On {len(result.human)} respondents the humans' own models find "
         f"{human_findings(result)} significant term(s) (intercepts aside)."
@@ -947,9 +950,12 @@ def _print_table(
                 typer.echo(verdict_sentence(row, simulator=name))
 
 
-def _print_gains(rectified: Mapping[str, Rectified]) -> None:
-    """Per simulator and formula, what its answers were worth for valid inference."""
-    for name, result in rectified.items():
+def _print_gains(benchmark: Benchmark) -> None:
+    """Per simulator and formula, what its answers were worth for valid inference (or
+    why that was not measured)."""
+    if benchmark.inference_note:
+        typer.echo(benchmark.inference_note)
+    for name, result in benchmark.rectified.items():
         for formula in dict.fromkeys(result.table["formula"]):
             typer.echo(f"{name}: {result.sentence(formula)}")
 

@@ -87,8 +87,8 @@ class Rectified:
     simulated-only rows (``n_unlabeled``), λ, the PPI correlation, each method's
     estimate, standard error and (1 − alpha) interval, the rectified p-value, the
     effective sample size (the number of humans whose own fit would have the
-    rectified standard error: n × (classical SE / rectified SE)²) and the gain
-    (effective n / n). ``estimates``: the same numbers long, a row per (formula,
+    rectified standard error: σ² / rectified SE², σ² the humans' own variance per
+    person, ``components.human``) and the gain (effective n / n). ``estimates``: the same numbers long, a row per (formula,
     term, method) with ``Fit.table``'s columns. ``not_estimable``: formula -> why
     the humans' own fit failed (no rows for it in the tables). ``components``: a row
     per (formula, term) with the rectified fit's variance components
@@ -721,10 +721,15 @@ def _wide(
     wide["n_human"] = note(lambda f: notes[f]["n_human"])
     wide["n_unlabeled"] = note(lambda f: notes[f]["n_unlabeled"])
     wide["lam"] = [notes[f]["lam"][t] for f, t in zip(wide["formula"], wide["term"])]
-    wide["ppi_correlation"] = _components(notes)["ppi_correlation"].to_numpy()
-    ratio = (wide["classical_std_error"] / wide["rectified_std_error"]) ** 2
-    wide["effective_n"] = wide["n_human"] * ratio
-    wide["gain"] = ratio
+    components = _components(notes)
+    wide["ppi_correlation"] = components["ppi_correlation"].to_numpy()
+    # σ² / rectified variance, σ² the humans' own at the rectified fit's Hessian: the
+    # simulator's contribution alone (with the humans-only SE, a Hessian pooled over
+    # the simulated rows would count as a gain where the simulator adds nothing)
+    wide["effective_n"] = (
+        components["human"].to_numpy() / wide["rectified_std_error"] ** 2
+    )
+    wide["gain"] = wide["effective_n"] / wide["n_human"]
     return wide[list(TABLE_COLUMNS)]
 
 

@@ -431,14 +431,32 @@ def test_finetune_then_bench_leaves_the_pilot_out(
     assert_printed_table(out, names=("base", "tuned", RESAMPLING), formulas=2)
     board = pd.read_csv(board_dir / "leaderboard.csv", index_col=0)
     assert list(board.index) == ["base", "tuned", RESAMPLING, REFERENCE_ROW, HUMAN_ROW]
-    assert {"best_in", "tied_in", "jsd", "jsd_ci_low", "ess_gain"} <= set(board.columns)
-    assert (
-        "effective-sample-size gain (PPI++)"
-        in (board_dir / "leaderboard.md").read_text()
-    )
+    assert {"best_in", "tied_in", "jsd", "jsd_ci_low"} <= set(board.columns)
+    assert "valid inference skipped: 10% of 104 respondents is 10 labeled humans" in out
     for name in ("leaderboard.md", "leaderboard.html", "report.html", "report.md"):
         assert (board_dir / name).is_file()
     assert f"Respondents: {120 - 16}" in (board_dir / "report.html").read_text()
+
+
+def test_bench_rectifies_with_a_tenth_of_the_respondents(
+    capsys, tmp_path, tiny_model_dir
+):
+    """On 400 respondents: 40 labeled, 360 simulated-only; a sentence per formula, the
+    report's valid-inference section and the leaderboard's ess_gain."""
+    people = tmp_path / "people.csv"
+    load_task("example").human.iloc[:400].to_csv(people, index_label="respondent")
+    board_dir = tmp_path / "bench"
+    code, out, err = run(
+        capsys, "bench", "example", "--human", people, "--reps", "2",
+        "--model", f"base={tiny_model_dir}", "--out", board_dir,
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.count("40 humans plus 360 simulated respondents") == 2
+    board = pd.read_csv(board_dir / "leaderboard.csv", index_col=0)
+    assert "ess_gain" in board.columns and board["ess_gain"].notna().sum() == 1
+    board_md = (board_dir / "leaderboard.md").read_text()
+    assert "effective-sample-size gain (PPI++)" in board_md
+    assert "## Valid inference" in (board_dir / "report.md").read_text()
 
 
 def test_demo_on_the_tiny_model(tmp_path, tiny_model_dir):

@@ -185,9 +185,12 @@ def test_a_persona_frame_gives_ppi_on_the_formulas_design():
     rectified = by_method["rectified"]
     np.testing.assert_allclose(table["lam"], rectified.lam)
     np.testing.assert_allclose(table["ppi_correlation"], rectified.correlation)
-    ratio = (by_method["classical"].std_errors() / rectified.std_errors()) ** 2
-    np.testing.assert_allclose(table["gain"], ratio)
-    np.testing.assert_allclose(table["effective_n"], 300 * ratio)
+    effective = rectified.components.human / rectified.std_errors() ** 2
+    np.testing.assert_allclose(table["effective_n"], effective)
+    np.testing.assert_allclose(table["gain"], effective / 300)
+    # the humans' own variance at the rectified fit: near the humans-only one
+    classical = by_method["classical"].std_errors() ** 2 * 300
+    np.testing.assert_allclose(rectified.components.human, classical, rtol=0.1)
     assert (table["n_human"] == 300).all() and (table["n_unlabeled"] == 1200).all()
     long = result.estimates
     assert len(simulator.last) == len(frame)
