@@ -33,6 +33,9 @@ from simval.errors import EstimationError, OptionError, check_option
 from simval.families import FAMILIES, Family
 
 Lam = float | Literal["tuned"]
+TuneAt = Literal["one", "fit"]
+TUNE_AT = ("one", "fit")
+SETTLED = 1e-8
 
 NEWTON_TOL = 1e-12
 NEWTON_STEPS = 100
@@ -111,6 +114,7 @@ def ppi_fit(
     clusters: np.ndarray | None = None,
     arms: Sequence[tuple[Rows, float]] = (),
     tune_for: int | None = None,
+    tune_at: TuneAt = "one",
 ) -> Estimate:
     """The PPI++ estimate of ``family``'s coefficients (see the module docstring).
 
@@ -130,6 +134,11 @@ def ppi_fit(
     probability; the unlabeled mean then depends on the labeled personas, so each
     labeled predicted gradient is centred on its mean over the arms (``Gradients``).
     ``tune_for``: the coefficient whose variance the tuned λ minimises (None: their sum).
+    ``tune_at``: where the tuned λ's gradients are taken: ``"one"``, the λ = 1 fit
+    (ppi-python's rule), or ``"fit"``, the estimate itself, λ re-tuned until it
+    settles. With a biased simulator the λ = 1 fit's gradients can overstate the
+    covariance and the λ chosen there cost precision at the final estimate; at the
+    settled λ the tuned variance is never above λ = 0's (same Hessian).
     """
     check_option("family", family, FAMILIES)
     if lam != "tuned" and not (isinstance(lam, int | float) and 0 <= lam <= 1):
@@ -153,8 +162,11 @@ def ppi_fit(
         human=human, predicted=predicted, unlabeled=unlabeled, family=family,
         pooled=not covariates_predicted, clusters=clusters, arms=tuple(arms),
     )  # fmt: skip
+    check_option("tune_at", tune_at, TUNE_AT)
     if lam == "tuned":
         lam = tuned_lam(problem.gradients(_solve(problem, lam=1.0)), coef=tune_for)
+        if tune_at == "fit":
+            lam = _settled_lam(problem, start=lam, coef=tune_for)
     coef = _solve(problem, lam=float(lam))
     # at λ = 0 the estimate is the humans' own fit, with their own Hessian
     at = replace(problem, pooled=problem.pooled and lam != 0).gradients(coef)
@@ -258,6 +270,18 @@ def tuned_lam(at: Gradients, *, coef: int | None = None) -> float:
         return float(np.trace(sandwich) if coef is None else sandwich[coef, coef])
 
     return float(np.clip(size(cross) / (2 * size(spread)), 0, 1))
+
+
+def _settled_lam(problem: Problem, *, start: float, coef: int | None) -> float:
+    """The λ that is the tuned λ at its own estimate: λ ← tuned_lam(gradients at
+    θ̂(λ)) from ``start`` until it moves by under ``SETTLED``."""
+    lam = start
+    for _ in range(NEWTON_STEPS):
+        retuned = tuned_lam(problem.gradients(_solve(problem, lam=lam)), coef=coef)
+        if abs(retuned - lam) < SETTLED:
+            return retuned
+        lam = retuned
+    raise EstimationError(f"the tuned λ did not settle in {NEWTON_STEPS} steps")
 
 
 # --- the estimating equation --------------------------------------------------------------

@@ -620,6 +620,7 @@ def _rectify_model(
     simulated = {i.name for i in setup.simulated}
     rhs = formula_variables(model.formula) - {model.outcome}
     options = {
+        "tune_at": "fit",
         "family": model.family,
         "covariates_predicted": bool(rhs & simulated),
         "clusters": clusters,

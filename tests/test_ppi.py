@@ -237,3 +237,32 @@ def test_lambda_zero_is_the_humans_fit_with_robust_errors(family):
         reference["std_error"] * math.sqrt(n / (n - 1)),
         rtol=1e-5,
     )
+
+
+def test_a_lambda_tuned_at_the_fit_is_the_tuned_lambda_there():
+    """tune_at='fit': λ settles where tuning at its own estimate gives λ back, and the
+    variance at it is at most λ = 0's with the same Hessian (the components')."""
+    from simval.ppi import Problem, tuned_lam
+
+    human, predicted, unlabeled = outcome_only("logit", n=200, N=600, seed=4)
+    for coordinate in (None, 1):
+        estimate = ppi_fit(
+            human=human, predicted=predicted, unlabeled=unlabeled, family="logit",
+            covariates_predicted=True, tune_for=coordinate, tune_at="fit",
+        )  # fmt: skip
+        problem = Problem(
+            human=human, predicted=predicted, unlabeled=unlabeled, family="logit",
+            pooled=False, clusters=None, arms=(),
+        )  # fmt: skip
+        again = tuned_lam(problem.gradients(estimate.coef), coef=coordinate)
+        assert again == pytest.approx(estimate.lam, abs=1e-7)
+        assert np.all(np.diag(estimate.cov) <= estimate.components.human / 200 + 1e-12)
+    with pytest.raises(OptionError, match="tune_at"):
+        ppi_fit(
+            human=human,
+            predicted=predicted,
+            unlabeled=unlabeled,
+            family="logit",
+            covariates_predicted=True,
+            tune_at="zero",
+        )
