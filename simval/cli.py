@@ -958,6 +958,8 @@ def _print_gains(benchmark: Benchmark) -> None:
     for name, result in benchmark.rectified.items():
         for formula in dict.fromkeys(result.table["formula"]):
             typer.echo(f"{name}: {result.sentence(formula)}")
+        for caveat in result.caveats():
+            typer.echo(f"{name}: {caveat}")
 
 
 def _study_and_human(study: Path, human: Path) -> tuple[Study, pd.DataFrame]:

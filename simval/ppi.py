@@ -135,8 +135,8 @@ def ppi_fit(
     labeled predicted gradient is centred on its mean over the arms (``Gradients``).
     ``tune_for``: the coefficient whose variance the tuned λ minimises (None: their sum).
     ``tune_at``: where the tuned λ's gradients are taken: ``"one"``, the λ = 1 fit
-    (ppi-python's rule), or ``"fit"``, the estimate itself, λ re-tuned until it
-    settles. With a biased simulator the λ = 1 fit's gradients can overstate the
+    (ppi-python's rule), or ``"fit"``, the estimate itself, λ re-tuned from the
+    humans' own fit until it settles. With a biased simulator the λ = 1 fit's gradients can overstate the
     covariance and the λ chosen there cost precision at the final estimate; at the
     settled λ the tuned variance is never above λ = 0's (same Hessian).
     """
@@ -163,10 +163,10 @@ def ppi_fit(
         pooled=not covariates_predicted, clusters=clusters, arms=tuple(arms),
     )  # fmt: skip
     check_option("tune_at", tune_at, TUNE_AT)
-    if lam == "tuned":
+    if lam == "tuned" and tune_at == "fit":  # from the humans' own fit: no λ = 1 solve,
+        lam = _settled_lam(problem, start=0.0, coef=tune_for)  # whose equation may be
+    elif lam == "tuned":  # singular where the simulator's answers hardly vary
         lam = tuned_lam(problem.gradients(_solve(problem, lam=1.0)), coef=tune_for)
-        if tune_at == "fit":
-            lam = _settled_lam(problem, start=lam, coef=tune_for)
     coef = _solve(problem, lam=float(lam))
     # at λ = 0 the estimate is the humans' own fit, with their own Hessian
     at = replace(problem, pooled=problem.pooled and lam != 0).gradients(coef)

@@ -122,7 +122,7 @@ class Rectified:
     def sentence(self, formula: str) -> str:
         """One plain sentence on what the simulated respondents bought for ``formula``."""
         if formula in self.not_estimable:
-            return f"{formula}: not estimable on the humans ({self.not_estimable[formula]})."
+            return f"{formula}: not estimable ({self.not_estimable[formula]})."
         rows = self._slopes()
         rows = rows[rows["formula"] == formula]
         if rows.empty:
@@ -139,10 +139,11 @@ class Rectified:
         )
 
     def caveats(self) -> tuple[str, ...]:
-        """A sentence per fit that could not be estimated: a humans-only one (the
-        formula has no rows in the tables) or a simulated-only one (its columns NaN)."""
-        failed = [f"{f}: not estimable on the humans ({why})."
-                  for f, why in self.not_estimable.items()]  # fmt: skip
+        """A sentence per fit that could not be estimated: a formula's humans-only or
+        rectified fit (no rows in the tables) or its simulated-only one (NaN columns)."""
+        failed = [
+            f"{f}: not estimable ({why})." for f, why in self.not_estimable.items()
+        ]
         for formula, note in self.notes["rows"].items():
             if note["naive_not_estimable"]:
                 failed.append(
