@@ -34,11 +34,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from simval.errors import (
-    DataError,
-    EstimationError,
-    OptionError,
-)
+from simval.errors import DataError, EstimationError, OptionError
 from simval.families import CLUSTER_PREFIX
 from simval.formulas import formula_variables
 from simval.ppi import Estimate, Lam, Rows, ppi_fit
@@ -75,7 +71,8 @@ COMPONENT_COLUMNS = (
 ROBUST = "robust"
 OVERALL_LAM = "tuned_overall"
 """``lam`` value: one λ per model, minimising its terms' summed variance (ppi-python's
-default, ``ppi_fit``'s ``"tuned"``); rectify's ``"tuned"`` tunes λ for each term."""
+default criterion); rectify's ``"tuned"`` tunes λ for each term. Either is tuned at
+its own estimate (``ppi_fit(tune_at="fit")``)."""
 
 
 @dataclass(frozen=True)
@@ -88,11 +85,12 @@ class Rectified:
     estimate, standard error and (1 − alpha) interval, the rectified p-value, the
     effective sample size (the number of humans whose own fit would have the
     rectified standard error: σ² / rectified SE², σ² the humans' own variance per
-    person, ``components.human``) and the gain (effective n / n). ``estimates``: the same numbers long, a row per (formula,
-    term, method) with ``Fit.table``'s columns. ``not_estimable``: formula -> why
-    the humans' own fit failed (no rows for it in the tables). ``components``: a row
-    per (formula, term) with the rectified fit's variance components
-    (``simval.ppi.Components``), from which ``simval.plan`` extrapolates.
+    person, ``components.human``) and the gain (effective n / n). ``estimates``: the
+    same numbers long, a row per (formula, term, method) with ``Fit.table``'s
+    columns. ``not_estimable``: formula -> why it could not be estimated (no rows
+    for it in the tables). ``components``: a row per (formula, term) with the
+    rectified fit's variance components (``simval.ppi.Components``), from which
+    ``simval.plan`` extrapolates.
     """
 
     study: Study
@@ -186,16 +184,16 @@ def rectify(
     ``unlabeled``: a persona frame, or a number of the humans' personas re-drawn with
     the treatment re-randomised (see the module docstring). Predictions are the
     simulator's expected answers where it gives option probabilities
-    (``predict_proba``), else the mean of ``samples`` sampled answers; an item a
-    formula uses as a factor (``C(item)``) takes the most likely answer instead.
+    (``predict_proba``, in score mode), else the mean of ``samples`` sampled answers;
+    an item a formula uses as a factor (``C(item)``) takes the most likely answer.
     ``cov``: ``"robust"`` (sandwich) or ``"cluster:<column>"`` (labeled rows summed
     within clusters); with a study, each model's own ``cluster:`` covariance, else
     robust. ``treatment``: the arm column(s) of a formula (a study declares its own).
     ``lam``: ``"tuned"`` (each term's estimate from the fit whose λ minimises that
     term's variance, so no term pays for another's), ``"tuned_overall"`` (one λ per
-    model minimising its terms' summed variance, as ppi-python tunes by default) or a
-    number in [0, 1]. Respondents a fine-tuned simulator was trained
-    on cannot be labeled data.
+    model minimising its terms' summed variance, ppi-python's default criterion) or a
+    number in [0, 1]; tuned at its own estimate. Respondents a fine-tuned simulator
+    was trained on cannot be labeled data.
     """
     setup = _setup(
         formula_or_study, human_df, simulator, unlabeled=unlabeled, family=family,
