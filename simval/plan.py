@@ -161,7 +161,7 @@ def _variance(part: dict, *, lam: float, n: float, N: float) -> float:
 
 def _best_lam(part: dict, *, n: float, N: float) -> float:
     """The λ in [0, 1] with the smallest variance: c / (v + (n/N) ṽ), clipped."""
-    if not N or part["cross"] <= 0:
+    if not N or not part["cross"] > 0:  # no gain (or no estimate of it)
         return 0.0
     spread = part["predicted"] + n / N * part["unlabeled"]
     return float(np.clip(part["cross"] / spread, 0, 1)) if spread > 0 else 1.0
@@ -182,7 +182,7 @@ def _needed(part: dict, *, n: np.ndarray, target: float) -> np.ndarray:
     N = np.full(len(n), np.inf)
     N[shortfall <= 0] = 0
     short = shortfall > 0
-    if c <= 0:
+    if not c > 0:
         return N
     with np.errstate(divide="ignore", invalid="ignore"):
         # best λ = c / S with S = v + (n/N) ṽ removes c²/S: S ≤ c²/shortfall
