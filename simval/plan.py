@@ -32,7 +32,8 @@ import pandas as pd
 import scipy.stats
 
 from simval.errors import OptionError
-from simval.rectify import Rectified, check_inputs, rectify
+from simval.ppi import Components
+from simval.rectify import COMPONENTS, Rectified, check_inputs, rectify
 from simval.study import Study
 
 __all__ = ["Plan", "Tradeoff", "finetune_or_rectify", "plan"]
@@ -151,14 +152,6 @@ def plan(
 # --- the variance of a mix, and the mixes that reach a target ------------------------------
 
 
-def _variance(part: dict, *, lam: float, n: float, N: float) -> float:
-    """[σ² − 2λc + λ²(v + (n/N) ṽ)] / n (the humans' own σ²/n without simulated rows)."""
-    if not N:
-        return part["human"] / n
-    spread = part["predicted"] + n / N * part["unlabeled"]
-    return (part["human"] - 2 * lam * part["cross"] + lam**2 * spread) / n
-
-
 def _best_lam(part: dict, *, n: float, N: float) -> float:
     """The λ in [0, 1] with the smallest variance: c / (v + (n/N) ṽ), clipped."""
     if not N or not part["cross"] > 0:  # no gain (or no estimate of it)
@@ -234,7 +227,8 @@ def _most_precise(
 
 def _reached(part: dict, *, n: float, N: float) -> float:
     """The effective sample size of n humans and N simulated-only rows at the best λ."""
-    variance = _variance(part, lam=_best_lam(part, n=n, N=N), n=n, N=N)
+    components = Components(**{name: part[name] for name in COMPONENTS})
+    variance = components.variance(lam=_best_lam(part, n=n, N=N), n=n, N=N)
     return part["human"] / variance  # σ²/m is the variance of m humans alone
 
 

@@ -137,12 +137,18 @@ class Rectified:
         )
 
     def caveats(self) -> tuple[str, ...]:
-        """A sentence per fit that could not be estimated: a formula's humans-only or
-        rectified fit (no rows in the tables) or its simulated-only one (NaN columns)."""
+        """A sentence per fit that could not be estimated (a formula's humans-only or
+        rectified fit: no rows in the tables; its simulated-only one: NaN columns) and
+        per formula that left humans out."""
         failed = [
             f"{f}: not estimable ({why})." for f, why in self.not_estimable.items()
         ]
         for formula, note in self.notes["rows"].items():
+            if note["dropped"]:
+                failed.append(
+                    f"{formula}: {note['dropped']} of the {self.n_human} humans are left "
+                    "out (a missing value in a variable it uses, or no prediction)."
+                )
             if note["naive_not_estimable"]:
                 failed.append(
                     f"{formula}: the simulated-only fit is not estimable "
@@ -667,7 +673,6 @@ def _rectify_model(
     note = {
         "n_human": len(index),
         "n_unlabeled": len(unlabeled.y),
-        "n_naive": len(sampled.y),
         "dropped": len(human_df) - len(index),
         "naive_not_estimable": naive_problem,
         "lam": {t: f.lam for t, f in zip(terms, fits)},

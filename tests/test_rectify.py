@@ -501,3 +501,16 @@ def test_a_replication_report_gains_the_section_after_the_coefficients(tmp_path)
     ]
     assert titles[titles.index("Coefficients") + 1] == "Valid inference"
     assert "| all humans |" in markdown.read_text()
+
+
+def test_humans_left_out_of_a_formula_are_named_in_the_caveats():
+    """A human missing a formula's variable is dropped from that formula's fits (R's
+    na.omit), and the caveats say how many, never silently."""
+    humans = people(np.random.default_rng(11), 200)
+    humans.loc[humans.index[:3], "belief"] = np.nan
+    result = rectify(
+        STUDY, humans, WorldSimulator("good"), unlabeled=400, progress=False
+    )
+    formula = STUDY.models[0].formula
+    assert set(result.table["n_human"]) == {197}
+    assert f"{formula}: 3 of the 200 humans are left out" in " ".join(result.caveats())
