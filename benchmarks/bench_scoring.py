@@ -17,7 +17,11 @@ core each; ``simval.runtime``). From one run, printed as ratios:
 3. int8: the same scoring with torch's dynamic int8 quantization of every linear
    layer (per-channel weights), its speed and its largest probability error against
    float32 (why simval does not use it).
-4. Threads (``--threads-check``): 96 prompts in fresh processes, one worker at 1
+4. Frozen output layer: the same scoring with every weight frozen, as in a model with
+   a merged adapter, with and without simval's contiguous input to the output layer
+   (``simval.simulators.loading.contiguous_head``): the seconds of each and the
+   largest probability difference between them.
+5. Threads (``--threads-check``): 96 prompts in fresh processes, one worker at 1
    thread, one worker at 2 threads with torch's default OpenMP wait policy (threads
    spin), one worker at 2 threads with ``OMP_WAIT_POLICY=PASSIVE``, and 2 workers of
    one thread each with PASSIVE (simval's policy, ``simval.runtime``), each on a
@@ -26,7 +30,7 @@ core each; ``simval.runtime``). From one run, printed as ratios:
 
     .venv/bin/python benchmarks/bench_scoring.py                  # 200 personas
     .venv/bin/python benchmarks/bench_scoring.py --quick          # 48 personas
-    .venv/bin/python benchmarks/bench_scoring.py --threads-check  # also item 4
+    .venv/bin/python benchmarks/bench_scoring.py --threads-check  # also item 5
 """
 
 from __future__ import annotations
@@ -148,7 +152,7 @@ def bare_linear_rate(model: Any, *, rows: int, workers: int, repeats: int = 5) -
         for m in model.modules()
         if isinstance(m, torch.nn.Linear)
     ]
-    inputs = {k: torch.randn(rows, k) for k, _ in shapes}
+    inputs = {k: torch.randn(rows, k, dtype=model.dtype) for k, _ in shapes}
 
     def run(times: int) -> Any:
         with torch.inference_mode():
@@ -195,8 +199,25 @@ def int8_model(model: Any) -> Any:
         )
 
 
+def frozen_head_check(sim: HFSimulator, people: Any, items: list[Any]) -> None:
+    """Item 4 of the module docstring; leaves the model frozen with its hook."""
+    sim.model.requires_grad_(False)
+    head = sim.model.get_output_embeddings()
+    hooked, with_hook = score_run(sim, people, items)
+    hooks = dict(head._forward_pre_hooks)
+    head._forward_pre_hooks.clear()
+    plain, without = score_run(sim, people, items)
+    head._forward_pre_hooks.update(hooks)
+    error = max(float(np.abs(hooked[k] - plain[k]).max()) for k in hooked)
+    print(
+        f"frozen output layer (as after merging an adapter): {without:.2f} s with "
+        f"torch's strided input, {with_hook:.2f} s with simval's contiguous one; "
+        f"speed-up {without / with_hook:.2f}x; largest probability difference {error:.1e}"
+    )
+
+
 def thread_check(cache: str, *, personas: int) -> None:
-    """Item 4 of the module docstring: fresh processes, quiet and beside a busy one."""
+    """Item 5 of the module docstring: fresh processes, quiet and beside a busy one."""
     configs = [
         ("1 worker, 1 thread", 1, 1, "PASSIVE"),
         ("1 worker, 2 threads, torch default", 2, 1, "torch default"),
@@ -286,6 +307,7 @@ def main() -> None:
             f"tokens per (persona, item): {tokens['tokens'] / prompts:.1f} computed, "
             f"{needed / prompts:.1f} irreducible; ratio {tokens['tokens'] / needed:.2f}"
         )
+        frozen_head_check(sim, people, list(study.items))
         if sim.precision == "float32":
             sim.model = int8_model(sim.model)
             quantized, q_seconds = score_run(sim, people, list(study.items))

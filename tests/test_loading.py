@@ -469,3 +469,28 @@ def test_default_model_converts_once_and_matches_the_gguf(tmp_path):
     loaded, _ = load_causal_lm("default", device="cpu", cache_dir=tmp_path)
     assert loaded.config.model_type == "llama"
     print(f"conversion {conversion_s:.1f}s, later load {load_s:.2f}s")
+
+
+def test_output_layer_reads_contiguous_hidden_states(tiny_model_dir, tmp_path):
+    """A merged (frozen) output layer fed the strided slice logits_to_keep makes would
+    run torch's slow batched path; the hook hands it a contiguous copy, once, with the
+    same logits."""
+    import torch
+
+    from simval.simulators.loading import contiguous_head
+
+    adapter = make_adapter(tiny_model_dir, tmp_path / "adapter")
+    tuned, tokenizer = load_causal_lm(tiny_model_dir, adapter=adapter, device="cpu")
+    head = tuned.get_output_embeddings()
+    assert len(head._forward_pre_hooks) == 1
+    contiguous_head(tuned)
+    assert len(head._forward_pre_hooks) == 1
+    seen = []
+    head.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    ids = tokenizer(["Do you agree?", "Yes"], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        kept = tuned(**ids, logits_to_keep=2).logits
+    assert seen[0].is_contiguous()
+    hidden = tuned.model(**ids).last_hidden_state[:, -2:]
+    assert not hidden.is_contiguous()  # what transformers hands the head
+    torch.testing.assert_close(kept, hidden @ head.weight.T)

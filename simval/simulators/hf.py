@@ -38,6 +38,7 @@ from simval.simulators.fingerprints import fingerprint
 from simval.simulators.loading import (
     adapter_record,
     cache_root,
+    contiguous_head,
     load_causal_lm,
     merged_adapter,
     resolve_model,
@@ -242,7 +243,7 @@ class HFSimulator(PromptedSimulator):
         self.label = label
         self.model_name = lm.name_or_path
         self.adapter = adapter
-        self.model, self.tokenizer = lm, tokenizer
+        self.model, self.tokenizer = contiguous_head(lm), tokenizer
         # the weights' precision changes the numbers, so it is part of every cache key
         self.precision = str(lm.dtype).removeprefix("torch.")
         self.fingerprint = (
