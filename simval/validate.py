@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.stats
-from statsmodels.stats.multitest import multipletests
 
 from simval.bootstrap import Coding, code_samples, headline_draws, replicate_values
 from simval.errors import (
@@ -984,6 +983,21 @@ def _small(plan: _Plan, model: Model, human: Fit, rows: pd.DataFrame) -> bool:
     return rarer < MIN_EVENTS_PER_PARAMETER * (len(human.table) - len(human.aliased))
 
 
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values, in the input's order.
+
+    What ``statsmodels.stats.multitest.multipletests(p, method="holm")[1]`` returns
+    (tested equal), without the ``gc.collect()`` that function runs on every call:
+    0.3 s each beside a loaded model, twelve times in the demo.
+    """
+    order = np.argsort(p_values, kind="stable")
+    steps = np.arange(len(p_values), 0, -1)
+    adjusted = np.minimum(np.maximum.accumulate(p_values[order] * steps), 1.0)
+    out = np.empty_like(adjusted)
+    out[order] = adjusted
+    return out
+
+
 def _adjusted(recovery: pd.DataFrame, *, alpha: float, min_n: int) -> pd.DataFrame:
     """Subgroup cells judged with multiplicity in mind: the Wald and equivalence p-values
     Holm-adjusted over each formula's cells that are not small (``wald_p_adjusted``,
@@ -1006,9 +1020,7 @@ def _adjusted(recovery: pd.DataFrame, *, alpha: float, min_n: int) -> pd.DataFra
         if not usable.any():  # no cell to adjust (pandas' empty groupby is not free)
             continue
         for index in out[usable].groupby("formula").groups.values():
-            out.loc[index, adjusted] = multipletests(
-                out.loc[index, raw], method="holm"
-            )[1]
+            out.loc[index, adjusted] = holm(out.loc[index, raw].to_numpy(float))
     for index in out.index[cells & (out["failure"] == "")]:
         row = out.loc[index]
         out.loc[index, ["decision", "reason"]] = decide(

@@ -85,6 +85,30 @@ def test_prompt_holds_persona_vignette_question_and_options(
     assert sim.prompt(persona, task.study.item("concern")) == text
 
 
+def test_remembered_prompts_are_the_ones_rendered_afresh(
+    task, personas, make, tiny_model_dir
+):
+    """A prompt served from the renderer's memory is the text a fresh renderer makes,
+    for every persona and item; a persona value or an arm that changes, or another
+    Item of the same name, renders anew."""
+    import dataclasses
+
+    sim, fresh = make(tiny_model_dir), make(tiny_model_dir)
+    for _ in range(2):
+        for _, persona in personas.iterrows():
+            for item in task.study.items:
+                assert sim.prompt(persona, item) == fresh._render(persona, item)
+                fresh._render._rendered.clear()
+    persona = personas.iloc[0].copy()
+    before = sim.prompt(persona, "concern")
+    persona["age"] = persona["age"] + 1
+    assert sim.prompt(persona, "concern") != before
+    other_arm = next(a for a in task.study.vignettes if a != persona["arm"])
+    assert sim.prompt(persona.replace(persona["arm"], other_arm), "concern") != before
+    reworded = dataclasses.replace(task.study.item("concern"), text="Reworded?")
+    assert "Reworded?" in sim.prompt(persona, reworded)
+
+
 def test_plain_model_prompt_ends_with_answer_cue(personas, make, tiny_plain_model_dir):
     text = make(tiny_plain_model_dir).prompt(personas.iloc[0], "share")
     assert "<|im_start|>" not in text and text.endswith("\nAnswer:")

@@ -214,3 +214,24 @@ def test_bias_corrected_entropy_depends_less_on_n():
     plug_in = np.mean([h.entropy for h in small])
     corrected = np.mean([h.entropy_corrected for h in small])
     assert abs(corrected - big.entropy) < abs(plug_in - big.entropy) / 2
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.floats(0, 1), st.sampled_from([0.0, 0.01, 0.05, 1.0])),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_holm_equals_statsmodels(p_values):
+    """simval's Holm adjustment (used for subgroup cells) is statsmodels' multipletests,
+    ties and the clip at 1 included."""
+    from statsmodels.stats.multitest import multipletests
+
+    from simval.validate import holm
+
+    p = np.array(p_values)
+    np.testing.assert_allclose(
+        holm(p), multipletests(p, method="holm")[1], rtol=0, atol=1e-15
+    )

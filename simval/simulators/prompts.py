@@ -42,6 +42,9 @@ Options:
 
 PLAIN_ANSWER_CUE = "\nAnswer:"
 
+RENDERED_LIMIT = 200_000
+"""Rendered prompts a PromptRenderer remembers before it starts afresh (bounds memory)."""
+
 NOT_STATED = "not stated"
 """What a prompt says for a missing persona value (NaN, None): the respondent is kept and
 the model is told plainly that this field is unknown, never shown ``nan``."""
@@ -92,18 +95,26 @@ class PromptRenderer:
         self.study = study
         self.tokenizer = tokenizer
         self.chat = getattr(tokenizer, "chat_template", None) is not None
+        self._rendered: dict[tuple, tuple[Item, str]] = {}
 
     def messages(
         self, persona: Mapping[str, Any] | pd.Series, item: Item
     ) -> list[dict[str, str]]:
         """The system turn and the user turn for this persona and item (what a chat
         API receives; ``__call__`` formats them for the model's own tokenizer)."""
-        values = {
+        return self._messages(self._values(persona), self.study.arm_of(persona), item)
+
+    def _values(self, persona: Mapping[str, Any] | pd.Series) -> dict[str, Any]:
+        """The persona values a prompt shows (missing ones as ``NOT_STATED``)."""
+        return {
             c: NOT_STATED if _missing(persona[c]) else persona[c]
             for c in self.study.persona
             if c in persona
         }
-        arm = self.study.arm_of(persona)
+
+    def _messages(
+        self, values: dict[str, Any], arm: str | None, item: Item
+    ) -> list[dict[str, str]]:
         try:
             context = {
                 "persona": values,
@@ -127,8 +138,27 @@ class PromptRenderer:
         ]
 
     def __call__(self, persona: Mapping[str, Any] | pd.Series, item: Item) -> str:
-        """The full prompt text (chat-formatted where the tokenizer has a chat template)."""
-        messages = self.messages(persona, item)
+        """The full prompt text (chat-formatted where the tokenizer has a chat template).
+
+        Remembered per (item, arm, persona values): a validation asks for the same
+        respondents' prompts once per replicate, and rendering them again cost more
+        than the look-ups of their cached scores (about 6 s of the demo)."""
+        values, arm = self._values(persona), self.study.arm_of(persona)
+        try:
+            key = (id(item), arm, tuple(values.items()))
+            hit = self._rendered.get(key)
+        except TypeError:  # an unhashable persona value: render every time
+            return self._text(self._messages(values, arm, item))
+        if hit is None or hit[0] is not item:
+            if len(self._rendered) >= RENDERED_LIMIT:
+                self._rendered.clear()
+            hit = self._rendered[key] = (
+                item,
+                self._text(self._messages(values, arm, item)),
+            )
+        return hit[1]
+
+    def _text(self, messages: list[dict[str, str]]) -> str:
         if not self.chat:
             system, user = (m["content"] for m in messages)
             return f"{system}\n\n{user}{PLAIN_ANSWER_CUE}"
