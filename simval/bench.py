@@ -22,15 +22,16 @@ import numpy as np
 import pandas as pd
 
 from simval.errors import ModelError, OptionError
+from simval.families import PPI_FAMILIES
 from simval.finetune import finetune, pilot
 from simval.formulas import formula_variables
 from simval.progress import phase
 from simval.results import (
     HUMAN_ROW,
-    NOT_FINDINGS,
     OVERALL,
     REFERENCE_ROW,
     Validation,
+    is_finding,
     summary_table,
 )
 from simval.runtime import side_by_side
@@ -184,12 +185,20 @@ def bench(
     if inference_share is not None:
         labeled, rest = pilot(human_df, frac=inference_share, seed=seed)
         personas = rest.drop(columns=list(study.item_names))
+        rectifiable = tuple(m for m in study.models if m.family in PPI_FAMILIES)
         if len(labeled) < MIN_LABELED:
             skipped = (
                 f"valid inference skipped: {inference_share:.0%} of {len(human_df)} "
                 f"respondents is {len(labeled)} labeled humans, fewer than {MIN_LABELED}"
             )
             simulators = {}
+        elif len(rectifiable) < len(study.models):
+            left = [m for m in study.models if m not in rectifiable]
+            skipped = "valid inference (PPI++) does not cover " + "; ".join(
+                f"{m.formula} (family {m.family})" for m in left
+            )
+            simulators = simulators if rectifiable else {}
+            study = dataclasses.replace(study, models=rectifiable)
         for name, simulator in simulators.items():
             with phase(f"rectifying with {name}", enabled=progress):
                 rectified[name] = rectify(
@@ -404,5 +413,5 @@ def demo(
 def human_findings(result: Benchmark) -> int:
     """How many terms (intercepts aside) the humans' own models call significant."""
     rows = next(iter(result.validations.values())).coefficients
-    rows = rows[(rows["subgroup"] == OVERALL) & ~rows["term"].isin(NOT_FINDINGS)]
+    rows = rows[(rows["subgroup"] == OVERALL) & rows["term"].map(is_finding)]
     return int((rows["human_class"].notna() & (rows["human_class"] != "null")).sum())

@@ -10,10 +10,21 @@ from typing import Literal, get_args
 
 from simval.errors import check_option
 
-Family = Literal["ols", "logit", "probit", "poisson"]
+Family = Literal["ols", "logit", "probit", "poisson", "mnlogit", "ologit", "oprobit"]
 FAMILIES: tuple[str, ...] = get_args(Family)
+PPI_FAMILIES = ("ols", "logit", "probit", "poisson")
+"""The families PPI++ rectifies (``simval.ppi``): one equation with a scalar outcome."""
+ORDERED_FAMILIES = ("ologit", "oprobit")
+CATEGORICAL_FAMILIES = ("mnlogit", *ORDERED_FAMILIES)
+"""Families whose outcome is a set of levels: multinomial logit (nnet::multinom) and
+ordered logit / probit (MASS::polr)."""
+CATEGORICAL_COVS = ("nonrobust", "HC0", "HC1")
 HC_TYPES = ("nonrobust", "HC0", "HC1", "HC2", "HC3")
 CLUSTER_PREFIX = "cluster:"
+THRESHOLD_PREFIX = "threshold "
+"""How an ordered model's cut points are named: ``threshold 1|2`` (R's ``1|2``)."""
+EQUATION_SEPARATOR = " | "
+"""How a multinomial coefficient names its outcome level: ``age | vote=Labour``."""
 
 
 def check_cov(cov: str) -> None:

@@ -30,7 +30,7 @@ import scipy.special
 import scipy.stats
 
 from simval.errors import EstimationError, OptionError, check_option
-from simval.families import FAMILIES, Family
+from simval.families import PPI_FAMILIES, Family
 
 Lam = float | Literal["tuned"]
 TuneAt = Literal["one", "fit"]
@@ -140,7 +140,7 @@ def ppi_fit(
     covariance and the λ chosen there cost precision at the final estimate; at the
     settled λ the tuned variance is never above λ = 0's (same Hessian).
     """
-    check_option("family", family, FAMILIES)
+    check_option("family", family, PPI_FAMILIES)
     if lam != "tuned" and not (isinstance(lam, int | float) and 0 <= lam <= 1):
         raise OptionError(f"lam={lam!r} must be 'tuned' or a number in [0, 1]")
     if predicted.X.shape != human.X.shape or predicted.y.shape != human.y.shape:

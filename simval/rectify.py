@@ -35,7 +35,7 @@ import pandas as pd
 import scipy.stats
 
 from simval.errors import DataError, EstimationError, OptionError
-from simval.families import CLUSTER_PREFIX
+from simval.families import CLUSTER_PREFIX, PPI_FAMILIES
 from simval.formulas import formula_variables
 from simval.ppi import Estimate, Lam, Rows, ppi_fit
 from simval.progress import progress as progress_bar
@@ -320,6 +320,12 @@ def _setup(
     persona_columns = study.persona_columns or tuple(
         c for c in human_df.columns if c not in study.item_names
     )
+    for model in study.models:
+        if model.family not in PPI_FAMILIES:
+            raise OptionError(
+                f"formula {model.formula!r}: PPI++ rectifies the families "
+                f"{', '.join(PPI_FAMILIES)}, not {model.family!r}"
+            )
     covs = {m.formula: _fit_cov(m, persona_columns) for m in study.models}
     _check_unlabeled(unlabeled, study=study, persona_columns=persona_columns)
     used = set().union(*(formula_variables(m.formula) for m in study.models))

@@ -25,6 +25,12 @@ all zero, is aliased: its row stays in the table with NaN and its name is listed
 family; R's glm applies its tolerance to the weighted design, which differs only for columns
 that are nearly, not exactly, collinear.
 
+Categorical outcomes: ``mnlogit`` is nnet::multinom (the first level is the reference; a
+coefficient is named ``"<term> | <outcome>=<level>"``), ``ologit`` / ``oprobit`` are
+MASS::polr (P(y <= k) = F(threshold_k - x'b), no intercept, thresholds named
+``"threshold a|b"``); ``nonrobust`` is the inverse observed information (R's vcov) and
+HC0 / HC1 the sandwich of the per-respondent scores (HC1 times n / (n - k)).
+
 logit, probit and poisson fail with EstimationError under perfect or quasi-perfect separation
 (fitted values numerically at 0 or 1, or, for poisson, at 0, R's thresholds) or when IRLS does
 not converge, where R's glm would only warn.
@@ -37,6 +43,7 @@ import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -58,8 +65,19 @@ from simval.errors import (
     FormulaError,
     OptionError,
     check_option,
+    plain,
 )
-from simval.families import CLUSTER_PREFIX, FAMILIES, Family, check_cov
+from simval.families import (
+    CATEGORICAL_COVS,
+    CATEGORICAL_FAMILIES,
+    CLUSTER_PREFIX,
+    EQUATION_SEPARATOR,
+    FAMILIES,
+    ORDERED_FAMILIES,
+    THRESHOLD_PREFIX,
+    Family,
+    check_cov,
+)
 from simval.formulas import formula_variables
 
 ABSORB_COVS = ("nonrobust", "HC0", "HC1")
@@ -87,6 +105,8 @@ class Fit:
     column's standard deviation in the rows used and ``outcome_sd`` the outcome's: the
     scales that turn a standardised margin into one on a coefficient's own scale.
     ``clusters`` counts the clusters of a ``cluster:`` covariance (None otherwise).
+    ``levels``: the outcome's levels in order for the categorical families (mnlogit,
+    ologit, oprobit; the first is mnlogit's reference), None for the others.
     """
 
     formula: str
@@ -101,6 +121,7 @@ class Fit:
     design_sd: pd.Series
     outcome_sd: float
     clusters: int | None
+    levels: tuple[Any, ...] | None
     _spec: ModelSpecs = field(repr=False, compare=False)
 
     def refit(self, data: pd.DataFrame) -> Fit:
@@ -205,6 +226,7 @@ class Fit:
             absorb=self.absorb,
             conf_level=self.conf_level,
             unidentified=_unreferenced_terms(self._spec, design.terms, rows),
+            levels=self.levels,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -229,8 +251,11 @@ def fit(
 ) -> Fit:
     """Fit ``formula`` to ``data`` and return a tidy coefficient table with R-compatible errors.
 
-    ``family``: "ols" (linear), "logit", "probit" (0/1 or bool outcome), "poisson" (counts).
-    ``cov``: "nonrobust", "HC0", "HC1", "HC2", "HC3" or "cluster:<column>".
+    ``family``: "ols" (linear), "logit", "probit" (0/1 or bool outcome), "poisson" (counts),
+    "mnlogit" (unordered levels), "ologit", "oprobit" (ordered levels; see the module
+    docstring).
+    ``cov``: "nonrobust", "HC0", "HC1", "HC2", "HC3" or "cluster:<column>" (the
+    categorical families: "nonrobust", "HC0" or "HC1").
     ``absorb``: a column whose fixed effects are absorbed (OLS only; cov nonrobust, HC0, HC1 or
     cluster); the table then holds only the other terms, with the slopes and errors of
     ``lm(y ~ x + factor(fe))``. Rows with a missing value in any variable the model uses (or
@@ -270,6 +295,12 @@ def _check_options(
     """Raise OptionError for a family, cov, absorb or conf_level outside the allowed set."""
     check_option("family", family, FAMILIES)
     check_cov(cov)
+    if family in CATEGORICAL_FAMILIES and cov not in CATEGORICAL_COVS:
+        choices = ", ".join(map(repr, CATEGORICAL_COVS))
+        raise OptionError(
+            f"cov={cov!r} is not available for family={family!r}; choose one of "
+            f"{choices} (no HC2/HC3 or cluster sandwich for categorical outcomes)"
+        )
     if not (isinstance(conf_level, float | int) and 0 < conf_level < 1):
         raise OptionError(
             f"conf_level={conf_level!r} is not allowed; choose a number in (0, 1)"
@@ -397,10 +428,11 @@ def _materialize(formula: str, build: Callable[[], ModelMatrices]) -> ModelMatri
 
 
 def _categorical_factors(spec: ModelSpecs) -> list[str]:
-    """Names of the categorical factors of the right-hand side, for error messages."""
+    """Names of the categorical factors (a text outcome's first), for error messages."""
     return [
         name
-        for name, (kind, _) in spec.rhs.encoder_state.items()
+        for side in (spec.lhs, spec.rhs)
+        for name, (kind, _) in side.encoder_state.items()
         if kind.value == "categorical"
     ]
 
@@ -547,15 +579,23 @@ def _estimate(
     absorb: str | None,
     conf_level: float,
     unidentified: frozenset[str] = frozenset(),
+    levels: tuple[Any, ...] | None = None,
 ) -> Fit:
     """Check the design, drop aliased columns, estimate and tabulate (shared by fit and refit).
 
     ``unidentified`` names columns that must not be estimated (refit: factors whose
-    reference level is absent); they are aliased like collinear columns.
+    reference level is absent); they are aliased like collinear columns. ``levels``:
+    a categorical family's outcome levels (refit: the original fit's), else found here.
     """
-    y, outcome = _outcome(design, family=family)
-    columns = [absorb is None or t != "Intercept" for t in design.terms]
-    # the absorbed effects span the intercept
+    if family in CATEGORICAL_FAMILIES:
+        y, outcome, levels = _categorical_outcome(
+            design, rows, family=family, levels=levels
+        )
+    else:
+        y, outcome = _outcome(design, family=family)
+    # the absorbed effects span the intercept, an ordered model's thresholds replace it
+    intercept = absorb is None and family not in ORDERED_FAMILIES
+    columns = [intercept or t != "Intercept" for t in design.terms]
     terms = [t for t, kept in zip(design.terms, columns) if kept]
     X = design.X if all(columns) else design.X[:, columns]
     _check_finite(X, terms)
@@ -587,6 +627,10 @@ def _estimate(
         )
     elif family == "ols":
         params, vcov, df = _ols(y, Xk, cov=cov, clusters=clusters)
+    elif family in CATEGORICAL_FAMILIES:
+        params, vcov = _categorical(
+            y, Xk, family=family, cov=cov, levels=levels, outcome=outcome
+        )
     else:
         params, vcov = _glm(
             y,
@@ -599,6 +643,12 @@ def _estimate(
         )
     if clusters is not None and family == "ols":
         df = clusters.max()  # t with G - 1 df
+    design_sd = X.std(axis=0, ddof=1)
+    if family in CATEGORICAL_FAMILIES:
+        terms, keep, design_sd = _categorical_terms(
+            terms, keep, design_sd, family=family, outcome=outcome, levels=levels,
+            present=np.bincount(y, minlength=len(levels)) > 0,
+        )  # fmt: skip
     full = np.full((len(terms), len(terms)), np.nan)
     full[np.ix_(keep, keep)] = vcov
     return Fit(
@@ -611,9 +661,10 @@ def _estimate(
         table=_table(terms, keep, params, vcov, df=df, conf_level=conf_level),
         aliased=tuple(t for t, k in zip(terms, keep) if not k),
         vcov=pd.DataFrame(full, index=terms, columns=terms),
-        design_sd=pd.Series(X.std(axis=0, ddof=1), index=terms),
+        design_sd=pd.Series(design_sd, index=terms),
         outcome_sd=float(np.std(y, ddof=1)),
         clusters=None if clusters is None else int(clusters.max() + 1),
+        levels=levels,
         _spec=design.spec,
     )
 
@@ -766,6 +817,227 @@ def _glm(
         (scores, bread), use_correction=cov == "HC1"
     )
     return params, vcov
+
+
+def _categorical_outcome(
+    design: _Design,
+    rows: pd.DataFrame,
+    *,
+    family: str,
+    levels: tuple[Any, ...] | None,
+) -> tuple[np.ndarray, str, tuple[Any, ...]]:
+    """The outcome as level codes 0..K-1, its name and its levels in order.
+
+    The outcome must be a plain column. Its levels are a pandas Categorical's
+    categories in their order, else the sorted values; an ordered family refuses text
+    without a declared order. ``levels`` (a refit) fixes them to the original fit's: a
+    value outside them is a DataError, an absent level an EstimationError for an
+    ordered model (its threshold is not identified; mnlogit aliases its equation).
+    """
+    name = design.outcome
+    if name not in rows.columns:
+        raise FormulaError(
+            f"the {family} outcome {name!r} must be a column of the data, not an expression"
+        )
+    values = rows[name].iloc[design.positions]
+    if levels is None:
+        levels = _outcome_levels(values, family=family, name=name)
+    codes = pd.Categorical(values, categories=list(levels)).codes
+    if (codes < 0).any():
+        shown = ", ".join(plain(v) for v in pd.unique(values[codes < 0])[:5])
+        raise DataError(
+            f"{family} outcome {name!r} has values outside its levels: {shown}"
+        )
+    present = np.bincount(codes, minlength=len(levels)) > 0
+    if family == "mnlogit" and not present[0]:
+        raise EstimationError(
+            f"mnlogit outcome {name!r} has no respondent at its reference level "
+            f"{plain(levels[0])}, so no coefficient keeps its meaning"
+        )
+    if family in ORDERED_FAMILIES and not present.all():
+        absent = ", ".join(plain(v) for v, p in zip(levels, present) if not p)
+        raise EstimationError(
+            f"{family} outcome {name!r} has no respondent at level(s) {absent}, so "
+            "their thresholds cannot be estimated"
+        )
+    if present.sum() < 2:
+        raise EstimationError(f"outcome {name!r} is constant in every used row")
+    return codes.astype(int), name, levels
+
+
+def _outcome_levels(values: pd.Series, *, family: str, name: str) -> tuple[Any, ...]:
+    """The levels of a categorical outcome in order (see ``_categorical_outcome``)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        levels = [c for c in values.cat.categories if (values == c).any()]
+    elif pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        levels = sorted(pd.unique(values).tolist())
+    elif family in ORDERED_FAMILIES:
+        raise DataError(
+            f"{family} outcome {name!r} holds text, whose order simval cannot know; "
+            "code it as ordered numbers or an ordered pandas Categorical"
+        )
+    else:
+        levels = sorted(pd.unique(values).tolist(), key=str)
+    minimum = 3 if family in ORDERED_FAMILIES else 2
+    if len(levels) < minimum:
+        raise EstimationError(
+            f"{family} outcome {name!r} has {len(levels)} level(s); it needs at least "
+            f"{minimum}"
+            + (" (with two, use family='logit' or 'probit')" if minimum == 3 else "")
+        )
+    return tuple(levels)
+
+
+def _categorical(
+    y: np.ndarray,
+    X: np.ndarray,
+    *,
+    family: str,
+    cov: str,
+    levels: tuple[Any, ...],
+    outcome: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Estimates and covariance of a multinomial or ordered model (``_mnlogit``,
+    ``_ordered``); the sandwich's bread is the inverse observed information, as R's
+    vcov, and HC1 scales HC0 by n / (n - k)."""
+    fitter = _mnlogit if family == "mnlogit" else partial(_ordered, family=family)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            params, hessian, scores = fitter(y, X, levels=len(levels))
+            bread = np.linalg.inv(-hessian)
+        except (np.linalg.LinAlgError, ValueError) as exc:
+            raise EstimationError(
+                f"{family} model of {outcome!r} failed: {exc}"
+            ) from None
+    if not (np.isfinite(params).all() and np.isfinite(bread).all()):
+        raise EstimationError(
+            f"{family} model of {outcome!r} did not converge (some level is perfectly "
+            "predicted by the terms, or too rare)"
+        )
+    if cov == "nonrobust":
+        return params, bread
+    return params, sandwich_covariance.cov_white_simple(
+        (scores, bread), use_correction=cov == "HC1"
+    )
+
+
+def _mnlogit(
+    y: np.ndarray, X: np.ndarray, *, levels: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """statsmodels MNLogit by Newton's method: the estimates level by level (all terms of
+    level 2, then level 3, ...), the Hessian and the per-respondent scores, all in that
+    order. A level absent from ``y`` (a refit) is not estimated: see ``_categorical_terms``."""
+    present = np.flatnonzero(np.bincount(y, minlength=levels))
+    codes = np.searchsorted(present, y)
+    model = sm.MNLogit(codes, X)
+    result = model.fit(method="newton", maxiter=GLM_MAXITER, tol=1e-12, disp=False)
+    if not result.mle_retvals.get("converged", False):
+        raise np.linalg.LinAlgError(f"no convergence in {GLM_MAXITER} Newton steps")
+    params = np.asarray(result.params).ravel(order="F")
+    return params, model.hessian(params), model.score_obs(params)
+
+
+def _ordered(
+    y: np.ndarray, X: np.ndarray, *, levels: int, family: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """statsmodels OrderedModel, then Newton steps on the (slopes, thresholds) scale R's
+    polr reports: P(y <= k) = F(threshold_k - x'b). Returns the estimates, the observed
+    Hessian (the Jacobian of the analytic score, by central differences) and the
+    per-respondent scores. statsmodels' own errors come from a numerical Hessian in its
+    log-increment threshold scale; these match polr to 1e-8."""
+    from statsmodels.miscmodels.ordinal_model import OrderedModel
+    from statsmodels.tools.numdiff import approx_fprime
+
+    distribution = scipy.stats.logistic if family == "ologit" else scipy.stats.norm
+    start = OrderedModel(y, X, distr="logit" if family == "ologit" else "probit").fit(
+        method="bfgs", maxiter=1000, gtol=1e-3, disp=False
+    )
+    k = X.shape[1]
+    raw = np.asarray(start.params)
+    theta = np.concatenate([raw[:k], np.cumsum([raw[k], *np.exp(raw[k + 1 :])])])
+
+    def scores(theta: np.ndarray) -> np.ndarray:
+        return _ordered_scores(theta, y, X, distribution=distribution)
+
+    for _ in range(GLM_MAXITER):
+        gradient = scores(theta).sum(axis=0)
+        hessian = approx_fprime(theta, lambda t: scores(t).sum(axis=0), centered=True)
+        step = np.linalg.solve(hessian, gradient)
+        theta = theta - step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    else:
+        raise np.linalg.LinAlgError(f"no convergence in {GLM_MAXITER} Newton steps")
+    hessian = approx_fprime(theta, lambda t: scores(t).sum(axis=0), centered=True)
+    return theta, (hessian + hessian.T) / 2, scores(theta)
+
+
+def _ordered_scores(
+    theta: np.ndarray, y: np.ndarray, X: np.ndarray, *, distribution: Any
+) -> np.ndarray:
+    """Per-respondent gradient of the ordered model's log-likelihood in (slopes,
+    thresholds): with z = threshold - x'b at the respondent's upper (u) and lower (l)
+    cut, P = F(z_u) - F(z_l); d/db = -x (f(z_u) - f(z_l)) / P, d/d threshold_u =
+    f(z_u) / P, d/d threshold_l = -f(z_l) / P."""
+    k = X.shape[1]
+    cuts = np.concatenate([[-np.inf], theta[k:], [np.inf]])
+    eta = X @ theta[:k]
+    upper, lower = cuts[y + 1] - eta, cuts[y] - eta
+    f_upper, f_lower = distribution.pdf(upper), distribution.pdf(lower)
+    probability = distribution.cdf(upper) - distribution.cdf(lower)
+    out = np.zeros((len(y), len(theta)))
+    out[:, :k] = -X * ((f_upper - f_lower) / probability)[:, None]
+    rows = np.arange(len(y))
+    top = y < len(cuts) - 2
+    out[rows[top], k + y[top]] += f_upper[top] / probability[top]
+    bottom = y > 0
+    out[rows[bottom], k + y[bottom] - 1] -= f_lower[bottom] / probability[bottom]
+    return out
+
+
+def _categorical_terms(
+    terms: list[str],
+    keep: np.ndarray,
+    design_sd: np.ndarray,
+    *,
+    family: str,
+    outcome: str,
+    levels: tuple[Any, ...],
+    present: np.ndarray,
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The coefficient names, estimable mask and design SDs of a categorical model.
+
+    mnlogit: every term once per non-reference level, ``"<term> | <outcome>=<level>"``
+    (level by level, as nnet::multinom orders them); a level absent from the rows
+    (``present`` False, a refit) has its terms aliased. Ordered: the slopes, then one
+    ``"threshold <a>|<b>"`` per pair of adjacent levels (R's ``a|b``), whose SD is 0
+    so that they get no equivalence margin (they are not findings).
+    """
+    if family == "mnlogit":
+        names = [
+            f"{term}{EQUATION_SEPARATOR}{outcome}={plain_level(level)}"
+            for level in levels[1:]
+            for term in terms
+        ]
+        mask = np.concatenate([keep & shown for shown in present[1:]])
+        return names, mask, np.tile(design_sd, len(levels) - 1)
+    thresholds = [
+        f"{THRESHOLD_PREFIX}{plain_level(a)}|{plain_level(b)}"
+        for a, b in itertools.pairwise(levels)
+    ]
+    return (
+        [*terms, *thresholds],
+        np.concatenate([keep, np.ones(len(thresholds), dtype=bool)]),
+        np.concatenate([design_sd, np.zeros(len(thresholds))]),
+    )
+
+
+def plain_level(level: Any) -> str:
+    """An outcome level as a coefficient name shows it (``3``, not ``3.0``)."""
+    if isinstance(level, float) and level.is_integer():
+        return str(int(level))
+    return str(level)
 
 
 def _separating_terms(

@@ -22,13 +22,25 @@ import pandas as pd
 import scipy.stats
 
 from simval.errors import DataError, OptionError
+from simval.families import EQUATION_SEPARATOR, THRESHOLD_PREFIX
 from simval.study import Study, study_from_dict, study_to_dict
 
 OVERALL = "overall"
 """The ``subgroup`` and ``level`` of rows that cover every respondent."""
 
 NOT_FINDINGS = ("Intercept",)
-"""Terms kept in the coefficient tables but left out of every score and test."""
+"""Terms kept in the coefficient tables but left out of every score and test (with a
+multinomial model's per-level intercepts and an ordered model's thresholds:
+``is_finding``)."""
+
+
+def is_finding(term: str) -> bool:
+    """Whether a coefficient is one of the study's findings: not an intercept (one per
+    outcome level in a multinomial model) nor an ordered model's threshold, which only
+    place the outcome's scale."""
+    base = term.split(EQUATION_SEPARATOR)[0]
+    return base not in NOT_FINDINGS and not term.startswith(THRESHOLD_PREFIX)
+
 
 CONSISTENT = "consistent"
 INCONSISTENT = "inconsistent"

@@ -61,6 +61,7 @@ from simval.results import (
     UNDETERMINED,
     Validation,
     decide,
+    is_finding,
     summary_table,
 )
 from simval.simulators.base import Simulator, check_output
@@ -98,7 +99,14 @@ this many cases per coefficient (Peduzzi et al. 1996, events per variable)."""
 FEW_CLUSTERS = 30
 """Cluster-robust errors with fewer clusters are unreliable; the notes warn."""
 
-LATENT_SD = {"logit": math.pi / math.sqrt(3), "probit": 1.0, "poisson": 1.0}
+LATENT_SD = {
+    "logit": math.pi / math.sqrt(3),
+    "probit": 1.0,
+    "poisson": 1.0,
+    "mnlogit": math.pi / math.sqrt(3),
+    "ologit": math.pi / math.sqrt(3),
+    "oprobit": 1.0,
+}
 """The outcome scale a standardised margin is multiplied by, per non-linear family."""
 
 
@@ -901,7 +909,7 @@ def _compare(
         human.table,
         [r.table if isinstance(r, Fit) else empty for r, _ in refits],
         alpha=alpha,
-        exclude=NOT_FINDINGS,
+        exclude=[t for t in human.table["term"] if not is_finding(t)],
         margins=margins,
         human_nobs=human.nobs,
         sim_nobs=sim_nobs,
@@ -911,9 +919,7 @@ def _compare(
         human_vcov=human.vcov,
         sim_estimates=[_estimates(r) for r, _ in refits],
         sim_vcovs=[r.vcov if isinstance(r, Fit) else pd.DataFrame() for r, _ in refits],
-        terms=[
-            t for t in human.table["term"] if t not in NOT_FINDINGS and t in margins
-        ],
+        terms=[t for t in human.table["term"] if is_finding(t) and t in margins],
         scales=nonresponse_scale(human.nobs, sim_nobs, reps=len(refits)),
     )
     return recovery, wald

@@ -5,6 +5,7 @@ variance, and bad input fails before any simulation."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -430,6 +431,9 @@ class Trained(WorldSimulator):
          "no treatment"),
         ({"study": "act ~ C(arm) + belief", "family": "logit", "treatment": "group"},
          DataError, "group"),
+        ({"study": dataclasses.replace(STUDY, models=(
+            dataclasses.replace(STUDY.models[0], family="ologit"),))},
+         OptionError, "families ols, logit, probit, poisson, not 'ologit'"),
     ],
 )  # fmt: skip
 def test_bad_input_fails_before_any_simulation(change, error, culprit):
@@ -514,3 +518,24 @@ def test_humans_left_out_of_a_formula_are_named_in_the_caveats():
     formula = STUDY.models[0].formula
     assert set(result.table["n_human"]) == {197}
     assert f"{formula}: 3 of the 200 humans are left out" in " ".join(result.caveats())
+
+
+def test_bench_rectifies_the_formulas_ppi_covers_and_says_which_it_leaves():
+    """A study with an ordered-logit formula beside a logit one: bench validates both,
+    rectifies the logit one and names the ordered one in its note."""
+    from simval.bench import bench
+
+    study = dataclasses.replace(
+        STUDY, models=(*STUDY.models, Model("belief ~ C(arm) + x", "ologit", "HC1"))
+    )
+    humans = people(np.random.default_rng(12), 1000)
+    result = bench(
+        {"good": WorldSimulator("good")}, humans, study, reps=3, seed=0,
+        progress=False, resamples=20,
+    )  # fmt: skip
+    validation = result.validations["good"]
+    assert set(validation.verdicts["formula"]) == {m.formula for m in study.models}
+    assert set(result.rectified["good"].table["formula"]) == {STUDY.models[0].formula}
+    assert result.inference_note == (
+        "valid inference (PPI++) does not cover belief ~ C(arm) + x (family ologit)"
+    )

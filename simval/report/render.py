@@ -51,11 +51,11 @@ from simval.results import (
     HUMAN_ROW,
     INCONSISTENT,
     MAX_FAILED_SHARE,
-    NOT_FINDINGS,
     OVERALL,
     REFERENCE_ROW,
     UNDETERMINED,
     Validation,
+    is_finding,
     verdict_sentence,
 )
 from simval.study import Study
@@ -568,7 +568,7 @@ def _coefficient_blocks(
             blocks.append(Text("No coefficient estimates for this formula."))
             continue
         terms = list(human["term"])
-        shown = [t for t in terms if t not in NOT_FINDINGS]
+        shown = [t for t in terms if is_finding(t)]
         if shown:
             differences = {
                 name: _interval(f, "diff", alpha=first.alpha)
