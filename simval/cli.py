@@ -184,16 +184,20 @@ def task_command(
         int, typer.Option(metavar="SEED", help="Seed of the simulated population.")
     ] = 0,
 ) -> None:
-    """Write a built-in task's study.yaml and its SIMULATED respondents (data.csv) to try
-    validate, finetune and bench on."""
+    """Write a built-in task's study.yaml and its respondents (data.csv: a simulated
+    population, or a real survey's respondents) to try validate, finetune and bench on."""
     from simval.tasks import load_task, write_task
 
     loaded = load_task(task, seed=seed)
     study, data = write_task(loaded, out_dir=out)
+    kind = (
+        f"respondents of a SIMULATED reference population, seed {seed}, not human data"
+        if loaded.simulated
+        else f"REAL respondents: {loaded.source}"
+    )
     typer.echo(
         f"study: {study}\n"
-        f"data: {data} ({len(loaded.human)} respondents of a SIMULATED reference "
-        f"population, seed {seed}, not human data)\n"
+        f"data: {data} ({len(loaded.human)} {kind})\n"
         f"next: simval finetune {study} --human {data} --model default --pilot-frac 0.1 "
         f"{DEMO_FLAGS} --out adapters/pilot10"
     )
@@ -810,7 +814,7 @@ def bench_command(
         Path | None,
         typer.Option(
             metavar="FILE.csv",
-            help="Your own respondents (CSV) instead of the simulated population.",
+            help="Your own respondents (CSV) instead of the task's own (simulated or real).",
         ),
     ] = None,
     mode: AnswerMode = "score",

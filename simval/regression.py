@@ -941,36 +941,58 @@ def _mnlogit(
 def _ordered(
     y: np.ndarray, X: np.ndarray, *, levels: int, family: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """statsmodels OrderedModel, then Newton steps on the (slopes, thresholds) scale R's
-    polr reports: P(y <= k) = F(threshold_k - x'b). Returns the estimates, the observed
-    Hessian (the Jacobian of the analytic score, by central differences) and the
-    per-respondent scores. statsmodels' own errors come from a numerical Hessian in its
-    log-increment threshold scale; these match polr to 1e-8."""
-    from statsmodels.miscmodels.ordinal_model import OrderedModel
+    """The ordered logit / probit on the (slopes, thresholds) scale R's polr reports,
+    P(y <= k) = F(threshold_k - x'b): Newton's method with step halving on the
+    log-likelihood (concave in these parameters), from zero slopes and the thresholds
+    of the outcome's cumulative shares. Returns the estimates, the observed Hessian
+    (the Jacobian of the analytic score, by central differences) and the
+    per-respondent scores. statsmodels' OrderedModel reaches the same maximum, but its
+    BFGS on numerical gradients took three quarters of a refit's time."""
     from statsmodels.tools.numdiff import approx_fprime
 
     distribution = scipy.stats.logistic if family == "ologit" else scipy.stats.norm
-    start = OrderedModel(y, X, distr="logit" if family == "ologit" else "probit").fit(
-        method="bfgs", maxiter=1000, gtol=1e-3, disp=False
-    )
     k = X.shape[1]
-    raw = np.asarray(start.params)
-    theta = np.concatenate([raw[:k], np.cumsum([raw[k], *np.exp(raw[k + 1 :])])])
+    shares = np.cumsum(np.bincount(y, minlength=levels))[:-1] / len(y)
+    theta = np.concatenate([np.zeros(k), distribution.ppf(shares)])
 
-    def scores(theta: np.ndarray) -> np.ndarray:
-        return _ordered_scores(theta, y, X, distribution=distribution)
+    def scores(t: np.ndarray) -> np.ndarray:
+        return _ordered_scores(t, y, X, distribution=distribution)
 
+    def hessian(t: np.ndarray) -> np.ndarray:
+        found = approx_fprime(t, lambda u: scores(u).sum(axis=0), centered=True)
+        return (found + found.T) / 2
+
+    current = _ordered_loglik(theta, y, X, distribution=distribution)
     for _ in range(GLM_MAXITER):
-        gradient = scores(theta).sum(axis=0)
-        hessian = approx_fprime(theta, lambda t: scores(t).sum(axis=0), centered=True)
-        step = np.linalg.solve(hessian, gradient)
-        theta = theta - step
-        if np.max(np.abs(step)) < 1e-10:
+        step = np.linalg.solve(hessian(theta), scores(theta).sum(axis=0))
+        size = 1.0
+        while True:
+            candidate = theta - size * step
+            value = _ordered_loglik(candidate, y, X, distribution=distribution)
+            if value >= current - 1e-9 * abs(current):
+                break
+            size /= 2
+            if size < 1e-8:
+                raise np.linalg.LinAlgError("the line search found no better estimate")
+        theta, current = candidate, value
+        if np.max(np.abs(size * step)) < 1e-10:
             break
     else:
         raise np.linalg.LinAlgError(f"no convergence in {GLM_MAXITER} Newton steps")
-    hessian = approx_fprime(theta, lambda t: scores(t).sum(axis=0), centered=True)
-    return theta, (hessian + hessian.T) / 2, scores(theta)
+    return theta, hessian(theta), scores(theta)
+
+
+def _ordered_loglik(
+    theta: np.ndarray, y: np.ndarray, X: np.ndarray, *, distribution: Any
+) -> float:
+    """The ordered model's log-likelihood (minus infinity where thresholds cross)."""
+    k = X.shape[1]
+    cuts = np.concatenate([[-np.inf], theta[k:], [np.inf]])
+    eta = X @ theta[:k]
+    probability = distribution.cdf(cuts[y + 1] - eta) - distribution.cdf(cuts[y] - eta)
+    if not (np.diff(theta[k:]) > 0).all() or (probability <= 0).any():
+        return -np.inf
+    return float(np.log(probability).sum())
 
 
 def _ordered_scores(

