@@ -105,6 +105,7 @@ class Fit:
     column's standard deviation in the rows used and ``outcome_sd`` the outcome's: the
     scales that turn a standardised margin into one on a coefficient's own scale.
     ``clusters`` counts the clusters of a ``cluster:`` covariance (None otherwise).
+    ``weights``: the survey-weight column the fit used (None: unweighted).
     ``levels``: the outcome's levels in order for the categorical families (mnlogit,
     ologit, oprobit; the first is mnlogit's reference), None for the others.
     """
@@ -113,6 +114,7 @@ class Fit:
     family: str
     cov: str
     absorb: str | None
+    weights: str | None
     conf_level: float
     nobs: int
     table: pd.DataFrame
@@ -178,6 +180,7 @@ class Fit:
                 self._spec.required_variables,
                 cluster=_cluster_column(self.cov),
                 absorb=self.absorb,
+                weights=self.weights,
             )
         ]
         kept = data.index[~used.isna().to_numpy().any(axis=1)]
@@ -197,6 +200,7 @@ class Fit:
             variables=self._spec.required_variables,
             cluster=_cluster_column(self.cov),
             absorb=self.absorb,
+            weights=self.weights,
         )
 
     def _design(self, rows: pd.DataFrame) -> _Design:
@@ -224,6 +228,7 @@ class Fit:
             family=self.family,
             cov=self.cov,
             absorb=self.absorb,
+            weights=self.weights,
             conf_level=self.conf_level,
             unidentified=_unreferenced_terms(self._spec, design.terms, rows),
             levels=self.levels,
@@ -247,6 +252,7 @@ def fit(
     family: Family = "ols",
     cov: str = "HC1",
     absorb: str | None = None,
+    weights: str | None = None,
     conf_level: float = 0.95,
 ) -> Fit:
     """Fit ``formula`` to ``data`` and return a tidy coefficient table with R-compatible errors.
@@ -259,10 +265,15 @@ def fit(
     ``absorb``: a column whose fixed effects are absorbed (OLS only; cov nonrobust, HC0, HC1 or
     cluster); the table then holds only the other terms, with the slopes and errors of
     ``lm(y ~ x + factor(fe))``. Rows with a missing value in any variable the model uses (or
-    in the cluster / absorb column) are dropped, like R's na.omit. See the module docstring for
-    the inference conventions.
+    in the cluster / absorb / weights column) are dropped, like R's na.omit. ``weights``: a
+    column of survey (sampling) weights, positive numbers: the estimates and sandwich errors
+    of R's ``lm`` / ``glm`` with ``weights=`` (ols: every cov; logit, probit, poisson:
+    HC0, HC1 or cluster; ``survey::svyglm`` on independent units equals HC0 times
+    n / (n - 1)). See the module docstring for the inference conventions.
     """
-    _check_options(family=family, cov=cov, absorb=absorb, conf_level=conf_level)
+    _check_options(
+        family=family, cov=cov, absorb=absorb, weights=weights, conf_level=conf_level
+    )
     _check_frame(data)
     parsed = _parse(formula)
     rows = _complete_rows(
@@ -271,6 +282,7 @@ def fit(
         variables=_variables(parsed, formula=formula, data=data),
         cluster=_cluster_column(cov),
         absorb=absorb,
+        weights=weights,
     )
     matrices = _materialize(
         formula, lambda: model_matrix(parsed, rows, context={}, na_action="drop")
@@ -282,6 +294,7 @@ def fit(
         family=family,
         cov=cov,
         absorb=absorb,
+        weights=weights,
         conf_level=conf_level,
     )
 
@@ -290,11 +303,14 @@ def fit(
 
 
 def _check_options(
-    *, family: str, cov: str, absorb: str | None, conf_level: float
+    *, family: str, cov: str, absorb: str | None, weights: str | None, conf_level: float
 ) -> None:
-    """Raise OptionError for a family, cov, absorb or conf_level outside the allowed set."""
+    """Raise OptionError for a family, cov, absorb, weights or conf_level outside the
+    allowed set."""
     check_option("family", family, FAMILIES)
     check_cov(cov)
+    if weights is not None:
+        _check_weighting(family=family, cov=cov, absorb=absorb, weights=weights)
     if family in CATEGORICAL_FAMILIES and cov not in CATEGORICAL_COVS:
         choices = ", ".join(map(repr, CATEGORICAL_COVS))
         raise OptionError(
@@ -322,6 +338,29 @@ def _check_options(
         raise OptionError(
             f"cov={cov!r} cannot be combined with absorb={absorb!r} (its hat values need the "
             f"absorbed dummies); choose one of {choices}"
+        )
+
+
+def _check_weighting(
+    *, family: str, cov: str, absorb: str | None, weights: str
+) -> None:
+    """Raise OptionError for a weighted fit simval does not match to R."""
+    if not isinstance(weights, str):
+        raise OptionError(f"weights={weights!r} must be a column name or None")
+    if family in CATEGORICAL_FAMILIES or absorb is not None:
+        what = f"family={family!r}" if absorb is None else f"absorb={absorb!r}"
+        raise OptionError(
+            f"weights={weights!r} cannot be combined with {what}: weighted fits are "
+            "ols, logit, probit and poisson without absorbed effects"
+        )
+    if (
+        family != "ols"
+        and cov not in ("HC0", "HC1")
+        and not cov.startswith(CLUSTER_PREFIX)
+    ):
+        raise OptionError(
+            f"weights={weights!r} with family={family!r} needs cov 'HC0', 'HC1' or "
+            f"'cluster:<column>' (survey weights need a sandwich), not {cov!r}"
         )
 
 
@@ -373,15 +412,24 @@ def _complete_rows(
     variables: set[str],
     cluster: str | None,
     absorb: str | None,
+    weights: str | None = None,
 ) -> pd.DataFrame:
     """The columns the model uses, restricted to rows without a missing value (R's na.omit)."""
     _check_columns(data, formula=formula, variables=variables)
-    for role, column in (("cluster", cluster), ("absorb", absorb)):
+    for role, column in (
+        ("cluster", cluster),
+        ("absorb", absorb),
+        ("weights", weights),
+    ):
         if column is not None and column not in data.columns:
             raise DataError(f"{role} column {column!r} is not in the data")
     if data.empty:
         raise DataError(f"data for {formula!r} has no rows")
-    used = data[_model_columns(variables, cluster=cluster, absorb=absorb)]
+    if weights is not None:
+        _check_weights(data[weights], column=weights)
+    used = data[
+        _model_columns(variables, cluster=cluster, absorb=absorb, weights=weights)
+    ]
     missing = used.isna()
     incomplete = missing.to_numpy().any(axis=1)
     # infer_objects: an object column of bools with missing values becomes bool once they go
@@ -398,10 +446,28 @@ def _complete_rows(
 
 
 def _model_columns(
-    variables: set[str], *, cluster: str | None, absorb: str | None
+    variables: set[str],
+    *,
+    cluster: str | None,
+    absorb: str | None,
+    weights: str | None = None,
 ) -> list[str]:
-    """The columns a model reads: its variables, then its cluster and absorb columns."""
-    return list(dict.fromkeys([*sorted(variables), *filter(None, (cluster, absorb))]))
+    """The columns a model reads: its variables, then its cluster, absorb and weights
+    columns."""
+    extra = filter(None, (cluster, absorb, weights))
+    return list(dict.fromkeys([*sorted(variables), *extra]))
+
+
+def _check_weights(values: pd.Series, *, column: str) -> None:
+    """Raise DataError unless every present weight is a positive finite number."""
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        raise DataError(f"weights column {column!r} must hold numbers")
+    bad = values[values.notna() & ~(np.isfinite(values) & (values > 0))]
+    if len(bad):
+        shown = ", ".join(f"{plain(i)} ({plain(v)})" for i, v in bad.head(5).items())
+        raise DataError(
+            f"weights column {column!r} must be positive and finite; rows {shown}"
+        )
 
 
 def _check_columns(data: pd.DataFrame, *, formula: str, variables: set[str]) -> None:
@@ -578,6 +644,7 @@ def _estimate(
     cov: str,
     absorb: str | None,
     conf_level: float,
+    weights: str | None = None,
     unidentified: frozenset[str] = frozenset(),
     levels: tuple[Any, ...] | None = None,
 ) -> Fit:
@@ -601,9 +668,10 @@ def _estimate(
     _check_finite(X, terms)
     used = (
         rows.iloc[design.positions]
-        if cov.startswith(CLUSTER_PREFIX) or absorb
+        if cov.startswith(CLUSTER_PREFIX) or absorb or weights
         else rows
     )
+    w = None if weights is None else used[weights].to_numpy(dtype=float)
     clusters = _groups(used, _cluster_column(cov))
     effects = _groups(used, absorb)
     n_absorbed = 0 if effects is None else effects.max() + 1
@@ -626,7 +694,7 @@ def _estimate(
             y, Xk, effects=effects, cov=cov, clusters=clusters
         )
     elif family == "ols":
-        params, vcov, df = _ols(y, Xk, cov=cov, clusters=clusters)
+        params, vcov, df = _ols(y, Xk, cov=cov, clusters=clusters, weights=w)
     elif family in CATEGORICAL_FAMILIES:
         params, vcov = _categorical(
             y, Xk, family=family, cov=cov, levels=levels, outcome=outcome
@@ -640,10 +708,11 @@ def _estimate(
             clusters=clusters,
             outcome=outcome,
             terms=[t for t, k in zip(terms, keep) if k],
+            weights=w,
         )
     if clusters is not None and family == "ols":
         df = clusters.max()  # t with G - 1 df
-    design_sd = X.std(axis=0, ddof=1)
+    design_sd = _sd(X, weights=w)
     if family in CATEGORICAL_FAMILIES:
         terms, keep, design_sd = _categorical_terms(
             terms, keep, design_sd, family=family, outcome=outcome, levels=levels,
@@ -656,17 +725,27 @@ def _estimate(
         family=family,
         cov=cov,
         absorb=absorb,
+        weights=weights,
         conf_level=conf_level,
         nobs=len(y),
         table=_table(terms, keep, params, vcov, df=df, conf_level=conf_level),
         aliased=tuple(t for t, k in zip(terms, keep) if not k),
         vcov=pd.DataFrame(full, index=terms, columns=terms),
         design_sd=pd.Series(design_sd, index=terms),
-        outcome_sd=float(np.std(y, ddof=1)),
+        outcome_sd=float(_sd(y[:, None].astype(float), weights=w)[0]),
         clusters=None if clusters is None else int(clusters.max() + 1),
         levels=levels,
         _spec=design.spec,
     )
+
+
+def _sd(X: np.ndarray, *, weights: np.ndarray | None) -> np.ndarray:
+    """Each column's standard deviation, weighted by the survey weights where given."""
+    if weights is None:
+        return X.std(axis=0, ddof=1)
+    mean = np.average(X, axis=0, weights=weights)
+    variance = np.average((X - mean) ** 2, axis=0, weights=weights)
+    return np.sqrt(variance * len(X) / (len(X) - 1))
 
 
 def _unreferenced_terms(
@@ -713,13 +792,20 @@ def _demean(X: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 
 def _ols(
-    y: np.ndarray, X: np.ndarray, *, cov: str, clusters: np.ndarray | None
+    y: np.ndarray,
+    X: np.ndarray,
+    *,
+    cov: str,
+    clusters: np.ndarray | None,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """statsmodels OLS; its HC0-HC3 and cluster (G/(G-1)*(n-1)/(n-k)) equal R's sandwich."""
+    """statsmodels OLS (WLS with survey weights); its HC0-HC3 and cluster
+    (G/(G-1)*(n-1)/(n-k)) equal R's sandwich on ``lm`` (with ``weights=``)."""
+    model = sm.OLS(y, X) if weights is None else sm.WLS(y, X, weights=weights)
     if clusters is None:
-        result = sm.OLS(y, X).fit(cov_type=cov)
+        result = model.fit(cov_type=cov)
     else:
-        result = sm.OLS(y, X).fit(cov_type="cluster", cov_kwds={"groups": clusters})
+        result = model.fit(cov_type="cluster", cov_kwds={"groups": clusters})
     return result.params, result.cov_params(), int(result.df_resid)
 
 
@@ -769,8 +855,10 @@ def _glm(
     clusters: np.ndarray | None,
     outcome: str,
     terms: list[str],
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """statsmodels GLM (IRLS) with R's glm sandwich.
+    """statsmodels GLM (IRLS) with R's glm sandwich; survey ``weights`` are R's prior
+    weights (statsmodels' ``var_weights``), in the estimating equations and the scores.
 
     statsmodels' own GLM HC1-HC3 differ from R (no n/(n-k), no glm hat values; observed
     Hessian for probit), so the covariance is built here from statsmodels' pieces: the bread
@@ -778,7 +866,7 @@ def _glm(
     ``score_obs`` (R's ``estfun.glm``), hat values use the working weights (R's
     ``hatvalues.glm``), and the sandwich is statsmodels' ``cov_white_simple`` / ``cov_cluster``.
     """
-    model = sm.GLM(y, X, family=_glm_family(family))
+    model = sm.GLM(y, X, family=_glm_family(family), var_weights=weights)
     with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
         warnings.simplefilter("always")
         try:
