@@ -142,7 +142,8 @@ def test_prompt_shows_the_factorial_arms_vignette(task, tiny_model_dir, tmp_path
 
 @pytest.mark.parametrize(
     ("name", "rows", "package"), [("beps", 1525, "carData, data set BEPS"),
-                                  ("wvs", 5381, "carData, data set WVS")],
+                                  ("wvs", 5381, "carData, data set WVS"),
+                                  ("gss_spending", 2348, "stevedata, data set gss_spending")],
 )  # fmt: skip
 def test_real_tasks_hold_real_respondents_labelled_with_their_source(
     name, rows, package
