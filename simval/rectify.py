@@ -206,6 +206,7 @@ def rectify(
         cov=cov, items=items, treatment=treatment, alpha=alpha, lam=lam,
         samples=samples,
     )  # fmt: skip
+    human_df = setup.study.blank_missing(human_df)  # declared non-answers are missing
     rng = np.random.default_rng(seed)
     frames = _frames(setup, human_df, unlabeled, rng=rng)
     predicted = _predict(

@@ -32,12 +32,20 @@ ARM_SEPARATOR = " | "
 
 @dataclass(frozen=True)
 class Item:
-    """One survey question: its text, its ordered answer options (label -> code) and its role."""
+    """One survey question: its text, its ordered answer options (label -> code) and its role.
+
+    ``missing``: the codes the data uses for a non-answer (label -> code, e.g.
+    ``{"Don't know": 8, "Refused": 9}``). They are valid in the data, never offered to a
+    simulator, and count as a missing answer: each is left out of that item's metrics
+    and of every fit that uses the item (``Study.blank_missing``), and validate's notes
+    say how many there were (``Study.missing_answers_note``). NaN is always missing.
+    """
 
     name: str
     text: str
     options: Mapping[str, float]
     role: Role = "other"
+    missing: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for what, value in (("name", self.name), ("text", self.text)):
@@ -75,6 +83,27 @@ class Item:
                     f"{seen[code]!r} and option {label!r}"
                 )
             seen[code] = label
+        self._check_missing(seen)
+
+    def _check_missing(self, options: dict[float, str]) -> None:
+        """Missing codes are numbers that no option uses, with labels of their own."""
+        if not isinstance(self.missing, Mapping):
+            raise StudyError(
+                f"item {self.name!r}: missing must map each label to its code, "
+                f"got {_shown(self.missing)}"
+            )
+        object.__setattr__(self, "missing", dict(self.missing))
+        for label, code in self.missing.items():
+            if isinstance(code, bool) or not isinstance(code, int | float):
+                raise StudyError(
+                    f"item {self.name!r}: missing answer {label!r} has code {code!r}; "
+                    "codes must be numbers"
+                )
+            if code in options or label in self.options:
+                raise StudyError(
+                    f"item {self.name!r}: missing answer {label!r} ({code!r}) is also an "
+                    f"option ({options.get(code, label)!r})"
+                )
 
     @property
     def codes(self) -> tuple[float, ...]:
@@ -242,6 +271,40 @@ class Study:
                     f"{', '.join(repr(a) for a in unknown)}"
                 )
 
+    def blank_missing(self, df: pd.DataFrame) -> pd.DataFrame:
+        """``df`` with every item's declared missing codes as NaN (a copy only when
+        there is one to blank)."""
+        blanked = {
+            item.name: df[item.name].where(~df[item.name].isin(item.missing.values()))
+            for item in self.items
+            if item.missing
+            and item.name in df.columns
+            and df[item.name].isin(item.missing.values()).any()
+        }
+        return df.assign(**blanked) if blanked else df
+
+    def missing_answers_note(self, df: pd.DataFrame) -> str | None:
+        """One sentence on the declared missing answers in ``df`` (None without any):
+        per item, how many of each, left out of that item's metrics and of every fit
+        that uses it."""
+        parts = []
+        for item in self.items:
+            if not item.missing or item.name not in df.columns:
+                continue
+            counts = {
+                label: int((df[item.name] == code).sum())
+                for label, code in item.missing.items()
+            }
+            if sum(counts.values()):
+                shown = ", ".join(f"{label}: {n}" for label, n in counts.items() if n)
+                parts.append(f"{item.name} {sum(counts.values())} ({shown})")
+        if not parts:
+            return None
+        return (
+            "Declared missing answers, left out of each item's metrics and of every "
+            f"fit that uses the item: {'; '.join(parts)}."
+        )
+
     def missing_persona_note(self, df: pd.DataFrame) -> str | None:
         """One sentence on the respondents of ``df`` with missing persona values (None when
         there are none), for a command's output and a report's notes.
@@ -338,7 +401,8 @@ def rule_variables(rule: str) -> set[str]:
 def invalid_codes_message(values: pd.Series, item: Item, *, what: str) -> str | None:
     """Describe the non-missing values that are not among ``item``'s option codes, or None."""
     numeric = pd.to_numeric(values, errors="coerce")
-    bad = values[~numeric.isin(item.codes) & values.notna()]
+    valid = (*item.codes, *item.missing.values())
+    bad = values[~numeric.isin(valid) & values.notna()]
     if not len(bad):
         return None
     shown = ", ".join(plain(v) for v in pd.unique(bad)[:5])
@@ -456,6 +520,7 @@ def study_to_dict(study: Study) -> dict:
     out: dict = {
         "items": [
             {"name": i.name, "text": i.text, "role": i.role, "options": dict(i.options)}
+            | ({"missing": dict(i.missing)} if i.missing else {})
             for i in study.items
         ]
     }

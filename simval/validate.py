@@ -247,12 +247,16 @@ class _Shared:
     alpha: float
     seed: int | None
     fingerprint: str
+    missing_answers: str | None  # Study.missing_answers_note of the raw human data
 
 
 def _share(
     plan: _Plan, human_df: pd.DataFrame, *, reps: int, alpha: float, seed: int | None
 ) -> _Shared:
-    """The human fits, the replicate draws and the fresh-sample reference's run."""
+    """The human fits, the replicate draws and the fresh-sample reference's run; the
+    humans' declared missing answers are blanked first (``Study.blank_missing``)."""
+    missing_answers = plan.study.missing_answers_note(human_df)
+    human_df = plan.study.blank_missing(human_df)
     human = _split(plan, human_df)
     human_fits = _human_fits(plan, human, alpha=alpha)
     rng = np.random.default_rng(seed)
@@ -270,7 +274,7 @@ def _share(
         plan=plan, human_df=human_df, human=human, human_fits=human_fits,
         personas=personas, draws=draws, seeds=seeds, reference=reference,
         references=_point(fresh), rng=rng, alpha=alpha, seed=seed,
-        fingerprint=fingerprint(human_df),
+        fingerprint=fingerprint(human_df), missing_answers=missing_answers,
     )  # fmt: skip
 
 
@@ -319,6 +323,7 @@ def _validation(
             shared.human_fits,
             human_df,
             unparseable=unparseable,
+            missing_answers=shared.missing_answers,
         ),
         versions=dict(_versions()),
         fingerprint=shared.fingerprint,
@@ -633,7 +638,8 @@ def _replicates(
         answers = check_output(
             answers, personas=drawn, items=plan.study.items, simulator=simulator
         )
-        sample = pd.concat([drawn, answers], axis=1)
+        # a declared non-answer (a resampled human's "don't know") is a missing answer
+        sample = pd.concat([drawn, plan.study.blank_missing(answers)], axis=1)
         if plan.cluster is not None:
             sample[plan.cluster] = _cluster_draw_ids(drawn[plan.cluster])
         samples.append(sample)
@@ -1486,11 +1492,13 @@ def _notes(
     human_df: pd.DataFrame,
     *,
     unparseable: Counter[str],
+    missing_answers: str | None = None,
 ) -> dict[str, Any]:
     """What the reader must know beside the numbers: the simulator's nonresponse per
     item and its ``unparseable`` answers per item in this validation's replicates, the
     reference's fallbacks, the humans with missing persona values
-    (``Study.missing_persona_note``, None without) and warnings."""
+    (``Study.missing_persona_note``, None without), the humans' declared missing
+    answers (``Study.missing_answers_note``, None without) and warnings."""
     cautions = []
     for (formula, subgroup, _), human in human_fits.items():
         clusters = getattr(human, "clusters", None) if subgroup == OVERALL else None
@@ -1520,6 +1528,7 @@ def _notes(
         / max(1, sum(len(sample) for sample in samples)),
         "reference": repr(reference),
         "missing_personas": plan.study.missing_persona_note(human_df),
+        "missing_answers": missing_answers,
         "warnings": cautions,
     }
 

@@ -39,7 +39,9 @@ def test_svyglm_is_hc0_times_n_over_n_minus_1():
     result = fit("yb ~ C(arm) + x", DATA, family="logit", cov="HC0", weights="w")
     expected = EXPECTED[EXPECTED["case"] == "logit_svyglm"]
     n = len(DATA)
-    np.testing.assert_allclose(result.table["estimate"], expected["estimate"], rtol=1e-6)
+    np.testing.assert_allclose(
+        result.table["estimate"], expected["estimate"], rtol=1e-6
+    )
     np.testing.assert_allclose(
         result.table["std_error"] * np.sqrt(n / (n - 1)), expected["std_error"],
         rtol=1e-6,

@@ -308,3 +308,72 @@ def test_margin_is_declared_per_model_and_round_trips(tmp_path):
     assert Study.from_yaml(tmp_path / "s.yaml").models[0].margin == 0.2
     with pytest.raises(StudyError, match="margin"):
         Model("y ~ x", margin=-1)
+
+
+def test_declared_missing_answers_are_valid_blanked_and_counted():
+    """An item's missing codes pass the data check, become NaN for every metric and
+    fit (Study.blank_missing), are never options, round-trip through YAML, and are
+    counted in a note; a missing code that is also an option is refused."""
+    import numpy as np
+
+    from simval.study import Item, Study, StudyError, study_from_dict, study_to_dict
+
+    item = Item(
+        "trust", "Trust?", {"No": 0, "Yes": 1}, missing={"Don't know": 8, "Refused": 9}
+    )
+    study = Study(items=(item,), persona=("age",))
+    data = pd.DataFrame({"age": [30, 40, 50, 60], "trust": [0, 1, 8, 9]})
+    study.check_data(data)
+    assert item.labels == ("No", "Yes")
+    blanked = study.blank_missing(data)
+    assert (
+        blanked["trust"].tolist()[:2] == [0, 1] and blanked["trust"].isna().sum() == 2
+    )
+    assert study.blank_missing(blanked) is blanked  # nothing left to blank: no copy
+    assert study.missing_answers_note(data) == (
+        "Declared missing answers, left out of each item's metrics and of every fit "
+        "that uses the item: trust 2 (Don't know: 1, Refused: 1)."
+    )
+    assert study.missing_answers_note(blanked) is None
+    assert study_from_dict(study_to_dict(study)) == study
+    with pytest.raises(StudyError, match="'Refused' \\(1\\) is also an option"):
+        Item("trust", "Trust?", {"No": 0, "Yes": 1}, missing={"Refused": 1})
+    with pytest.raises(DataError, match="7"):
+        study.check_data(data.assign(trust=[0, 1, 7, np.nan]))
+
+
+def test_validate_leaves_declared_missing_answers_out_and_says_so(tmp_path):
+    """A regression on an item with 'don't know' codes fits only the substantive
+    answers, and the validation's notes count what was left out."""
+    import numpy as np
+
+    import simval
+    from simval.study import Item, Model, Study
+
+    rng = np.random.default_rng(0)
+    n = 300
+    x = rng.normal(size=n)
+    y = np.where(rng.random(n) < 0.1, 8.0, (x + rng.normal(size=n) > 0).astype(float))
+    data = pd.DataFrame({"x": x, "y": y})
+    study = Study(
+        items=(Item("y", "Y?", {"No": 0, "Yes": 1}, missing={"Don't know": 8}),),
+        persona=("x",),
+        models=(Model("y ~ x", "logit", "HC1"),),
+    )
+    result = simval.validate(
+        study, data, simval.BootstrapSimulator(data), reps=3, seed=0, progress=False
+    )
+    answered = int((y != 8).sum())
+    recovery = result.recovery.query("subgroup == 'overall'")
+    assert recovery["nobs_human"].iloc[0] == answered
+    assert (
+        f"y {n - answered} (Don't know: {n - answered})"
+        in (result.notes["missing_answers"])
+    )
+    # the resampled humans' "don't know" is the simulated side's nonresponse, not a code
+    assert 0.05 < result.notes["nonresponse"]["y"] < 0.15
+    assert result.replicate_coefficients["nobs"].max() < n
+    from simval.report import write_report
+
+    _, markdown = write_report({"bootstrap": result}, out=tmp_path / "r.html")
+    assert "Declared missing answers" in markdown.read_text()

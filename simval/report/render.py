@@ -401,6 +401,8 @@ def _simulator_blocks(validations: Mapping[str, Validation]) -> list[Block]:
             ),
         )
     )
+    if first.notes.get("missing_answers"):
+        blocks.append(Text(first.notes["missing_answers"], lead="Human answers"))
     warnings = tuple(
         Text(str(w), lead=name)
         for name, v in validations.items()
