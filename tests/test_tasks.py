@@ -176,3 +176,16 @@ def test_beps_validates_its_multinomial_logit_with_every_statistic():
     headline = result.headline.set_index("label")["value"]
     assert headline.notna().all()
     assert 0 < headline["incoherence human"] < 0.2
+
+
+def test_a_real_tasks_data_replaced_by_a_csv_is_checked_against_its_study(tmp_path):
+    """--human on a real task: the user's CSV replaces the survey's respondents and is
+    checked like any other (here a vote code the study does not declare)."""
+    task = load_task("beps")
+    path = tmp_path / "mine.csv"
+    task.human.head(50).assign(vote=4).to_csv(path)
+    with pytest.raises(DataError, match="'vote' holds value\\(s\\) 4"):
+        load_task("beps", human=path)
+    task.human.head(50).to_csv(path)
+    mine = load_task("beps", human=path)
+    assert len(mine.human) == 50 and not mine.simulated and mine.source == str(path)
