@@ -143,7 +143,9 @@ def test_prompt_shows_the_factorial_arms_vignette(task, tiny_model_dir, tmp_path
 @pytest.mark.parametrize(
     ("name", "rows", "package"), [("beps", 1525, "carData, data set BEPS"),
                                   ("wvs", 5381, "carData, data set WVS"),
-                                  ("gss_spending", 2348, "stevedata, data set gss_spending")],
+                                  ("gss_spending", 2348, "stevedata, data set gss_spending"),
+                                  ("healthcare_order", 1503,
+                                   "openintro, data set healthcare_law_survey")],
 )  # fmt: skip
 def test_real_tasks_hold_real_respondents_labelled_with_their_source(
     name, rows, package
@@ -155,7 +157,8 @@ def test_real_tasks_hold_real_respondents_labelled_with_their_source(
     assert len(task.human) == rows and task.human.index.is_unique
     assert "real respondents" in task.source and package in task.source
     for item in task.study.items:
-        assert set(task.human[item.name].dropna()) <= set(item.codes), item.name
+        valid = {*item.codes, *item.missing.values()}
+        assert set(task.human[item.name].dropna()) <= valid, item.name
     assert load_task(name, seed=5).human.equals(task.human)  # no seed: real people
 
 
@@ -189,3 +192,22 @@ def test_a_real_tasks_data_replaced_by_a_csv_is_checked_against_its_study(tmp_pa
     task.human.head(50).to_csv(path)
     mine = load_task("beps", human=path)
     assert len(mine.human) == 50 and not mine.simulated and mine.source == str(path)
+
+
+def test_healthcare_order_arms_differ_only_in_the_order_of_the_two_statements():
+    """The two vignettes hold the same two statements in the two orders, the question
+    is the same, and the humans show the published order effect (approval lower when
+    the penalty comes second)."""
+    from simval.regression import fit
+
+    task = load_task("healthcare_order")
+    first, second = task.study.vignettes.values()
+    sentences = [
+        {part.strip(" .").lower() for part in v.replace(" while ", ". ").split(". ")}
+        for v in (first, second)
+    ]
+    assert sentences[0] == sentences[1] and first != second
+    answered = task.study.blank_missing(task.human)
+    effect = fit("approve ~ C(order)", answered, family="logit").table
+    row = effect.set_index("term").loc["C(order)[T.penalty_second]"]
+    assert row["estimate"] < 0 and row["p_value"] < 0.001
