@@ -99,9 +99,10 @@ def test_every_public_attribute_of_every_result(survey):
     fitted = fit("score ~ x + C(arm)", human)
     assert isinstance(fitted, Fit)
     assert set(public_fields(fitted)) == {
-        "formula", "family", "cov", "absorb", "conf_level", "nobs", "table", "aliased",
-        "vcov", "design_sd", "outcome_sd", "clusters",
+        "formula", "family", "cov", "absorb", "weights", "conf_level", "nobs", "table",
+        "aliased", "vcov", "design_sd", "outcome_sd", "clusters", "levels",
     }  # fmt: skip
+    assert fitted.weights is None and fitted.levels is None
     assert fitted.refit(human) == fitted
     # the covariance is the one the standard errors come from
     np.testing.assert_allclose(
