@@ -21,13 +21,19 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from simval.results import CONSISTENT, INCONSISTENT, UNDETERMINED, Validation
+from simval.results import (
+    CONSISTENT,
+    INCONSISTENT,
+    UNDETERMINED,
+    Validation,
+    is_finding,
+)
 from simval.simulators.base import Seed, Simulator
 from simval.simulators.reference import BootstrapSimulator, FunctionSimulator
 from simval.study import Item, Model, Study
 from simval.validate import validate_each
 
-Family = Literal["ols", "logit"]
+Family = Literal["ols", "logit", "ologit"]
 Kind = Literal["perfect", "attenuated", "noisier", "half nonresponse", "resampling"]
 KINDS: tuple[str, ...] = (
     "perfect",
@@ -55,6 +61,11 @@ STUDIES = {
         persona=("x", "g"),
         models=(Model("y ~ x + g", family="logit"),),
     ),
+    "ologit": Study(
+        items=(Item("y", "y", {str(c): c for c in range(1, 5)}),),
+        persona=("x", "g"),
+        models=(Model("y ~ x + g", family="ologit"),),
+    ),
 }
 """The known studies: y on a continuous x and a binary g."""
 
@@ -77,6 +88,8 @@ def answers(
 
     OLS: y = round(4 + 0.5 x - 0.8 g + noise * e), clipped to 0..8, e standard normal.
     Logit: P(y = 1) = logistic(-0.3 + 0.8 x - 0.7 g).
+    Ordered logit: y = 1..4 cut from 0.8 x - 0.7 g + noise * e at -1, 0 and 1, e
+    standard logistic.
     """
     rng = np.random.default_rng(seed)
     # plain arrays: a calibration run draws thousands of answer sets
@@ -85,6 +98,9 @@ def answers(
         latent = 4 + effect * (0.5 * x - 0.8 * g)
         latent = latent + noise * rng.normal(size=len(people))
         return pd.Series(np.clip(np.round(latent), 0, 8), index=people.index)
+    if family == "ologit":
+        latent = effect * (0.8 * x - 0.7 * g) + noise * rng.logistic(size=len(people))
+        return pd.Series(np.digitize(latent, [-1.0, 0.0, 1.0]) + 1, index=people.index)
     chance = 1 / (1 + np.exp(-(-0.3 + effect * (0.8 * x - 0.7 * g))))
     return pd.Series((rng.random(len(people)) < chance).astype(int), index=people.index)
 
@@ -178,7 +194,7 @@ def _simulator(kind: str, *, family: Family, people: pd.DataFrame) -> Simulator:
 
 def _row(result: Validation, *, alpha: float) -> dict:
     """A data set's row: the verdict, the mean coverage, replicate 0's coverage of x."""
-    terms = result.coefficients[result.coefficients["term"] != "Intercept"]
+    terms = result.coefficients[result.coefficients["term"].map(is_finding)]
     return {
         **result.verdicts.iloc[0].to_dict(),
         "coverage": float(terms["coverage"].mean()),

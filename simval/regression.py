@@ -715,8 +715,7 @@ def _estimate(
     design_sd = _sd(X, weights=w)
     if family in CATEGORICAL_FAMILIES:
         terms, keep, design_sd = _categorical_terms(
-            terms, keep, design_sd, family=family, outcome=outcome, levels=levels,
-            present=np.bincount(y, minlength=len(levels)) > 0,
+            terms, keep, design_sd, family=family, outcome=outcome, levels=levels, y=y
         )  # fmt: skip
     full = np.full((len(terms), len(terms)), np.nan)
     full[np.ix_(keep, keep)] = vcov
@@ -1114,13 +1113,13 @@ def _categorical_terms(
     family: str,
     outcome: str,
     levels: tuple[Any, ...],
-    present: np.ndarray,
+    y: np.ndarray,
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """The coefficient names, estimable mask and design SDs of a categorical model.
 
     mnlogit: every term once per non-reference level, ``"<term> | <outcome>=<level>"``
-    (level by level, as nnet::multinom orders them); a level absent from the rows
-    (``present`` False, a refit) has its terms aliased. Ordered: the slopes, then one
+    (level by level, as nnet::multinom orders them); a level absent from the level
+    codes ``y`` (a refit) has its terms aliased. Ordered: the slopes, then one
     ``"threshold <a>|<b>"`` per pair of adjacent levels (R's ``a|b``), whose SD is 0
     so that they get no equivalence margin (they are not findings).
     """
@@ -1130,6 +1129,7 @@ def _categorical_terms(
             for level in levels[1:]
             for term in terms
         ]
+        present = np.bincount(y, minlength=len(levels)) > 0
         mask = np.concatenate([keep & shown for shown in present[1:]])
         return names, mask, np.tile(design_sd, len(levels) - 1)
     thresholds = [

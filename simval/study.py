@@ -274,13 +274,12 @@ class Study:
     def blank_missing(self, df: pd.DataFrame) -> pd.DataFrame:
         """``df`` with every item's declared missing codes as NaN (a copy only when
         there is one to blank)."""
-        blanked = {
-            item.name: df[item.name].where(~df[item.name].isin(item.missing.values()))
-            for item in self.items
-            if item.missing
-            and item.name in df.columns
-            and df[item.name].isin(item.missing.values()).any()
-        }
+        blanked = {}
+        for item in self.items:
+            if item.missing and item.name in df.columns:
+                declared = df[item.name].isin(item.missing.values())
+                if declared.any():
+                    blanked[item.name] = df[item.name].mask(declared)
         return df.assign(**blanked) if blanked else df
 
     def missing_answers_note(self, df: pd.DataFrame) -> str | None:

@@ -47,6 +47,7 @@ DATASETS = {
     },
     ("logit", 300): {"perfect": 300},
     ("logit", 600): {"attenuated": 60},
+    ("ologit", 300): {"perfect": 300, "attenuated": 60},
     ("ols", 2000): {"perfect": 40, "half nonresponse": 40},
     ("ols", 40): {"perfect": 100},
 }
@@ -72,7 +73,7 @@ def share(frame: pd.DataFrame, decision: str) -> float:
 # --- a perfect simulator: nominal rates -------------------------------------------------
 
 
-@pytest.mark.parametrize("family, n", [("ols", 200), ("logit", 300)])
+@pytest.mark.parametrize("family, n", [("ols", 200), ("logit", 300), ("ologit", 300)])
 def test_perfect_simulator_is_calibrated(family, n):
     """Wald rejection ~ alpha, difference-CI coverage ~ 1 - alpha, inconsistent ~ alpha."""
     frame, datasets = runs("perfect", family, n)
@@ -95,7 +96,7 @@ def test_perfect_simulator_on_a_large_study_is_consistent():
 # --- known departures ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("family, n", [("ols", 200), ("logit", 600)])
+@pytest.mark.parametrize("family, n", [("ols", 200), ("logit", 600), ("ologit", 300)])
 def test_attenuated_simulator_is_inconsistent(family, n):
     """Effects halved: the Wald test rejects in most data sets, and coverage falls."""
     frame, _ = runs("attenuated", family, n)
