@@ -4,7 +4,9 @@ The human sample and each replicate sample are coded once as integer arrays (the
 option each respondent chose per item, its answer pattern, its subgroup levels, its
 incoherence flags); each bootstrap draw then resamples rows of those arrays and
 recomputes every distribution-based headline metric with counting alone, so a few
-hundred draws cost a second and no simulator is asked again. The definitions are
+hundred draws cost a second and no simulator is asked again. Under survey weights a
+human row counts by its weight (scaled to mean 1), as in the tables; replicate rows
+count once. The definitions are
 the tables' (``validate``); a test checks that the identity draw reproduces them.
 """
 
@@ -27,12 +29,14 @@ from simval.study import Coherence, Study
 class Coded:
     """One sample as arrays: ``answers`` (n x items, option position, -1 missing),
     ``patterns`` (n, pattern id, -1 incomplete), ``levels`` (n x cells, True where the
-    row belongs to that subgroup cell), ``incoherent`` (n x pairs, 1/0/NaN)."""
+    row belongs to that subgroup cell), ``incoherent`` (n x pairs, 1/0/NaN),
+    ``weights`` (n, each row's count: its survey weight scaled to mean 1, or 1)."""
 
     answers: np.ndarray
     patterns: np.ndarray
     levels: np.ndarray
     incoherent: np.ndarray
+    weights: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,10 @@ def code_samples(
     judged: Sequence[bool],
     pattern_items: Sequence[str],
     pairs: Sequence[Coherence],
+    human_weights: np.ndarray | None = None,
 ) -> Coding:
-    """Code the human data and the replicates; ``cells`` are (subgroup column, level)."""
+    """Code the human data and the replicates; ``cells`` are (subgroup column, level),
+    ``human_weights`` the humans' survey weights (None: unweighted)."""
     frames = [human, *samples]
     width = max(len(item.codes) for item in study.items)
     codes = np.full((len(study.items), width), np.nan)
@@ -72,6 +78,9 @@ def code_samples(
     columns = [study.item_names.index(name) for name in pattern_items]
     patterns = _pattern_ids([a[:, columns] for a in answers])
     flags = [incoherence_flags_each(frames, pair) for pair in pairs]
+    weights = [np.ones(len(frame)) for frame in frames]
+    if human_weights is not None:
+        weights[0] = human_weights * (len(human_weights) / human_weights.sum())
     coded = [
         Coded(
             answers=a,
@@ -84,8 +93,9 @@ def code_samples(
             incoherent=np.column_stack([f[i] for f in flags])
             if pairs
             else np.zeros((len(frame), 0)),
+            weights=w,
         )
-        for i, (frame, a, p) in enumerate(zip(frames, answers, patterns))
+        for i, (frame, a, p, w) in enumerate(zip(frames, answers, patterns, weights))
     ]
     return Coding(
         human=coded[0],
@@ -162,6 +172,7 @@ class _Summary:
     rate of each belief–action pair."""
 
     counts: np.ndarray  # items x options
+    squares: np.ndarray  # items: sum of the squared row weights of the answers
     cell_counts: np.ndarray  # judged cells x items x options
     missing: float
     patterns: tuple[float, float]
@@ -176,9 +187,9 @@ def _summaries(
     coding: Coding, coded: Coded, draws: Sequence[np.ndarray]
 ) -> list[_Summary]:
     """The summary of each draw of rows of one sample: each count is one ``bincount``
-    over all draws (draw, cell, item and option in the key), whole numbers exactly as
-    counting each draw alone gives them, without BLAS (whose threads stall on a busy
-    machine)."""
+    over all draws (draw, cell, item and option in the key) of the rows' weights (whole
+    numbers exactly as counting each draw alone gives them when unweighted), without
+    BLAS (whose threads stall on a busy machine)."""
     out = []
     step = max(1, _CHUNK_ROWS // max(1, len(coded.answers)))
     for start in range(0, len(draws), step):
@@ -196,18 +207,29 @@ def _summarise_chunk(
     draw = np.repeat(np.arange(size), [len(rows) for rows in draws])
     rows = np.concatenate(draws)
     answers = coded.answers[rows]
+    weight = coded.weights[rows]
     given = answers >= 0
     # a key per (draw, item, option); per (draw, cell, item, option) for the cells
     slot = np.arange(items)[None, :] * width + answers
     keys = draw[:, None] * (items * width) + slot
-    counts = np.bincount(keys[given], minlength=size * items * width)
+    row_weights = np.broadcast_to(weight[:, None], answers.shape)
+    counts = np.bincount(
+        keys[given], weights=row_weights[given], minlength=size * items * width
+    )
     counts = _ordered(coding, counts.reshape(size, items, width))
+    squares = np.bincount(  # sum of squared weights per (draw, item), for the variance
+        (draw[:, None] * items + np.arange(items)[None, :])[given],
+        weights=row_weights[given] ** 2,
+        minlength=size * items,
+    ).reshape(size, items)
     member, cell = np.nonzero(coded.levels[rows][:, cells])
     cell_keys = (draw[member] * len(cells) + cell)[:, None] * (items * width) + slot[
         member
     ]
     cell_counts = np.bincount(
-        cell_keys[given[member]], minlength=size * len(cells) * items * width
+        cell_keys[given[member]],
+        weights=row_weights[member][given[member]],
+        minlength=size * len(cells) * items * width,
     )
     cell_counts = _ordered(coding, cell_counts.reshape(size, len(cells), items, width))
     missing = np.bincount(draw, weights=(~given).sum(axis=1), minlength=size)
@@ -215,14 +237,16 @@ def _summarise_chunk(
     rates = np.zeros((size, flags.shape[1]))  # incoherent / judged, per pair
     with np.errstate(invalid="ignore", divide="ignore"):
         for p, pair in enumerate(flags.T):
-            judged = np.bincount(draw, weights=~np.isnan(pair), minlength=size)
-            rates[:, p] = np.bincount(draw, weights=pair == 1, minlength=size) / judged
+            judged = np.bincount(draw, weights=weight * ~np.isnan(pair), minlength=size)
+            incoherent = np.bincount(draw, weights=weight * (pair == 1), minlength=size)
+            rates[:, p] = incoherent / judged
     return [
         _Summary(
             counts=counts[d],
+            squares=squares[d],
             cell_counts=cell_counts[d],
             missing=missing[d] / (len(drawn) * items),
-            patterns=_pattern_levels(coded.patterns[drawn]),
+            patterns=_pattern_levels(coded.patterns[drawn], coded.weights[drawn]),
             incoherence=rates[d],
         )
         for d, drawn in enumerate(draws)
@@ -230,10 +254,10 @@ def _summarise_chunk(
 
 
 def _ordered(coding: Coding, counts: np.ndarray) -> np.ndarray:
-    """... x items x options counts (whole numbers) as integers in ascending code order,
-    zero past each item's options."""
+    """... x items x options counts in ascending code order, zero past each item's
+    options."""
     order = np.broadcast_to(coding.order, counts.shape)
-    counts = np.take_along_axis(counts.astype(np.int64), order, axis=-1)
+    counts = np.take_along_axis(counts, order, axis=-1)
     return counts * (np.arange(counts.shape[-1])[None, :] < coding.n_options[:, None])
 
 
@@ -251,7 +275,11 @@ def _values(
         "jsd": _mean_over_items(distance),
         "wasserstein": _mean_over_items(_wasserstein(coding, h_counts[None], r_counts)),
         "subgroup_jsd_gap": _gap(human, reps),
-        "variance_ratio": _variance_ratio(coding, h_counts, r_counts),
+        "variance_ratio": _variance_ratio(
+            coding,
+            (h_counts, human.squares),
+            (r_counts, np.stack([r.squares for r in reps])),
+        ),
         "nonresponse": float(np.mean([r.missing for r in reps])),
         "unique_patterns": float(unique_patterns),
         "entropy": float(entropy),
@@ -293,22 +321,33 @@ def _mean_over_items(values: np.ndarray) -> float:
         return float(np.nanmean(np.nanmean(values, axis=0)))
 
 
-def _variance_ratio(coding: Coding, human: np.ndarray, reps: np.ndarray) -> float:
-    """Geometric mean over items of each item's geometric-mean ratio over replicates."""
-    ratios = _variance(coding, reps) / _variance(coding, human)[None]
+def _variance_ratio(
+    coding: Coding,
+    human: tuple[np.ndarray, np.ndarray],
+    reps: tuple[np.ndarray, np.ndarray],
+) -> float:
+    """Geometric mean over items of each item's geometric-mean ratio over replicates;
+    ``human`` and ``reps`` are (counts, squares)."""
+    ratios = _variance(coding, *reps) / _variance(coding, *human)[None]
     with np.errstate(divide="ignore", invalid="ignore"), _quiet():
         logs = np.log(np.where(np.isfinite(ratios) & (ratios > 0), ratios, np.nan))
         return float(np.exp(np.nanmean(np.nanmean(logs, axis=0))))
 
 
-def _variance(coding: Coding, counts: np.ndarray) -> np.ndarray:
-    """Sample variance (ddof 1) of each item from its counts."""
+def _variance(coding: Coding, counts: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """Each item's variance from its (weighted) counts and the sum of its squared row
+    weights: ``metrics.weighted_variance``, the ddof-1 variance when unweighted."""
     codes = np.nan_to_num(coding.codes)
     n = counts.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = (counts * codes).sum(axis=-1) / n
         square = (counts * codes**2).sum(axis=-1)
-        return np.where(n >= 2, (square - n * mean**2) / (n - 1), np.nan)
+        # n - squares / n is 0 (up to rounding) with fewer than two answers
+        spread_n = n - squares / n
+        enough = spread_n > 1e-9 * n
+        return np.where(
+            enough, (square - n * mean**2) / np.where(enough, spread_n, 1), np.nan
+        )
 
 
 def _gap(human: _Summary, reps: Sequence[_Summary]) -> float:
@@ -322,17 +361,19 @@ def _gap(human: _Summary, reps: Sequence[_Summary]) -> float:
     return float(per_cell.max() - per_cell.min()) if len(per_cell) else np.nan
 
 
-def _pattern_levels(patterns: np.ndarray) -> tuple[float, float]:
-    """Distinct complete patterns and their Miller–Madow corrected entropy (bits)."""
-    complete = patterns[patterns >= 0]
+def _pattern_levels(patterns: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    """Distinct complete patterns and their Miller–Madow corrected entropy (bits), the
+    shares weighted and n Kish's effective size (``metrics.heterogeneity``)."""
+    kept = patterns >= 0
+    complete, w = patterns[kept], weights[kept]
     if not len(complete):
         return 0.0, np.nan
-    counts = np.unique(complete, return_counts=True)[1]
+    ids, inverse = np.unique(complete, return_inverse=True)
+    counts = np.bincount(inverse.ravel(), weights=w)
     p = counts / counts.sum()
     entropy = float(-(p * np.log2(p)).sum())
-    return float(len(counts)), entropy + (len(counts) - 1) / (
-        2 * len(complete) * np.log(2)
-    )
+    effective = w.sum() ** 2 / (w**2).sum()
+    return float(len(ids)), entropy + (len(ids) - 1) / (2 * effective * np.log(2))
 
 
 def _incoherence(samples: Sequence[_Summary]) -> float:

@@ -33,7 +33,7 @@ from simval.simulators.reference import BootstrapSimulator, FunctionSimulator
 from simval.study import Item, Model, Study
 from simval.validate import validate_each
 
-Family = Literal["ols", "logit", "ologit"]
+Family = Literal["ols", "logit", "ologit", "weighted logit"]
 Kind = Literal["perfect", "attenuated", "noisier", "half nonresponse", "resampling"]
 KINDS: tuple[str, ...] = (
     "perfect",
@@ -66,14 +66,32 @@ STUDIES = {
         persona=("x", "g"),
         models=(Model("y ~ x + g", family="ologit"),),
     ),
+    "weighted logit": Study(
+        items=(Item("y", "y", {"no": 0, "yes": 1}),),
+        persona=("x", "g", "z"),
+        models=(Model("y ~ x + g", family="logit", cov="HC0"),),
+        weight="w",
+    ),
 }
-"""The known studies: y on a continuous x and a binary g."""
+"""The known studies: y on a continuous x and a binary g (and, weighted, a z the
+formula leaves out, over-sampled, with the survey weights that undo it)."""
+
+OVERSAMPLED = 0.8
+"""The weighted process's sample share of z = 1 (half of the population)."""
 
 
-def personas(n: int, *, seed: Seed) -> pd.DataFrame:
-    """n respondents: x standard normal, g a fair coin."""
+def personas(n: int, *, seed: Seed, family: Family = "ols") -> pd.DataFrame:
+    """n respondents: x standard normal, g a fair coin; for the weighted process also z,
+    1 in ``OVERSAMPLED`` of the sample against half the population, and the survey
+    weight w = population share / sample share of the respondent's z."""
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"x": rng.normal(size=n), "g": rng.integers(0, 2, size=n)})
+    people = pd.DataFrame({"x": rng.normal(size=n), "g": rng.integers(0, 2, size=n)})
+    if family != "weighted logit":
+        return people
+    z = (rng.random(n) < OVERSAMPLED).astype(int)
+    return people.assign(
+        z=z, w=np.where(z == 1, 0.5 / OVERSAMPLED, 0.5 / (1 - OVERSAMPLED))
+    )
 
 
 def answers(
@@ -89,7 +107,9 @@ def answers(
     OLS: y = round(4 + 0.5 x - 0.8 g + noise * e), clipped to 0..8, e standard normal.
     Logit: P(y = 1) = logistic(-0.3 + 0.8 x - 0.7 g).
     Ordered logit: y = 1..4 cut from 0.8 x - 0.7 g + noise * e at -1, 0 and 1, e
-    standard logistic.
+    standard logistic. Weighted logit: P(y = 1) = logistic(-0.3 + (0.3 + z) x - 0.7 g),
+    the effect of x four times as large where z = 1, so the unweighted sample's logit
+    slope (z over-sampled) differs from the population's, which the weights recover.
     """
     rng = np.random.default_rng(seed)
     # plain arrays: a calibration run draws thousands of answer sets
@@ -101,13 +121,14 @@ def answers(
     if family == "ologit":
         latent = effect * (0.8 * x - 0.7 * g) + noise * rng.logistic(size=len(people))
         return pd.Series(np.digitize(latent, [-1.0, 0.0, 1.0]) + 1, index=people.index)
-    chance = 1 / (1 + np.exp(-(-0.3 + effect * (0.8 * x - 0.7 * g))))
+    slope = 0.8 if family == "logit" else 0.3 + people["z"].to_numpy()
+    chance = 1 / (1 + np.exp(-(-0.3 + effect * (slope * x - 0.7 * g))))
     return pd.Series((rng.random(len(people)) < chance).astype(int), index=people.index)
 
 
 def human_data(n: int, *, family: Family, seed: int) -> pd.DataFrame:
     """One human data set of n respondents from the true process."""
-    people = personas(n, seed=seed)
+    people = personas(n, seed=seed, family=family)
     return people.assign(y=answers(people, family=family, seed=10_000 + seed))
 
 

@@ -37,6 +37,8 @@ __all__ = [
     "variance_ratio",
     "wald_equality",
     "wasserstein",
+    "weighted_mean",
+    "weighted_variance",
 ]
 
 JsdKind = Literal["samples", "probabilities"]
@@ -77,6 +79,8 @@ def jsd(
     *,
     kind: JsdKind = "samples",
     bins: int | str | Sequence[float] | None = None,
+    a_weights: ArrayLike | None = None,
+    b_weights: ArrayLike | None = None,
 ) -> float:
     """Jensen–Shannon distance (square root of the divergence, base 2) in [0, 1].
 
@@ -93,18 +97,30 @@ def jsd(
       ``bins`` is given: histograms of both samples on shared edges
       ``np.histogram_bin_edges(pooled, bins=bins or "auto")`` of the pooled data
       (``bins`` is refused with probabilities and with non-numeric labels).
+
+    ``a_weights`` / ``b_weights``: survey weights of a sample's rows (positive, one per
+    row), so that its distribution is the weighted shares; None counts every row once.
     """
     check_option("kind", kind, JSD_KINDS)
+    weighted = a_weights is not None or b_weights is not None
     if kind == "probabilities":
         if bins is not None:
             raise OptionError(
                 f"bins={bins!r} applies to kind='samples' only, not to probabilities"
+            )
+        if weighted:
+            raise OptionError(
+                "a_weights and b_weights apply to kind='samples' only; weight the "
+                "probabilities themselves"
             )
         p, q = _probabilities(a, "a"), _probabilities(b, "b")
         if len(p) != len(q):
             raise DataError(
                 f"a and b must have equal length; got {len(p)} and {len(q)}"
             )
+    elif weighted:
+        (x, wx), (y, wy) = _weighted(a, a_weights, "a"), _weighted(b, b_weights, "b")
+        p, q = _sample_distributions(x, y, bins=bins, weights=(wx, wy))
     else:
         p, q = _sample_distributions(_sample(a, "a"), _sample(b, "b"), bins=bins)
     with np.errstate(invalid="ignore"):
@@ -170,8 +186,16 @@ def _sample_distributions(
     b: pd.Series | np.ndarray,
     *,
     bins: int | str | Sequence[float] | None,
+    weights: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
 ) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+    """Both samples' counts (weight sums under ``weights``) on shared outcomes: the
+    values seen in either for discrete data, histogram bins for continuous."""
+    wa, wb = weights
+    if (
+        isinstance(a, np.ndarray)
+        and isinstance(b, np.ndarray)
+        and weights == (None, None)
+    ):
         return _number_distributions(a, b, bins=bins)
     a, b = pd.Series(a), pd.Series(b)
     pooled = pd.concat([a, b], ignore_index=True)
@@ -183,15 +207,16 @@ def _sample_distributions(
     if not numeric or (bins is None and _integer_valued(pooled)):
         codes, values = pd.factorize(pooled)
         return (
-            np.bincount(codes[: len(a)], minlength=len(values)),
-            np.bincount(codes[len(a) :], minlength=len(values)),
+            np.bincount(codes[: len(a)], weights=wa, minlength=len(values)),
+            np.bincount(codes[len(a) :], weights=wb, minlength=len(values)),
         )
     edges = np.histogram_bin_edges(
         pooled.to_numpy(float), bins="auto" if bins is None else bins
     )
-    return np.histogram(a.to_numpy(float), edges)[0], np.histogram(
-        b.to_numpy(float), edges
-    )[0]
+    return (
+        np.histogram(a.to_numpy(float), edges, weights=wa)[0],
+        np.histogram(b.to_numpy(float), edges, weights=wb)[0],
+    )
 
 
 def _number_distributions(
@@ -210,26 +235,67 @@ def _number_distributions(
     return np.histogram(a, edges)[0], np.histogram(b, edges)[0]
 
 
+def _weighted(
+    x: ArrayLike, weights: ArrayLike | None, name: str
+) -> tuple[pd.Series, np.ndarray]:
+    """A sample's non-missing values and their weights (ones without weights), checked."""
+    values = pd.Series(np.asarray(x) if not isinstance(x, pd.Series) else x.to_numpy())
+    w = np.ones(len(values)) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != (len(values),):
+        raise DataError(
+            f"{name}_weights must hold one weight per value of {name}: got "
+            f"{w.size} for {len(values)}"
+        )
+    if not np.all(np.isfinite(w) & (w > 0)):
+        raise DataError(f"{name}_weights must be positive and finite")
+    kept = values.notna().to_numpy()
+    sample = _sample(values[kept], name)
+    return pd.Series(sample), w[kept]
+
+
 def _integer_valued(x: pd.Series) -> bool:
     values = x.to_numpy(float)
     return bool(np.all(values == np.round(values)))
 
 
-def wasserstein(a: ArrayLike, b: ArrayLike, *, codes: Sequence[float]) -> float:
+def wasserstein(
+    a: ArrayLike,
+    b: ArrayLike,
+    *,
+    codes: Sequence[float],
+    a_weights: ArrayLike | None = None,
+    b_weights: ArrayLike | None = None,
+) -> float:
     """Earth mover's distance between two samples of answer codes, over the code range.
 
     Unlike JSD it respects the order of the options: moving answers from "agree" to
     "strongly agree" costs less than to "strongly disagree". Divided by
     max(codes) - min(codes), it lies in [0, 1] (1: all mass at opposite ends). NaN
-    dropped; a sample with no answer gives NaN.
+    dropped; a sample with no answer gives NaN. ``a_weights`` / ``b_weights``: survey
+    weights of a sample's rows, as in ``jsd``.
     """
-    x, y = (_floats(v) for v in (a, b))
+    (x, wx), (y, wy) = (
+        _float_weights(v, w, name)
+        for v, w, name in ((a, a_weights, "a"), (b, b_weights, "b"))
+    )
     span = float(max(codes) - min(codes)) if len(codes) else 0.0
     if not len(x) or not len(y):
         return float("nan")
     if span <= 0:
         return 0.0
-    return float(scipy.stats.wasserstein_distance(x, y) / span)
+    return float(scipy.stats.wasserstein_distance(x, y, wx, wy) / span)
+
+
+def _float_weights(
+    x: ArrayLike, weights: ArrayLike | None, name: str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The non-missing values of ``x`` as floats and their weights (None unweighted)."""
+    if weights is None:
+        return _floats(x), None
+    if not len(pd.Series(x).dropna()):
+        return np.array([]), None
+    values, w = _weighted(pd.Series(x, dtype=float), weights, name)
+    return values.to_numpy(float), w
 
 
 def _floats(x: ArrayLike) -> np.ndarray:
@@ -253,14 +319,23 @@ def geometric_mean(values: ArrayLike) -> float:
 # --------------------------------------------------------------------- heterogeneity
 
 
-def variance_ratio(sim: ArrayLike, human: ArrayLike) -> float:
+def variance_ratio(
+    sim: ArrayLike, human: ArrayLike, *, human_weights: ArrayLike | None = None
+) -> float:
     """Sample variance (ddof=1, NaN dropped) of ``sim`` over that of ``human``.
 
     Below 1 the synthetic answers are less dispersed than the human ones. Conventions:
     human variance 0 and sim variance > 0 gives ``inf``; both 0 gives ``nan``
-    (undefined); fewer than 2 values in either sample gives ``nan``.
+    (undefined); fewer than 2 values in either sample gives ``nan``. With
+    ``human_weights`` (survey weights) the human variance is the weighted one
+    (``weighted_variance``).
     """
-    sim_var, human_var = _variance(sim, "sim"), _variance(human, "human")
+    sim_var = _variance(sim, "sim")
+    human_var = (
+        _variance(human, "human")
+        if human_weights is None
+        else weighted_variance(human, human_weights)
+    )
     if np.isnan(sim_var) or np.isnan(human_var) or (sim_var == 0 and human_var == 0):
         return float("nan")
     if human_var == 0:
@@ -276,6 +351,16 @@ def _variance(x: ArrayLike, name: str) -> float:
     return float(np.var(values, ddof=1)) if len(values) >= 2 else float("nan")
 
 
+def weighted_variance(x: ArrayLike, weights: ArrayLike) -> float:
+    """The variance of ``x`` under survey weights (NaN dropped): sum w (x - mean_w)^2 over
+    sum w - sum w^2 / sum w, numpy's ``cov(aweights=)``, which is the ddof=1 variance
+    when the weights are equal; NaN with fewer than 2 values."""
+    values, w = _weighted(pd.Series(x, dtype=float), weights, "human")
+    if len(values) < 2:
+        return float("nan")
+    return float(np.cov(values.to_numpy(float), aweights=w))
+
+
 @dataclass(frozen=True)
 class Heterogeneity:
     """How varied the response patterns over a set of items are.
@@ -285,7 +370,9 @@ class Heterogeneity:
     frequencies (0 when everyone answers alike, log2(n) when all patterns differ);
     ``entropy_corrected``: the Miller–Madow bias-corrected entropy, entropy +
     (unique_patterns - 1) / (2 n ln 2) bits, whose expectation depends far less on n
-    (the plug-in entropy of a small sample is biased low).
+    (the plug-in entropy of a small sample is biased low). Under survey weights the
+    frequencies are weighted shares and n in the correction is Kish's effective
+    sample size (sum w)^2 / sum w^2.
     """
 
     n: int
@@ -294,12 +381,14 @@ class Heterogeneity:
     entropy_corrected: float
 
 
-def heterogeneity(df: pd.DataFrame, items: Sequence[str]) -> Heterogeneity:
+def heterogeneity(
+    df: pd.DataFrame, items: Sequence[str], *, weights: ArrayLike | None = None
+) -> Heterogeneity:
     """Count the distinct response patterns ("belief structures") over ``items``.
 
     ``items`` are column names (one name may be given as a string). Rows with a
     missing answer in any item are excluded. With no row left the result is
-    ``n=0, unique_patterns=0, entropy=nan``.
+    ``n=0, unique_patterns=0, entropy=nan``. ``weights``: survey weights, one per row.
     """
     items = [items] if isinstance(items, str) else list(items)
     if not items:
@@ -309,7 +398,8 @@ def heterogeneity(df: pd.DataFrame, items: Sequence[str]) -> Heterogeneity:
         raise DataError(
             f"item column(s) not in the data: {', '.join(map(repr, missing))}"
         )
-    n, counts = _pattern_counts(df, items)
+    w = None if weights is None else _row_weights(weights, df)
+    n, counts, effective_n = _pattern_counts(df, items, weights=w)
     if not n:
         return Heterogeneity(
             n=0, unique_patterns=0, entropy=float("nan"), entropy_corrected=float("nan")
@@ -319,34 +409,51 @@ def heterogeneity(df: pd.DataFrame, items: Sequence[str]) -> Heterogeneity:
         n=n,
         unique_patterns=len(counts),
         entropy=entropy,
-        entropy_corrected=entropy + (len(counts) - 1) / (2 * n * np.log(2)),
+        entropy_corrected=entropy + (len(counts) - 1) / (2 * effective_n * np.log(2)),
     )
 
 
-def _pattern_counts(df: pd.DataFrame, items: list[str]) -> tuple[int, np.ndarray]:
-    """The complete rows' count and each distinct pattern's count over ``items``, in
-    order of first appearance (``value_counts(sort=False)``'s), so the entropy sums in
-    the same order.
+def _row_weights(weights: ArrayLike, df: pd.DataFrame) -> np.ndarray:
+    """Survey weights of the rows of ``df``, checked: one positive finite weight per row."""
+    w = np.asarray(weights, dtype=float)
+    if w.shape != (len(df),) or not np.all(np.isfinite(w) & (w > 0)):
+        raise DataError(
+            f"weights must hold one positive finite weight per row ({len(df)} rows)"
+        )
+    return w
+
+
+def _pattern_counts(
+    df: pd.DataFrame, items: list[str], *, weights: np.ndarray | None = None
+) -> tuple[int, np.ndarray, float]:
+    """The complete rows' count, each distinct pattern's count over ``items`` (its weight
+    sum under ``weights``) in order of first appearance (``value_counts(sort=False)``'s),
+    so the entropy sums in the same order, and the effective number of complete rows
+    (Kish's under weights).
 
     Columns of numbers or booleans are counted with factorised codes, far faster than
     pandas' groupby; other columns (labels, and categoricals, whose groupby also lists
     unobserved combinations) keep ``value_counts``.
     """
     columns = [df[item] for item in items]
-    if not all(getattr(c.dtype, "kind", "O") in "biuf" for c in columns):
+    if weights is None and not all(
+        getattr(c.dtype, "kind", "O") in "biuf" for c in columns
+    ):
         answered = df[items].dropna()
-        return len(answered), answered.value_counts(sort=False).to_numpy()
-    values = np.column_stack(
-        [c.to_numpy(dtype=float, na_value=np.nan) for c in columns]
-    )
-    values = values[~np.isnan(values).any(axis=1)]
+        counts = answered.value_counts(sort=False).to_numpy()
+        return len(answered), counts, float(len(answered))
+    complete = df[items].notna().all(axis=1).to_numpy()
     # one id per distinct row, numbered by first appearance: a column at a time, the
     # ids so far and the column's codes factorised together (ids stay below n)
-    ids = np.zeros(len(values), dtype=np.int64)
-    for column in values.T:
-        codes, levels = pd.factorize(column)
+    ids = np.zeros(int(complete.sum()), dtype=np.int64)
+    for column in columns:
+        codes, levels = pd.factorize(column[complete])
         ids = pd.factorize(ids * len(levels) + codes)[0]
-    return len(values), np.bincount(ids)
+    if weights is None:
+        return len(ids), np.bincount(ids), float(len(ids))
+    w = weights[complete]
+    effective = float(w.sum() ** 2 / (w**2).sum()) if len(w) else 0.0
+    return len(ids), np.bincount(ids, weights=w), effective
 
 
 # ------------------------------------------------------------------------- coherence
@@ -365,7 +472,12 @@ class CoherenceLike(Protocol):
     def rule(self) -> str: ...
 
 
-def incoherence_rate(df: pd.DataFrame, coherence: CoherenceLike | str) -> float:
+def incoherence_rate(
+    df: pd.DataFrame,
+    coherence: CoherenceLike | str,
+    *,
+    weights: ArrayLike | None = None,
+) -> float:
     """Share of eligible respondents for whom the incoherence rule is True.
 
     ``coherence.rule`` is a ``DataFrame.eval`` expression, True for an incoherent
@@ -373,10 +485,22 @@ def incoherence_rate(df: pd.DataFrame, coherence: CoherenceLike | str) -> float:
     and the rule's value is not missing. Given a plain rule string there is no
     belief/action pair, so every row whose rule value is not missing is eligible
     (with NaN answers a comparison is False, so pass a Coherence to exclude
-    unanswered rows). No eligible row gives ``nan``.
+    unanswered rows). No eligible row gives ``nan``. ``weights``: survey weights, one
+    per row (the weighted share).
     """
-    flags = incoherence_flags(df, coherence)
-    return float(flags.mean()) if flags.notna().any() else float("nan")
+    flags = incoherence_flags(df, coherence).to_numpy()
+    w = np.ones(len(df)) if weights is None else _row_weights(weights, df)
+    return weighted_mean(flags, w)
+
+
+def weighted_mean(values: np.ndarray, weights: np.ndarray) -> float:
+    """The weighted mean of the non-missing ``values``; NaN when none is."""
+    kept = ~np.isnan(values)
+    return (
+        float(np.average(values[kept], weights=weights[kept]))
+        if kept.any()
+        else float("nan")
+    )
 
 
 def incoherence_flags(df: pd.DataFrame, coherence: CoherenceLike | str) -> pd.Series:

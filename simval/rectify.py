@@ -318,6 +318,11 @@ def _setup(
             raise OptionError(
                 f"{type(simulator).__name__} has no simulate(personas, items, *, seed)"
             )
+    if study.weight is not None:
+        raise OptionError(
+            f"the study declares survey weights ({study.weight!r}); PPI++ here assumes "
+            "equally weighted, randomly labeled humans, so rectify does not take them"
+        )
     persona_columns = study.persona_columns or tuple(
         c for c in human_df.columns if c not in study.item_names
     )

@@ -79,6 +79,7 @@ from simval.families import (
     check_cov,
 )
 from simval.formulas import formula_variables
+from simval.study import check_weights
 
 ABSORB_COVS = ("nonrobust", "HC0", "HC1")
 COLUMNS = ("term", "estimate", "std_error", "statistic", "p_value", "ci_low", "ci_high")
@@ -426,7 +427,7 @@ def _complete_rows(
     if data.empty:
         raise DataError(f"data for {formula!r} has no rows")
     if weights is not None:
-        _check_weights(data[weights], column=weights)
+        check_weights(data[weights], column=weights, what="the data")
     used = data[
         _model_columns(variables, cluster=cluster, absorb=absorb, weights=weights)
     ]
@@ -456,18 +457,6 @@ def _model_columns(
     columns."""
     extra = filter(None, (cluster, absorb, weights))
     return list(dict.fromkeys([*sorted(variables), *extra]))
-
-
-def _check_weights(values: pd.Series, *, column: str) -> None:
-    """Raise DataError unless every present weight is a positive finite number."""
-    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-        raise DataError(f"weights column {column!r} must hold numbers")
-    bad = values[values.notna() & ~(np.isfinite(values) & (values > 0))]
-    if len(bad):
-        shown = ", ".join(f"{plain(i)} ({plain(v)})" for i, v in bad.head(5).items())
-        raise DataError(
-            f"weights column {column!r} must be positive and finite; rows {shown}"
-        )
 
 
 def _check_columns(data: pd.DataFrame, *, formula: str, variables: set[str]) -> None:

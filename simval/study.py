@@ -17,6 +17,7 @@ from typing import Literal, get_args
 
 import jinja2
 import jinja2.meta
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -194,6 +195,7 @@ class Study:
     subgroups: tuple[str, ...] = ()
     coherence: tuple[Coherence, ...] = ()
     persona_text: str | None = None
+    weight: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("items", "persona", "models", "subgroups", "coherence"):
@@ -262,6 +264,8 @@ class Study:
         if missing:
             raise DataError(f"{what} lacks the study's column(s): {', '.join(missing)}")
         check_codes(df, self.items, what=what)
+        if self.weight is not None:
+            self._check_weight_column(df, what=what)
         if self.treatment and self.vignettes:
             unknown = sorted(set(self.arms(df).dropna()) - set(self.vignettes))
             if unknown:
@@ -270,6 +274,18 @@ class Study:
                     f"{what}: treatment column(s) {columns} hold arm(s) with no vignette: "
                     f"{', '.join(repr(a) for a in unknown)}"
                 )
+
+    def _check_weight_column(self, df: pd.DataFrame, *, what: str) -> None:
+        """The study's weight column: present, with a positive weight on every row."""
+        if self.weight not in df.columns:
+            raise DataError(f"{what} lacks the study's weight column {self.weight!r}")
+        values = df[self.weight]
+        check_weights(values, column=self.weight, what=what)
+        if values.isna().any():
+            rows = ", ".join(plain(i) for i in values.index[values.isna()][:5])
+            raise DataError(
+                f"{what}: weights column {self.weight!r} is missing on rows {rows}"
+            )
 
     def blank_missing(self, df: pd.DataFrame) -> pd.DataFrame:
         """``df`` with every item's declared missing codes as NaN (a copy only when
@@ -443,6 +459,7 @@ def _check_study(study: Study) -> None:
         )
     _check_vignettes(study)
     _check_persona_text(study)
+    _check_weight(study, columns=columns | set(names))
     declared = columns | set(names)
     for model in study.models:
         unknown = sorted(formula_variables(model.formula) - declared)
@@ -476,6 +493,32 @@ def _check_study(study: Study) -> None:
                 f"subgroup {subgroup!r} is not a persona or treatment column "
                 f"(declared: {', '.join(sorted(columns)) or 'none'})"
             )
+
+
+def _check_weight(study: Study, *, columns: set[str]) -> None:
+    """The weight column is a column name of its own: no item, persona or treatment."""
+    if study.weight is None:
+        return
+    if not isinstance(study.weight, str) or not study.weight:
+        raise StudyError(f"weight must be a column name, got {_shown(study.weight)}")
+    if study.weight in columns:
+        raise StudyError(
+            f"weight column {study.weight!r} is also an item, persona or treatment "
+            "column; survey weights are a column of their own"
+        )
+
+
+def check_weights(values: pd.Series, *, column: str, what: str) -> None:
+    """Raise DataError unless every present weight in ``values`` (the ``column`` of the
+    ``what`` data) is a positive finite number."""
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        raise DataError(f"{what}: weights column {column!r} must hold numbers")
+    bad = values[values.notna() & ~(np.isfinite(values) & (values > 0))]
+    if len(bad):
+        shown = ", ".join(f"{plain(i)} ({plain(v)})" for i, v in bad.head(5).items())
+        raise DataError(
+            f"{what}: weights column {column!r} must be positive and finite; rows {shown}"
+        )
 
 
 def _check_vignettes(study: Study) -> None:
@@ -540,6 +583,8 @@ def study_to_dict(study: Study) -> dict:
         out["subgroups"] = list(study.subgroups)
     if study.persona_text is not None:
         out["persona_text"] = study.persona_text
+    if study.weight is not None:
+        out["weight"] = study.weight
     if study.coherence:
         out["coherence"] = [
             {"belief": c.belief, "action": c.action, "rule": c.rule}
@@ -557,6 +602,7 @@ _STUDY_KEYS = (
     "subgroups",
     "coherence",
     "persona_text",
+    "weight",
 )
 
 
@@ -580,6 +626,7 @@ def study_from_dict(raw: Mapping) -> Study:
         subgroups=_names(raw, key="subgroups"),
         coherence=_entries(raw, key="coherence", cls=Coherence, what="coherence"),
         persona_text=raw.get("persona_text"),
+        weight=raw.get("weight"),
     )
 
 

@@ -11,6 +11,7 @@ the result, its registry of headline metrics and the decisions in ``results``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import math
 import re
@@ -54,6 +55,8 @@ from simval.metrics import (
     variance_ratio,
     wald_equality,
     wasserstein,
+    weighted_mean,
+    weighted_variance,
 )
 from simval.progress import progress as progress_bar
 from simval.regression import Fit, fit
@@ -128,6 +131,11 @@ class _Plan:
     labelled_outcomes: tuple[Item, ...]
     cluster: str | None
     min_subgroup_n: int
+    weight: str | None  # the study's survey-weight column
+
+    def weights(self, rows: pd.DataFrame) -> np.ndarray | None:
+        """The survey weights of human ``rows`` (None when the study has none)."""
+        return None if self.weight is None else rows[self.weight].to_numpy(float)
 
 
 def validate(
@@ -261,7 +269,11 @@ def _share(
     human_fits = _human_fits(plan, human, alpha=alpha)
     rng = np.random.default_rng(seed)
     personas = human_df[list(plan.persona_columns)]
-    draws = [_draw(personas, rng=rng, cluster=plan.cluster) for _ in range(reps)]
+    weights = plan.weights(human_df)
+    draws = [
+        _draw(personas, rng=rng, cluster=plan.cluster, weights=weights)
+        for _ in range(reps)
+    ]
     seeds = rng.integers(2**63, size=reps)
     reference = fresh_reference(
         plan.study, human_df, subgroups=plan.subgroups, seed=rng.integers(2**63)
@@ -373,11 +385,11 @@ def fresh_reference(
     """The fresh-sample reference simulator validate runs beside every simulator, matching
     donors on the arm, the persona variables the formulas read and the subgroups."""
     persona = study.persona_columns or tuple(
-        c for c in human_df.columns if c not in study.item_names
+        c for c in human_df.columns if c not in (*study.item_names, study.weight)
     )
     chosen = tuple(study.subgroups if subgroups is None else subgroups)
     match = _match_columns(study, persona, chosen)
-    return FreshSampleSimulator(human_df, match=match, seed=seed)
+    return FreshSampleSimulator(human_df, match=match, weights=study.weight, seed=seed)
 
 
 def fingerprint(human_df: pd.DataFrame) -> str:
@@ -437,7 +449,7 @@ def _plan(
         )
     subgroups = tuple(study.subgroups if subgroups is None else subgroups)
     persona_columns = study.persona_columns or tuple(
-        c for c in human_df.columns if c not in study.item_names
+        c for c in human_df.columns if c not in (*study.item_names, study.weight)
     )
     missing = [c for c in subgroups if c not in persona_columns]
     if missing:
@@ -455,6 +467,7 @@ def _plan(
         labelled_outcomes=labelled_outcomes(study),
         cluster=_cluster(study, persona_columns),
         min_subgroup_n=min_subgroup_n,
+        weight=study.weight,
     )
 
 
@@ -601,13 +614,25 @@ def _levels(column: pd.Series, *, subgroup: str) -> tuple[Any, ...]:
 
 
 def _draw(
-    personas: pd.DataFrame, *, rng: np.random.Generator, cluster: str | None
+    personas: pd.DataFrame,
+    *,
+    rng: np.random.Generator,
+    cluster: str | None,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Row positions of one replicate: n personas with replacement, or whole clusters."""
+    """Row positions of one replicate: n personas with replacement, or whole clusters;
+    under survey ``weights`` each persona (each cluster) with probability proportional
+    to its weight (its weight total), so a replicate stands for the population."""
     if cluster is None:
-        return rng.integers(len(personas), size=len(personas))
+        if weights is None:
+            return rng.integers(len(personas), size=len(personas))
+        return rng.choice(len(personas), size=len(personas), p=weights / weights.sum())
     groups = list(personas.groupby(cluster, sort=True, dropna=False).indices.values())
-    picked = rng.integers(len(groups), size=len(groups))
+    if weights is None:
+        picked = rng.integers(len(groups), size=len(groups))
+    else:
+        totals = np.array([weights[g].sum() for g in groups])
+        picked = rng.choice(len(groups), size=len(groups), p=totals / totals.sum())
     return np.concatenate([groups[g] for g in picked])
 
 
@@ -742,6 +767,7 @@ def _code(
         judged=[len(human[s, str(level)]) >= plan.min_subgroup_n for s, level in cells],
         pattern_items=plan.pattern_items,
         pairs=[pair for pair, _ in _pairs(plan.study.coherence)],
+        human_weights=plan.weights(human_df),
     )
 
 
@@ -784,6 +810,7 @@ def _human_fits(plan: _Plan, human: Split, *, alpha: float) -> dict[Key, Fit | s
                     _for_fit(plan, rows),
                     family=model.family,
                     cov=model.cov,
+                    weights=plan.weight,
                     conf_level=1 - alpha,
                 )
             except (EstimationError, DataError) as exc:
@@ -959,9 +986,11 @@ def _refits(
     plan: _Plan, human: Fit, samples: list[pd.DataFrame]
 ) -> list[tuple[Fit | None, list[tuple[str, str]]]]:
     """Each replicate's fit (None when it failed) and the (term, reason) of each failed
-    term, all refitted in one go (``Fit.refit_many`` shares the design work)."""
+    term, all refitted in one go (``Fit.refit_many`` shares the design work). A
+    replicate is unweighted: its personas were drawn in proportion to the weights."""
+    unweighted = dataclasses.replace(human, weights=None)
     out = []
-    for refitted in human.refit_many([_for_fit(plan, rows) for rows in samples]):
+    for refitted in unweighted.refit_many([_for_fit(plan, rows) for rows in samples]):
         if isinstance(refitted, Exception):
             out.append((None, [(term, str(refitted)) for term in human.table["term"]]))
             continue
@@ -1094,6 +1123,7 @@ def _distributions(plan: _Plan, human: Split, replicates: list[Split]) -> pd.Dat
     rows = []
     for group, people in human.items():
         sims = [replicate[group] for replicate in replicates]
+        weights = plan.weights(people)
         for item in plan.study.items:
             name = item.name
             columns = [sim[name] for sim in sims]
@@ -1110,12 +1140,16 @@ def _distributions(plan: _Plan, human: Split, replicates: list[Split]) -> pd.Dat
                     "n_sim": _mean(given),
                     "small": group != (OVERALL, OVERALL)
                     and len(people) < plan.min_subgroup_n,
-                    "jsd": _mean([jsd(people[name], a) for a in answered])
+                    "jsd": _mean(
+                        [jsd(people[name], a, a_weights=weights) for a in answered]
+                    )
                     if has_human
                     else math.nan,
                     "wasserstein": _mean(
                         [
-                            wasserstein(people[name], a, codes=item.codes)
+                            wasserstein(
+                                people[name], a, codes=item.codes, a_weights=weights
+                            )
                             for a in answered
                         ]
                     )
@@ -1144,16 +1178,27 @@ def _variance(plan: _Plan, human: Split, replicates: list[Split]) -> pd.DataFram
     rows = []
     for group, people in human.items():
         sims = [replicate[group] for replicate in replicates]
+        weights = plan.weights(people)
         for name in plan.study.item_names:
+            human_var = (
+                float(people[name].var())
+                if weights is None
+                else weighted_variance(people[name], weights)
+            )
             rows.append(
                 {
                     "item": name,
                     "subgroup": group[0],
                     "level": group[1],
-                    "human_var": float(people[name].var()),
+                    "human_var": human_var,
                     "sim_var": _mean([sim[name].var() for sim in sims]),
                     "ratio": geometric_mean(
-                        [variance_ratio(sim[name], people[name]) for sim in sims]
+                        [
+                            variance_ratio(
+                                sim[name], people[name], human_weights=weights
+                            )
+                            for sim in sims
+                        ]
                     ),
                 }
             )
@@ -1169,7 +1214,7 @@ def _heterogeneity(plan: _Plan, human: Split, replicates: list[Split]) -> pd.Dat
     items = list(plan.pattern_items)
     rows = []
     for group, people in human.items():
-        own = heterogeneity(people, items)
+        own = heterogeneity(people, items, weights=plan.weights(people))
         sims = [heterogeneity(replicate[group], items) for replicate in replicates]
         rows.append(
             {
@@ -1213,6 +1258,9 @@ def _coherence(plan: _Plan, human: Split, replicates: list[Split]) -> pd.DataFra
     """
     samples = [split[OVERALL, OVERALL] for split in (human, *replicates)]
     masks = [_masks(plan, sample) for sample in samples]
+    human_weights = plan.weights(samples[0])
+    if human_weights is None:
+        human_weights = np.ones(len(samples[0]))
     rows = []
     for pair, rules in _pairs(plan.study.coherence):
         scoped = [("pair", pair)]
@@ -1236,7 +1284,9 @@ def _coherence(plan: _Plan, human: Split, replicates: list[Split]) -> pd.DataFra
                         "level": group[1],
                         "n_human": int(inside[0].sum()),
                         "n_sim": _mean([m.sum() for m in inside[1:]]),
-                        "incoherence_human": _mean(picked[0]),
+                        "incoherence_human": weighted_mean(
+                            picked[0], human_weights[inside[0]]
+                        ),
                         "incoherence_sim": _mean([_mean(f) for f in picked[1:]]),
                     }
                 )
@@ -1268,7 +1318,9 @@ def _shares(
     """Share of each option among the answers, human and simulated (mean over replicates)."""
     rows = []
     for item in plan.study.items:
-        human = _option_shares(human_df[item.name], item)
+        human = _option_shares(
+            human_df[item.name], item, weights=plan.weights(human_df)
+        )
         sims = np.array([_option_shares(sample[item.name], item) for sample in samples])
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -1278,12 +1330,19 @@ def _shares(
     return pd.DataFrame(rows, columns=["item", "code", "label", "human", "sim"])
 
 
-def _option_shares(answers: pd.Series, item: Item) -> np.ndarray:
-    """Share of the non-missing answers taking each option code (NaN with none)."""
-    given = pd.to_numeric(answers, errors="coerce").dropna().to_numpy(float)
-    if not len(given):
+def _option_shares(
+    answers: pd.Series, item: Item, *, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Share of the non-missing answers taking each option code, weighted by survey
+    ``weights`` when given (NaN with none)."""
+    values = pd.to_numeric(answers, errors="coerce").to_numpy(float)
+    given = ~np.isnan(values)
+    if not given.any():
         return np.full(len(item.codes), np.nan)
-    return np.array([(given == code).mean() for code in item.codes])
+    w = np.ones(len(values)) if weights is None else weights
+    return np.array(
+        [np.average(values[given] == code, weights=w[given]) for code in item.codes]
+    )
 
 
 # --- verdicts, headline, uncertainty, notes -------------------------------------------
@@ -1498,7 +1557,8 @@ def _notes(
     item and its ``unparseable`` answers per item in this validation's replicates, the
     reference's fallbacks, the humans with missing persona values
     (``Study.missing_persona_note``, None without), the humans' declared missing
-    answers (``Study.missing_answers_note``, None without) and warnings."""
+    answers (``Study.missing_answers_note``, None without), the survey weights
+    (``_weights_note``, None without) and warnings."""
     cautions = []
     for (formula, subgroup, _), human in human_fits.items():
         clusters = getattr(human, "clusters", None) if subgroup == OVERALL else None
@@ -1529,8 +1589,24 @@ def _notes(
         "reference": repr(reference),
         "missing_personas": plan.study.missing_persona_note(human_df),
         "missing_answers": missing_answers,
+        "weights": _weights_note(plan, human_df),
         "warnings": cautions,
     }
+
+
+def _weights_note(plan: _Plan, human_df: pd.DataFrame) -> str | None:
+    """One sentence on the survey weights (None without): the column, Kish's effective
+    sample size, and what they weight."""
+    weights = plan.weights(human_df)
+    if weights is None:
+        return None
+    effective = weights.sum() ** 2 / (weights**2).sum()
+    return (
+        f"Survey weights from column {plan.weight!r} (Kish effective sample size "
+        f"{effective:.0f} of {len(weights)}): the humans' fits, shares, variances, "
+        "pattern entropy and incoherence rates are weighted; replicate personas are "
+        "drawn in proportion to the weights and their answers count once."
+    )
 
 
 @cache

@@ -4,7 +4,10 @@ Each test draws S human data sets from a known data-generating process, validate
 simulator against each, and compares a rate (Wald rejections, difference-CI coverage,
 decisions) with its stated value under a two-sided binomial tolerance: an interval or
 test that is always too wide (too conservative) fails as surely as one too narrow.
-The perfect simulator draws fresh answers from the true process; the departures are
+The perfect simulator draws fresh answers from the true process (for the weighted
+logit, a sample over-representing a group whose effect differs, with the weights that
+undo it: the weighted human fit and the weight-proportional replicates must agree); the
+departures are
 a simulator with effects attenuated by half, one with twice the noise variance, one
 that leaves half the personas unanswered, and the two references on the study's own
 data (fresh-sample and resampling). docs/metrics.md documents the same run.
@@ -48,6 +51,8 @@ DATASETS = {
     ("logit", 300): {"perfect": 300},
     ("logit", 600): {"attenuated": 60},
     ("ologit", 300): {"perfect": 300, "attenuated": 60},
+    ("weighted logit", 400): {"perfect": 300},
+    ("weighted logit", 1500): {"attenuated": 40},
     ("ols", 2000): {"perfect": 40, "half nonresponse": 40},
     ("ols", 40): {"perfect": 100},
 }
@@ -73,7 +78,10 @@ def share(frame: pd.DataFrame, decision: str) -> float:
 # --- a perfect simulator: nominal rates -------------------------------------------------
 
 
-@pytest.mark.parametrize("family, n", [("ols", 200), ("logit", 300), ("ologit", 300)])
+@pytest.mark.parametrize(
+    "family, n",
+    [("ols", 200), ("logit", 300), ("ologit", 300), ("weighted logit", 400)],
+)
 def test_perfect_simulator_is_calibrated(family, n):
     """Wald rejection ~ alpha, difference-CI coverage ~ 1 - alpha, inconsistent ~ alpha."""
     frame, datasets = runs("perfect", family, n)
@@ -96,7 +104,10 @@ def test_perfect_simulator_on_a_large_study_is_consistent():
 # --- known departures ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("family, n", [("ols", 200), ("logit", 600), ("ologit", 300)])
+@pytest.mark.parametrize(
+    "family, n",
+    [("ols", 200), ("logit", 600), ("ologit", 300), ("weighted logit", 1500)],
+)
 def test_attenuated_simulator_is_inconsistent(family, n):
     """Effects halved: the Wald test rejects in most data sets, and coverage falls."""
     frame, _ = runs("attenuated", family, n)

@@ -27,6 +27,7 @@ from simval.metrics import (
     jsd,
     variance_ratio,
     wasserstein,
+    weighted_variance,
 )
 
 # Few examples keep the suite fast; set per test so other modules keep their settings.
@@ -706,3 +707,114 @@ def test_coefficient_recovery_errors():
         coefficient_recovery(HUMAN.assign(estimate="big"), REPLICATES)
     with pytest.raises(DataError, match="sim_tables column 'p_value' is not numeric"):
         coefficient_recovery(HUMAN, [REPLICATES[0].assign(p_value="small")])
+
+
+# --- survey weights: a whole-number weight counts a row that many times --------------
+
+weighted_samples = st.lists(
+    st.tuples(st.sampled_from([1.0, 2.0, 3.0, np.nan]), st.integers(1, 4)),
+    min_size=2,
+    max_size=12,
+).filter(lambda rows: sum(1 for v, _ in rows if not np.isnan(v)) >= 2)
+
+
+def _expanded(rows: list[tuple[float, int]]) -> list[float]:
+    """Each value repeated as often as its whole-number weight."""
+    return [value for value, w in rows for _ in range(w)]
+
+
+@fast
+@given(weighted_samples, weighted_samples)
+def test_weighted_distances_equal_the_rows_repeated(a, b):
+    wa, wb = [w for _, w in a], [w for _, w in b]
+    a_values, b_values = [v for v, _ in a], [v for v, _ in b]
+    assert jsd(a_values, b_values, a_weights=wa, b_weights=wb) == pytest.approx(
+        jsd(_expanded(a), _expanded(b)), abs=1e-12
+    )
+    codes = [1.0, 2.0, 3.0]
+    assert wasserstein(
+        a_values, b_values, codes=codes, a_weights=wa, b_weights=wb
+    ) == pytest.approx(wasserstein(_expanded(a), _expanded(b), codes=codes), abs=1e-12)
+
+
+@fast
+@given(weighted_samples, st.floats(0.1, 10))
+def test_weighted_variance_with_equal_weights_is_the_sample_variance(rows, scale):
+    values = [v for v, _ in rows]
+    assert weighted_variance(values, [scale] * len(values)) == pytest.approx(
+        np.nanvar(values, ddof=1), abs=1e-12
+    )
+
+
+def test_weighted_variance_closed_form():
+    x, w = np.array([1.0, 2.0, 4.0]), np.array([1.0, 2.0, 3.0])
+    mean = (w * x).sum() / w.sum()
+    expected = (w * (x - mean) ** 2).sum() / (w.sum() - (w**2).sum() / w.sum())
+    assert weighted_variance(x, w) == pytest.approx(expected, rel=1e-12)
+    assert weighted_variance(x, 5 * w) == pytest.approx(expected, rel=1e-12)
+    assert variance_ratio(x, x, human_weights=w) == pytest.approx(
+        np.var(x, ddof=1) / expected, rel=1e-12
+    )
+
+
+@fast
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 1), st.integers(1, 4)),
+        min_size=1,
+        max_size=15,
+    )
+)
+def test_weighted_patterns_and_incoherence_equal_the_rows_repeated(rows):
+    df = pd.DataFrame(rows, columns=["belief", "action", "w"])
+    repeated = df.loc[df.index.repeat(df["w"])]
+    own, rep = (
+        heterogeneity(df, ["belief", "action"], weights=df["w"]),
+        heterogeneity(repeated, ["belief", "action"]),
+    )
+    assert own.unique_patterns == rep.unique_patterns
+    assert own.entropy == pytest.approx(rep.entropy, abs=1e-12)
+    kish = df["w"].sum() ** 2 / (df["w"] ** 2).sum()
+    assert own.entropy_corrected == pytest.approx(
+        own.entropy + (own.unique_patterns - 1) / (2 * kish * np.log(2)), abs=1e-12
+    )
+    rule = SimpleNamespace(
+        belief="belief", action="action", rule="belief >= 1 and action == 0"
+    )
+    assert incoherence_rate(df, rule, weights=df["w"]) == pytest.approx(
+        incoherence_rate(repeated, rule), abs=1e-12
+    )
+
+
+def test_equal_weights_change_no_metric():
+    df = pd.DataFrame({"a": [1, 2, 2, 3, 1], "b": [0, 1, 1, 0, 0]})
+    ones = np.ones(len(df))
+    assert heterogeneity(df, ["a", "b"], weights=ones) == heterogeneity(df, ["a", "b"])
+    assert jsd(df["a"], df["b"], a_weights=ones) == jsd(df["a"], df["b"])
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: jsd([1, 2], [1, 2], a_weights=[1.0]), "one weight per value of a"),
+        (
+            lambda: jsd([1, 2], [1, 2], b_weights=[1.0, -1.0]),
+            "b_weights must be positive",
+        ),
+        (
+            lambda: jsd([0.5, 0.5], [0.5, 0.5], kind="probabilities", a_weights=[1, 1]),
+            "kind='samples' only",
+        ),
+        (
+            lambda: heterogeneity(pd.DataFrame({"a": [1, 2]}), ["a"], weights=[1.0]),
+            "one positive finite weight per row",
+        ),
+        (
+            lambda: wasserstein([1, 2], [1, 2], codes=[1, 2], a_weights=[0.0, 1.0]),
+            "a_weights must be positive",
+        ),
+    ],
+)
+def test_bad_weights_are_named(call, message):
+    with pytest.raises((DataError, OptionError), match=message):
+        call()

@@ -21,6 +21,7 @@ from simval import (
     OptionError,
     SimulatorError,
     Study,
+    StudyError,
     Validation,
     validate,
 )
@@ -445,28 +446,177 @@ def test_headline_metrics_carry_intervals_and_references():
     assert summary["jsd_reference"] > 0  # sampling noise alone
 
 
-def test_bootstrap_identity_draw_reproduces_the_tables():
+def _example(*, weighted: bool) -> tuple[Study, pd.DataFrame]:
+    """The example task, with survey weights (lognormal, unrelated to the answers)."""
+    task = load_task("example")
+    if not weighted:
+        return task.study, task.human
+    weights = np.random.default_rng(3).lognormal(sigma=0.6, size=len(task.human))
+    return dataclasses.replace(task.study, weight="w"), task.human.assign(w=weights)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_bootstrap_identity_draw_reproduces_the_tables(weighted):
     """The bootstrap recomputes the headline metrics from coded arrays; on the data as
-    drawn (no resampling) it must give the tables' values."""
+    drawn (no resampling) it must give the tables' values, weighted or not."""
     from simval.bootstrap import headline_values
     from simval.validate import _code, _draw, _plan, _replicates, _split
 
-    task = load_task("example")
-    sim = MarginalSimulator(task.human)
-    result = validate(task.study, task.human, sim, reps=3, resamples=0, seed=5)
+    study, human = _example(weighted=weighted)
+    sim = MarginalSimulator(human)
+    result = validate(study, human, sim, reps=3, resamples=0, seed=5)
     plan = _plan(
-        task.study, task.human, declared=None, family="ols", cov="HC1", subgroups=None,
+        study, human, declared=None, family="ols", cov="HC1", subgroups=None,
         items=None, reps=3, alpha=0.05, resamples=0, min_subgroup_n=30,
     )  # fmt: skip
     rng = np.random.default_rng(5)
-    personas = task.human[list(plan.persona_columns)]
-    draws = [_draw(personas, rng=rng, cluster=None) for _ in range(3)]
+    personas = human[list(plan.persona_columns)]
+    weights = plan.weights(human)
+    draws = [_draw(personas, rng=rng, cluster=None, weights=weights) for _ in range(3)]
     seeds = rng.integers(2**63, size=3)
     samples = _replicates(plan, sim, personas, draws, seeds)
-    coded = _code(plan, _split(plan, task.human), task.human, samples)
+    coded = _code(plan, _split(plan, human), human, samples)
     values = headline_values(
-        coded, np.arange(len(task.human)), [np.arange(len(s)) for s in samples]
+        coded, np.arange(len(human)), [np.arange(len(s)) for s in samples]
     )
     summary = result.summary()
     for name, value in values.items():
         assert value == pytest.approx(summary[name], rel=1e-9, nan_ok=True), name
+
+
+# --- survey weights ---------------------------------------------------------------------
+
+
+def test_a_weighted_study_weights_every_human_number_and_hides_the_weights():
+    """The human fits are R's weighted ones (fit(weights=)), the human shares, variances,
+    pattern entropy and incoherence rates are weighted, and no simulator sees w."""
+    from simval import fit
+    from simval.metrics import heterogeneity, incoherence_rate, weighted_variance
+
+    study, human = _example(weighted=True)
+    seen = []
+
+    def answer(people, seed):
+        seen.append(set(people.columns))
+        rng = np.random.default_rng(seed)
+        return pd.DataFrame(
+            {
+                "concern": rng.integers(1, 6, len(people)),
+                "trust": rng.integers(1, 6, len(people)),
+                "share": rng.integers(0, 2, len(people)),
+            },
+            index=people.index,
+        )
+
+    result = validate(study, human, FunctionSimulator(answer), reps=2, resamples=0)
+    assert seen and all("w" not in columns for columns in seen)
+    w = human["w"].to_numpy()
+    shares = result.shares.set_index(["item", "code"])["human"]
+    assert shares["concern", 4.0] == pytest.approx(
+        np.average(human["concern"] == 4, weights=w)
+    )
+    model = study.models[1]
+    own = fit(model.formula, human.assign(gender=human["gender"].astype("category")),
+              family=model.family, cov=model.cov, weights="w")  # fmt: skip
+    overall = result.coefficients[
+        (result.coefficients["formula"] == model.formula)
+        & (result.coefficients["subgroup"] == OVERALL)
+    ]
+    assert np.allclose(overall["human_estimate"], own.table["estimate"], rtol=1e-9)
+    assert np.allclose(overall["human_std_error"], own.table["std_error"], rtol=1e-9)
+    variance = result.variance.set_index(["item", "subgroup"])["human_var"]
+    assert variance["trust", OVERALL] == pytest.approx(
+        weighted_variance(human["trust"], w)
+    )
+    patterns = result.heterogeneity.set_index("subgroup").loc[OVERALL]
+    items = list(result.pattern_items)
+    assert patterns["entropy_human"] == pytest.approx(
+        heterogeneity(human, items, weights=w).entropy_corrected
+    )
+    rule = study.coherence[0]
+    rates = result.coherence
+    row = rates[(rates["rule"] == rule.rule) & (rates["subgroup"] == OVERALL)].iloc[0]
+    assert row["incoherence_human"] == pytest.approx(
+        incoherence_rate(human, rule, weights=w)
+    )
+    kish = w.sum() ** 2 / (w**2).sum()
+    assert (
+        f"Kish effective sample size {kish:.0f} of {len(w)}" in result.notes["weights"]
+    )
+    unweighted = validate(_example(weighted=False)[0], human.drop(columns="w"),
+                          FunctionSimulator(answer), reps=2, resamples=0)  # fmt: skip
+    assert not np.isclose(
+        unweighted.shares.set_index(["item", "code"])["human"]["concern", 4.0],
+        shares["concern", 4.0],
+    )
+
+
+def test_replicate_personas_are_drawn_in_proportion_to_the_weights():
+    """Each persona's share of the drawn rows is its weight's share (binomial tolerance
+    over the seeded draws), one persona per draw, and whole clusters by weight total."""
+    from simval.validate import _draw
+
+    people = pd.DataFrame({"c": [0, 0, 1, 1, 2]})
+    w = np.array([1.0, 1.0, 4.0, 2.0, 2.0])
+    rng = np.random.default_rng(11)
+    draws = np.concatenate(
+        [_draw(people, rng=rng, cluster=None, weights=w) for _ in range(400)]
+    )
+    for row, expected in enumerate(w / w.sum()):
+        share = float((draws == row).mean())
+        assert abs(share - expected) <= binomial_tolerance(expected, len(draws)), row
+    clusters = [_draw(people, rng=rng, cluster="c", weights=w) for _ in range(400)]
+    first = np.array([people["c"].iloc[d[0]] for d in clusters])
+    totals = np.array([2.0, 6.0, 2.0]) / 10
+    for cluster, expected in enumerate(totals):
+        share = float((first == cluster).mean())
+        assert abs(share - expected) <= binomial_tolerance(expected, len(first)), (
+            cluster
+        )
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "culprit"),
+    [
+        (lambda h: h.drop(columns="w"), DataError, "weight column 'w'"),
+        (lambda h: h.assign(w=h["w"].where(h.index != 3, 0.0)), DataError, "rows 3"),
+        (
+            lambda h: h.assign(w=h["w"].where(h.index != 7)),
+            DataError,
+            "missing on rows 7",
+        ),
+        (lambda h: h.assign(w="heavy"), DataError, "must hold numbers"),
+    ],
+)
+def test_bad_survey_weights_are_named(change, error, culprit):
+    study, human = _example(weighted=True)
+    with pytest.raises(error, match=culprit):
+        validate(study, change(human), MarginalSimulator(human), reps=1)
+
+
+def test_a_weight_column_declared_as_a_persona_is_refused():
+    study, _ = _example(weighted=False)
+    with pytest.raises(StudyError, match="weight column 'age'"):
+        dataclasses.replace(study, weight="age")
+
+
+def test_weights_round_trip_through_yaml_and_reach_the_report(tmp_path):
+    from simval.report import write_report
+
+    study, human = _example(weighted=True)
+    study.to_yaml(tmp_path / "study.yaml")
+    assert Study.from_yaml(tmp_path / "study.yaml").weight == "w"
+    result = validate(study, human, MarginalSimulator(human), reps=1, resamples=0)
+    _, markdown = write_report({"marginal": result}, out=tmp_path / "r.html")
+    assert "Survey weights from column 'w'" in markdown.read_text()
+    assert _example(weighted=False)[0].weight is None
+
+
+def test_rectify_refuses_survey_weights():
+    from simval import rectify
+
+    study, human = _example(weighted=True)
+    with pytest.raises(OptionError, match="survey weights"):
+        rectify(
+            study, human, MarginalSimulator(human), unlabeled=human.drop(columns="w")
+        )

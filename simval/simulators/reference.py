@@ -22,7 +22,7 @@ import pandas as pd
 
 from simval.errors import DataError
 from simval.simulators.base import Seed
-from simval.study import Item
+from simval.study import Item, check_weights
 
 
 def _human_columns(
@@ -178,7 +178,9 @@ class FreshSampleSimulator:
     value is NaN counts as 0), chosen at random, ties at random. Without numeric
     match columns the donor is uniform within the cell. A persona whose cell holds
     no other donor falls back to the cell without the last categorical match column,
-    down to none; ``fallbacks`` counts such personas over all calls.
+    down to none; ``fallbacks`` counts such personas over all calls. With ``weights``
+    (a column of survey weights) the pseudo-population is drawn with probability
+    proportional to the weights, so it stands for the population the weights describe.
 
     Why it is calibrated: by the bootstrap principle, an estimate on the
     pseudo-population differs from the human estimate as the human estimate differs
@@ -203,6 +205,7 @@ class FreshSampleSimulator:
         *,
         match: Sequence[str] = (),
         neighbours: int = 5,
+        weights: str | None = None,
         seed: Seed = 0,
     ) -> None:
         who = "FreshSampleSimulator"
@@ -232,19 +235,35 @@ class FreshSampleSimulator:
         self.numeric = tuple(c for c in match if _is_numeric(human_df[c]))
         sd = human_df[list(self.numeric)].std().to_numpy(dtype=float)
         self._scale = np.where(np.isfinite(sd) & (sd > 0), sd, 1.0)
-        self._origin = self._draw_origin(len(human_df), rng=np.random.default_rng(seed))
+        if weights is not None:
+            if weights not in human_df.columns:
+                raise DataError(
+                    f"{who}: weights column {weights!r} is not in the human data"
+                )
+            check_weights(human_df[weights], column=weights, what=who)
+        self._origin = self._draw_origin(
+            len(human_df),
+            rng=np.random.default_rng(seed),
+            weights=None if weights is None else human_df[weights].to_numpy(float),
+        )
         self.population = human_df.iloc[self._origin]
         self.fallbacks = 0
 
     @staticmethod
-    def _draw_origin(n: int, *, rng: np.random.Generator) -> np.ndarray:
-        """Positions of a bootstrap resample holding at least two distinct people.
+    def _draw_origin(
+        n: int, *, rng: np.random.Generator, weights: np.ndarray | None
+    ) -> np.ndarray:
+        """Positions of a bootstrap resample holding at least two distinct people, each
+        drawn with probability proportional to its weight (uniform without).
 
         A resample of one person repeated (likely only for n = 2 or 3) would leave
         that person without a donor, so it is drawn again.
         """
+        p = None if weights is None else weights / weights.sum()
         while True:
-            origin = rng.integers(n, size=n)
+            origin = (
+                rng.choice(n, size=n, p=p) if p is not None else rng.integers(n, size=n)
+            )
             if (origin != origin[0]).any():
                 return origin
 
