@@ -143,6 +143,7 @@ def test_prompt_shows_the_factorial_arms_vignette(task, tiny_model_dir, tmp_path
 @pytest.mark.parametrize(
     ("name", "rows", "package"), [("beps", 1525, "carData, data set BEPS"),
                                   ("wvs", 5381, "carData, data set WVS"),
+                                  ("ces11", 2231, "carData, data set CES11"),
                                   ("gss_spending", 2348, "stevedata, data set gss_spending"),
                                   ("healthcare_order", 1503,
                                    "openintro, data set healthcare_law_survey")],
@@ -211,3 +212,32 @@ def test_healthcare_order_arms_differ_only_in_the_order_of_the_two_statements():
     effect = fit("approve ~ C(order)", answered, family="logit").table
     row = effect.set_index("term").loc["C(order)[T.penalty_second]"]
     assert row["estimate"] < 0 and row["p_value"] < 0.001
+
+
+def test_ces11_fits_its_weighted_logit_and_weights_every_human_number():
+    """CES11 carries carData's survey weights: the validation's human fit is the
+    weighted logit (religion's importance raising support for a ban), the notes name
+    the weights, and the weighted share of 'yes' differs from the raw one."""
+    import numpy as np
+
+    from simval import BootstrapSimulator, validate
+    from simval.regression import fit
+
+    task = load_task("ces11")
+    assert task.study.weight == "weight" and "weight" not in task.study.persona_columns
+    result = validate(
+        task.study, task.human, BootstrapSimulator(task.human.drop(columns="weight")),
+        reps=2, seed=0, resamples=0, progress=False,
+    )  # fmt: skip
+    model = task.study.models[0]
+    own = fit(model.formula, task.human, family="logit", cov="HC0", weights="weight")
+    human = result.coefficients.query("subgroup == 'overall'")
+    assert np.allclose(human["human_estimate"], own.table["estimate"], rtol=1e-9)
+    very = own.table.set_index("term").loc["C(importance)[T.4]"]
+    assert very["estimate"] > 2 and very["p_value"] < 1e-6
+    assert "column 'weight'" in result.notes["weights"]
+    yes = result.shares.query("item == 'abortion' and code == 1")["human"].iloc[0]
+    w = task.human["weight"]
+    assert yes == pytest.approx(np.average(task.human["abortion"] == 1, weights=w))
+    raw = fit(model.formula, task.human, family="logit", cov="HC0").table
+    assert np.abs(raw["estimate"] - own.table["estimate"]).max() > 0.05

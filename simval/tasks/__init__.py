@@ -22,7 +22,7 @@ from simval.errors import DataError, check_option
 from simval.study import Study
 
 SIMULATED_TASKS = ("disclosure", "example")
-REAL_TASKS = ("beps", "wvs", "gss_spending", "healthcare_order")
+REAL_TASKS = ("beps", "wvs", "ces11", "gss_spending", "healthcare_order")
 TASKS = (*SIMULATED_TASKS, *REAL_TASKS)
 _HERE = Path(__file__).parent
 

@@ -1,0 +1,1 @@
+"""The Canadian Election Study 2011: real respondents with survey weights (see respondents.py)."""
