@@ -1,10 +1,12 @@
-"""Benchmarking language models on a built-in task, and the demo the README runs.
+"""Benchmarking language models on built-in tasks, and the demo the README runs.
 
 ``bench`` validates each model (optionally with a LoRA adapter) against the task's
 respondents next to the resampling reference and returns the leaderboard and the
 validations a report reads (each carries its own option shares, decisions and its
-fresh-sample reference values); ``demo`` does the same for the default model before
-and after fine-tuning on a 10% pilot.
+fresh-sample reference values); ``bench_task`` runs it on a built-in task from model
+specs (fine-tuning on the task's pilot where a spec asks) and writes its outputs;
+``bench_tasks`` does so for several tasks and summarises them (``simval.aggregate``);
+``demo`` compares the default model before and after fine-tuning on a 10% pilot.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from simval.errors import ModelError, OptionError
+from simval.aggregate import Aggregate, aggregate
+from simval.errors import ModelError, OptionError, check_option
 from simval.families import PPI_FAMILIES
 from simval.finetune import finetune, pilot
 from simval.formulas import formula_variables
@@ -44,7 +47,7 @@ from simval.simulators.loading import (
 )
 from simval.simulators.reference import BootstrapSimulator
 from simval.study import Study
-from simval.tasks import Task, load_task
+from simval.tasks import REAL_TASKS, SIMULATED_TASKS, TASKS, Task, load_task
 
 if TYPE_CHECKING:
     from simval.rectify import Rectified
@@ -67,20 +70,30 @@ the ``fresh reference`` row (the fresh-sample reference every validation runs)."
 @dataclass(frozen=True)
 class ModelSpec:
     """One leaderboard entry: a display name, a model (folder, hub id or "default") and
-    an adapter folder, or a model served at ``server`` (an OpenAI-compatible API root)."""
+    an adapter folder, or a model served at ``server`` (an OpenAI-compatible API root);
+    ``pilot``: fine-tune the model on each task's pilot first (``bench_task``)."""
 
     name: str
     model: str
     adapter: str | None = None
     server: str | None = None
+    pilot: bool = False
 
 
-SPEC_FORMS = "NAME=PATH, NAME=PATH:ADAPTER or NAME=SERVED_MODEL@URL"
+PILOT = "pilot"
+"""The adapter of a spec that asks for fine-tuning on each task's pilot
+(``tuned=default:pilot``); an adapter folder of that name is written ``./pilot``."""
+
+PILOT_SHARE = 0.1
+"""The share of a task's respondents a ``:pilot`` spec is fine-tuned on (the paper's 10%)."""
+
+SPEC_FORMS = "NAME=PATH, NAME=PATH:ADAPTER, NAME=PATH:pilot or NAME=SERVED_MODEL@URL"
 
 
 def parse_model_spec(text: str) -> ModelSpec:
-    """Parse ``NAME=PATH[:ADAPTER]`` (``smollm=default:adapters/smollm-pilot``) or
-    ``NAME=SERVED_MODEL@URL`` (``big=llama-70b@http://gpu-box:8000/v1``)."""
+    """Parse ``NAME=PATH[:ADAPTER]`` (``smollm=default:adapters/smollm-pilot``),
+    ``NAME=PATH:pilot`` (fine-tuned on each task's pilot) or ``NAME=SERVED_MODEL@URL``
+    (``big=llama-70b@http://gpu-box:8000/v1``)."""
     name, equals, rest = text.partition("=")
     served = re.fullmatch(r"([^@]+)@(https?://\S+)", rest.strip())
     if served:
@@ -90,10 +103,28 @@ def parse_model_spec(text: str) -> ModelSpec:
         server = None
     if not equals or not name.strip() or not model.strip():
         raise OptionError(f"--model {text!r} must read {SPEC_FORMS}, e.g. base=default")
+    tuned = adapter.strip() == PILOT
     return ModelSpec(
-        name=name.strip(), model=model.strip(), adapter=adapter.strip() or None,
-        server=server,
+        name=name.strip(), model=model.strip(),
+        adapter=None if tuned else adapter.strip() or None, server=server, pilot=tuned,
     )  # fmt: skip
+
+
+def check_specs(specs: Sequence[ModelSpec]) -> None:
+    """Specs benchmarked together: at least one, distinct names, at most one fine-tuned
+    on the pilot (its adapter is ``adapter`` in the task's folder), every adapter
+    folder present."""
+    names = [spec.name for spec in specs]
+    if not names:
+        raise OptionError("give at least one --model NAME=PATH to benchmark")
+    if len(set(names)) < len(names):
+        raise OptionError(f"--model names must differ; got {', '.join(names)}")
+    tuned = [spec.name for spec in specs if spec.pilot]
+    if len(tuned) > 1:
+        raise OptionError(
+            f"at most one --model may be fine-tuned on the pilot; got {', '.join(tuned)}"
+        )
+    pilot_rows_of(list(specs))
 
 
 def build_simulator(
@@ -342,7 +373,7 @@ def demo(
     out_dir: str | Path,
     model: str = "default",
     n: int | None = DEMO_RESPONDENTS,
-    pilot_frac: float = 0.1,
+    pilot_frac: float = PILOT_SHARE,
     reps: int = 10,
     seed: int = 0,
     cache_dir: str | Path | None = None,
@@ -390,14 +421,12 @@ def demo(
         "fine-tuned": HFSimulator.from_pretrained(adapter=adapter, **loaded),
     }
     result = bench(simulators, human, study, reps=reps, seed=seed, progress=progress)
-    trained = ", ".join(f"{key} {value}" for key, value in settings.items())
     left_out = [name for name in task.study.item_names if name not in study.item_names]
+    tuned = pilot_note(
+        "fine-tuned", frac=pilot_frac, size=len(pilot_df), settings=settings, seed=seed
+    )
     notes = (
-        (
-            f"fine-tuned: LoRA on a random {pilot_frac:.0%} pilot ({len(pilot_df)} "
-            f"respondents; {trained}; seed {seed}); the pilot is not among the "
-            "respondents compared."
-        ),
+        tuned,
         (
             f"Items: {', '.join(study.item_names)}, the ones the formulas and "
             f"belief–action pairs use; {', '.join(left_out)} are left out to keep the "
@@ -415,3 +444,155 @@ def human_findings(result: Benchmark) -> int:
     rows = next(iter(result.validations.values())).coefficients
     rows = rows[(rows["subgroup"] == OVERALL) & rows["term"].map(is_finding)]
     return int((rows["human_class"].notna() & (rows["human_class"] != "null")).sum())
+
+
+def pilot_note(
+    name: str, *, frac: float, size: int, settings: Mapping[str, Any], seed: int
+) -> str:
+    """The report's note on a model fine-tuned on a pilot: how, and that the pilot is
+    left out of the comparison."""
+    trained = ", ".join(f"{key} {value}" for key, value in settings.items())
+    return (
+        f"{name}: LoRA on a random {frac:.0%} pilot ({size} respondents; {trained}; "
+        f"seed {seed}); the pilot is not among the respondents compared."
+    )
+
+
+def task_pilot(task: Task, *, seed: int) -> pd.DataFrame:
+    """A random ``PILOT_SHARE`` of the task's respondents, drawn with ``seed`` among those
+    who answered every item: a non-answer (NaN or a declared missing code) cannot be
+    trained on. Where all answered, the pilot ``demo`` draws."""
+    items = list(task.study.item_names)
+    answered = task.study.blank_missing(task.human).dropna(subset=items).index
+    size = max(1, round(PILOT_SHARE * len(task.human)))
+    drawn, _ = pilot(task.human.loc[answered], n=size, seed=seed)
+    return drawn
+
+
+def bench_task(
+    task: Task,
+    models: Sequence[ModelSpec],
+    *,
+    out_dir: str | Path,
+    n: int | None = None,
+    reps: int = 20,
+    seed: int = 0,
+    mode: str = "score",
+    api: str = "completions",
+    api_key_env: str | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool | None = None,
+    **training: Any,
+) -> tuple[Benchmark, dict[str, Path]]:
+    """Benchmark ``models`` on ``task``; write its report and leaderboard in ``out_dir``.
+
+    A spec asking for the pilot (``NAME=PATH:pilot``) is first LoRA-fine-tuned, as
+    ``demo`` does, on a random ``PILOT_SHARE`` of the task's respondents drawn with
+    ``seed`` (``task_pilot``; ``DEMO_TRAINING``, overridden by ``training``), its adapter in
+    ``out_dir/adapter`` (reused when made the same way). Every respondent an adapter
+    was trained on is left out before ``n`` are drawn to compare on.
+    """
+    check_specs(models)
+    out = Path(out_dir)
+    left_out = pilot_rows_of(list(models))
+    specs, notes = list(models), []
+    tuned = next((spec for spec in models if spec.pilot), None)
+    if tuned is not None:
+        pilot_df = task_pilot(task, seed=seed)
+        settings = {**DEMO_TRAINING, **training}
+        made = {"model": tuned.model, "pilot_df": pilot_df, "study": task.study,
+                "seed": seed, "out_dir": out / "adapter", "cache_dir": cache_dir}  # fmt: skip
+        adapter = existing_adapter(**made, **settings) or finetune(
+            **made, progress=progress, **settings
+        )
+        left_out |= set(pilot_df.index)
+        specs = [
+            dataclasses.replace(s, adapter=str(adapter), pilot=False) if s.pilot else s
+            for s in models
+        ]
+        note = pilot_note(
+            tuned.name, frac=PILOT_SHARE, size=len(pilot_df), settings=settings,
+            seed=seed,
+        )  # fmt: skip
+        notes.append(
+            f"{note} It is drawn among the respondents who answered every item."
+        )
+    compared = evaluation_sample(task.human, exclude=left_out, n=n, seed=seed)
+    missing = task.study.missing_persona_note(compared)
+    simulators = {
+        spec.name: build_simulator(
+            spec, study=task.study, mode=mode, api=api, api_key_env=api_key_env
+        )
+        for spec in specs
+    }
+    result = bench(
+        simulators, compared, task.study, reps=reps, seed=seed, progress=progress
+    )
+    notes = (*notes, *([missing] if missing else []))
+    return result, write_outputs(result, task=task, out_dir=out, notes=notes)
+
+
+TASK_SUITES = {"real": REAL_TASKS, "simulated": SIMULATED_TASKS, "all": TASKS}
+"""Names that stand for several tasks in ``bench_tasks``."""
+
+
+def task_names(names: Sequence[str]) -> tuple[str, ...]:
+    """The tasks ``names`` stand for, suites (``TASK_SUITES``) expanded, each once, in
+    order; an unknown name is an error that lists the tasks and suites."""
+    if not names:
+        raise OptionError("give at least one task")
+    found: list[str] = []
+    for name in names:
+        check_option("task", name, (*TASKS, *TASK_SUITES))
+        found.extend(TASK_SUITES.get(name, (name,)))
+    return tuple(dict.fromkeys(found))
+
+
+@dataclass(frozen=True)
+class TaskBenchmarks:
+    """A benchmark across tasks: ``benchmarks``, task -> its ``Benchmark``, and
+    ``aggregate``, their validations summarised over the tasks (``simval.aggregate``;
+    the resampling reference shown, never marked)."""
+
+    benchmarks: dict[str, Benchmark]
+    aggregate: Aggregate
+
+
+def bench_tasks(
+    tasks: Sequence[str],
+    models: Sequence[ModelSpec],
+    *,
+    out_dir: str | Path,
+    seed: int = 0,
+    progress: bool | None = None,
+    **options: Any,
+) -> tuple[TaskBenchmarks, dict[str, Path]]:
+    """Benchmark ``models`` on every task ``tasks`` name (suites expanded: ``task_names``),
+    each with ``bench_task`` (``options``: its keywords, ``n`` per task) into
+    ``out_dir/<task>``, then write the leaderboard across them in ``out_dir``.
+
+    Every name, spec and task's data is checked before the first model loads. Returns
+    the result and the paths (the aggregate leaderboard's, then each task's as
+    ``<task>_<kind>``).
+    """
+    names = task_names(tasks)
+    check_specs(models)
+    loaded = {name: load_task(name, seed=seed) for name in names}
+    out = Path(out_dir)
+    benchmarks, written = {}, {}
+    for name, task in loaded.items():
+        with phase(f"the {name} task", enabled=progress):
+            benchmarks[name], paths = bench_task(
+                task, models, out_dir=out / name, seed=seed, progress=progress,
+                **options,
+            )  # fmt: skip
+        written |= {f"{name}_{kind}": path for kind, path in paths.items()}
+    from simval.report import write_aggregate_leaderboard
+
+    summary = aggregate(
+        {name: b.validations for name, b in benchmarks.items()},
+        references=(RESAMPLING,),
+    )
+    csv, md, html = write_aggregate_leaderboard(summary, out)
+    top = {"leaderboard_csv": csv, "leaderboard_markdown": md, "leaderboard_html": html}
+    return TaskBenchmarks(benchmarks=benchmarks, aggregate=summary), {**top, **written}

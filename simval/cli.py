@@ -20,7 +20,7 @@ import pandas as pd
 import typer
 from typer.core import TyperCommand
 
-from simval.bench import DEMO_RESPONDENTS, DEMO_TRAINING
+from simval.bench import DEMO_RESPONDENTS, DEMO_TRAINING, PILOT_SHARE, TASK_SUITES
 from simval.errors import OptionError, SimvalError
 from simval.finetune import Strategy, finetune
 from simval.results import Validation
@@ -31,6 +31,7 @@ from simval.study import Study
 from simval.tasks import TASKS
 
 if TYPE_CHECKING:
+    from simval.aggregate import Aggregate
     from simval.bench import Benchmark
     from simval.rectify import Rectified
 
@@ -135,6 +136,8 @@ Adapter = Annotated[
         "trained on are left out.",
     ),
 ]
+SUITES = "; ".join(f"{name}: {' '.join(tasks)}" for name, tasks in TASK_SUITES.items())
+"""The task suites ``simval bench --task`` takes, with the tasks each stands for."""
 TRAINING = inspect.signature(finetune).parameters
 """``simval.finetune.finetune``'s keywords: the finetune command's defaults are its own."""
 DEMO_FLAGS = " ".join(
@@ -793,28 +796,48 @@ def _print_rectified(job: _RectifyJob) -> None:
 
 @app.command("bench", cls=_Command)
 def bench_command(
-    task: TaskName,
     model: Annotated[
         list[str],
         typer.Option(
             metavar="NAME=PATH[:ADAPTER]",
             help="Once per model to rank: its name, model (PATH may be default) and "
-            "optional LoRA adapter folder; or NAME=SERVED_MODEL@URL for a model on "
-            "an OpenAI-compatible server (vLLM, SGLang: URL like "
-            "http://host:8000/v1).",
+            "optional LoRA adapter folder, or :pilot to LoRA-fine-tune the model on a "
+            f"random {PILOT_SHARE:.0%} pilot of each task first (as simval demo "
+            "does; the pilot left out of that task's comparison; the adapter in the "
+            "task's folder); or NAME=SERVED_MODEL@URL for a model on an "
+            "OpenAI-compatible server (vLLM, SGLang: URL like http://host:8000/v1).",
         ),
     ],
     out: Annotated[
         Path,
         typer.Option(
-            metavar="FOLDER", help="Folder for the leaderboard and the report."
+            metavar="FOLDER",
+            help="Folder for the leaderboard and the report (with --task: each "
+            "task's in FOLDER/TASK, the leaderboard across the tasks in FOLDER).",
         ),
     ],
+    task: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="TASK",
+            help=f"One built-in task: {' or '.join(TASKS)} (or give --task).",
+        ),
+    ] = None,
+    tasks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--task",
+            metavar="TASK",
+            help="A task to benchmark across, once per task: a built-in task or a "
+            f"suite ({SUITES}).",
+        ),
+    ] = None,
     human: Annotated[
         Path | None,
         typer.Option(
             metavar="FILE.csv",
-            help="Your own respondents (CSV) instead of the task's own (simulated or real).",
+            help="Your own respondents (CSV) instead of the task's own (simulated or "
+            "real); one TASK only.",
         ),
     ] = None,
     mode: AnswerMode = "score",
@@ -824,37 +847,50 @@ def bench_command(
     seed: Seed = 0,
     n: Count = None,
 ) -> None:
-    """Rank language models on a built-in task: a leaderboard (CSV, Markdown, HTML) and a report."""
+    """Rank language models on built-in tasks: a leaderboard (CSV, Markdown, HTML) and a report.
+
+    simval bench TASK ranks them on one task. With --task (repeatable, or a suite such
+    as --task real), each task is benchmarked into FOLDER/TASK and FOLDER holds the
+    leaderboard across the tasks: per metric and model each task's value [CI], the
+    mean over the tasks with a CI from the tasks' own standard errors (independent
+    respondents), over how many tasks and how many it wins; best marked only where
+    distinguishable (docs/reports.md). E.g. base vs fine-tuned on a 10% pilot of
+    every real task: simval bench --task real --model base=default --model
+    fine-tuned=default:pilot --out bench-real
+    """
     from simval.bench import (
         RESAMPLING,
-        bench,
-        build_simulator,
-        evaluation_sample,
+        bench_task,
+        bench_tasks,
+        check_specs,
         parse_model_spec,
-        pilot_rows_of,
-        write_outputs,
     )  # fmt: skip
     from simval.tasks import load_task
 
+    if task is not None and tasks:
+        raise OptionError("give the task as TASK or with --task, not both")
+    if task is None and not tasks:
+        raise OptionError("give a task: simval bench TASK, or --task TASK per task")
+    if tasks and human is not None:
+        raise OptionError("--human goes with one task: simval bench TASK --human FILE")
     specs = [parse_model_spec(text) for text in model]
-    names = [spec.name for spec in specs]
-    if len(set(names)) < len(names):
-        raise OptionError(f"--model names must differ; got {', '.join(names)}")
-    loaded = load_task(task, seed=seed, human=human)
-    compared = evaluation_sample(
-        loaded.human, exclude=pilot_rows_of(specs), n=n, seed=seed
-    )
-    missing = _echo_missing_personas(loaded.study, compared)
-    simulators = {
-        spec.name: build_simulator(
-            spec, study=loaded.study, mode=mode, api=api, api_key_env=api_key_env
-        )
-        for spec in specs
+    options = {
+        "n": n,
+        "reps": reps,
+        "mode": mode,
+        "api": api,
+        "api_key_env": api_key_env,
     }
-    result = bench(simulators, compared, loaded.study, reps=reps, seed=seed)
-    paths = write_outputs(result, task=loaded, out_dir=out, notes=missing)
-    _print_table(result.validations, references=(RESAMPLING,))
-    _print_gains(result)
+    if tasks:
+        across, paths = bench_tasks(tasks, specs, out_dir=out, seed=seed, **options)
+        _print_aggregate(across.aggregate)
+    else:
+        check_specs(specs)
+        loaded = load_task(task, seed=seed, human=human)
+        result, paths = bench_task(loaded, specs, out_dir=out, seed=seed, **options)
+        _echo_missing_personas(loaded.study, result.human)
+        _print_table(result.validations, references=(RESAMPLING,))
+        _print_gains(result)
     typer.echo("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
 
 
@@ -964,6 +1000,35 @@ def _print_gains(benchmark: Benchmark) -> None:
             typer.echo(f"{name}: {result.sentence(formula)}")
         for caveat in result.caveats():
             typer.echo(f"{name}: {caveat}")
+
+
+def _print_aggregate(result: Aggregate) -> None:
+    """The leaderboard across tasks as text, a row per headline metric: each row's mean
+    over the tasks [CI], * for best and ~ for tied over the tasks."""
+    from simval.aggregate import ACROSS
+    from simval.report.blocks import interval
+    from simval.results import HEADLINE
+
+    across = result.table[result.table["task"] == ACROSS]
+    cells = across.set_index(["metric", "simulator"])
+    signs = {"best": "*", "tie": "~", "": ""}
+    rows = {
+        metric.label: {
+            name: interval(
+                *cells.loc[(metric.name, name), ["value", "ci_low", "ci_high"]]
+            )
+            + signs[cells.at[(metric.name, name), "mark"]]
+            for name in result.simulators
+        }
+        for metric in HEADLINE
+    }
+    typer.echo(f"mean over the tasks {', '.join(result.tasks)}:")
+    typer.echo(pd.DataFrame.from_dict(rows, orient="index").to_string())
+    typer.echo(
+        "mean [CI] over the tasks where defined; * best, ~ tied for best over the tasks "
+        "(mean paired differences, tasks independent); each task's leaderboard and "
+        "report in its folder"
+    )
 
 
 def _study_and_human(study: Path, human: Path) -> tuple[Study, pd.DataFrame]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -354,28 +354,52 @@ def score(
     return np.abs(values - target)
 
 
-def paired_difference(
-    a: Validation, b: Validation, metric: str, *, level: float = 0.95
-) -> tuple[float, float, float]:
-    """Score of ``a`` minus score of ``b`` on ``metric`` (lower is better) with its CI.
+def samples(
+    validation: Validation, name: str, *, uncertainty: str = "bootstrap"
+) -> pd.Series:
+    """A summary value's draws behind its CI: its bootstrap draws (``draws``, by draw) or,
+    for ``uncertainty="replicates"``, its value per replicate (``replicate_metrics``)."""
+    frame = (
+        validation.draws if uncertainty == "bootstrap" else validation.replicate_metrics
+    )
+    key = "draw" if uncertainty == "bootstrap" else "rep"
+    return frame[frame["metric"] == name].set_index(key)["value"]
+
+
+def spread(values: np.ndarray, *, uncertainty: str) -> float:
+    """The standard error that ``values`` (``samples``, or paired differences of them)
+    give their estimate: their SD for bootstrap draws, SD / sqrt(n) for replicates (a
+    mean over them); NaN with fewer than two finite values."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return math.nan
+    sd = float(values.std(ddof=1))
+    return sd if uncertainty == "bootstrap" else sd / math.sqrt(len(values))
+
+
+def standard_error(validation: Validation, name: str) -> float:
+    """The standard error of a headline metric's value (or a humans' own level, which is
+    bootstrapped), from the draws its CI is made of (``spread``)."""
+    kind = METRICS[name].uncertainty if name in METRICS else "bootstrap"
+    return spread(samples(validation, name, uncertainty=kind), uncertainty=kind)
+
+
+def paired_deltas(
+    a: Validation, b: Validation, metric: str
+) -> tuple[float, np.ndarray]:
+    """Score of ``a`` minus score of ``b`` on ``metric`` (lower is better), and that
+    difference in each bootstrap draw or replicate both share (the finite ones).
 
     Paired: both validations resampled the same respondents (bootstrap metrics) or
-    drew the same replicate personas (replicate metrics), so the CI is that of the
-    difference, not of two separate numbers. Returns (difference, ci_low, ci_high).
+    drew the same replicate personas (replicate metrics), so the draws are those of
+    the difference, not of two separate numbers.
     """
     spec = METRICS[metric]
     target = 1 - a.alpha
-    if spec.uncertainty == "bootstrap":
-        frames = [v.draws for v in (a, b)]
-        key = "draw"
-    else:
-        frames = [v.replicate_metrics for v in (a, b)]
-        key = "rep"
-    series = [
-        frame[frame["metric"] == metric].set_index(key)["value"] for frame in frames
-    ]
+    series = [samples(v, metric, uncertainty=spec.uncertainty) for v in (a, b)]
     human = (
-        frames[0][frames[0]["metric"] == spec.human].set_index(key)["value"]
+        samples(a, spec.human)
         if spec.human and spec.uncertainty == "bootstrap"
         else None
     )
@@ -392,10 +416,19 @@ def paired_difference(
     deltas = score(joined["a"], direction=spec.direction, target=goal) - score(
         joined["b"], direction=spec.direction, target=goal
     )
-    deltas = deltas[np.isfinite(deltas)]
+    return diff, deltas[np.isfinite(deltas)]
+
+
+def paired_difference(
+    a: Validation, b: Validation, metric: str, *, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Score of ``a`` minus score of ``b`` on ``metric`` (lower is better) with its paired
+    CI (``paired_deltas``): percentiles of the bootstrap draws, or a t interval over
+    the replicates. Returns (difference, ci_low, ci_high)."""
+    diff, deltas = paired_deltas(a, b, metric)
     if len(deltas) < 2:
         return diff, math.nan, math.nan
-    if spec.uncertainty == "bootstrap":
+    if METRICS[metric].uncertainty == "bootstrap":
         low, high = np.quantile(deltas, [(1 - level) / 2, (1 + level) / 2])
         return diff, float(low), float(high)
     half = scipy.stats.t.ppf((1 + level) / 2, len(deltas) - 1) * deltas.std(ddof=1)
@@ -403,13 +436,24 @@ def paired_difference(
     return diff, float(deltas.mean() - half), float(deltas.mean() + half)
 
 
-def rank(validations: Mapping[str, Validation], *, level: float = 0.95) -> pd.DataFrame:
+def rank(
+    validations: Mapping[str, Validation],
+    *,
+    level: float = 0.95,
+    references: Sequence[str] = (),
+) -> pd.DataFrame:
     """Per metric, which simulators are best: ``"best"`` for one distinguishable from
     every other, ``"tie"`` for the best and those whose paired difference with it has
-    a CI containing 0, else empty. Rows are simulators, columns the headline metrics."""
+    a CI containing 0, else empty. Rows are simulators, columns the headline metrics;
+    those named in ``references`` are never ranked (their rows stay empty)."""
     _check_same_humans(validations)
-    names = list(validations)
-    marks = pd.DataFrame("", index=names, columns=[m.name for m in HEADLINE])
+    check_references(references, names=list(validations))
+    names = [name for name in validations if name not in references]
+    marks = pd.DataFrame(
+        "", index=list(validations), columns=[m.name for m in HEADLINE]
+    )
+    if not names:
+        return marks
     for spec in HEADLINE:
         summaries = {n: validations[n].summary() for n in names}
         target = (
@@ -423,24 +467,49 @@ def rank(validations: Mapping[str, Validation], *, level: float = 0.95) -> pd.Da
             )
             for n in names
         }
-        finite = [n for n in names if math.isfinite(scores[n])]
-        if not finite:
+        best = leader(scores)
+        if best is None:
             continue
-        best = min(finite, key=lambda n: scores[n])
-        tied = [
-            n
-            for n in finite
-            if n != best
-            and not _distinguishable(
-                paired_difference(
-                    validations[n], validations[best], spec.name, level=level
-                )
+        differences = {
+            n: paired_difference(
+                validations[n], validations[best], spec.name, level=level
             )
-        ]
-        if len(finite) == 1:
-            continue
-        marks.loc[[best, *tied], spec.name] = "tie" if tied else "best"
+            for n in names
+            if n != best and math.isfinite(scores[n])
+        }
+        for name, mark in best_marks(best, differences).items():
+            marks.at[name, spec.name] = mark
     return marks
+
+
+def check_references(references: Sequence[str], *, names: Sequence[str]) -> None:
+    """Every name in ``references`` (rows shown and never ranked) is among ``names``."""
+    unknown = [name for name in references if name not in names]
+    if unknown:
+        raise OptionError(
+            f"references {', '.join(map(repr, unknown))} are not among the validations: "
+            + ", ".join(map(repr, names))
+        )
+
+
+def leader(scores: Mapping[str, float]) -> str | None:
+    """The name with the lowest finite score; None when fewer than two are finite
+    (nothing to rank)."""
+    finite = [name for name, value in scores.items() if math.isfinite(value)]
+    return min(finite, key=lambda name: scores[name]) if len(finite) > 1 else None
+
+
+def best_marks(
+    best: str, differences: Mapping[str, tuple[float, float, float]]
+) -> dict[str, str]:
+    """``best`` marked "best" when its difference (value, ci_low, ci_high) with every
+    other is distinguishable from 0, else "tie" with each one that is not."""
+    tied = [
+        name
+        for name, difference in differences.items()
+        if not _distinguishable(difference)
+    ]
+    return {name: "tie" if tied else "best" for name in (best, *tied)}
 
 
 def _distinguishable(difference: tuple[float, float, float]) -> bool:

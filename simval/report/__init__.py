@@ -5,7 +5,11 @@ shares, decisions and notes); they never run a model. matplotlib is imported whe
 first figure is drawn, and ``import simval`` does not import this package.
 """
 
-from simval.report.leaderboard import leaderboard_marks, write_leaderboard
+from simval.report.leaderboard import (
+    leaderboard_marks,
+    write_aggregate_leaderboard,
+    write_leaderboard,
+)
 from simval.report.render import (
     SECTION_TITLES,
     build_sections,
@@ -18,6 +22,7 @@ __all__ = [
     "SECTION_TITLES",
     "build_sections",
     "leaderboard_marks",
+    "write_aggregate_leaderboard",
     "write_html",
     "write_leaderboard",
     "write_markdown",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from simval.aggregate import ACROSS, Aggregate
 from simval.errors import DataError, OptionError
 from simval.report.blocks import Cell, Table, cell, interval
 from simval.results import (
@@ -24,6 +25,7 @@ from simval.results import (
     REFERENCE_ROW,
     Metric,
     Validation,
+    check_references,
     rank,
     summary_table,
 )
@@ -68,12 +70,7 @@ def check_validations(
             f"{taken[0]!r} names a reference row ({' and '.join(map(repr, RESERVED))}); "
             "give the simulator another name"
         )
-    unknown = [name for name in references if name not in validations]
-    if unknown:
-        raise OptionError(
-            f"references {', '.join(map(repr, unknown))} are not among the validations: "
-            + ", ".join(map(repr, validations))
-        )
+    check_references(references, names=list(validations))
     # a Validation each, of the same humans with the same seed, alpha and reps
     summary_table(validations)
     first_name, first = next(iter(validations.items()))
@@ -90,14 +87,8 @@ def leaderboard_marks(
 ) -> pd.DataFrame:
     """``rank`` over the validations not named in ``references`` (at the validations'
     1 − alpha), with an empty row for each reference: rows are validations, columns metrics."""
-    marks = pd.DataFrame(
-        "", index=list(validations), columns=[m.name for m in HEADLINE]
-    )
-    competing = {n: v for n, v in validations.items() if n not in references}
-    if len(competing) > 1:
-        level = 1 - next(iter(competing.values())).alpha
-        marks.loc[list(competing)] = rank(competing, level=level).to_numpy()
-    return marks
+    level = 1 - next(iter(validations.values())).alpha
+    return rank(validations, level=level, references=references)
 
 
 def headline_table(
@@ -262,3 +253,83 @@ def _value_cell(summary: dict[str, float], key: str, *, mark: str = "") -> Cell:
     """ "value [ci_low, ci_high]" of one summary key, marked."""
     text = interval(summary[key], summary[f"{key}_ci_low"], summary[f"{key}_ci_high"])
     return Cell(text, mark=mark, numeric=True)
+
+
+def write_aggregate_leaderboard(
+    result: Aggregate, out_dir: str | Path, *, stem: str = "leaderboard"
+) -> tuple[Path, Path, Path]:
+    """CSV, Markdown and HTML of a benchmark across tasks (``simval.aggregate``).
+
+    The CSV is ``result.table`` (a row per simulator, metric and task, then per
+    simulator and metric over the tasks, ``task`` = "mean over tasks"); the pages a
+    row per metric and simulator: its value [CI] on each task (marked as that task's
+    leaderboard marks it), the mean over the tasks [CI] (marked where distinguishable
+    over the tasks), the tasks it is over and the tasks won. Returns the paths.
+    """
+    from simval.report.render import render_leaderboard
+
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = tuple(folder / f"{stem}.{suffix}" for suffix in ("csv", "md", "html"))
+    result.table.to_csv(paths[0], index=False)
+    shown = aggregate_table(result)
+    for path, fmt in zip(paths[1:], ("md", "html")):
+        text = render_leaderboard(shown, legend=aggregate_legend(result), fmt=fmt)
+        path.write_text(text, encoding="utf-8")
+    return paths
+
+
+def aggregate_table(result: Aggregate) -> Table:
+    """A row per headline metric and leaderboard row: value [CI] per task, the mean over
+    the tasks [CI], over how many tasks, and (for the simulators ranked) tasks won."""
+    cells = result.table.set_index(["simulator", "metric", "task"])
+    unranked = {*result.references, REFERENCE_ROW, HUMAN_ROW}
+    rows = []
+    for metric in HEADLINE:
+        for i, name in enumerate(result.simulators):
+            shown = [
+                cells.loc[(name, metric.name, task)] for task in (*result.tasks, ACROSS)
+            ]
+            across = shown[-1]
+            rows.append(
+                (
+                    Cell(metric.label if i == 0 else ""),
+                    Cell(better(metric, nominal=result.level) if i == 0 else ""),
+                    Cell(name),
+                    *(
+                        Cell(
+                            interval(row["value"], row["ci_low"], row["ci_high"]),
+                            mark=row["mark"],
+                            numeric=True,
+                        )
+                        for row in shown
+                    ),
+                    Cell(f"{across['n_tasks']} of {len(result.tasks)}", numeric=True),
+                    Cell(
+                        "–" if name in unranked else str(across["wins"]), numeric=True
+                    ),
+                )
+            )
+    return Table(
+        ("metric", "better", "simulator", *result.tasks, ACROSS, "tasks", "wins"),
+        tuple(rows),
+    )
+
+
+def aggregate_legend(result: Aggregate) -> str:
+    """What the aggregate's cells, its uncertainty and its marks mean."""
+    level = f"{result.level:.0%}"
+    never = [*result.references, REFERENCE_ROW, HUMAN_ROW]
+    return (
+        f"Across the tasks {', '.join(result.tasks)}. Each task's cell: the value and "
+        f"its {level} CI, marked as that task's leaderboard marks it (bold: best, "
+        "distinguishable from every other simulator by a paired-difference CI; italic: "
+        f"tied for best). {ACROSS}: the mean of the tasks' values where the metric is "
+        "defined (tasks: how many), its CI the mean ± the normal quantile times "
+        "sqrt(sum of the tasks' squared standard errors) / tasks, the tasks being "
+        "independent respondents; bold where the mean over the tasks of the paired "
+        "score differences with every other simulator has such a CI wholly on one "
+        "side of 0, italic for the lowest mean score and those not distinguishable "
+        "from it. wins: tasks where the simulator is best. Never marked: "
+        f"{', '.join(never)}."
+    )

@@ -1,0 +1,299 @@
+"""Benchmarks across tasks: each simulator's headline metrics per task and over the tasks.
+
+A task's leaderboard judges simulators on one set of respondents; ``aggregate`` puts
+several tasks' leaderboards side by side and summarises each metric over them: the
+mean of the tasks' values, with a standard error combined from the tasks' own (the
+tasks are different respondents, so independent), how many tasks it is taken over and
+how many tasks a simulator wins. A simulator is marked best over the tasks only where
+its mean paired difference with every other is distinguishable from 0, as ``rank``
+marks one task. Nothing here runs a simulator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from simval.errors import DataError, OptionError
+from simval.results import (
+    HEADLINE,
+    HUMAN_ROW,
+    REFERENCE_ROW,
+    Metric,
+    Validation,
+    best_marks,
+    check_references,
+    leader,
+    paired_deltas,
+    rank,
+    score,
+    spread,
+    standard_error,
+    summary_table,
+)
+
+ACROSS = "mean over tasks"
+"""The ``task`` of ``Aggregate.table``'s rows that summarise every task."""
+
+TABLE_COLUMNS = (
+    "simulator", "metric", "task", "value", "std_error", "ci_low", "ci_high",
+    "n_tasks", "wins", "mark",
+)  # fmt: skip
+DIFFERENCE_COLUMNS = (
+    "metric", "simulator", "best", "difference", "std_error", "ci_low", "ci_high",
+    "n_tasks",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """Simulators benchmarked on several tasks: each task's values and their summary.
+
+    - ``table``: a row per simulator (every leaderboard row: the simulators, the
+      ``references``, ``fresh reference`` and ``human``), headline metric and task,
+      then one with ``task`` == ``ACROSS``. Columns: simulator, metric, task, value,
+      std_error (a task's: the SD of its bootstrap draws, or SD / sqrt(reps) over its
+      replicates, ``simval.results.standard_error``; across tasks: sqrt(sum of the
+      tasks' squared SEs) / n_tasks), ci_low, ci_high (a task's own CI; across tasks
+      value ± the normal quantile times std_error, within the metric's bounds),
+      n_tasks (tasks where the value is defined), wins (tasks where the simulator is
+      marked best), mark ("best", "tie" or empty: ``rank`` on a task; across tasks, as
+      ``differences`` decides).
+    - ``differences``: per metric, each simulator against the one with the lowest mean
+      score (``best``, lower is better as ``rank`` scores): the mean over tasks of
+      their paired score differences (``simval.results.paired_deltas``), its
+      std_error (sqrt(sum of the tasks' squared SEs) / n_tasks), ci_low, ci_high and
+      n_tasks (tasks where both are defined).
+    - ``tasks``: the task names, in order; ``simulators``: the row names, in order;
+      ``references``: rows shown and never marked; ``level``: the CIs' level.
+    """
+
+    table: pd.DataFrame
+    differences: pd.DataFrame
+    tasks: tuple[str, ...]
+    simulators: tuple[str, ...]
+    references: tuple[str, ...]
+    level: float
+
+
+def aggregate(
+    validations: Mapping[str, Mapping[str, Validation]],
+    *,
+    references: Sequence[str] = (),
+) -> Aggregate:
+    """Summarise task -> (name -> Validation) over the tasks; ``references`` (e.g. the
+    resampling reference) are shown and never marked. Every task must hold the same
+    names, validated with the same alpha."""
+    tasks, names, level = _check(validations, references=references)
+    rows = [*names, REFERENCE_ROW, HUMAN_ROW]
+    per_task = pd.concat(
+        [
+            _task_rows(validations[task], task=task, references=references, level=level)
+            for task in tasks
+        ],
+        ignore_index=True,
+    )
+    competing = [name for name in names if name not in references]
+    differences = pd.DataFrame(
+        [
+            row
+            for metric in HEADLINE
+            for row in _differences(validations, competing, metric=metric, level=level)
+        ],
+        columns=DIFFERENCE_COLUMNS,
+    )
+    across = _across_rows(per_task, differences, rows=rows, level=level)
+    table = pd.concat([per_task, across], ignore_index=True)
+    return Aggregate(
+        table=table[list(TABLE_COLUMNS)], differences=differences, tasks=tasks,
+        simulators=tuple(rows), references=tuple(references), level=level,
+    )  # fmt: skip
+
+
+def _check(
+    validations: Mapping[str, Mapping[str, Validation]], *, references: Sequence[str]
+) -> tuple[tuple[str, ...], tuple[str, ...], float]:
+    """The tasks, the names every task holds (in order) and the CIs' level (1 − the
+    shared alpha); a clear error for no task, different names or alphas, unknown
+    references."""
+    if not isinstance(validations, Mapping) or not validations:
+        raise OptionError("aggregate needs a non-empty mapping of task -> validations")
+    tasks = tuple(validations)
+    first = tasks[0]
+    names = tuple(validations[first])
+    if not names:
+        raise OptionError(f"task {first!r} has no validations")
+    for task in tasks:
+        if tuple(validations[task]) != names:
+            raise DataError(
+                f"tasks {first!r} and {task!r} compare different simulators "
+                f"({', '.join(names)} vs {', '.join(validations[task])}); benchmark the "
+                "same ones on every task"
+            )
+    alphas = {v.alpha for task in tasks for v in validations[task].values()}
+    if len(alphas) > 1:
+        raise DataError(
+            f"the tasks' validations use different alphas ({sorted(alphas)}); "
+            "validate every task with one alpha"
+        )
+    check_references(references, names=names)
+    return tasks, names, 1 - alphas.pop()
+
+
+def _task_rows(
+    validations: Mapping[str, Validation],
+    *,
+    task: str,
+    references: Sequence[str],
+    level: float,
+) -> pd.DataFrame:
+    """One task's leaderboard, tidy: every row's value, SE, CI and ``rank`` mark."""
+    values = summary_table(validations)
+    marks = rank(validations, level=level, references=references)
+    human = next(iter(validations.values()))
+    out = []
+    for name in values.index:
+        for metric in HEADLINE:
+            if name in validations:
+                source, key = validations[name], metric.name
+            elif name == HUMAN_ROW and metric.human:
+                source, key = human, metric.human
+            else:
+                source, key = None, metric.name
+            summary = source.summary() if source else {}
+            mark = marks.at[name, metric.name] if name in marks.index else ""
+            value = float(values.at[name, metric.name])
+            out.append(
+                {
+                    "simulator": name,
+                    "metric": metric.name,
+                    "task": task,
+                    "value": value,
+                    "std_error": standard_error(source, key) if source else math.nan,
+                    "ci_low": summary.get(f"{key}_ci_low", math.nan),
+                    "ci_high": summary.get(f"{key}_ci_high", math.nan),
+                    "n_tasks": int(math.isfinite(value)),
+                    "wins": int(mark == "best"),
+                    "mark": mark,
+                }
+            )
+    return pd.DataFrame(out, columns=TABLE_COLUMNS)
+
+
+def _differences(
+    validations: Mapping[str, Mapping[str, Validation]],
+    competing: Sequence[str],
+    *,
+    metric: Metric,
+    level: float,
+) -> list[dict[str, object]]:
+    """Each competing simulator against the lowest mean score on ``metric``: the mean
+    over tasks of the paired score differences and its CI (independent tasks)."""
+    scores = {
+        name: _mean(
+            [_task_score(tasks, name, metric) for tasks in validations.values()]
+        )
+        for name in competing
+    }
+    best = leader(scores)
+    if best is None:
+        return []
+    z = scipy.stats.norm.ppf((1 + level) / 2)
+    rows = []
+    for name in competing:
+        if name == best or not math.isfinite(scores[name]):
+            continue
+        pairs = [
+            paired_deltas(tasks[name], tasks[best], metric.name)
+            for tasks in validations.values()
+        ]
+        found = [
+            (difference, spread(deltas, uncertainty=metric.uncertainty))
+            for difference, deltas in pairs
+        ]
+        found = [(d, se) for d, se in found if math.isfinite(d) and math.isfinite(se)]
+        mean, se = _combined(found)
+        rows.append(
+            {
+                "metric": metric.name, "simulator": name, "best": best,
+                "difference": mean, "std_error": se, "ci_low": mean - z * se,
+                "ci_high": mean + z * se, "n_tasks": len(found),
+            }
+        )  # fmt: skip
+    return rows
+
+
+def _task_score(
+    validations: Mapping[str, Validation], name: str, metric: Metric
+) -> float:
+    """One task's score of ``name`` on ``metric`` (lower is better), as ``rank`` scores."""
+    summary = validations[name].summary()
+    target = summary[metric.human] if metric.human else 1 - validations[name].alpha
+    return float(score(summary[metric.name], direction=metric.direction, target=target))
+
+
+def _across_rows(
+    per_task: pd.DataFrame,
+    differences: pd.DataFrame,
+    *,
+    rows: Sequence[str],
+    level: float,
+) -> pd.DataFrame:
+    """Per row and metric, the mean of the tasks' values with its combined SE and CI,
+    the tasks it is over, the tasks won and the across-task mark."""
+    z = scipy.stats.norm.ppf((1 + level) / 2)
+    marks = _across_marks(differences)
+    out = []
+    for name in rows:
+        for metric in HEADLINE:
+            cells = per_task[
+                (per_task["simulator"] == name) & (per_task["metric"] == metric.name)
+            ]
+            defined = cells[np.isfinite(cells["value"])]
+            mean, se = _combined(list(zip(defined["value"], defined["std_error"])))
+            low, high = np.clip([mean - z * se, mean + z * se], *metric.bounds)
+            out.append(
+                {
+                    "simulator": name, "metric": metric.name, "task": ACROSS,
+                    "value": mean, "std_error": se, "ci_low": float(low),
+                    "ci_high": float(high), "n_tasks": len(defined),
+                    "wins": int(cells["wins"].sum()),
+                    "mark": marks.get((name, metric.name), ""),
+                }
+            )  # fmt: skip
+    return pd.DataFrame(out, columns=TABLE_COLUMNS)
+
+
+def _across_marks(differences: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(name, metric) -> "best" or "tie", from each metric's differences with its
+    lowest mean score (``simval.results.best_marks``)."""
+    marks = {}
+    for metric, rows in differences.groupby("metric", sort=False):
+        found = {
+            row.simulator: (row.difference, row.ci_low, row.ci_high)
+            for row in rows.itertuples(index=False)
+        }
+        best = rows["best"].iloc[0]
+        for name, mark in best_marks(best, found).items():
+            marks[name, metric] = mark
+    return marks
+
+
+def _combined(found: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """The mean of independent estimates (value, SE) and its SE, sqrt(sum SE²) / n;
+    NaN for none, and a NaN SE where any estimate has none."""
+    if not found:
+        return math.nan, math.nan
+    values, errors = np.array(found, dtype=float).T
+    return float(values.mean()), float(np.sqrt(np.sum(errors**2)) / len(values))
+
+
+def _mean(values: Sequence[float]) -> float:
+    """The mean of the finite values; NaN for none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan

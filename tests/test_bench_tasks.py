@@ -1,0 +1,346 @@
+"""The benchmark across tasks: the aggregate's numbers against the per-task leaderboards
+by hand, best marked only where distinguishable over the tasks, references never marked,
+suites and unknown names, fine-tuning on each task's pilot, the CLI's outputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+
+from simval import FunctionSimulator, Item, MarginalSimulator, Model, Study
+from simval.aggregate import ACROSS, aggregate
+from simval.bench import (
+    RESAMPLING,
+    ModelSpec,
+    bench_tasks,
+    parse_model_spec,
+    task_names,
+)
+from simval.cli import main
+from simval.errors import DataError, OptionError
+from simval.report import leaderboard_marks, write_aggregate_leaderboard
+from simval.results import HEADLINE, HUMAN_ROW, REFERENCE_ROW, paired_deltas
+from simval.simulators.loading import adapter_record
+from simval.tasks import REAL_TASKS, TASKS, load_task
+from simval.validate import validate
+
+FAST = {"reps": 4, "resamples": 40, "seed": 0}
+Z = scipy.stats.norm.ppf(0.975)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMVAL_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def known_task(*, n: int, seed: int, subgroups: tuple[str, ...] = ()):
+    """A study whose truth is known (y on 0..8 from x and g plus noise), its humans, and
+    simulators: two that draw from the truth (seeds apart), one that ignores x and g."""
+    study = Study(
+        items=(Item("y", "y", {str(c): c for c in range(9)}),),
+        persona=("x", "g"),
+        models=(Model("y ~ x + g"),),
+        subgroups=subgroups,
+    )
+
+    def answers(people: pd.DataFrame, seed) -> pd.Series:
+        rng = np.random.default_rng(seed)
+        latent = (
+            4 + 0.5 * people["x"] - 0.8 * people["g"] + rng.normal(size=len(people))
+        )
+        return pd.Series(np.clip(np.round(latent), 0, 8), index=people.index)
+
+    def truth(offset: int):
+        def simulate(personas: pd.DataFrame, seed) -> pd.DataFrame:
+            return pd.DataFrame(
+                {"y": answers(personas, seed + offset)}, index=personas.index
+            )
+
+        return FunctionSimulator(simulate)
+
+    rng = np.random.default_rng(seed)
+    people = pd.DataFrame({"x": rng.normal(size=n), "g": rng.integers(0, 2, size=n)})
+    human = people.assign(y=answers(people, seed + 100))
+    simulators = {
+        "perfect": truth(0),
+        "perfect too": truth(1000),
+        "marginal": MarginalSimulator(human),
+    }
+    return study, human, simulators
+
+
+@pytest.fixture(scope="module")
+def validations():
+    """Two tasks (the second with a subgroup, so the subgroup gap is defined there only),
+    each simulator validated on each with one seed."""
+    out = {}
+    for task, settings in {
+        "one": {"n": 300, "seed": 0},
+        "two": {"n": 250, "seed": 1, "subgroups": ("g",)},
+    }.items():
+        study, human, simulators = known_task(**settings)
+        out[task] = {
+            name: validate(study, human, sim, **FAST)
+            for name, sim in simulators.items()
+        }
+    return out
+
+
+def across(result, name: str, metric: str) -> pd.Series:
+    rows = result.table
+    return rows[
+        (rows["simulator"] == name)
+        & (rows["metric"] == metric)
+        & (rows["task"] == ACROSS)
+    ].iloc[0]
+
+
+def test_the_aggregate_by_hand_against_the_per_task_leaderboards(tmp_path, validations):
+    result = aggregate(validations)
+    assert result.tasks == ("one", "two") and result.level == 0.95
+    names = ("perfect", "perfect too", "marginal", REFERENCE_ROW, HUMAN_ROW)
+    assert result.simulators == names
+    csv, _, _ = write_aggregate_leaderboard(result, tmp_path)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(csv, keep_default_na=False, na_values=[""]).fillna({"mark": ""}),
+        result.table, check_dtype=False,
+    )  # fmt: skip
+    for task, vals in validations.items():
+        marks = leaderboard_marks(vals)
+        rows = result.table[result.table["task"] == task].set_index(
+            ["simulator", "metric"]
+        )
+        for name, v in vals.items():
+            summary = v.summary()
+            for metric in HEADLINE:
+                row = rows.loc[(name, metric.name)]
+                assert row["value"] == summary[metric.name] or (
+                    math.isnan(row["value"]) and math.isnan(summary[metric.name])
+                )
+                assert row["mark"] == marks.at[name, metric.name]
+    # JSD of the marginal simulator: the mean of the two tasks' values, its SE from the
+    # SDs of each task's bootstrap draws, combined as independent
+    values, errors = [], []
+    for vals in validations.values():
+        v = vals["marginal"]
+        values.append(v.summary()["jsd"])
+        draws = v.draws[v.draws["metric"] == "jsd"]["value"]
+        errors.append(draws.std(ddof=1))
+    row = across(result, "marginal", "jsd")
+    se = math.sqrt(errors[0] ** 2 + errors[1] ** 2) / 2
+    assert row["value"] == pytest.approx(np.mean(values))
+    assert row["std_error"] == pytest.approx(se)
+    assert row["ci_low"] == pytest.approx(max(0, np.mean(values) - Z * se))
+    assert row["ci_high"] == pytest.approx(np.mean(values) + Z * se)
+    assert row["n_tasks"] == 2
+    # a replicate metric: SE = SD over the replicates / sqrt(reps)
+    reps = validations["one"]["perfect"].replicate_metrics
+    f1 = reps[reps["metric"] == "sign_f1"]["value"]
+    task_rows = result.table[result.table["task"] == "one"]
+    one = task_rows[
+        (task_rows["simulator"] == "perfect") & (task_rows["metric"] == "sign_f1")
+    ]
+    assert one["std_error"].iloc[0] == pytest.approx(f1.std(ddof=1) / 2)
+    # the subgroup gap is defined on the second task only: the summary says so
+    gap = across(result, "marginal", "subgroup_jsd_gap")
+    assert gap["n_tasks"] == 1
+    assert gap["value"] == validations["two"]["marginal"].summary()["subgroup_jsd_gap"]
+    # the humans' own level is summarised too; the fresh reference has no SE
+    patterns = [
+        vals["perfect"].summary()["unique_patterns_human"]
+        for vals in validations.values()
+    ]
+    assert across(result, HUMAN_ROW, "unique_patterns")["value"] == np.mean(patterns)
+    assert math.isnan(across(result, REFERENCE_ROW, "jsd")["std_error"])
+    # the paired difference over the tasks: the mean of each task's, SE combined
+    diff = result.differences.set_index(["metric", "simulator"]).loc[
+        ("sign_f1", "marginal")
+    ]
+    pairs = [
+        paired_deltas(vals["marginal"], vals[diff["best"]], "sign_f1")
+        for vals in validations.values()
+    ]
+    ses = [deltas.std(ddof=1) / math.sqrt(len(deltas)) for _, deltas in pairs]
+    assert diff["difference"] == pytest.approx(np.mean([d for d, _ in pairs]))
+    assert diff["std_error"] == pytest.approx(math.sqrt(sum(s**2 for s in ses)) / 2)
+    assert diff["ci_low"] == pytest.approx(diff["difference"] - Z * diff["std_error"])
+
+
+def test_a_clearly_better_simulator_is_best_over_the_tasks(tmp_path, validations):
+    """The simulator that ignores x and g recovers no sign and covers no difference: the
+    one drawing from the truth is distinguishably better on every task."""
+    pair = {
+        task: {name: vals[name] for name in ("perfect", "marginal")}
+        for task, vals in validations.items()
+    }
+    result = aggregate(pair)
+    for metric in ("sign_f1", "coverage"):
+        assert across(result, "perfect", metric)["mark"] == "best"
+        assert across(result, "perfect", metric)["wins"] == 2
+        assert across(result, "marginal", metric)["mark"] == ""
+        assert across(result, "marginal", metric)["wins"] == 0
+    _, md, page = write_aggregate_leaderboard(result, tmp_path)
+    text = page.read_text()
+    assert text.count("<strong>") == int((result.table["mark"] == "best").sum())
+    assert "mean over tasks" in text and "one" in text and "two" in text
+    assert "| sign-F1 | highest | perfect |" in md.read_text()
+
+
+def test_indistinguishable_simulators_tie_and_references_are_never_marked(validations):
+    """Two simulators drawing from the same truth cannot be told apart on the
+    coefficients: the one ahead is tied, never best; a reference is never marked."""
+    result = aggregate(validations, references=("perfect too",))
+    assert across(result, "perfect too", "sign_f1")["mark"] == ""
+    assert (
+        across(result, "perfect", "sign_f1")["mark"] == "best"
+    )  # the reference left out
+    result = aggregate(validations)
+    leaders = result.table[
+        (result.table["task"] == ACROSS) & (result.table["metric"] == "sign_f1")
+    ]
+    marks = leaders.set_index("simulator")["mark"]
+    assert marks["perfect"] == marks["perfect too"] == "tie"
+    assert marks["marginal"] == ""
+    twins = {
+        task: {"a": vals["marginal"], "b": vals["marginal"]}
+        for task, vals in validations.items()
+    }
+    twin = aggregate(twins)
+    assert "best" not in set(twin.table["mark"])
+    assert "tie" in set(twin.table[twin.table["task"] == ACROSS]["mark"])
+    unmarked = twin.table[twin.table["simulator"].isin([REFERENCE_ROW, HUMAN_ROW])]
+    assert (unmarked["mark"] == "").all() and (unmarked["wins"] == 0).all()
+
+
+def test_bad_aggregate_input(validations):
+    with pytest.raises(OptionError, match="non-empty"):
+        aggregate({})
+    with pytest.raises(DataError, match="'one' and 'two' compare different simulators"):
+        aggregate(
+            {
+                "one": validations["one"],
+                "two": {"perfect": validations["two"]["perfect"]},
+            }
+        )
+    with pytest.raises(OptionError, match="'nope'"):
+        aggregate(validations, references=("nope",))
+
+
+def test_task_names_expand_suites_once_each():
+    assert task_names(["real"]) == REAL_TASKS
+    others = tuple(name for name in REAL_TASKS if name != "wvs")
+    assert task_names(["wvs", "real", "example"]) == ("wvs", *others, "example")
+    assert task_names(["all"]) == TASKS
+    with pytest.raises(OptionError) as error:
+        task_names(["beps", "nope"])
+    assert "'nope'" in str(error.value)
+    assert all(repr(name) in str(error.value) for name in (*TASKS, "real"))
+
+
+@pytest.mark.parametrize(
+    "text, spec",
+    [
+        ("fine-tuned=default:pilot", ModelSpec("fine-tuned", "default", pilot=True)),
+        ("a=models/x:./pilot", ModelSpec("a", "models/x", adapter="./pilot")),
+    ],
+)
+def test_a_spec_asks_for_the_pilot(text, spec):
+    assert parse_model_spec(text) == spec
+
+
+@pytest.mark.parametrize(
+    "command, culprit",
+    [
+        ("bench --task nope --model a=x --out o", "task='nope' is not allowed"),
+        ("bench --task beps --task nope --model a=/no/such/model --out o", "'nope'"),
+        ("bench example --task beps --model a=x --out o", "not both"),
+        ("bench --model a=x --out o", "give a task"),
+        ("bench --task beps --human h.csv --model a=x --out o", "--human"),
+        (
+            "bench --task beps --model a=x:pilot --model b=y:pilot --out o",
+            "at most one",
+        ),
+        ("bench --task real --model a=x:/no/adapter --out o", "/no/adapter"),
+    ],
+)
+def test_bad_bench_input_exits_2_naming_it(capsys, command, culprit):
+    code = main(command.split())
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and culprit in err
+    assert "/no/such/model" not in err
+
+
+def test_bench_across_tasks_writes_every_leaderboard(capsys, tmp_path, tiny_model_dir):
+    """Two tasks on the tiny model: each task's leaderboard and report in its folder, the
+    leaderboard across them (CSV, Markdown, HTML) built from those very numbers."""
+    out = tmp_path / "bench"
+    code = main(
+        ["bench", "--task", "example", "--task", "healthcare_order", "--model",
+         f"base={tiny_model_dir}", "--n", "40", "--reps", "2", "--out", str(out)]
+    )  # fmt: skip
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "mean over the tasks example, healthcare_order:" in printed.out
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert set(board["task"]) == {"example", "healthcare_order", ACROSS}
+    for task in ("example", "healthcare_order"):
+        for name in (
+            "leaderboard.csv",
+            "leaderboard.md",
+            "leaderboard.html",
+            "report.html",
+        ):
+            assert (out / task / name).is_file()
+        own = pd.read_csv(out / task / "leaderboard.csv", index_col=0)
+        assert list(own.index) == ["base", RESAMPLING, REFERENCE_ROW, HUMAN_ROW]
+        assert "Respondents: 40" in (out / task / "report.html").read_text()
+        rows = board[(board["task"] == task) & (board["simulator"] == "base")]
+        for row in rows.itertuples():
+            for column in ("", "_ci_low", "_ci_high"):
+                ours = getattr(row, "value" if not column else column[1:])
+                theirs = own.at["base", f"{row.metric}{column}"]
+                assert ours == pytest.approx(theirs, nan_ok=True)
+    jsd = board[(board["simulator"] == "base") & (board["metric"] == "jsd")].set_index(
+        "task"
+    )
+    assert jsd.at[ACROSS, "value"] == pytest.approx(
+        jsd.loc[["example", "healthcare_order"], "value"].mean()
+    )
+    md = (out / "leaderboard.md").read_text()
+    assert (
+        "| metric | better | simulator | example | healthcare\\_order | mean over tasks |"
+        in md
+    )
+    assert "<table" in (out / "leaderboard.html").read_text()
+    assert board["mark"].isna().all()  # one model: nothing to rank
+
+
+def test_fine_tuning_on_each_tasks_pilot(tmp_path, tiny_model_dir):
+    """``NAME=PATH:pilot`` trains an adapter on a 10% pilot of the task (drawn among the
+    respondents who answered every item: healthcare_order declares 'Other' missing),
+    in the task's folder, and leaves the pilot out of the comparison."""
+    specs = [
+        parse_model_spec(f"base={tiny_model_dir}"),
+        parse_model_spec(f"tuned={tiny_model_dir}:pilot"),
+    ]
+    result, paths = bench_tasks(
+        ["healthcare_order"], specs, out_dir=tmp_path, n=40, reps=2, progress=False,
+        layers=1, epochs=1,
+    )  # fmt: skip
+    adapter = tmp_path / "healthcare_order" / "adapter"
+    record = adapter_record(adapter)
+    task = load_task("healthcare_order")
+    assert record["pilot_size"] == round(0.1 * len(task.human))
+    assert (task.human.loc[record["pilot_index"], "approve"] != 9).all()
+    compared = result.benchmarks["healthcare_order"].human
+    assert not set(compared.index) & set(record["pilot_index"])
+    assert list(result.aggregate.simulators[:3]) == ["base", "tuned", RESAMPLING]
+    assert (
+        "tuned: LoRA on a random 10% pilot"
+        in paths["healthcare_order_report"].read_text()
+    )
+    assert paths["leaderboard_csv"] == tmp_path / "leaderboard.csv"
