@@ -30,7 +30,7 @@ _HOMES = {
         "HFSimulator", "MarginalSimulator", "PromptTemplate", "ServedSimulator",
         "Simulator",
     ),
-    "simval.study": ("Coherence", "Item", "Model", "Study"),
+    "simval.study": ("Coherence", "Item", "Model", "Number", "Study"),
     "simval.validate": ("Validation", "compare", "validate"),
 }  # fmt: skip
 """The public names, by the module that defines them."""

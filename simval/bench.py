@@ -217,7 +217,13 @@ def bench(
         labeled, rest = pilot(human_df, frac=inference_share, seed=seed)
         personas = rest.drop(columns=list(study.item_names))
         rectifiable = tuple(m for m in study.models if m.family in PPI_FAMILIES)
-        if len(labeled) < MIN_LABELED:
+        if study.weight is not None:
+            skipped = (
+                f"valid inference skipped: the study's survey weights ({study.weight!r}) "
+                "are beyond PPI++ here, which assumes equally weighted humans"
+            )
+            simulators = {}
+        elif len(labeled) < MIN_LABELED:
             skipped = (
                 f"valid inference skipped: {inference_share:.0%} of {len(human_df)} "
                 f"respondents is {len(labeled)} labeled humans, fewer than {MIN_LABELED}"
@@ -249,7 +255,8 @@ def prescore(simulator: Simulator, human_df: pd.DataFrame, study: Study) -> None
         simulator, "predict_proba"
     ):
         for item in study.items:
-            simulator.predict_proba(human_df, item)
+            if item.choices is not None:  # a wide number scale is generated instead
+                simulator.predict_proba(human_df, item)
 
 
 def evaluation_sample(
@@ -459,13 +466,9 @@ def pilot_note(
 
 
 def task_pilot(task: Task, *, seed: int) -> pd.DataFrame:
-    """A random ``PILOT_SHARE`` of the task's respondents, drawn with ``seed`` among those
-    who answered every item: a non-answer (NaN or a declared missing code) cannot be
-    trained on. Where all answered, the pilot ``demo`` draws."""
-    items = list(task.study.item_names)
-    answered = task.study.blank_missing(task.human).dropna(subset=items).index
-    size = max(1, round(PILOT_SHARE * len(task.human)))
-    drawn, _ = pilot(task.human.loc[answered], n=size, seed=seed)
+    """A random ``PILOT_SHARE`` of the task's respondents, drawn with ``seed`` (the pilot
+    ``demo`` draws); fine-tuning skips their missing answers."""
+    drawn, _ = pilot(task.human, frac=PILOT_SHARE, seed=seed)
     return drawn
 
 

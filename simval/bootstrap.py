@@ -13,7 +13,7 @@ the tables' (``validate``); a test checks that the identity draw reproduces them
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial.distance import jensenshannon
 
-from simval.metrics import incoherence_flags_each
-from simval.study import Coherence, Study
+from simval.metrics import NumberScale, incoherence_flags_each
+from simval.study import Coherence, Item, Study
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,10 @@ class Coding:
     )  # items x options: position of each sorted option in the declared order
     n_options: np.ndarray
     judged_cells: np.ndarray  # indices of subgroup cells large enough for the gap
+    spans: np.ndarray  # items: what the earth mover's distance divides by
+    outcomes: (
+        np.ndarray | None
+    )  # items x options: each level's JSD outcome (None: itself)
 
 
 def code_samples(
@@ -63,18 +67,24 @@ def code_samples(
     pattern_items: Sequence[str],
     pairs: Sequence[Coherence],
     human_weights: np.ndarray | None = None,
+    scales: Mapping[str, NumberScale] | None = None,
 ) -> Coding:
     """Code the human data and the replicates; ``cells`` are (subgroup column, level),
-    ``human_weights`` the humans' survey weights (None: unweighted)."""
+    ``human_weights`` the humans' survey weights (None: unweighted), ``scales`` each
+    number item's ``NumberScale`` (its levels are the distinct answers of all samples)."""
     frames = [human, *samples]
-    width = max(len(item.codes) for item in study.items)
+    scales = scales or {}
+    levels = [
+        _levels(item, frames, numbered=item.name in scales) for item in study.items
+    ]
+    width = max(1, *(len(v) for v in levels))
     codes = np.full((len(study.items), width), np.nan)
     order = np.zeros((len(study.items), width), dtype=int)
-    for i, item in enumerate(study.items):
-        ranked = np.argsort(np.asarray(item.codes, dtype=float), kind="stable")
-        codes[i, : len(ranked)] = np.asarray(item.codes, dtype=float)[ranked]
+    for i, values in enumerate(levels):
+        ranked = np.argsort(values, kind="stable")
+        codes[i, : len(ranked)] = values[ranked]
         order[i, : len(ranked)] = ranked
-    answers = [_answers(study, frame) for frame in frames]
+    answers = [_answers(study, frame, levels) for frame in frames]
     columns = [study.item_names.index(name) for name in pattern_items]
     patterns = _pattern_ids([a[:, columns] for a in answers])
     flags = [incoherence_flags_each(frames, pair) for pair in pairs]
@@ -102,19 +112,59 @@ def code_samples(
         replicates=tuple(coded[1:]),
         codes=codes,
         order=order,
-        n_options=np.array([len(item.codes) for item in study.items]),
+        n_options=np.array([len(values) for values in levels]),
         judged_cells=np.flatnonzero(np.asarray(judged, dtype=bool)),
+        spans=np.array(
+            [
+                scales[item.name].span
+                if item.name in scales
+                else np.ptp(np.asarray(item.codes, dtype=float))
+                for item in study.items
+            ]
+        ),
+        outcomes=_outcomes(study, codes, scales),
     )
 
 
-def _answers(study: Study, frame: pd.DataFrame) -> np.ndarray:
-    """Option positions (declared order) of each answer, -1 where missing."""
+def _levels(
+    item: Item, frames: Sequence[pd.DataFrame], *, numbered: bool
+) -> np.ndarray:
+    """An item's levels: its option codes in declared order, or for a number item the
+    distinct answers of every sample, ascending."""
+    if not numbered:
+        return np.asarray(item.codes, dtype=float)
+    answers = np.concatenate(
+        [pd.to_numeric(f[item.name], errors="coerce").to_numpy(float) for f in frames]
+    )
+    return np.unique(answers[~np.isnan(answers)])
+
+
+def _outcomes(
+    study: Study, codes: np.ndarray, scales: Mapping[str, NumberScale]
+) -> np.ndarray | None:
+    """Each level's JSD outcome (items x options, ascending levels): the level itself,
+    or its bin for a number item whose ``NumberScale`` bins; None when none bins."""
+    if all(
+        scales.get(item.name) is None or scales[item.name].edges is None
+        for item in study.items
+    ):
+        return None
+    outcomes = np.tile(np.arange(codes.shape[1]), (len(study.items), 1))
+    for i, item in enumerate(study.items):
+        scale = scales.get(item.name)
+        if scale is not None and scale.edges is not None:
+            outcomes[i] = np.nan_to_num(scale.bins(codes[i])).astype(int)
+    return outcomes
+
+
+def _answers(study: Study, frame: pd.DataFrame, levels: list[np.ndarray]) -> np.ndarray:
+    """Level positions of each answer, -1 where missing."""
     return np.column_stack(
         [
-            pd.Index(np.asarray(item.codes, dtype=float)).get_indexer(
+            pd.Index(values).get_indexer(
                 pd.to_numeric(frame[item.name], errors="coerce").to_numpy(float)
             )
-            for item in study.items
+            for item, values in zip(study.items, levels)
         ]
     )
 
@@ -181,6 +231,9 @@ class _Summary:
 
 _CHUNK_ROWS = 1 << 20
 """Drawn rows counted at once."""
+_CHUNK_COUNTS = 1 << 22
+"""Counts (draws x cells x items x levels) held at once: a number item has as many
+levels as distinct answers."""
 
 
 def _summaries(
@@ -191,7 +244,15 @@ def _summaries(
     numbers exactly as counting each draw alone gives them when unweighted), without
     BLAS (whose threads stall on a busy machine)."""
     out = []
-    step = max(1, _CHUNK_ROWS // max(1, len(coded.answers)))
+    items, width = coding.codes.shape
+    counts_per_draw = items * width * (1 + len(coding.judged_cells))
+    step = max(
+        1,
+        min(
+            _CHUNK_ROWS // max(1, len(coded.answers)),
+            _CHUNK_COUNTS // counts_per_draw,
+        ),
+    )
     for start in range(0, len(draws), step):
         out += _summarise_chunk(coding, coded, draws[start : start + step])
     return out
@@ -267,14 +328,14 @@ def _values(
     """The headline metrics from the summaries of the humans and the replicates."""
     h_counts = human.counts
     r_counts = np.stack([r.counts for r in reps])
-    distance = _jsd(h_counts[None], r_counts)  # reps x items
+    distance = _jsd(_binned(coding, h_counts[None]), _binned(coding, r_counts))
     r_patterns = np.array([r.patterns for r in reps])
     with _quiet():  # NaN where no replicate has a complete belief pattern
         unique_patterns, entropy = np.nanmean(r_patterns, axis=0)
     return {
         "jsd": _mean_over_items(distance),
         "wasserstein": _mean_over_items(_wasserstein(coding, h_counts[None], r_counts)),
-        "subgroup_jsd_gap": _gap(human, reps),
+        "subgroup_jsd_gap": _gap(coding, human, reps),
         "variance_ratio": _variance_ratio(
             coding,
             (h_counts, human.squares),
@@ -288,6 +349,16 @@ def _values(
         "incoherence": _incoherence(reps),
         "incoherence_human": _incoherence([human]),
     }
+
+
+def _binned(coding: Coding, counts: np.ndarray) -> np.ndarray:
+    """Counts (... x items x options, ascending levels) summed into each item's JSD
+    outcomes (``Coding.outcomes``; unchanged where no number item bins)."""
+    if coding.outcomes is None:
+        return counts
+    width = coding.outcomes.shape[1]
+    onehot = coding.outcomes[:, :, None] == np.arange(width)[None, None, :]
+    return np.einsum("...iw,iwg->...ig", counts, onehot.astype(float))
 
 
 def _jsd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -308,7 +379,7 @@ def _wasserstein(coding: Coding, p: np.ndarray, q: np.ndarray) -> np.ndarray:
             q, axis=-1
         ) / q.sum(axis=-1, keepdims=True)
         gaps = np.nan_to_num(np.diff(coding.codes, axis=1))
-        span = np.nanmax(coding.codes, axis=1) - np.nanmin(coding.codes, axis=1)
+        span = coding.spans
         distance = (np.abs(cdf[..., :-1]) * gaps).sum(axis=-1) / span
     return np.where(span > 0, distance, 0.0) * np.where(
         (p.sum(axis=-1) > 0) & (q.sum(axis=-1) > 0), 1.0, np.nan
@@ -350,11 +421,12 @@ def _variance(coding: Coding, counts: np.ndarray, squares: np.ndarray) -> np.nda
         )
 
 
-def _gap(human: _Summary, reps: Sequence[_Summary]) -> float:
+def _gap(coding: Coding, human: _Summary, reps: Sequence[_Summary]) -> float:
     """Worst minus best mean JSD over the subgroup cells large enough to judge."""
     r_counts = np.stack([rep.cell_counts for rep in reps], axis=1)
     per_cell = [
-        _mean_over_items(_jsd(h[None], r)) for h, r in zip(human.cell_counts, r_counts)
+        _mean_over_items(_jsd(_binned(coding, h[None]), _binned(coding, r)))
+        for h, r in zip(human.cell_counts, r_counts)
     ]
     per_cell = np.array(per_cell, dtype=float)
     per_cell = per_cell[~np.isnan(per_cell)]

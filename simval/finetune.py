@@ -31,7 +31,7 @@ from simval.simulators.loading import (
 )
 from simval.simulators.prefixes import common_prefix, prefix_groups
 from simval.simulators.prompts import PromptRenderer, PromptTemplate, as_template
-from simval.study import Study
+from simval.study import Item, Study, plain_number
 
 Strategy = Literal["random", "balanced", "per_arm"]
 STRATEGIES = ("random", "balanced", "per_arm")
@@ -304,31 +304,43 @@ def check_pilot(pilot_df: pd.DataFrame, study: Study) -> None:
             f"the pilot has {rows} respondents; at least {MIN_PILOT_ROWS} are needed to train on"
         )
     study.check_data(pilot_df, what="the pilot")
-    missing = pilot_df[list(study.item_names)].isna().sum()
-    missing = missing[missing > 0]
-    if len(missing):
-        counts = ", ".join(f"{item!r} ({n} rows)" for item, n in missing.items())
+    answered = study.blank_missing(pilot_df)[list(study.item_names)].notna().sum()
+    unanswered = answered[answered == 0]
+    if len(unanswered):
         raise DataError(
-            f"the pilot has missing answers for item(s) {counts}; drop or fill them"
+            f"no pilot respondent answered item(s) {', '.join(map(repr, unanswered.index))}"
+            " (every answer missing); the model would learn nothing of them"
         )
 
 
 def training_examples(
     pilot_df: pd.DataFrame, study: Study, *, renderer: PromptRenderer
 ) -> list[Example]:
-    """One example per (respondent, item): the rendered prompt and the answer's label tokens."""
+    """One example per answered (respondent, item): the rendered prompt and the answer's
+    label tokens (a number item's answer written as a number). A missing answer (NaN or
+    a declared missing code) is no answer to learn: it is skipped."""
     end = renderer.tokenizer.eos_token_id
     examples = []
-    for _, row in pilot_df.iterrows():
+    for _, row in study.blank_missing(pilot_df).iterrows():
         for item in study.items:
+            if pd.isna(row[item.name]):
+                continue
             prompt = renderer(row, item)
             prompt_ids = renderer.encode(prompt)
-            label = item.labels[item.codes.index(row[item.name])]
+            label = answer_label(item, row[item.name])
             answer = renderer.answer_ids(prompt, prompt_ids, label)
             examples.append(
                 Example(prompt_ids, [*answer, end] if end is not None else answer)
             )
     return examples
+
+
+def answer_label(item: Item, answer: float) -> str:
+    """How a respondent's answer is written as the model's reply: the option's label, or
+    a number item's value as a number."""
+    if item.is_number:
+        return plain_number(answer)
+    return item.labels[item.codes.index(answer)]
 
 
 def train(

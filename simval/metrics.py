@@ -24,6 +24,7 @@ from simval.errors import DataError, OptionError, check_option
 __all__ = [
     "CoherenceLike",
     "Heterogeneity",
+    "NumberScale",
     "Recovery",
     "WaldTest",
     "coefficient_recovery",
@@ -256,6 +257,46 @@ def _weighted(
 def _integer_valued(x: pd.Series) -> bool:
     values = x.to_numpy(float)
     return bool(np.all(values == np.round(values)))
+
+
+@dataclass(frozen=True)
+class NumberScale:
+    """How a number item's answers are compared: ``span``, the distance
+    ``wasserstein`` divides by (the declared scale's width, or the human answers' range
+    for an open scale), and ``edges``, the bins the Jensen-Shannon distance counts
+    answers in (None for whole numbers, each value its own outcome; for other numbers
+    ``histogram_bin_edges(human, "auto")``, fixed once so every sample is binned alike,
+    answers beyond them counted in the end bins)."""
+
+    span: float
+    edges: np.ndarray | None
+
+    @classmethod
+    def of(
+        cls, human: ArrayLike, *, low: float | None, high: float | None, whole: bool
+    ) -> NumberScale:
+        """The scale of an item bounded by ``low``/``high`` (None: open) from the human
+        answers (NaN dropped)."""
+        values = _floats(human)
+        if low is not None and high is not None:
+            span = float(high - low)
+        else:
+            span = float(values.max() - values.min()) if len(values) else 0.0
+        edges = (
+            None if whole or not len(values) else np.histogram_bin_edges(values, "auto")
+        )
+        return cls(span=span, edges=edges)
+
+    def bins(self, answers: ArrayLike) -> np.ndarray:
+        """The outcome each answer counts as in the JSD: the value itself, or its bin's
+        index (NaN stays NaN)."""
+        values = np.asarray(pd.Series(answers, dtype=float), dtype=float)
+        if self.edges is None:
+            return values
+        inner = self.edges[1:-1]
+        return np.where(
+            np.isnan(values), np.nan, np.searchsorted(inner, values, side="right")
+        )
 
 
 def wasserstein(

@@ -522,19 +522,52 @@ def _predictions(
     progress: bool | None,
 ) -> pd.DataFrame:
     """Per persona and item, the expected answer (the most likely one for a factor),
-    from option probabilities where the simulator gives them, else from samples."""
-    if _scores(simulator):
-        columns = {}
-        steps = progress_bar(
-            items, desc=f"rectify: {simulator!r} answers", total=len(items),
-            unit="items", enabled=progress,
-        )  # fmt: skip
-        for item in steps:
-            probabilities = simulator.predict_proba(personas, item)
-            columns[item.name] = _summarise(
-                probabilities.to_numpy(dtype=float), item, factor=item.name in factors
+    from option probabilities where the simulator gives them (a number item too wide
+    to score aside), else from samples (a number item's mean answer)."""
+    scored = [i for i in items if _scores(simulator) and i.choices is not None]
+    drawn = [i for i in items if i not in scored]
+    columns = {}
+    steps = progress_bar(
+        scored, desc=f"rectify: {simulator!r} answers", total=len(scored),
+        unit="items", enabled=progress and bool(scored),
+    )  # fmt: skip
+    for item in steps:
+        probabilities = simulator.predict_proba(personas, item).to_numpy(dtype=float)
+        columns[item.name] = _summarise(
+            probabilities, list(item.choices.values()), factor=item.name in factors
+        )
+    if drawn:
+        draws = _draws(
+            simulator, personas, drawn, samples=samples, rng=rng, progress=progress
+        )
+    for item in drawn:
+        values = np.stack([d[item.name].to_numpy(dtype=float) for d in draws], axis=1)
+        if item.is_number:
+            answered = np.isfinite(values).sum(axis=1)
+            total = np.nansum(values, axis=1)
+            columns[item.name] = np.where(
+                answered > 0, total / np.maximum(answered, 1), np.nan
             )
-        return pd.DataFrame(columns, index=personas.index)
+            continue
+        counts = np.stack([(values == code).sum(axis=1) for code in item.codes], axis=1)
+        shares = (
+            counts
+            / np.where(counts.sum(axis=1) > 0, counts.sum(axis=1), np.nan)[:, None]
+        )
+        columns[item.name] = _summarise(shares, item.codes, factor=item.name in factors)
+    return pd.DataFrame({i.name: columns[i.name] for i in items}, index=personas.index)
+
+
+def _draws(
+    simulator: Simulator,
+    personas: pd.DataFrame,
+    items: Sequence[Item],
+    *,
+    samples: int,
+    rng: np.random.Generator,
+    progress: bool | None,
+) -> list[pd.DataFrame]:
+    """``samples`` checked answer sets of the simulator for the personas."""
     draws = []
     seeds = rng.integers(2**63, size=samples)
     steps = progress_bar(
@@ -546,22 +579,15 @@ def _predictions(
         draws.append(
             check_output(answers, personas=personas, items=items, simulator=simulator)
         )
-    columns = {}
-    for item in items:
-        values = np.stack([d[item.name].to_numpy(dtype=float) for d in draws], axis=1)
-        counts = np.stack([(values == code).sum(axis=1) for code in item.codes], axis=1)
-        shares = (
-            counts
-            / np.where(counts.sum(axis=1) > 0, counts.sum(axis=1), np.nan)[:, None]
-        )
-        columns[item.name] = _summarise(shares, item, factor=item.name in factors)
-    return pd.DataFrame(columns, index=personas.index)
+    return draws
 
 
-def _summarise(shares: np.ndarray, item: Item, *, factor: bool) -> np.ndarray:
-    """The expected code per row of option shares, or the most likely code for a
-    factor; NaN where a row has no answer."""
-    codes = np.asarray(item.codes, dtype=float)
+def _summarise(
+    shares: np.ndarray, codes: Sequence[float], *, factor: bool
+) -> np.ndarray:
+    """The expected code per row of answer shares (over ``codes``), or the most likely
+    code for a factor; NaN where a row has no answer."""
+    codes = np.asarray(codes, dtype=float)
     missing = ~np.isfinite(shares).all(axis=1)
     safe = np.where(missing[:, None], 0.0, shares)
     if factor:

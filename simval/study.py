@@ -31,9 +31,67 @@ ARM_SEPARATOR = " | "
 """Joins a factorial design's levels into the arm name its vignette is keyed by."""
 
 
+MAX_SCORED_VALUES = 11
+"""A number item with at most this many whole values (a 0-10 scale) is answered in score
+mode by ranking its values as options; a wider or open one is generated and parsed."""
+
+
+@dataclass(frozen=True)
+class Number:
+    """The answer scale of a number item: optional bounds and whether answers are whole
+    numbers (a 0-100 feeling thermometer: ``Number(0, 100, whole=True)``; an open number
+    of hours: ``Number(min=0)``)."""
+
+    min: float | None = None
+    max: float | None = None
+    whole: bool = False
+
+    def values(self) -> tuple[float, ...] | None:
+        """Every allowed answer of a bounded whole scale (None when not finite)."""
+        if not self.whole or self.min is None or self.max is None:
+            return None
+        return tuple(
+            float(v) for v in range(math.ceil(self.min), math.floor(self.max) + 1)
+        )
+
+    def describe(self) -> str:
+        """The scale in words, as a prompt asks for it ("a whole number from 0 to 100")."""
+        kind = "a whole number" if self.whole else "a number"
+        low, high = (
+            None if b is None else plain_number(b) for b in (self.min, self.max)
+        )
+        if low is not None and high is not None:
+            return f"{kind} from {low} to {high}"
+        if low is not None:
+            return f"{kind} of at least {low}"
+        if high is not None:
+            return f"{kind} of at most {high}"
+        return kind
+
+    def invalid(self, values: np.ndarray) -> np.ndarray:
+        """Which of the (float, non-missing) ``values`` lie outside the scale."""
+        bad = ~np.isfinite(values)
+        if self.min is not None:
+            bad |= values < self.min
+        if self.max is not None:
+            bad |= values > self.max
+        if self.whole:
+            bad |= values != np.round(values)
+        return bad
+
+
+def plain_number(value: float) -> str:
+    """A number as a person writes it: 5, not 5.0."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 @dataclass(frozen=True)
 class Item:
     """One survey question: its text, its ordered answer options (label -> code) and its role.
+
+    A number item has ``number`` (a ``Number`` scale, or its fields as a mapping)
+    instead of options: its answers are numbers on that scale (``Item.choices`` says
+    whether a simulator can score them or must generate them).
 
     ``missing``: the codes the data uses for a non-answer (label -> code, e.g.
     ``{"Don't know": 8, "Refused": 9}``). They are valid in the data, never offered to a
@@ -44,9 +102,10 @@ class Item:
 
     name: str
     text: str
-    options: Mapping[str, float]
+    options: Mapping[str, float] = field(default_factory=dict)
     role: Role = "other"
     missing: Mapping[str, float] = field(default_factory=dict)
+    number: Number | None = None
 
     def __post_init__(self) -> None:
         for what, value in (("name", self.name), ("text", self.text)):
@@ -60,8 +119,9 @@ class Item:
                 f"item {self.name!r}: options must map each label to its code, "
                 f"got {_shown(self.options)}"
             )
-        if not self.options:
-            raise StudyError(f"item {self.name!r} has no options")
+        self._check_number()
+        if not self.options and self.number is None:
+            raise StudyError(f"item {self.name!r} has no options (nor a number scale)")
         object.__setattr__(self, "options", dict(self.options))
         seen: dict[float, str] = {}
         for label, code in self.options.items():
@@ -86,6 +146,47 @@ class Item:
             seen[code] = label
         self._check_missing(seen)
 
+    def _check_number(self) -> None:
+        """A number scale replaces the options: a ``Number`` (or its fields), bounds in
+        order."""
+        if self.number is None:
+            return
+        if self.options:
+            raise StudyError(
+                f"item {self.name!r} declares both options and a number scale; keep one"
+            )
+        if isinstance(self.number, Mapping):
+            unknown = sorted(set(map(str, self.number)) - {"min", "max", "whole"})
+            if unknown:
+                raise StudyError(
+                    f"item {self.name!r}: unknown number field(s) {', '.join(unknown)}; "
+                    "known: min, max, whole"
+                )
+            object.__setattr__(self, "number", Number(**self.number))
+        if not isinstance(self.number, Number):
+            raise StudyError(
+                f"item {self.name!r}: number must be a mapping of min, max and whole, "
+                f"got {_shown(self.number)}"
+            )
+        low, high = self.number.min, self.number.max
+        for bound in (low, high):
+            if bound is not None and (
+                isinstance(bound, bool)
+                or not isinstance(bound, int | float)
+                or not math.isfinite(bound)
+            ):
+                raise StudyError(
+                    f"item {self.name!r}: number bound {bound!r} must be a finite number"
+                )
+        if low is not None and high is not None and low >= high:
+            raise StudyError(
+                f"item {self.name!r}: number min {low!r} must lie below max {high!r}"
+            )
+        if self.number.whole and self.number.values() == ():
+            raise StudyError(
+                f"item {self.name!r}: no whole number lies between {low!r} and {high!r}"
+            )
+
     def _check_missing(self, options: dict[float, str]) -> None:
         """Missing codes are numbers that no option uses, with labels of their own."""
         if not isinstance(self.missing, Mapping):
@@ -105,6 +206,11 @@ class Item:
                     f"item {self.name!r}: missing answer {label!r} ({code!r}) is also an "
                     f"option ({options.get(code, label)!r})"
                 )
+            if self.number is not None and not self.number.invalid(np.array([code]))[0]:
+                raise StudyError(
+                    f"item {self.name!r}: missing answer {label!r} ({code!r}) lies on "
+                    f"its number scale ({self.number.describe()}); give it a code outside"
+                )
 
     @property
     def codes(self) -> tuple[float, ...]:
@@ -115,6 +221,24 @@ class Item:
     def labels(self) -> tuple[str, ...]:
         """The option labels, in the declared order."""
         return tuple(self.options)
+
+    @property
+    def is_number(self) -> bool:
+        """Whether answers are numbers on a scale rather than options."""
+        return self.number is not None
+
+    @property
+    def choices(self) -> dict[str, float] | None:
+        """The answers a score-mode simulator ranks, label -> code: the options; for a
+        number item with at most ``MAX_SCORED_VALUES`` whole values, those values
+        written as numbers ("0", "1", ...); None for a wider or open number item, whose
+        answers are generated and parsed instead."""
+        if self.number is None:
+            return self.options
+        values = self.number.values()
+        if values is None or len(values) > MAX_SCORED_VALUES:
+            return None
+        return {plain_number(v): v for v in values}
 
 
 DEFAULT_MARGIN = 0.1
@@ -414,8 +538,11 @@ def rule_variables(rule: str) -> set[str]:
 
 
 def invalid_codes_message(values: pd.Series, item: Item, *, what: str) -> str | None:
-    """Describe the non-missing values that are not among ``item``'s option codes, or None."""
+    """Describe the non-missing values that are not among ``item``'s option codes (not
+    on its number scale), or None."""
     numeric = pd.to_numeric(values, errors="coerce")
+    if item.number is not None:
+        return _invalid_numbers_message(values, numeric, item, what=what)
     valid = (*item.codes, *item.missing.values())
     bad = values[~numeric.isin(valid) & values.notna()]
     if not len(bad):
@@ -425,6 +552,25 @@ def invalid_codes_message(values: pd.Series, item: Item, *, what: str) -> str | 
     return (
         f"{what}: item {item.name!r} holds value(s) {shown} that are not among its "
         f"option codes [{codes}]"
+    )
+
+
+def _invalid_numbers_message(
+    values: pd.Series, numeric: pd.Series, item: Item, *, what: str
+) -> str | None:
+    """``invalid_codes_message`` of a number item: values off its scale, missing codes
+    aside."""
+    given = values.notna() & ~numeric.isin(list(item.missing.values()))
+    floats = numeric.to_numpy(dtype=float, na_value=np.nan)
+    off = given.to_numpy() & (
+        np.isnan(floats) | item.number.invalid(np.nan_to_num(floats))
+    )
+    if not off.any():
+        return None
+    shown = ", ".join(plain(v) for v in pd.unique(values[off])[:5])
+    return (
+        f"{what}: item {item.name!r} holds value(s) {shown} that are not "
+        f"{item.number.describe()}"
     )
 
 
@@ -561,7 +707,12 @@ def study_to_dict(study: Study) -> dict:
     """A plain, YAML-ready dict of a study (omitting empty optional fields)."""
     out: dict = {
         "items": [
-            {"name": i.name, "text": i.text, "role": i.role, "options": dict(i.options)}
+            {"name": i.name, "text": i.text, "role": i.role}
+            | (
+                {"number": _number_dict(i.number)}
+                if i.number is not None
+                else {"options": dict(i.options)}
+            )
             | ({"missing": dict(i.missing)} if i.missing else {})
             for i in study.items
         ]
@@ -591,6 +742,12 @@ def study_to_dict(study: Study) -> dict:
             for c in study.coherence
         ]
     return out
+
+
+def _number_dict(number: Number) -> dict:
+    """A number scale's YAML fields (unset bounds and ``whole: false`` omitted)."""
+    fields = {"min": number.min, "max": number.max, "whole": number.whole or None}
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 _STUDY_KEYS = (

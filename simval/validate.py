@@ -34,6 +34,7 @@ from simval.errors import (
     FormulaError,
     OptionError,
     SimulatorError,
+    StudyError,
     check_option,
 )
 from simval.families import (
@@ -44,6 +45,7 @@ from simval.families import (
 )
 from simval.metrics import (
     TERM_COLUMNS,
+    NumberScale,
     Recovery,
     WaldTest,
     coefficient_recovery,
@@ -78,6 +80,7 @@ from simval.study import (
     Coherence,
     Item,
     Model,
+    Number,
     Study,
     check_codes,
     formula_variables,
@@ -103,6 +106,10 @@ exceeds 0.2 for a five-option item, and a cell's regression rests on a handful o
 MIN_EVENTS_PER_PARAMETER = 10
 """A binary-outcome model's cell is also ``small`` when its rarer outcome has fewer than
 this many cases per coefficient (Peduzzi et al. 1996, events per variable)."""
+
+MAX_OBSERVED_OPTIONS = 11
+"""In formula mode an outcome or item column with more distinct values than this (or any
+value that is not a whole number) is an open number, not a list of options."""
 
 FEW_CLUSTERS = 30
 """Cluster-robust errors with fewer clusters are unreliable; the notes warn."""
@@ -132,6 +139,7 @@ class _Plan:
     cluster: str | None
     min_subgroup_n: int
     weight: str | None  # the study's survey-weight column
+    scales: dict[str, NumberScale]  # per number item, how its answers are compared
 
     def weights(self, rows: pd.DataFrame) -> np.ndarray | None:
         """The survey weights of human ``rows`` (None when the study has none)."""
@@ -468,7 +476,30 @@ def _plan(
         cluster=_cluster(study, persona_columns),
         min_subgroup_n=min_subgroup_n,
         weight=study.weight,
+        scales=_number_scales(study, study.blank_missing(human_df)),
     )
+
+
+def _number_scales(study: Study, human_df: pd.DataFrame) -> dict[str, NumberScale]:
+    """Each number item's ``NumberScale``, from its declared scale and the human answers;
+    a number item cannot be a factor or a categorical outcome (it has no levels)."""
+    numbers = [item for item in study.items if item.is_number]
+    leveled = {i.name for i in (*categorical_items(study), *labelled_outcomes(study))}
+    for item in numbers:
+        if item.name in leveled:
+            raise StudyError(
+                f"item {item.name!r} is a number item; a formula cannot use it as a "
+                "factor (C(...)) or as the outcome of a categorical family"
+            )
+    return {
+        item.name: NumberScale.of(
+            human_df[item.name],
+            low=item.number.min,
+            high=item.number.max,
+            whole=item.number.whole,
+        )
+        for item in numbers
+    }
 
 
 def categorical_items(study: Study) -> tuple[Item, ...]:
@@ -578,13 +609,20 @@ def formula_study(
 
 
 def _observed_item(column: pd.Series) -> Item:
-    """An item whose options are the distinct values a human column takes."""
+    """An item whose options are the distinct values a human column takes; a column of
+    more than ``MAX_OBSERVED_OPTIONS`` distinct values, or of numbers that are not all
+    whole, is a continuous answer: an open number item (whole if its values are)."""
     values = pd.to_numeric(column.dropna(), errors="coerce")
     if values.isna().any() or not len(values):
         raise DataError(
             f"item {column.name!r} must hold numeric answer codes (got {column.dtype} values)"
         )
     codes = sorted(set(values.astype(float).tolist()))
+    whole = all(float(c).is_integer() for c in codes)
+    if len(codes) > MAX_OBSERVED_OPTIONS or not whole:
+        return Item(
+            name=str(column.name), text=str(column.name), number=Number(whole=whole)
+        )
     return Item(
         name=str(column.name),
         text=str(column.name),
@@ -768,6 +806,7 @@ def _code(
         pattern_items=plan.pattern_items,
         pairs=[pair for pair, _ in _pairs(plan.study.coherence)],
         human_weights=plan.weights(human_df),
+        scales=plan.scales,
     )
 
 
@@ -1126,6 +1165,9 @@ def _distributions(plan: _Plan, human: Split, replicates: list[Split]) -> pd.Dat
         weights = plan.weights(people)
         for item in plan.study.items:
             name = item.name
+            scale = plan.scales.get(name)
+            human_answers = people[name] if scale is None else scale.bins(people[name])
+            codes = item.codes if scale is None else (0.0, scale.span)
             columns = [sim[name] for sim in sims]
             given = [int(column.notna().sum()) for column in columns]
             answered = [column for column, n in zip(columns, given) if n]
@@ -1141,15 +1183,20 @@ def _distributions(plan: _Plan, human: Split, replicates: list[Split]) -> pd.Dat
                     "small": group != (OVERALL, OVERALL)
                     and len(people) < plan.min_subgroup_n,
                     "jsd": _mean(
-                        [jsd(people[name], a, a_weights=weights) for a in answered]
+                        [
+                            jsd(
+                                human_answers,
+                                a if scale is None else scale.bins(a),
+                                a_weights=weights,
+                            )
+                            for a in answered
+                        ]
                     )
                     if has_human
                     else math.nan,
                     "wasserstein": _mean(
                         [
-                            wasserstein(
-                                people[name], a, codes=item.codes, a_weights=weights
-                            )
+                            wasserstein(people[name], a, codes=codes, a_weights=weights)
                             for a in answered
                         ]
                     )
@@ -1315,9 +1362,12 @@ def _pairs(coherence: Sequence[Coherence]) -> list[tuple[Coherence, list[str]]]:
 def _shares(
     plan: _Plan, human_df: pd.DataFrame, samples: list[pd.DataFrame]
 ) -> pd.DataFrame:
-    """Share of each option among the answers, human and simulated (mean over replicates)."""
+    """Share of each option among the answers, human and simulated (mean over replicates);
+    number items have no options (their distributions are in ``_distributions``)."""
     rows = []
     for item in plan.study.items:
+        if item.is_number:
+            continue
         human = _option_shares(
             human_df[item.name], item, weights=plan.weights(human_df)
         )

@@ -22,6 +22,7 @@ from simval.bench import (
 )
 from simval.cli import main
 from simval.errors import DataError, OptionError
+from simval.finetune import pilot
 from simval.report import leaderboard_marks, write_aggregate_leaderboard
 from simval.results import HEADLINE, HUMAN_ROW, REFERENCE_ROW, paired_deltas
 from simval.simulators.loading import adapter_record
@@ -320,9 +321,10 @@ def test_bench_across_tasks_writes_every_leaderboard(capsys, tmp_path, tiny_mode
 
 
 def test_fine_tuning_on_each_tasks_pilot(tmp_path, tiny_model_dir):
-    """``NAME=PATH:pilot`` trains an adapter on a 10% pilot of the task (drawn among the
-    respondents who answered every item: healthcare_order declares 'Other' missing),
-    in the task's folder, and leaves the pilot out of the comparison."""
+    """``NAME=PATH:pilot`` trains an adapter on a random 10% pilot of the task (the pilot
+    ``demo`` would draw; healthcare_order's declared 'Other' answers among it are
+    skipped in training, not its respondents), in the task's folder, and leaves the
+    pilot out of the comparison."""
     specs = [
         parse_model_spec(f"base={tiny_model_dir}"),
         parse_model_spec(f"tuned={tiny_model_dir}:pilot"),
@@ -335,7 +337,9 @@ def test_fine_tuning_on_each_tasks_pilot(tmp_path, tiny_model_dir):
     record = adapter_record(adapter)
     task = load_task("healthcare_order")
     assert record["pilot_size"] == round(0.1 * len(task.human))
-    assert (task.human.loc[record["pilot_index"], "approve"] != 9).all()
+    drawn, _ = pilot(task.human, frac=0.1, seed=0)
+    assert list(record["pilot_index"]) == list(drawn.index)
+    assert (task.human.loc[record["pilot_index"], "approve"] == 9).any()
     compared = result.benchmarks["healthcare_order"].human
     assert not set(compared.index) & set(record["pilot_index"])
     assert list(result.aggregate.simulators[:3]) == ["base", "tuned", RESAMPLING]

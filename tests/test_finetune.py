@@ -163,8 +163,8 @@ def no_model_load(monkeypatch):
     "mangle, culprit",
     [
         (
-            lambda d: d.assign(fruit=d["fruit"].where(d.index % 7 != 0)),
-            "missing.*'fruit'",
+            lambda d: d.assign(fruit=float("nan")),
+            "no pilot respondent answered.*'fruit'",
         ),
         (lambda d: d.assign(colour=d["colour"].replace({2: 9})), "'colour'.*9"),
         (lambda d: d.head(4), "4 respondents"),
@@ -187,6 +187,28 @@ def test_bad_hyperparameters(split, tmp_path, no_model_load, setting):
 
 
 # --- training examples and the adapter -----------------------------------------------
+
+
+def test_missing_answers_are_skipped_and_numbers_are_written_as_numbers(
+    tiny_model_dir, split
+):
+    """A respondent's missing answer is no example (the others of that respondent are);
+    a number item's answer is trained as the number's text."""
+    from simval.finetune import answer_label
+    from simval.study import Item
+
+    sim = HFSimulator(tiny_model_dir, study=STUDY, progress=False)
+    renderer = PromptRenderer(
+        study=STUDY, template=PromptTemplate(), tokenizer=sim.tokenizer
+    )
+    rows = split[0].head(4).copy()
+    rows.loc[rows.index[1], "fruit"] = float("nan")
+    assert (
+        len(training_examples(rows, STUDY, renderer=renderer))
+        == 4 * len(STUDY.items) - 1
+    )
+    hours = Item("hours", "Hours?", number={"min": 0})
+    assert answer_label(hours, 2.5) == "2.5" and answer_label(hours, 3.0) == "3"
 
 
 def test_examples_are_the_simulator_prompts_with_loss_on_answers(

@@ -374,6 +374,9 @@ def test_interrupted_run_resumes_and_repeat_run_is_free(
 
 LIKERT = Item("q", "Q?", {"Disagree": 1, "Neutral": 2, "Agree": 3, "Strongly agree": 4})
 YES_NO = Item("y", "Y?", {"No": 0, "Yes": 1})
+THERMOMETER = Item("warmth", "How warm?", number={"min": 0, "max": 100, "whole": True})
+HOURS = Item("hours", "How many hours?", number={"min": 0})
+SCALE = Item("scale", "From 0 to 10?", number={"min": 0, "max": 10, "whole": True})
 
 
 @pytest.mark.parametrize(
@@ -393,6 +396,17 @@ YES_NO = Item("y", "Y?", {"No": 0, "Yes": 1})
         ("I am not sure", LIKERT, math.nan),
         ("7", LIKERT, math.nan),
         ("", YES_NO, math.nan),
+        ("75", THERMOMETER, 75),
+        ("About 40 degrees, I'd say", THERMOMETER, 40),
+        ("I feel 100% warm", THERMOMETER, 100),
+        ("101", THERMOMETER, math.nan),  # off the scale: unparseable, never clipped
+        ("62.5", THERMOMETER, math.nan),  # not whole on a whole scale
+        ("-3", THERMOMETER, math.nan),
+        ("2.5 hours", HOURS, 2.5),
+        (".5", HOURS, 0.5),
+        ("1,200", HOURS, 1200),
+        ("none", HOURS, math.nan),
+        ("-1", HOURS, math.nan),
     ],
 )
 def test_parse_answer(text, item, code):
@@ -537,3 +551,36 @@ def test_missing_persona_values_are_said_to_be_not_stated(task, make, tiny_model
     persona[column] = np.nan
     text = sim.prompt(persona, task.study.items[0])
     assert "not stated" in text and "nan" not in text.lower().split()
+
+
+# --- number items ----------------------------------------------------------------------
+
+
+def test_number_items_are_scored_when_small_and_generated_when_wide(
+    task, personas, make, tiny_model_dir, monkeypatch
+):
+    """A 0-10 scale is scored (its 11 values ranked as options, the prompt asking for a
+    number); a 0-100 thermometer and an open number are generated and parsed, in score
+    mode too; predict_proba refuses a scale too wide to rank, naming it."""
+    sim = make(tiny_model_dir)
+    probabilities = sim.predict_proba(personas, SCALE)
+    assert list(probabilities.columns) == [float(v) for v in range(11)]
+    assert np.allclose(probabilities.sum(axis=1), 1)
+    prompt = sim.prompt(personas.iloc[0], SCALE)
+    assert (
+        "Answer with a whole number from 0 to 10." in prompt
+        and "Options:" not in prompt
+    )
+    with pytest.raises(
+        OptionError, match="'warmth' asks for a whole number from 0 to 100"
+    ):
+        sim.predict_proba(personas, THERMOMETER)
+    replies = {"How warm?": "Warm: 64.", "How many hours?": "3.5 or so"}
+
+    def reply(self, prompts, seeds):
+        return [next(r for q, r in replies.items() if q in p) for p in prompts]
+
+    monkeypatch.setattr(HFSimulator, "_generate", reply)
+    answers = sim.simulate(personas, [SCALE, THERMOMETER, HOURS], seed=1)
+    assert answers["scale"].isin(range(11)).all()
+    assert (answers["warmth"] == 64).all() and (answers["hours"] == 3.5).all()

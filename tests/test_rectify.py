@@ -539,3 +539,25 @@ def test_bench_rectifies_the_formulas_ppi_covers_and_says_which_it_leaves():
     assert result.inference_note == (
         "valid inference (PPI++) does not cover belief ~ C(arm) + x (family ologit)"
     )
+
+
+def test_a_continuous_outcome_is_rectified_from_mean_simulated_numbers():
+    """Formula mode on a continuous y: an open number item, predicted by the mean of the
+    sampled numbers, so a simulator drawing from the true model rectifies the slope."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=600)
+    humans = pd.DataFrame({"x": x[:150], "y": 1 + 0.5 * x[:150] + rng.normal(size=150)})
+
+    def truth(personas, seed):
+        noise = np.random.default_rng(seed).normal(size=len(personas))
+        return pd.DataFrame(
+            {"y": 1 + 0.5 * personas["x"] + noise}, index=personas.index
+        )
+
+    result = rectify(
+        "y ~ x", humans, FunctionSimulator(truth), unlabeled=pd.DataFrame({"x": x[150:]}),
+        samples=4, seed=1, progress=False,
+    )  # fmt: skip
+    row = result.table.set_index("term").loc["x"]
+    assert abs(row["rectified_estimate"] - 0.5) < 4 * row["rectified_std_error"]
+    assert row["rectified_std_error"] < row["classical_std_error"]

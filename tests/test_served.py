@@ -29,6 +29,7 @@ from simval.finetune import finetune, pilot
 from simval.simulators.hf import HFSimulator
 from simval.simulators.loading import resolve_model
 from simval.simulators.served import ServedSimulator, ServerError, public_url
+from simval.study import Item
 from simval.tasks import load_task
 from simval.validate import validate
 
@@ -248,7 +249,8 @@ def test_served_scores_equal_in_process_scores(vllm_url, task, served, cache, tm
     assert remote.prompt(people.iloc[0], "concern") == local.prompt(
         people.iloc[0], "concern"
     )
-    for item in ("concern", "share_location"):
+    scale = Item("worry", "How worried are you, 0 to 10?", number={"min": 0, "max": 10, "whole": True})  # fmt: skip
+    for item in ("concern", "share_location", scale):
         np.testing.assert_allclose(
             remote.predict_proba(people, item),
             local.predict_proba(people, item),
@@ -340,6 +342,10 @@ def test_generate_mode_parses_sampled_answers_and_a_repeat_sends_nothing(
     )
     pd.testing.assert_series_equal(again["share_location"], first)
     assert completions(proxy) == len(people)
+    years = Item("years", "How many years have you used the internet?", number={"min": 0, "max": 90, "whole": True})  # fmt: skip
+    numbers = sim.simulate(people, [years], seed=1)["years"]
+    assert numbers.dropna().between(0, 90).all()
+    assert numbers.notna().sum() + sim.unparseable["years"] == len(people)
 
 
 def test_a_server_without_the_endpoint_fails_on_the_first_request(

@@ -377,3 +377,64 @@ def test_validate_leaves_declared_missing_answers_out_and_says_so(tmp_path):
 
     _, markdown = write_report({"bootstrap": result}, out=tmp_path / "r.html")
     assert "Declared missing answers" in markdown.read_text()
+
+
+# --- number items ----------------------------------------------------------------------
+
+
+def test_number_items_round_trip_and_check_their_data(tmp_path):
+    """A number item declares a scale instead of options: YAML keeps it, the data check
+    names values off the scale, and a declared missing code outside it is allowed."""
+    from simval.study import Item, Number, Study
+
+    warmth = Item(
+        "warmth", "How warm?", number={"min": 0, "max": 100, "whole": True},
+        missing={"Refused": 999},
+    )  # fmt: skip
+    hours = Item("hours", "Hours?", number=Number(min=0))
+    study = Study(items=(warmth, hours))
+    study.to_yaml(tmp_path / "s.yaml")
+    again = Study.from_yaml(tmp_path / "s.yaml")
+    assert again == study and again.item("warmth").number == Number(0, 100, whole=True)
+    assert warmth.choices is None and hours.choices is None
+    assert Item("s", "S?", number={"min": 0, "max": 10, "whole": True}).choices == {
+        str(v): float(v) for v in range(11)
+    }
+    good = pd.DataFrame(
+        {"warmth": [0, 55, 100, 999, None], "hours": [0.5, 2, 0, 9.25, 1]}
+    )
+    study.check_data(good)
+    for bad, shown in (
+        ({"warmth": [101]}, "101"),
+        ({"warmth": [2.5]}, "2.5"),
+        ({"hours": [-1]}, "-1"),
+        ({"warmth": ["warm"]}, "warm"),
+    ):
+        frame = good.iloc[:1].assign(**bad)
+        with pytest.raises(DataError, match=f"{shown}.*not a (whole )?number"):
+            study.check_data(frame)
+
+
+@pytest.mark.parametrize(
+    ("fields", "culprit"),
+    [
+        (
+            {"options": {"a": 1}, "number": {"min": 0}},
+            "both options and a number scale",
+        ),
+        ({"number": {"min": 5, "max": 5}}, "min 5 must lie below max 5"),
+        ({"number": {"low": 0}}, "unknown number field\\(s\\) low"),
+        ({"number": {"min": 0.2, "max": 0.8, "whole": True}}, "no whole number"),
+        (
+            {"number": {"min": 0, "max": 10}, "missing": {"DK": 5}},
+            "'DK' \\(5\\) lies on",
+        ),
+        ({"number": "0-100"}, "number must be a mapping"),
+        ({"number": {"max": float("inf")}}, "finite number"),
+    ],
+)
+def test_bad_number_items_are_named(fields, culprit):
+    from simval.study import Item
+
+    with pytest.raises(StudyError, match=culprit):
+        Item("t", "T?", **fields)

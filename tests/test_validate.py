@@ -242,7 +242,7 @@ def test_unknown_subgroup_column():
     [
         (lambda p: pd.DataFrame({"y": 1.0}, index=range(len(p))), "index"),
         (lambda p: pd.DataFrame({"outcome": 1.0}, index=p.index), "'y'|: y"),
-        (lambda p: pd.DataFrame({"y": 12345.5}, index=p.index), "'y'.*12345.5"),
+        (lambda p: pd.DataFrame({"y": "lots"}, index=p.index), "'y'.*lots"),
     ],
 )
 def test_simulator_breaking_the_contract(answer, culprit):
@@ -446,24 +446,58 @@ def test_headline_metrics_carry_intervals_and_references():
     assert summary["jsd_reference"] > 0  # sampling noise alone
 
 
-def _example(*, weighted: bool) -> tuple[Study, pd.DataFrame]:
-    """The example task, with survey weights (lognormal, unrelated to the answers)."""
+def _example(*, weighted: bool, numbers: bool = False) -> tuple[Study, pd.DataFrame]:
+    """The example task, with survey weights (lognormal, unrelated to the answers) and
+    with two number items (a whole 0-100 thermometer, an open number of hours)."""
     task = load_task("example")
+    study, human = task.study, task.human
+    rng = np.random.default_rng(3)
+    if numbers:
+        warmth = Item("warmth", "How warm do you feel toward the website?", number={"min": 0, "max": 100, "whole": True}, role="belief")  # fmt: skip
+        hours = Item("hours", "Hours online yesterday?", number={"min": 0})
+        study = dataclasses.replace(study, items=(*study.items, warmth, hours))
+        human = human.assign(
+            warmth=rng.integers(0, 101, len(human)).astype(float),
+            hours=rng.exponential(3.0, len(human)).round(2),
+        )
     if not weighted:
-        return task.study, task.human
-    weights = np.random.default_rng(3).lognormal(sigma=0.6, size=len(task.human))
-    return dataclasses.replace(task.study, weight="w"), task.human.assign(w=weights)
+        return study, human
+    weights = rng.lognormal(sigma=0.6, size=len(human))
+    return dataclasses.replace(study, weight="w"), human.assign(w=weights)
 
 
-@pytest.mark.parametrize("weighted", [False, True])
-def test_bootstrap_identity_draw_reproduces_the_tables(weighted):
+def _noisy(human: pd.DataFrame):
+    """A simulator drawing each answer from the humans' marginals, number answers new."""
+    marginal = MarginalSimulator(human)
+
+    def answer(people, seed):
+        rng = np.random.default_rng(seed)
+        names = [
+            c for c in ("concern", "trust", "share", "warmth", "hours") if c in human
+        ]
+        answers = marginal.simulate(
+            people, [Item(n, n, {"a": 0}) for n in names], seed=seed
+        )
+        if "hours" in answers:
+            answers["hours"] = rng.exponential(2.5, len(people)).round(2)
+            answers["warmth"] = rng.integers(20, 101, len(people)).astype(float)
+        return answers
+
+    return FunctionSimulator(answer)
+
+
+@pytest.mark.parametrize(
+    ("weighted", "numbers"), [(False, False), (True, False), (True, True)]
+)
+def test_bootstrap_identity_draw_reproduces_the_tables(weighted, numbers):
     """The bootstrap recomputes the headline metrics from coded arrays; on the data as
-    drawn (no resampling) it must give the tables' values, weighted or not."""
+    drawn (no resampling) it must give the tables' values, weighted or not, with number
+    items (whole and binned) or not."""
     from simval.bootstrap import headline_values
     from simval.validate import _code, _draw, _plan, _replicates, _split
 
-    study, human = _example(weighted=weighted)
-    sim = MarginalSimulator(human)
+    study, human = _example(weighted=weighted, numbers=numbers)
+    sim = _noisy(human) if numbers else MarginalSimulator(human)
     result = validate(study, human, sim, reps=3, resamples=0, seed=5)
     plan = _plan(
         study, human, declared=None, family="ols", cov="HC1", subgroups=None,
@@ -620,3 +654,36 @@ def test_rectify_refuses_survey_weights():
         rectify(
             study, human, MarginalSimulator(human), unlabeled=human.drop(columns="w")
         )
+
+
+# --- number answers -------------------------------------------------------------------
+
+
+def test_a_continuous_outcome_is_simulated_as_a_number():
+    """Formula mode: a continuous y is an open number item, so a simulator drawing y from
+    the true model is compared on it (binned JSD, earth mover's distance over the
+    humans' range) instead of refused for values the humans never gave."""
+    from simval.validate import _plan
+
+    human = known_effects()
+
+    def truth(people, seed):
+        rng = np.random.default_rng(seed)
+        y = 1 + 0.5 * people["x1"] - 0.8 * people["g"] + rng.normal(size=len(people))
+        return pd.DataFrame({"y": y}, index=people.index)
+
+    result = validate(
+        FORMULA, human, FunctionSimulator(truth), reps=3, seed=2, resamples=20
+    )
+    (item,) = result.study.items
+    assert item.is_number and not item.number.whole and item.options == {}
+    assert result.verdicts["decision"].iloc[0] != "inconsistent"
+    row = result.distributions.query("subgroup == 'overall'").iloc[0]
+    assert 0 < row["jsd"] < 0.3 and 0 <= row["wasserstein"] < 0.1
+    assert result.shares.empty  # no options to share out
+    # binned (not whole numbers); test_bootstrap_identity_draw_... checks the coding
+    plan = _plan(
+        FORMULA, human, declared=None, family="ols", cov="HC1", subgroups=None,
+        items=None, reps=3, alpha=0.05, resamples=0, min_subgroup_n=30,
+    )  # fmt: skip
+    assert plan.scales["y"].edges is not None

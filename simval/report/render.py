@@ -298,7 +298,9 @@ def study_blocks(study: Study) -> list[Block]:
                     Cell(i.role),
                     Cell(i.text),
                     Cell(
-                        "; ".join(
+                        f"{i.number.describe()} (a number item)"
+                        if i.is_number
+                        else "; ".join(
                             f"{number(c)} = {label}" for label, c in i.options.items()
                         )
                     ),

@@ -51,7 +51,7 @@ from simval.simulators.prefixes import (
 )
 from simval.simulators.prompts import PromptRenderer, PromptTemplate, as_template
 from simval.simulators.store import ResultStore, result_key
-from simval.study import Item, Study
+from simval.study import MAX_SCORED_VALUES, Item, Study
 
 Mode = Literal["score", "generate"]
 MODES = ("score", "generate")
@@ -82,12 +82,14 @@ class PromptedSimulator:
     ) -> pd.DataFrame:
         """One answer per persona and item, drawn with ``seed``: in score mode sampled
         from the option probabilities (so the cached model output is deterministic and
-        repeated draws stay distinct), in generate mode parsed from sampled text."""
+        repeated draws stay distinct), in generate mode parsed from sampled text. A
+        number item too wide to score (``Item.choices`` None) is generated in either
+        mode."""
         rng = np.random.default_rng(seed)
         answers = {}
         for item in items:
             item = self._item(item)
-            if self.mode == "score":
+            if self.mode == "score" and item.choices is not None:
                 answers[item.name] = _sample(
                     self.predict_proba(personas, item), rng=rng
                 )
@@ -273,17 +275,18 @@ class HFSimulator(PromptedSimulator):
     def predict_proba(self, personas: pd.DataFrame, item: Item | str) -> pd.DataFrame:
         """Per persona, the model's probability of each option (columns: option codes)."""
         item = self._item(item)
+        choices = scored_choices(item)
         prompts = [self._render(row, item) for _, row in personas.iterrows()]
         probabilities = self._option_probabilities(prompts, item)
         return pd.DataFrame(
-            probabilities, index=personas.index, columns=list(item.codes)
+            probabilities, index=personas.index, columns=list(choices.values())
         )
 
     # --- score mode -------------------------------------------------------------------
 
     def _option_probabilities(self, prompts: list[str], item: Item) -> np.ndarray:
         """Option probabilities per prompt, from the store or the model (unique prompts only)."""
-        labels = list(item.labels)
+        labels = list(scored_choices(item))
         keys = [result_key(self.fingerprint, "score", p, labels) for p in prompts]
         known = self.store.get_many(keys)
         todo = list(dict.fromkeys(p for p, k in zip(prompts, keys) if k not in known))
@@ -312,7 +315,10 @@ class HFSimulator(PromptedSimulator):
         """
         encoded = {p: self._render.encode(p) for p in prompts}
         options = {
-            p: [self._render.answer_ids(p, encoded[p], label) for label in item.labels]
+            p: [
+                self._render.answer_ids(p, encoded[p], label)
+                for label in scored_choices(item)
+            ]
             for p in prompts
         }
         ordered = sorted(prompts, key=lambda p: encoded[p])
@@ -686,14 +692,28 @@ def generation_keys(
     return keys
 
 
+def scored_choices(item: Item) -> dict[str, float]:
+    """The answers score mode ranks for ``item`` (``Item.choices``); an OptionError for a
+    number item too wide to score, which generate mode answers."""
+    if item.choices is None:
+        raise OptionError(
+            f"item {item.name!r} asks for {item.number.describe()}: too many values to "
+            f"score (at most {MAX_SCORED_VALUES}); simulate() generates its answers"
+        )
+    return item.choices
+
+
 def parse_answer(text: str, item: Item) -> float:
     """The option code a free-text answer names, or NaN when it names none unambiguously.
 
     In order: the whole answer is a label (case and surrounding punctuation ignored);
     the answer starts with a label (the longest that fits, followed by a non-letter);
     the answer starts with a number, read as the option's position as shown in the
-    prompt (1..k) or, failing that, as an option code.
+    prompt (1..k) or, failing that, as an option code. A number item's answer is the
+    first number in the text (``parse_number``).
     """
+    if item.is_number:
+        return parse_number(text, item)
     answer = text.strip().strip("\"'*`").strip()
     lowered = answer.lower()
     labels = {label.lower(): code for label, code in item.options.items()}
@@ -714,6 +734,23 @@ def parse_answer(text: str, item: Item) -> float:
         if value in item.codes:
             return value
     return float("nan")
+
+
+NUMBER = re.compile(
+    r"(?<![\w.])[-\u2212]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[-\u2212]?\d+(?:\.\d+)?|[-\u2212]?\.\d+"
+)
+"""A number as people write one: 42, -3, 0.5, .5, 1,200 (thousands separators)."""
+
+
+def parse_number(text: str, item: Item) -> float:
+    """The first number in a free-text answer to a number item, NaN when there is none
+    or when it lies off the item's scale (out of bounds, or not whole on a whole
+    scale): an answer off the scale is unparseable, never clipped or rounded."""
+    found = NUMBER.search(text)
+    if found is None:
+        return float("nan")
+    value = float(found.group(0).replace(",", "").replace("\u2212", "-"))
+    return float("nan") if item.number.invalid(np.array([value]))[0] else value
 
 
 def _sample(probabilities: pd.DataFrame, *, rng: np.random.Generator) -> np.ndarray:

@@ -33,9 +33,10 @@ DEFAULT_USER = """\
 {% if vignette %}Scenario: {{ vignette }}
 
 {% endif %}Question: {{ item.text }}
-Options:
+{% if scale %}Answer with {{ scale }}.
+{% else %}Options:
 {% for label in options %}{{ loop.index }}. {{ label }}
-{% endfor %}
+{% endfor %}{% endif %}
 {% if persona_text %}About you: {{ persona_text }}{% else %}About you:
 {% for name, value in persona.items() %}- {{ name }}: {{ value }}
 {% endfor %}{% endif %}"""
@@ -56,8 +57,9 @@ class PromptTemplate:
 
     The user template sees ``persona`` (column -> value), ``persona_text`` (the
     study's persona phrase rendered for this respondent, or None), ``vignette``
-    (text or None), ``item`` (the Item), ``options`` (its labels in order) and
-    ``study``.
+    (text or None), ``item`` (the Item), ``options`` (its labels in order; empty for a
+    number item), ``scale`` (a number item's scale in words, "a whole number from 0 to
+    100"; None for an item with options) and ``study``.
     """
 
     user: str = DEFAULT_USER
@@ -124,6 +126,7 @@ class PromptRenderer:
                 "vignette": self.study.vignettes.get(arm) if arm is not None else None,
                 "item": item,
                 "options": list(item.labels),
+                "scale": item.number.describe() if item.is_number else None,
                 "study": self.study,
             }
             system = self._system.render(context).strip()

@@ -39,7 +39,13 @@ from simval.errors import (
 )
 from simval.progress import Progress
 from simval.simulators.fingerprints import adapter_fingerprint
-from simval.simulators.hf import MODES, Mode, PromptedSimulator, generation_settings
+from simval.simulators.hf import (
+    MODES,
+    Mode,
+    PromptedSimulator,
+    generation_settings,
+    scored_choices,
+)
 from simval.simulators.loading import (
     adapter_record,
     cache_root,
@@ -181,10 +187,11 @@ class ServedSimulator(PromptedSimulator):
             raise OptionError(
                 f"predict_proba needs mode='score'; this simulator has mode={self.mode!r}"
             )
+        choices = scored_choices(item)
         if self.api == "chat":
             _check_one_word_labels(item)
         prompts = [self._render(row, item) for _, row in personas.iterrows()]
-        labels = list(item.labels)
+        labels = list(choices)
         keys = [self._score_key(p, labels) for p in prompts]
         known = self.store.get_many(keys)
         todo = list(dict.fromkeys(p for p, k in zip(prompts, keys) if k not in known))
@@ -203,7 +210,9 @@ class ServedSimulator(PromptedSimulator):
             concurrency=1 if self.serial_scoring else self.concurrency,
         )
         probabilities = np.array([known[k] for k in keys], dtype=float)
-        return pd.DataFrame(probabilities, index=personas.index, columns=item.codes)
+        return pd.DataFrame(
+            probabilities, index=personas.index, columns=list(choices.values())
+        )
 
     # --- requests ---------------------------------------------------------------------
 
@@ -288,7 +297,7 @@ class ServedSimulator(PromptedSimulator):
         sequences, spans = [], []
         for prompt in prompts:
             ids = self._render.encode(prompt)
-            for label in item.labels:
+            for label in scored_choices(item):
                 option = self._render.answer_ids(prompt, ids, label)
                 sequences.append(ids + option)
                 spans.append((len(ids), len(option)))
@@ -304,7 +313,7 @@ class ServedSimulator(PromptedSimulator):
         (prompt + option) token sequence (``tokens``, from ``_option_sequences``), or
         one request per sequence under ``serial_scoring``, echoing the
         log-probability of each token."""
-        labels = list(item.labels)
+        labels = list(scored_choices(item))
         sequences, spans = tokens
         requests = [[s] for s in sequences] if self.serial_scoring else [sequences]
         choices = [choice for r in requests for choice in self._echoed(r)]
@@ -328,7 +337,7 @@ class ServedSimulator(PromptedSimulator):
         ``top_logprobs``: each option's probability is that of the token equal to its
         label; an option not listed gets the smallest listed probability (an upper
         bound on its own); then the options are normalised."""
-        labels = list(item.labels)
+        labels = list(scored_choices(item))
         reply = self._client.post(
             "/chat/completions",
             {
@@ -440,7 +449,7 @@ class _ChatPrompt:
 def _check_one_word_labels(item: Item) -> None:
     """The chat API's scoring reads one token per option: refuse, before any request,
     labels of several words (never one token)."""
-    long = [label for label in item.labels if len(label.split()) != 1]
+    long = [label for label in scored_choices(item) if len(label.split()) != 1]
     if long:
         raise OptionError(
             f"item {item.name!r}: option {long[0]!r} is not one word; the chat API's "
