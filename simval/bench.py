@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from simval.aggregate import Aggregate, aggregate
-from simval.errors import ModelError, OptionError, check_option
+from simval.errors import ModelError, OptionError, SimvalError, check_option
 from simval.families import PPI_FAMILIES
 from simval.finetune import finetune, pilot
 from simval.formulas import formula_variables
@@ -497,18 +497,16 @@ def bench_task(
     """
     check_specs(models)
     out = Path(out_dir)
-    left_out = pilot_rows_of(list(models))
+    pilot_df, compared = task_samples(task, models, n=n, seed=seed)
     specs, notes = list(models), []
     tuned = next((spec for spec in models if spec.pilot), None)
     if tuned is not None:
-        pilot_df = task_pilot(task, seed=seed)
         settings = {**DEMO_TRAINING, **training}
         made = {"model": tuned.model, "pilot_df": pilot_df, "study": task.study,
                 "seed": seed, "out_dir": out / "adapter", "cache_dir": cache_dir}  # fmt: skip
         adapter = existing_adapter(**made, **settings) or finetune(
             **made, progress=progress, **settings
         )
-        left_out |= set(pilot_df.index)
         specs = [
             dataclasses.replace(s, adapter=str(adapter), pilot=False) if s.pilot else s
             for s in models
@@ -517,10 +515,7 @@ def bench_task(
             tuned.name, frac=PILOT_SHARE, size=len(pilot_df), settings=settings,
             seed=seed,
         )  # fmt: skip
-        notes.append(
-            f"{note} It is drawn among the respondents who answered every item."
-        )
-    compared = evaluation_sample(task.human, exclude=left_out, n=n, seed=seed)
+        notes.append(f"{note} Its missing answers are skipped in training.")
     missing = task.study.missing_persona_note(compared)
     simulators = {
         spec.name: build_simulator(
@@ -533,6 +528,28 @@ def bench_task(
     )
     notes = (*notes, *([missing] if missing else []))
     return result, write_outputs(result, task=task, out_dir=out, notes=notes)
+
+
+def task_samples(
+    task: Task, models: Sequence[ModelSpec], *, n: int | None, seed: int
+) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """The pilot a ``:pilot`` spec trains on (None without one) and the respondents
+    compared: every adapter's pilot left out, then ``n`` drawn; checked, as validate
+    would check them (``check_human_models``), before any model is loaded."""
+    from simval.validate import check_human_models
+
+    left_out = pilot_rows_of(list(models))
+    pilot_df = task_pilot(task, seed=seed) if any(s.pilot for s in models) else None
+    if pilot_df is not None:
+        left_out |= set(pilot_df.index)
+    compared = evaluation_sample(task.human, exclude=left_out, n=n, seed=seed)
+    try:
+        check_human_models(task.study, compared)
+    except SimvalError as exc:
+        raise type(exc)(
+            f"the {task.name} task, on the {len(compared)} respondents compared: {exc}"
+        ) from exc
+    return pilot_df, compared
 
 
 TASK_SUITES = {"real": REAL_TASKS, "simulated": SIMULATED_TASKS, "all": TASKS}
@@ -581,6 +598,8 @@ def bench_tasks(
     names = task_names(tasks)
     check_specs(models)
     loaded = {name: load_task(name, seed=seed) for name in names}
+    for task in loaded.values():
+        task_samples(task, models, n=options.get("n"), seed=seed)
     out = Path(out_dir)
     benchmarks, written = {}, {}
     for name, task in loaded.items():

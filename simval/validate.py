@@ -859,6 +859,17 @@ def _human_fits(plan: _Plan, human: Split, *, alpha: float) -> dict[Key, Fit | s
     return fits
 
 
+def check_human_models(study: Study, human_df: pd.DataFrame) -> None:
+    """Raise what ``validate`` would raise on these humans before it asks a simulator
+    anything: bad data, or a model of the study that cannot be estimated on them
+    (overall), so a long run fails at once instead of after hours of work."""
+    plan = _plan(
+        study, human_df, declared=None, family="ols", cov="HC1", subgroups=(),
+        items=None, reps=1, alpha=0.05, resamples=0, min_subgroup_n=1,
+    )  # fmt: skip
+    _human_fits(plan, {(OVERALL, OVERALL): study.blank_missing(human_df)}, alpha=0.05)
+
+
 def _coefficients(
     plan: _Plan,
     people: Split,

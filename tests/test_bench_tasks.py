@@ -21,7 +21,7 @@ from simval.bench import (
     task_names,
 )
 from simval.cli import main
-from simval.errors import DataError, OptionError
+from simval.errors import DataError, EstimationError, OptionError
 from simval.finetune import pilot
 from simval.report import leaderboard_marks, write_aggregate_leaderboard
 from simval.results import HEADLINE, HUMAN_ROW, REFERENCE_ROW, paired_deltas
@@ -348,3 +348,20 @@ def test_fine_tuning_on_each_tasks_pilot(tmp_path, tiny_model_dir):
         in paths["healthcare_order_report"].read_text()
     )
     assert paths["leaderboard_csv"] == tmp_path / "leaderboard.csv"
+
+
+def test_a_task_whose_models_cannot_be_fitted_on_the_sample_fails_before_any_model(
+    tmp_path, monkeypatch
+):
+    """WVS's ordered logit by country is not estimable on the 300 respondents the
+    documented run would compare (outside the pilot), so the run
+    stops at once, naming the task, before a model is loaded or a task benchmarked."""
+    import simval.bench
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a task was benchmarked before every task was checked")
+
+    monkeypatch.setattr(simval.bench, "bench_task", refuse)
+    specs = [parse_model_spec("base=default"), parse_model_spec("tuned=default:pilot")]
+    with pytest.raises(EstimationError, match="the wvs task, on the 300 respondents"):
+        bench_tasks(["healthcare_order", "wvs"], specs, out_dir=tmp_path, n=300)
