@@ -33,7 +33,7 @@ from simval.simulators.reference import BootstrapSimulator, FunctionSimulator
 from simval.study import Item, Model, Study
 from simval.validate import validate_each
 
-Family = Literal["ols", "logit", "ologit", "weighted logit"]
+Family = Literal["ols", "logit", "ologit", "oprobit", "mnlogit", "weighted logit"]
 Kind = Literal["perfect", "attenuated", "noisier", "half nonresponse", "resampling"]
 KINDS: tuple[str, ...] = (
     "perfect",
@@ -65,6 +65,16 @@ STUDIES = {
         items=(Item("y", "y", {str(c): c for c in range(1, 5)}),),
         persona=("x", "g"),
         models=(Model("y ~ x + g", family="ologit"),),
+    ),
+    "oprobit": Study(
+        items=(Item("y", "y", {str(c): c for c in range(1, 5)}),),
+        persona=("x", "g"),
+        models=(Model("y ~ x + g", family="oprobit"),),
+    ),
+    "mnlogit": Study(
+        items=(Item("y", "y", {"A": 1, "B": 2, "C": 3}),),
+        persona=("x", "g"),
+        models=(Model("y ~ x + g", family="mnlogit"),),
     ),
     "weighted logit": Study(
         items=(Item("y", "y", {"no": 0, "yes": 1}),),
@@ -107,7 +117,9 @@ def answers(
     OLS: y = round(4 + 0.5 x - 0.8 g + noise * e), clipped to 0..8, e standard normal.
     Logit: P(y = 1) = logistic(-0.3 + 0.8 x - 0.7 g).
     Ordered logit: y = 1..4 cut from 0.8 x - 0.7 g + noise * e at -1, 0 and 1, e
-    standard logistic. Weighted logit: P(y = 1) = logistic(-0.3 + (0.3 + z) x - 0.7 g),
+    standard logistic; ordered probit the same with e standard normal. Multinomial logit:
+    y = A, B or C with utilities 0, -0.2 + 0.8 x - 0.5 g and 0.3 - 0.6 x + 0.7 g plus
+    standard Gumbel noise (``noise`` scales the utilities' noise). Weighted logit: P(y = 1) = logistic(-0.3 + (0.3 + z) x - 0.7 g),
     the effect of x four times as large where z = 1, so the unweighted sample's logit
     slope (z over-sampled) differs from the population's, which the weights recover.
     """
@@ -118,9 +130,20 @@ def answers(
         latent = 4 + effect * (0.5 * x - 0.8 * g)
         latent = latent + noise * rng.normal(size=len(people))
         return pd.Series(np.clip(np.round(latent), 0, 8), index=people.index)
-    if family == "ologit":
-        latent = effect * (0.8 * x - 0.7 * g) + noise * rng.logistic(size=len(people))
+    if family in ("ologit", "oprobit"):
+        draw = rng.logistic if family == "ologit" else rng.normal
+        latent = effect * (0.8 * x - 0.7 * g) + noise * draw(size=len(people))
         return pd.Series(np.digitize(latent, [-1.0, 0.0, 1.0]) + 1, index=people.index)
+    if family == "mnlogit":
+        utility = np.column_stack(
+            [
+                np.zeros(len(x)),
+                -0.2 + effect * (0.8 * x - 0.5 * g),
+                0.3 + effect * (-0.6 * x + 0.7 * g),
+            ]
+        )
+        utility = utility + noise * rng.gumbel(size=utility.shape)
+        return pd.Series(utility.argmax(axis=1) + 1, index=people.index)
     slope = 0.8 if family == "logit" else 0.3 + people["z"].to_numpy()
     chance = 1 / (1 + np.exp(-(-0.3 + effect * (slope * x - 0.7 * g))))
     return pd.Series((rng.random(len(people)) < chance).astype(int), index=people.index)
@@ -214,12 +237,14 @@ def _simulator(kind: str, *, family: Family, people: pd.DataFrame) -> Simulator:
 
 
 def _row(result: Validation, *, alpha: float) -> dict:
-    """A data set's row: the verdict, the mean coverage, replicate 0's coverage of x."""
+    """A data set's row: the verdict, the mean coverage, replicate 0's coverage of x
+    (of x's first equation, ``x | y=B``, in the multinomial logit)."""
     terms = result.coefficients[result.coefficients["term"].map(is_finding)]
+    slope = next(t for t in terms["term"] if t.split(" |")[0] == "x")
     return {
         **result.verdicts.iloc[0].to_dict(),
         "coverage": float(terms["coverage"].mean()),
-        "x_covered_rep0": _first_replicate_covers(result, term="x", alpha=alpha),
+        "x_covered_rep0": _first_replicate_covers(result, term=slope, alpha=alpha),
     }
 
 

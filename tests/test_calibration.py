@@ -51,6 +51,9 @@ DATASETS = {
     ("logit", 300): {"perfect": 300},
     ("logit", 600): {"attenuated": 60},
     ("ologit", 300): {"perfect": 300, "attenuated": 60},
+    ("oprobit", 300): {"perfect": 300, "attenuated": 60},
+    ("mnlogit", 300): {"perfect": 300},
+    ("mnlogit", 600): {"attenuated": 60},
     ("weighted logit", 400): {"perfect": 300},
     ("weighted logit", 1500): {"attenuated": 40},
     ("ols", 2000): {"perfect": 40, "half nonresponse": 40},
@@ -80,8 +83,11 @@ def share(frame: pd.DataFrame, decision: str) -> float:
 
 @pytest.mark.parametrize(
     "family, n",
-    [("ols", 200), ("logit", 300), ("ologit", 300), ("weighted logit", 400)],
-)
+    [
+        ("ols", 200), ("logit", 300), ("ologit", 300), ("oprobit", 300),
+        ("mnlogit", 300), ("weighted logit", 400),
+    ],
+)  # fmt: skip
 def test_perfect_simulator_is_calibrated(family, n):
     """Wald rejection ~ alpha, difference-CI coverage ~ 1 - alpha, inconsistent ~ alpha."""
     frame, datasets = runs("perfect", family, n)
@@ -106,8 +112,11 @@ def test_perfect_simulator_on_a_large_study_is_consistent():
 
 @pytest.mark.parametrize(
     "family, n",
-    [("ols", 200), ("logit", 600), ("ologit", 300), ("weighted logit", 1500)],
-)
+    [
+        ("ols", 200), ("logit", 600), ("ologit", 300), ("oprobit", 300),
+        ("mnlogit", 600), ("weighted logit", 1500),
+    ],
+)  # fmt: skip
 def test_attenuated_simulator_is_inconsistent(family, n):
     """Effects halved: the Wald test rejects in most data sets, and coverage falls."""
     frame, _ = runs("attenuated", family, n)

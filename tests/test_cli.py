@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -204,7 +205,7 @@ def test_finetune_help_says_how_to_train_as_the_demo(capsys):
 
 def test_the_installed_command_and_python_dash_m(tmp_path):
     """The console script and `python -m simval` are the same command, exit codes included."""
-    script = shutil.which("simval") or str(sys.executable).replace("python", "simval")
+    script = shutil.which("simval") or str(Path(sys.executable).with_name("simval"))
     for command in ([script], [sys.executable, "-m", "simval"]):
         ok = subprocess.run(
             [*command, "--help"], check=False, capture_output=True, text=True
