@@ -46,9 +46,15 @@ class Number:
     max: float | None = None
     whole: bool = False
 
+    def count(self) -> int | None:
+        """How many answers a bounded whole scale allows (None when not finite)."""
+        if not self.whole or self.min is None or self.max is None:
+            return None
+        return max(0, math.floor(self.max) - math.ceil(self.min) + 1)
+
     def values(self) -> tuple[float, ...] | None:
         """Every allowed answer of a bounded whole scale (None when not finite)."""
-        if not self.whole or self.min is None or self.max is None:
+        if self.count() is None:
             return None
         return tuple(
             float(v) for v in range(math.ceil(self.min), math.floor(self.max) + 1)
@@ -182,7 +188,12 @@ class Item:
             raise StudyError(
                 f"item {self.name!r}: number min {low!r} must lie below max {high!r}"
             )
-        if self.number.whole and self.number.values() == ():
+        if not isinstance(self.number.whole, bool):
+            raise StudyError(
+                f"item {self.name!r}: number whole must be true or false, got "
+                f"{_shown(self.number.whole)}"
+            )
+        if self.number.count() == 0:
             raise StudyError(
                 f"item {self.name!r}: no whole number lies between {low!r} and {high!r}"
             )
@@ -235,10 +246,10 @@ class Item:
         answers are generated and parsed instead."""
         if self.number is None:
             return self.options
-        values = self.number.values()
-        if values is None or len(values) > MAX_SCORED_VALUES:
+        count = self.number.count()
+        if count is None or count > MAX_SCORED_VALUES:
             return None
-        return {plain_number(v): v for v in values}
+        return {plain_number(v): v for v in self.number.values()}
 
 
 DEFAULT_MARGIN = 0.1

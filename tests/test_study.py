@@ -397,6 +397,8 @@ def test_number_items_round_trip_and_check_their_data(tmp_path):
     again = Study.from_yaml(tmp_path / "s.yaml")
     assert again == study and again.item("warmth").number == Number(0, 100, whole=True)
     assert warmth.choices is None and hours.choices is None
+    income = Item("income", "Income?", number={"min": 0, "max": 10**12, "whole": True})
+    assert income.choices is None and income.number.count() == 10**12 + 1
     assert Item("s", "S?", number={"min": 0, "max": 10, "whole": True}).choices == {
         str(v): float(v) for v in range(11)
     }
@@ -431,6 +433,10 @@ def test_number_items_round_trip_and_check_their_data(tmp_path):
         ),
         ({"number": "0-100"}, "number must be a mapping"),
         ({"number": {"max": float("inf")}}, "finite number"),
+        (
+            {"number": {"min": 0, "max": 9, "whole": "yes"}},
+            "whole must be true or false",
+        ),
     ],
 )
 def test_bad_number_items_are_named(fields, culprit):
