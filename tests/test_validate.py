@@ -171,7 +171,7 @@ def test_notes_say_which_humans_miss_persona_values():
     assert complete.notes["missing_personas"] is None
 
 
-def test_unestimable_replicate_is_reported_not_dropped():
+def test_unestimable_replicate_is_reported_not_dropped(tmp_path):
     """A simulator that always answers 0 makes the logit unestimable; the term rows stay."""
     rng = np.random.default_rng(0)
     human = pd.DataFrame({"x": rng.normal(size=200)})
@@ -189,6 +189,10 @@ def test_unestimable_replicate_is_reported_not_dropped():
     assert result.decision("y ~ x") == "inconsistent"
     with pytest.raises(OptionError, match="'y ~ z'"):
         result.decision("y ~ z")
+    from simval.report import write_report
+
+    _, markdown = write_report({"always no": result}, out=tmp_path / "r.html")
+    assert "| 4 of 4 (" in markdown.read_text()  # failed of all replicates
 
 
 def test_subgroup_where_human_model_fails_is_reported():

@@ -624,7 +624,9 @@ def _coefficient_table(terms: list[str], frames: Mapping[str, pd.DataFrame]) -> 
             if term not in frame.index:
                 continue
             row = frame.loc[term]
-            failed = f"{number(row['n_failed'])} of {number(row['n_reps'])}"
+            # n_reps counts the replicates that estimated the term, n_failed the others
+            total = row["n_reps"] + row["n_failed"]
+            failed = f"{number(row['n_failed'])} of {number(total)}"
             if row["n_failed"] and row.get("failure"):
                 failed += f" ({row['failure']})"
             rows.append(
