@@ -30,13 +30,14 @@ class Coded:
     """One sample as arrays: ``answers`` (n x items, option position, -1 missing),
     ``patterns`` (n, pattern id, -1 incomplete), ``levels`` (n x cells, True where the
     row belongs to that subgroup cell), ``incoherent`` (n x pairs, 1/0/NaN),
-    ``weights`` (n, each row's count: its survey weight scaled to mean 1, or 1)."""
+    ``weights`` (n, each row's count: its survey weight scaled to mean 1; None: each
+    row counts once, the fast path every unweighted sample takes)."""
 
     answers: np.ndarray
     patterns: np.ndarray
     levels: np.ndarray
     incoherent: np.ndarray
-    weights: np.ndarray
+    weights: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def code_samples(
     columns = [study.item_names.index(name) for name in pattern_items]
     patterns = _pattern_ids([a[:, columns] for a in answers])
     flags = [incoherence_flags_each(frames, pair) for pair in pairs]
-    weights = [np.ones(len(frame)) for frame in frames]
+    weights: list[np.ndarray | None] = [None] * len(frames)
     if human_weights is not None:
         weights[0] = human_weights * (len(human_weights) / human_weights.sum())
     coded = [
@@ -268,28 +269,37 @@ def _summarise_chunk(
     draw = np.repeat(np.arange(size), [len(rows) for rows in draws])
     rows = np.concatenate(draws)
     answers = coded.answers[rows]
-    weight = coded.weights[rows]
+    weight = None if coded.weights is None else coded.weights[rows]
     given = answers >= 0
     # a key per (draw, item, option); per (draw, cell, item, option) for the cells
     slot = np.arange(items)[None, :] * width + answers
     keys = draw[:, None] * (items * width) + slot
-    row_weights = np.broadcast_to(weight[:, None], answers.shape)
+    row_weights = (
+        None if weight is None else np.broadcast_to(weight[:, None], answers.shape)
+    )
     counts = np.bincount(
-        keys[given], weights=row_weights[given], minlength=size * items * width
+        keys[given],
+        weights=None if row_weights is None else row_weights[given],
+        minlength=size * items * width,
     )
     counts = _ordered(coding, counts.reshape(size, items, width))
-    squares = np.bincount(  # sum of squared weights per (draw, item), for the variance
-        (draw[:, None] * items + np.arange(items)[None, :])[given],
-        weights=row_weights[given] ** 2,
-        minlength=size * items,
-    ).reshape(size, items)
+    # sum of squared row weights per (draw, item), for the variance: the count unweighted
+    squares = (
+        counts.sum(axis=-1)
+        if row_weights is None
+        else np.bincount(
+            (draw[:, None] * items + np.arange(items)[None, :])[given],
+            weights=row_weights[given] ** 2,
+            minlength=size * items,
+        ).reshape(size, items)
+    )
     member, cell = np.nonzero(coded.levels[rows][:, cells])
     cell_keys = (draw[member] * len(cells) + cell)[:, None] * (items * width) + slot[
         member
     ]
     cell_counts = np.bincount(
         cell_keys[given[member]],
-        weights=row_weights[member][given[member]],
+        weights=None if row_weights is None else row_weights[member][given[member]],
         minlength=size * len(cells) * items * width,
     )
     cell_counts = _ordered(coding, cell_counts.reshape(size, len(cells), items, width))
@@ -298,8 +308,9 @@ def _summarise_chunk(
     rates = np.zeros((size, flags.shape[1]))  # incoherent / judged, per pair
     with np.errstate(invalid="ignore", divide="ignore"):
         for p, pair in enumerate(flags.T):
-            judged = np.bincount(draw, weights=weight * ~np.isnan(pair), minlength=size)
-            incoherent = np.bincount(draw, weights=weight * (pair == 1), minlength=size)
+            scale = 1.0 if weight is None else weight
+            judged = np.bincount(draw, weights=scale * ~np.isnan(pair), minlength=size)
+            incoherent = np.bincount(draw, weights=scale * (pair == 1), minlength=size)
             rates[:, p] = incoherent / judged
     return [
         _Summary(
@@ -307,7 +318,10 @@ def _summarise_chunk(
             squares=squares[d],
             cell_counts=cell_counts[d],
             missing=missing[d] / (len(drawn) * items),
-            patterns=_pattern_levels(coded.patterns[drawn], coded.weights[drawn]),
+            patterns=_pattern_levels(
+                coded.patterns[drawn],
+                None if coded.weights is None else coded.weights[drawn],
+            ),
             incoherence=rates[d],
         )
         for d, drawn in enumerate(draws)
@@ -433,11 +447,14 @@ def _gap(coding: Coding, human: _Summary, reps: Sequence[_Summary]) -> float:
     return float(per_cell.max() - per_cell.min()) if len(per_cell) else np.nan
 
 
-def _pattern_levels(patterns: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+def _pattern_levels(
+    patterns: np.ndarray, weights: np.ndarray | None
+) -> tuple[float, float]:
     """Distinct complete patterns and their Miller–Madow corrected entropy (bits), the
     shares weighted and n Kish's effective size (``metrics.heterogeneity``)."""
     kept = patterns >= 0
-    complete, w = patterns[kept], weights[kept]
+    complete = patterns[kept]
+    w = np.ones(len(complete)) if weights is None else weights[kept]
     if not len(complete):
         return 0.0, np.nan
     ids, inverse = np.unique(complete, return_inverse=True)

@@ -241,14 +241,11 @@ def _weighted(
 ) -> tuple[pd.Series, np.ndarray]:
     """A sample's non-missing values and their weights (ones without weights), checked."""
     values = pd.Series(np.asarray(x) if not isinstance(x, pd.Series) else x.to_numpy())
-    w = np.ones(len(values)) if weights is None else np.asarray(weights, dtype=float)
-    if w.shape != (len(values),):
-        raise DataError(
-            f"{name}_weights must hold one weight per value of {name}: got "
-            f"{w.size} for {len(values)}"
-        )
-    if not np.all(np.isfinite(w) & (w > 0)):
-        raise DataError(f"{name}_weights must be positive and finite")
+    w = (
+        np.ones(len(values))
+        if weights is None
+        else _checked_weights(weights, rows=len(values), name=f"{name}_weights")
+    )
     kept = values.notna().to_numpy()
     sample = _sample(values[kept], name)
     return pd.Series(sample), w[kept]
@@ -455,12 +452,21 @@ def heterogeneity(
 
 
 def _row_weights(weights: ArrayLike, df: pd.DataFrame) -> np.ndarray:
-    """Survey weights of the rows of ``df``, checked: one positive finite weight per row."""
+    """Survey weights of the rows of ``df``, checked (``_checked_weights``)."""
+    return _checked_weights(weights, rows=len(df), name="weights")
+
+
+def _checked_weights(weights: ArrayLike, *, rows: int, name: str) -> np.ndarray:
+    """``weights`` as floats, one positive finite weight per row, else a DataError
+    naming ``name``."""
     w = np.asarray(weights, dtype=float)
-    if w.shape != (len(df),) or not np.all(np.isfinite(w) & (w > 0)):
+    if w.shape != (rows,):
         raise DataError(
-            f"weights must hold one positive finite weight per row ({len(df)} rows)"
+            f"{name} must hold one positive finite weight per row: got {w.size} "
+            f"for {rows} rows"
         )
+    if not np.all(np.isfinite(w) & (w > 0)):
+        raise DataError(f"{name} must be positive and finite")
     return w
 
 
@@ -483,12 +489,19 @@ def _pattern_counts(
         answered = df[items].dropna()
         counts = answered.value_counts(sort=False).to_numpy()
         return len(answered), counts, float(len(answered))
-    complete = df[items].notna().all(axis=1).to_numpy()
+    if all(getattr(c.dtype, "kind", "O") in "biuf" for c in columns):
+        values = np.column_stack(
+            [c.to_numpy(dtype=float, na_value=np.nan) for c in columns]
+        )
+        complete = ~np.isnan(values).any(axis=1)
+    else:  # weighted labels: their codes (-1 missing) stand for them
+        values = np.column_stack([pd.factorize(c)[0] for c in columns])
+        complete = (values >= 0).all(axis=1)
     # one id per distinct row, numbered by first appearance: a column at a time, the
     # ids so far and the column's codes factorised together (ids stay below n)
     ids = np.zeros(int(complete.sum()), dtype=np.int64)
-    for column in columns:
-        codes, levels = pd.factorize(column[complete])
+    for column in values[complete].T:
+        codes, levels = pd.factorize(column)
         ids = pd.factorize(ids * len(levels) + codes)[0]
     if weights is None:
         return len(ids), np.bincount(ids), float(len(ids))

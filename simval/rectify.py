@@ -323,9 +323,7 @@ def _setup(
             f"the study declares survey weights ({study.weight!r}); PPI++ here assumes "
             "equally weighted, randomly labeled humans, so rectify does not take them"
         )
-    persona_columns = study.persona_columns or tuple(
-        c for c in human_df.columns if c not in study.item_names
-    )
+    persona_columns = study.persona_columns_of(human_df)
     for model in study.models:
         if model.family not in PPI_FAMILIES:
             raise OptionError(

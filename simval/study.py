@@ -352,6 +352,13 @@ class Study:
         """The columns a simulator sees for each respondent: persona columns plus the arm's."""
         return (*self.persona, *self.treatment)
 
+    def persona_columns_of(self, df: pd.DataFrame) -> tuple[str, ...]:
+        """The columns a simulator sees in ``df``: the declared ``persona_columns``, or
+        every column that is neither an item nor the weight column."""
+        return self.persona_columns or tuple(
+            c for c in df.columns if c not in (*self.item_names, self.weight)
+        )
+
     def arm_of(self, respondent: Mapping) -> str | None:
         """The respondent's arm: its treatment levels joined by ``ARM_SEPARATOR`` (the vignette key).
 

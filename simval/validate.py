@@ -392,9 +392,7 @@ def fresh_reference(
 ) -> FreshSampleSimulator:
     """The fresh-sample reference simulator validate runs beside every simulator, matching
     donors on the arm, the persona variables the formulas read and the subgroups."""
-    persona = study.persona_columns or tuple(
-        c for c in human_df.columns if c not in (*study.item_names, study.weight)
-    )
+    persona = study.persona_columns_of(human_df)
     chosen = tuple(study.subgroups if subgroups is None else subgroups)
     match = _match_columns(study, persona, chosen)
     return FreshSampleSimulator(human_df, match=match, weights=study.weight, seed=seed)
@@ -456,9 +454,7 @@ def _plan(
             items=items,
         )
     subgroups = tuple(study.subgroups if subgroups is None else subgroups)
-    persona_columns = study.persona_columns or tuple(
-        c for c in human_df.columns if c not in (*study.item_names, study.weight)
-    )
+    persona_columns = study.persona_columns_of(human_df)
     missing = [c for c in subgroups if c not in persona_columns]
     if missing:
         raise DataError(

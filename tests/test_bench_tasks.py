@@ -365,3 +365,25 @@ def test_a_task_whose_models_cannot_be_fitted_on_the_sample_fails_before_any_mod
     specs = [parse_model_spec("base=default"), parse_model_spec("tuned=default:pilot")]
     with pytest.raises(EstimationError, match="the wvs task, on the 300 respondents"):
         bench_tasks(["healthcare_order", "wvs"], specs, out_dir=tmp_path, n=300)
+
+
+def test_a_weighted_study_is_benchmarked_without_ppi_and_says_why():
+    """PPI++ assumes equally weighted humans: bench validates a weighted study and
+    skips rectifying, naming the weights."""
+    import dataclasses
+
+    from simval.bench import bench
+
+    task = load_task("example")
+    study = dataclasses.replace(task.study, weight="w")
+    human = task.human.assign(w=np.linspace(0.5, 2.0, len(task.human)))
+    result = bench(
+        {"marginal": MarginalSimulator(human.drop(columns="w"))}, human, study,
+        reps=2, resamples=0, progress=False,
+    )  # fmt: skip
+    assert result.rectified == {}
+    assert "survey weights ('w')" in result.inference_note
+    assert (
+        "Survey weights from column 'w'"
+        in result.validations["marginal"].notes["weights"]
+    )

@@ -796,7 +796,10 @@ def test_equal_weights_change_no_metric():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: jsd([1, 2], [1, 2], a_weights=[1.0]), "one weight per value of a"),
+        (
+            lambda: jsd([1, 2], [1, 2], a_weights=[1.0]),
+            "a_weights must hold one positive finite weight per row: got 1 for 2",
+        ),
         (
             lambda: jsd([1, 2], [1, 2], b_weights=[1.0, -1.0]),
             "b_weights must be positive",
