@@ -454,15 +454,32 @@ def human_findings(result: Benchmark) -> int:
 
 
 def pilot_note(
-    name: str, *, frac: float, size: int, settings: Mapping[str, Any], seed: int
+    name: str,
+    *,
+    frac: float,
+    size: int,
+    settings: Mapping[str, Any],
+    seed: int,
+    skipped: int = 0,
 ) -> str:
-    """The report's note on a model fine-tuned on a pilot: how, and that the pilot is
-    left out of the comparison."""
+    """The report's note on a model fine-tuned on a pilot: how, how many of the pilot's
+    answers were missing and so not trained on, and that the pilot is left out of the
+    comparison."""
     trained = ", ".join(f"{key} {value}" for key, value in settings.items())
+    answers = (
+        "1 missing answer is" if skipped == 1 else f"{skipped} missing answers are"
+    )
+    skips = f" Its {answers} skipped in training." if skipped else ""
     return (
         f"{name}: LoRA on a random {frac:.0%} pilot ({size} respondents; {trained}; "
-        f"seed {seed}); the pilot is not among the respondents compared."
+        f"seed {seed}); the pilot is not among the respondents compared.{skips}"
     )
+
+
+def missing_answers(study: Study, df: pd.DataFrame) -> int:
+    """How many of ``df``'s answers are missing (NaN or a declared missing code)."""
+    items = [name for name in study.item_names if name in df.columns]
+    return int(study.blank_missing(df)[items].isna().to_numpy().sum())
 
 
 def task_pilot(task: Task, *, seed: int) -> pd.DataFrame:
@@ -513,9 +530,9 @@ def bench_task(
         ]
         note = pilot_note(
             tuned.name, frac=PILOT_SHARE, size=len(pilot_df), settings=settings,
-            seed=seed,
+            seed=seed, skipped=missing_answers(task.study, pilot_df),
         )  # fmt: skip
-        notes.append(f"{note} Its missing answers are skipped in training.")
+        notes.append(note)
     missing = task.study.missing_persona_note(compared)
     simulators = {
         spec.name: build_simulator(

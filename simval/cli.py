@@ -10,7 +10,8 @@ from __future__ import annotations
 import inspect
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -144,6 +145,50 @@ DEMO_FLAGS = " ".join(
     f"--{key.replace('_', '-')} {value}" for key, value in DEMO_TRAINING.items()
 )
 """The finetune flags that train as ``simval demo`` does (``simval.bench.DEMO_TRAINING``)."""
+
+
+Epochs = Annotated[
+    int, typer.Option(min=1, metavar="N", help="Passes over the pilot's examples.")
+]
+LearningRate = Annotated[
+    float,
+    typer.Option(
+        metavar="RATE", help="Learning rate of the LoRA weights (AdamW), above 0."
+    ),
+]
+Layers = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        metavar="N",
+        help="Put LoRA on the last N transformer blocks only; the blocks below run "
+        "forward only, which is cheaper (simval finetune without it: every block).",
+    ),
+]
+BatchSize = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        metavar="N",
+        help="Examples per training step (those of one item and arm together).",
+    ),
+]
+
+
+def _checked_lr(lr: float) -> None:
+    """--lr must be a positive number (typer cannot state an open bound)."""
+    if not 0 < lr < math.inf:
+        raise OptionError(f"--lr {lr:g} must be a positive number")
+
+
+@contextmanager
+def _training_flags() -> Iterator[None]:
+    """Name finetune's refusals by the flag given (``--layers 40`` for a model of 30
+    blocks, not the keyword ``layers=40``)."""
+    try:
+        yield
+    except OptionError as exc:
+        raise OptionError(str(exc).replace("layers=", "--layers ")) from exc
 
 
 def _print_version(value: bool) -> None:
@@ -316,33 +361,10 @@ def finetune_command(
             "(default: the study's treatment columns).",
         ),
     ] = None,
-    epochs: Annotated[
-        int,
-        typer.Option(min=1, metavar="N", help="Passes over the pilot's examples."),
-    ] = TRAINING["epochs"].default,
-    lr: Annotated[
-        float,
-        typer.Option(
-            metavar="RATE", help="Learning rate of the LoRA weights (AdamW), above 0."
-        ),
-    ] = TRAINING["lr"].default,
-    layers: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            metavar="N",
-            help="Put LoRA on the last N transformer blocks only; the blocks below "
-            "run forward only, which is cheaper (default: every block).",
-        ),
-    ] = TRAINING["layers"].default,
-    batch_size: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            metavar="N",
-            help="Examples per training step (those of one item and arm together).",
-        ),
-    ] = TRAINING["batch_size"].default,
+    epochs: Epochs = TRAINING["epochs"].default,
+    lr: LearningRate = TRAINING["lr"].default,
+    layers: Layers = TRAINING["layers"].default,
+    batch_size: BatchSize = TRAINING["batch_size"].default,
     seed: Seed = 0,
 ) -> None:
     """Fine-tune a LoRA adapter on a pilot; flag values are checked before any file is read."""
@@ -354,8 +376,7 @@ def finetune_command(
         raise OptionError(
             f"--pilot-frac {pilot_frac:g} must lie strictly between 0 and 1"
         )
-    if not 0 < lr < math.inf:
-        raise OptionError(f"--lr {lr:g} must be a positive number")
+    _checked_lr(lr)
     declared, people = _study_and_human(study, human)
     columns = by or list(declared.treatment) or None
     if strategy != "random" and not columns:
@@ -373,13 +394,11 @@ def finetune_command(
         )  # fmt: skip
     except OptionError as exc:  # the data cannot give a pilot of that size
         raise OptionError(f"{size}: {exc}") from exc
-    try:
+    with _training_flags():
         folder = finetune(
             model, pilot_df, declared, out, epochs=epochs, lr=lr, layers=layers,
             batch_size=batch_size, seed=seed,
         )  # fmt: skip
-    except OptionError as exc:  # e.g. layers=40 for a model of 30 blocks
-        raise OptionError(str(exc).replace("layers=", "--layers ")) from exc
     typer.echo(
         f"adapter: {folder} (trained on {len(pilot_df)} respondents; "
         f"{len(holdout)} held out for validation)"
@@ -846,6 +865,10 @@ def bench_command(
     reps: Reps = 20,
     seed: Seed = 0,
     n: Count = None,
+    epochs: Epochs = DEMO_TRAINING["epochs"],
+    lr: LearningRate = DEMO_TRAINING["lr"],
+    layers: Layers = DEMO_TRAINING["layers"],
+    batch_size: BatchSize = DEMO_TRAINING["batch_size"],
 ) -> None:
     """Rank language models on built-in tasks: a leaderboard (CSV, Markdown, HTML) and a report.
 
@@ -856,7 +879,8 @@ def bench_command(
     respondents), over how many tasks and how many it wins; best marked only where
     distinguishable (docs/reports.md). E.g. base vs fine-tuned on a 10% pilot of
     every real task: simval bench --task real --model base=default --model
-    fine-tuned=default:pilot --out bench-real
+    fine-tuned=default:pilot --out bench-real. A :pilot model trains as simval demo's
+    does unless --epochs, --lr, --layers or --batch-size say otherwise.
     """
     from simval.bench import (
         RESAMPLING,
@@ -874,20 +898,27 @@ def bench_command(
     if tasks and human is not None:
         raise OptionError("--human goes with one task: simval bench TASK --human FILE")
     specs = [parse_model_spec(text) for text in model]
+    _checked_lr(lr)
     options = {
         "n": n,
         "reps": reps,
         "mode": mode,
         "api": api,
         "api_key_env": api_key_env,
+        "epochs": epochs,
+        "lr": lr,
+        "layers": layers,
+        "batch_size": batch_size,
     }
     if tasks:
-        across, paths = bench_tasks(tasks, specs, out_dir=out, seed=seed, **options)
+        with _training_flags():
+            across, paths = bench_tasks(tasks, specs, out_dir=out, seed=seed, **options)
         _print_aggregate(across.aggregate)
     else:
         check_specs(specs)
         loaded = load_task(task, seed=seed, human=human)
-        result, paths = bench_task(loaded, specs, out_dir=out, seed=seed, **options)
+        with _training_flags():
+            result, paths = bench_task(loaded, specs, out_dir=out, seed=seed, **options)
         _echo_missing_personas(loaded.study, result.human)
         _print_table(result.validations, references=(RESAMPLING,))
         _print_gains(result)

@@ -18,6 +18,7 @@ from simval.bench import (
     ModelSpec,
     bench_tasks,
     parse_model_spec,
+    pilot_note,
     task_names,
 )
 from simval.cli import main
@@ -343,11 +344,18 @@ def test_fine_tuning_on_each_tasks_pilot(tmp_path, tiny_model_dir):
     compared = result.benchmarks["healthcare_order"].human
     assert not set(compared.index) & set(record["pilot_index"])
     assert list(result.aggregate.simulators[:3]) == ["base", "tuned", RESAMPLING]
-    assert (
-        "tuned: LoRA on a random 10% pilot"
-        in paths["healthcare_order_report"].read_text()
-    )
+    report = paths["healthcare_order_report"].read_text()
+    assert "tuned: LoRA on a random 10% pilot" in report
+    others = int((task.human.loc[record["pilot_index"], "approve"] == 9).sum())
+    assert f"Its {others} missing answers are skipped in training." in report
     assert paths["leaderboard_csv"] == tmp_path / "leaderboard.csv"
+
+
+def test_the_pilot_note_speaks_of_missing_answers_only_when_there_were_some():
+    made = {"frac": 0.1, "size": 30, "settings": {"epochs": 2}, "seed": 0}
+    assert "missing" not in pilot_note("tuned", **made)
+    assert "Its 1 missing answer is skipped" in pilot_note("tuned", **made, skipped=1)
+    assert "Its 4 missing answers are skipped" in pilot_note("tuned", **made, skipped=4)
 
 
 def test_a_task_whose_models_cannot_be_fitted_on_the_sample_fails_before_any_model(

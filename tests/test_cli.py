@@ -439,6 +439,26 @@ def test_finetune_then_bench_leaves_the_pilot_out(
     assert f"Respondents: {120 - 16}" in (board_dir / "report.html").read_text()
 
 
+def test_bench_trains_a_pilot_model_as_its_flags_say(capsys, tmp_path, tiny_model_dir):
+    """--layers, --epochs, --lr and --batch-size reach a :pilot model's training (the
+    demo's settings otherwise, whose 4 blocks the tiny model does not have); a refusal
+    names the flag."""
+    model = ["--model", f"tuned={tiny_model_dir}:pilot"]
+    flags = ["--task", "healthcare_order", "--n", "40", "--reps", "2", *model]
+    code, _, err = run(capsys, "bench", *flags, "--out", tmp_path / "a")
+    assert code == 2 and "--layers 4 exceeds the model's 2 blocks" in err
+    code, _, err = run(
+        capsys, "bench", *flags, "--layers", "1", "--epochs", "1", "--lr", "2e-3",
+        "--batch-size", "8", "--out", tmp_path / "b",
+    )  # fmt: skip
+    assert code == 0, err
+    record = adapter_record(tmp_path / "b" / "healthcare_order" / "adapter")
+    assert (record["layers"], record["epochs"], record["batch_size"]) == (1, 1, 8)
+    assert record["lr"] == 2e-3
+    code, _, err = run(capsys, "bench", *flags, "--lr", "0", "--out", tmp_path / "c")
+    assert code == 2 and "--lr 0 must be a positive number" in err
+
+
 def test_bench_rectifies_with_a_tenth_of_the_respondents(
     capsys, tmp_path, tiny_model_dir
 ):
