@@ -32,7 +32,7 @@ import statsmodels.formula.api as smf
 
 from simval import BootstrapSimulator, MarginalSimulator, Study, validate
 from simval.tasks import load_task
-from simval.validate import fresh_reference, validate_each
+from simval.validate import validate_each
 
 FORMULA = "y ~ C(arm) + x + C(group)"
 DEMO_ITEMS = ("concern", "share_location")
@@ -119,7 +119,7 @@ def demo_seconds(
     simulators = {
         "marginal": MarginalSimulator(human),
         "resampling": BootstrapSimulator(human),
-        "fresh": fresh_reference(study, human, seed=seed + 1),
+        "stratified": BootstrapSimulator(human, strata=list(study.treatment)),
     }
     options = {"reps": reps, "resamples": 200, "seed": seed, "progress": False}
     start = time.perf_counter()

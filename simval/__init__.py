@@ -26,7 +26,7 @@ _HOMES = {
     "simval.rectify": ("Rectified", "rectify"),
     "simval.regression": ("Fit", "fit"),
     "simval.simulators": (
-        "BootstrapSimulator", "FreshSampleSimulator", "FunctionSimulator",
+        "BootstrapSimulator", "FunctionSimulator",
         "HFSimulator", "MarginalSimulator", "PromptTemplate", "ServedSimulator",
         "Simulator",
     ),

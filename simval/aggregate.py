@@ -4,9 +4,12 @@ A task's leaderboard judges simulators on one set of respondents; ``aggregate`` 
 several tasks' leaderboards side by side and summarises each metric over them: the
 mean of the tasks' values, with a standard error combined from the tasks' own (the
 tasks are different respondents, so independent), how many tasks it is taken over and
-how many tasks a simulator wins. A simulator is marked best over the tasks only where
-its mean paired difference with every other is distinguishable from 0, as ``rank``
-marks one task. Nothing here runs a simulator.
+how many tasks a simulator wins. A simulator is marked best over the tasks only where a
+t interval over the tasks' paired score differences with every other (T − 1 degrees of
+freedom) excludes 0: the tasks' own spread measures both their sampling error and how
+much a difference changes from task to task, which the tasks' own standard errors
+miss. With fewer than ``MIN_TASKS`` tasks nothing is marked. Nothing here runs a
+simulator.
 """
 
 from __future__ import annotations
@@ -29,10 +32,8 @@ from simval.results import (
     best_marks,
     check_references,
     leader,
-    paired_deltas,
     rank,
     score,
-    spread,
     standard_error,
     summary_table,
 )
@@ -40,13 +41,32 @@ from simval.results import (
 ACROSS = "mean over tasks"
 """The ``task`` of ``Aggregate.table``'s rows that summarise every task."""
 
+MIN_TASKS = 3
+"""Tasks a paired difference must be defined on before the marks over tasks test it: a t
+interval from 2 tasks has 1 degree of freedom (quantile 12.7 at 95%) and rests on a
+single between-task deviation, so with fewer than 3 nothing is marked."""
+
+TEST = (
+    "a t interval over the tasks' paired score differences (T - 1 degrees of freedom, "
+    "T the tasks where both are defined)"
+)
+"""The test behind the marks over tasks, in words (the leaderboard's legend shows it)."""
+
+SAMPLING_ERROR = {
+    "bootstrap": "humans and replicates",
+    "replicates": "replicates only (Monte Carlo)",
+}
+"""What a simulator row's standard error covers, per ``Metric.uncertainty``: the
+bootstrap resamples the humans and the replicates' rows; a replicate metric's SE is the
+spread over the replicates, without the humans' sampling error that they all share."""
+
 TABLE_COLUMNS = (
     "simulator", "metric", "task", "value", "std_error", "ci_low", "ci_high",
-    "n_tasks", "wins", "mark",
+    "sampling_error", "n_tasks", "wins", "mark",
 )  # fmt: skip
 DIFFERENCE_COLUMNS = (
     "metric", "simulator", "best", "difference", "std_error", "ci_low", "ci_high",
-    "n_tasks",
+    "df", "n_tasks",
 )  # fmt: skip
 
 
@@ -59,16 +79,19 @@ class Aggregate:
       then one with ``task`` == ``ACROSS``. Columns: simulator, metric, task, value,
       std_error (a task's: the SD of its bootstrap draws, or SD / sqrt(reps) over its
       replicates, ``simval.results.standard_error``; across tasks: sqrt(sum of the
-      tasks' squared SEs) / n_tasks), ci_low, ci_high (a task's own CI; across tasks
-      value ± the normal quantile times std_error, within the metric's bounds),
-      n_tasks (tasks where the value is defined), wins (tasks where the simulator is
-      marked best), mark ("best", "tie" or empty: ``rank`` on a task; across tasks, as
-      ``differences`` decides).
+      tasks' squared SEs) / n_tasks, the sampling error of the mean over these very
+      tasks), ci_low, ci_high (a task's own CI; across tasks value ± the normal
+      quantile times std_error, within the metric's bounds), sampling_error (what
+      std_error covers: "humans and replicates" for bootstrapped metrics, "humans" for
+      the humans' own levels, "replicates only (Monte Carlo)" for sign-F1,
+      false-positive rate and coverage, empty without an SE), n_tasks (tasks where the
+      value is defined), wins (tasks where the simulator is marked best), mark ("best",
+      "tie" or empty: ``rank`` on a task; across tasks, as ``differences`` decides).
     - ``differences``: per metric, each simulator against the one with the lowest mean
       score (``best``, lower is better as ``rank`` scores): the mean over tasks of
-      their paired score differences (``simval.results.paired_deltas``), its
-      std_error (sqrt(sum of the tasks' squared SEs) / n_tasks), ci_low, ci_high and
-      n_tasks (tasks where both are defined).
+      their paired score differences, its std_error (the differences' SD / sqrt(T)),
+      the t interval ci_low, ci_high with df = T − 1 (``TEST``; NaN below
+      ``MIN_TASKS``) and n_tasks (T, the tasks where both are defined).
     - ``tasks``: the task names, in order; ``simulators``: the row names, in order;
       ``references``: rows shown and never marked; ``level``: the CIs' level.
     """
@@ -168,6 +191,13 @@ def _task_rows(
             summary = source.summary() if source else {}
             mark = marks.at[name, metric.name] if name in marks.index else ""
             value = float(values.at[name, metric.name])
+            covers = ""
+            if source is not None:
+                covers = (
+                    "humans"
+                    if name == HUMAN_ROW
+                    else SAMPLING_ERROR[metric.uncertainty]
+                )
             out.append(
                 {
                     "simulator": name,
@@ -177,6 +207,7 @@ def _task_rows(
                     "std_error": standard_error(source, key) if source else math.nan,
                     "ci_low": summary.get(f"{key}_ci_low", math.nan),
                     "ci_high": summary.get(f"{key}_ci_high", math.nan),
+                    "sampling_error": covers,
                     "n_tasks": int(math.isfinite(value)),
                     "wins": int(mark == "best"),
                     "mark": mark,
@@ -192,40 +223,71 @@ def _differences(
     metric: Metric,
     level: float,
 ) -> list[dict[str, object]]:
-    """Each competing simulator against the lowest mean score on ``metric``: the mean
-    over tasks of the paired score differences and its CI (independent tasks)."""
-    scores = {
-        name: _mean(
-            [_task_score(tasks, name, metric) for tasks in validations.values()]
-        )
-        for name in competing
-    }
-    best = leader(scores)
-    if best is None:
-        return []
-    z = scipy.stats.norm.ppf((1 + level) / 2)
-    rows = []
-    for name in competing:
-        if name == best or not math.isfinite(scores[name]):
-            continue
-        pairs = [
-            paired_deltas(tasks[name], tasks[best], metric.name)
+    """Each competing simulator against the lowest mean score on ``metric`` over the
+    tasks (``compare_over_tasks`` on the tasks' scores)."""
+    scores = pd.DataFrame(
+        [
+            [_task_score(tasks, name, metric) for name in competing]
             for tasks in validations.values()
-        ]
-        found = [
-            (difference, spread(deltas, uncertainty=metric.uncertainty))
-            for difference, deltas in pairs
-        ]
-        found = [(d, se) for d, se in found if math.isfinite(d) and math.isfinite(se)]
-        mean, se = _combined(found)
+        ],
+        index=list(validations),
+        columns=list(competing),
+    )
+    return compare_over_tasks(scores, metric=metric.name, level=level).to_dict(
+        "records"
+    )
+
+
+def compare_over_tasks(
+    scores: pd.DataFrame, *, metric: str, level: float
+) -> pd.DataFrame:
+    """Per simulator (a column of ``scores``, a row per task, lower is better, NaN where
+    undefined), its paired score differences with the lowest mean score, summarised over
+    the tasks where both are defined by ``TEST``: their mean, SD / sqrt(T) and the t
+    interval with T − 1 degrees of freedom (NaN below ``MIN_TASKS`` tasks).
+
+    The tasks are a sample of the tasks one could have run: a difference that is large
+    on one task and reversed on another is not shown by a mean that its tasks' own
+    standard errors call precise. The per-task differences vary by their sampling error
+    (humans' and replicates') and by the task, and their spread measures both.
+    """
+    best = leader({name: _mean(scores[name].tolist()) for name in scores.columns})
+    if best is None:
+        return pd.DataFrame(columns=DIFFERENCE_COLUMNS)
+    rows = []
+    for name in scores.columns:
+        if name == best or not np.isfinite(scores[name]).any():
+            continue
+        paired = (scores[name] - scores[best]).to_numpy(dtype=float)
+        paired = paired[np.isfinite(paired)]
+        mean, se, low, high = _t_interval(paired, level=level)
         rows.append(
             {
-                "metric": metric.name, "simulator": name, "best": best,
-                "difference": mean, "std_error": se, "ci_low": mean - z * se,
-                "ci_high": mean + z * se, "n_tasks": len(found),
+                "metric": metric, "simulator": name, "best": best,
+                "difference": mean, "std_error": se, "ci_low": low, "ci_high": high,
+                "df": len(paired) - 1, "n_tasks": len(paired),
             }
         )  # fmt: skip
-    return rows
+    return pd.DataFrame(rows, columns=DIFFERENCE_COLUMNS)
+
+
+def _t_interval(
+    values: np.ndarray, *, level: float
+) -> tuple[float, float, float, float]:
+    """Mean, SE (SD / sqrt(n)) and the t interval with n − 1 degrees of freedom; the
+    interval is NaN below ``MIN_TASKS`` values, the mean NaN for none."""
+    if len(values) == 0:
+        return math.nan, math.nan, math.nan, math.nan
+    mean = float(values.mean())
+    se = (
+        float(values.std(ddof=1) / math.sqrt(len(values)))
+        if len(values) > 1
+        else math.nan
+    )
+    if len(values) < MIN_TASKS:
+        return mean, se, math.nan, math.nan
+    half = float(scipy.stats.t.ppf((1 + level) / 2, len(values) - 1)) * se
+    return mean, se, mean - half, mean + half
 
 
 def _task_score(
@@ -244,10 +306,11 @@ def _across_rows(
     rows: Sequence[str],
     level: float,
 ) -> pd.DataFrame:
-    """Per row and metric, the mean of the tasks' values with its combined SE and CI,
-    the tasks it is over, the tasks won and the across-task mark."""
+    """Per row and metric, the mean of the tasks' values with its combined SE and CI
+    (the sampling error of the mean over these tasks; what it covers), the tasks it is
+    over, the tasks won and the across-task mark."""
     z = scipy.stats.norm.ppf((1 + level) / 2)
-    marks = _across_marks(differences)
+    marks = across_marks(differences)
     out = []
     for name in rows:
         for metric in HEADLINE:
@@ -257,11 +320,14 @@ def _across_rows(
             defined = cells[np.isfinite(cells["value"])]
             mean, se = _combined(list(zip(defined["value"], defined["std_error"])))
             low, high = np.clip([mean - z * se, mean + z * se], *metric.bounds)
+            covers = set(cells["sampling_error"]) - {""}
             out.append(
                 {
                     "simulator": name, "metric": metric.name, "task": ACROSS,
                     "value": mean, "std_error": se, "ci_low": float(low),
-                    "ci_high": float(high), "n_tasks": len(defined),
+                    "ci_high": float(high),
+                    "sampling_error": covers.pop() if len(covers) == 1 else "",
+                    "n_tasks": len(defined),
                     "wins": int(cells["wins"].sum()),
                     "mark": marks.get((name, metric.name), ""),
                 }
@@ -269,11 +335,14 @@ def _across_rows(
     return pd.DataFrame(out, columns=TABLE_COLUMNS)
 
 
-def _across_marks(differences: pd.DataFrame) -> dict[tuple[str, str], str]:
+def across_marks(differences: pd.DataFrame) -> dict[tuple[str, str], str]:
     """(name, metric) -> "best" or "tie", from each metric's differences with its
-    lowest mean score (``simval.results.best_marks``)."""
+    lowest mean score (``compare_over_tasks``, ``simval.results.best_marks``); a metric
+    with a difference over fewer than ``MIN_TASKS`` tasks gets no mark at all."""
     marks = {}
     for metric, rows in differences.groupby("metric", sort=False):
+        if (rows["n_tasks"] < MIN_TASKS).any():
+            continue
         found = {
             row.simulator: (row.difference, row.ci_low, row.ci_high)
             for row in rows.itertuples(index=False)

@@ -1,13 +1,15 @@
 """Confidence intervals for the headline metrics by resampling respondents.
 
 The human sample and each replicate sample are coded once as integer arrays (the
-option each respondent chose per item, its answer pattern, its subgroup levels, its
-incoherence flags); each bootstrap draw then resamples rows of those arrays and
-recomputes every distribution-based headline metric with counting alone, so a few
-hundred draws cost a second and no simulator is asked again. Under survey weights a
-human row counts by its weight (scaled to mean 1), as in the tables; replicate rows
-count once. The definitions are
-the tables' (``validate``); a test checks that the identity draw reproduces them.
+option each respondent chose per item, its JSD outcome, its answer pattern, its
+subgroup levels, its incoherence flags); each bootstrap draw then resamples rows of
+those arrays and recomputes every distribution-based headline metric with counting
+alone, so a few hundred draws cost a second and no simulator is asked again. A
+sample's answers are counted over the levels it gives, so a continuous item costs its
+sample's distinct answers, not all samples' (benchmarks/bench_continuous.py). Under
+survey weights a human row counts by its weight (scaled to mean 1), as in the tables;
+replicate rows count once. The definitions are the tables' (``validate``); a test
+checks that the identity draw reproduces them.
 """
 
 from __future__ import annotations
@@ -27,13 +29,18 @@ from simval.study import Coherence, Item, Study
 
 @dataclass(frozen=True)
 class Coded:
-    """One sample as arrays: ``answers`` (n x items, option position, -1 missing),
+    """One sample as arrays: ``answers`` (n x items, position among the item's levels
+    that this sample gives, ascending, -1 missing), ``codes`` (items x those levels'
+    codes, zero padded), ``outcomes`` (n x items, the answer's JSD outcome: its bin for
+    a binned number item, else its position among every sample's levels),
     ``patterns`` (n, pattern id, -1 incomplete), ``levels`` (n x cells, True where the
     row belongs to that subgroup cell), ``incoherent`` (n x pairs, 1/0/NaN),
     ``weights`` (n, each row's count: its survey weight scaled to mean 1; None: each
     row counts once, the fast path every unweighted sample takes)."""
 
     answers: np.ndarray
+    codes: np.ndarray
+    outcomes: np.ndarray
     patterns: np.ndarray
     levels: np.ndarray
     incoherent: np.ndarray
@@ -42,20 +49,23 @@ class Coded:
 
 @dataclass(frozen=True)
 class Coding:
-    """The human sample and the replicates coded alike, with what the metrics need."""
+    """The human sample and the replicates coded alike, with what the metrics need.
+
+    A sample's level counts are over its own levels, so a continuous item costs its
+    sample's distinct answers, not every sample's; each replicate's earth mover's
+    distance reads the humans' and its counts on their joint levels: ``human_into`` and
+    ``replicate_into`` (replicates x items * own levels) are where each count goes in
+    a replicates x items x joint levels array (a last, zero-gap column takes padding),
+    ``gaps`` the distance between consecutive joint levels."""
 
     human: Coded
     replicates: tuple[Coded, ...]
-    codes: np.ndarray  # items x options: option codes sorted, NaN padded
-    order: (
-        np.ndarray
-    )  # items x options: position of each sorted option in the declared order
-    n_options: np.ndarray
+    human_into: np.ndarray
+    replicate_into: np.ndarray
+    gaps: np.ndarray  # replicates x items x joint levels
+    n_outcomes: int  # JSD outcomes per item (the widest item's)
     judged_cells: np.ndarray  # indices of subgroup cells large enough for the gap
     spans: np.ndarray  # items: what the earth mover's distance divides by
-    outcomes: (
-        np.ndarray | None
-    )  # items x options: each level's JSD outcome (None: itself)
 
 
 def code_samples(
@@ -80,21 +90,23 @@ def code_samples(
     ]
     width = max(1, *(len(v) for v in levels))
     codes = np.full((len(study.items), width), np.nan)
-    order = np.zeros((len(study.items), width), dtype=int)
     for i, values in enumerate(levels):
-        ranked = np.argsort(values, kind="stable")
-        codes[i, : len(ranked)] = values[ranked]
-        order[i, : len(ranked)] = ranked
-    answers = [_answers(study, frame, levels) for frame in frames]
+        codes[i, : len(values)] = np.sort(values)
+    answers = [_answers(study, frame, codes) for frame in frames]
+    binning = _outcomes(study, codes, scales)
     columns = [study.item_names.index(name) for name in pattern_items]
     patterns = _pattern_ids([a[:, columns] for a in answers])
     flags = [incoherence_flags_each(frames, pair) for pair in pairs]
     weights: list[np.ndarray | None] = [None] * len(frames)
     if human_weights is not None:
         weights[0] = human_weights * (len(human_weights) / human_weights.sum())
+    given = [_given(a) for a in answers]
+    own = max(1, *(len(g) for sample in given for g in sample))
     coded = [
         Coded(
-            answers=a,
+            answers=_compact(a, g),
+            codes=_own_codes(codes, g, width=own),
+            outcomes=a if binning is None else _binned(a, binning),
             patterns=p,
             levels=np.column_stack(
                 [frame[column].to_numpy() == level for column, level in cells]
@@ -106,14 +118,18 @@ def code_samples(
             else np.zeros((len(frame), 0)),
             weights=w,
         )
-        for i, (frame, a, p, w) in enumerate(zip(frames, answers, patterns, weights))
+        for i, (frame, a, g, p, w) in enumerate(
+            zip(frames, answers, given, patterns, weights)
+        )
     ]
+    human_into, replicate_into, gaps = _joint(codes, given, width=own)
     return Coding(
         human=coded[0],
         replicates=tuple(coded[1:]),
-        codes=codes,
-        order=order,
-        n_options=np.array([len(values) for values in levels]),
+        human_into=human_into,
+        replicate_into=replicate_into,
+        gaps=gaps,
+        n_outcomes=width if binning is None else int(binning.max()) + 1,
         judged_cells=np.flatnonzero(np.asarray(judged, dtype=bool)),
         spans=np.array(
             [
@@ -123,8 +139,51 @@ def code_samples(
                 for item in study.items
             ]
         ),
-        outcomes=_outcomes(study, codes, scales),
     )
+
+
+def _given(answers: np.ndarray) -> list[np.ndarray]:
+    """Per item, the level positions a sample's answers take, ascending."""
+    return [np.unique(column[column >= 0]) for column in answers.T]
+
+
+def _compact(answers: np.ndarray, given: list[np.ndarray]) -> np.ndarray:
+    """Each answer's position among its sample's own levels (``given``), -1 missing."""
+    return np.column_stack(
+        [
+            np.where(column >= 0, np.searchsorted(levels, column), -1)
+            for column, levels in zip(answers.T, given)
+        ]
+    )
+
+
+def _own_codes(codes: np.ndarray, given: list[np.ndarray], *, width: int) -> np.ndarray:
+    """The codes of a sample's own levels (items x ``width``, zero padded)."""
+    out = np.zeros((len(given), width))
+    for i, levels in enumerate(given):
+        out[i, : len(levels)] = codes[i, levels]
+    return out
+
+
+def _joint(
+    codes: np.ndarray, given: list[list[np.ndarray]], *, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``Coding.human_into``, ``replicate_into`` and ``gaps`` from each sample's levels
+    (``given``: samples x items, the humans first) and every level's code."""
+    human, *replicates = given
+    unions = [[np.union1d(h, r) for h, r in zip(human, rep)] for rep in replicates]
+    joint = 1 + max([1, *(len(u) for items in unions for u in items)])
+    items = len(human)
+    into = np.full((2, len(replicates), items, width), joint - 1)
+    gaps = np.zeros((len(replicates), items, joint))
+    for r, (rep, union) in enumerate(zip(replicates, unions)):
+        for i, levels in enumerate(union):
+            gaps[r, i, : max(0, len(levels) - 1)] = np.diff(codes[i, levels])
+            for side, own in enumerate((human[i], rep[i])):
+                into[side, r, i, : len(own)] = np.searchsorted(levels, own)
+    into += (np.arange(items) * joint)[None, None, :, None]
+    flat = into.reshape(2, len(replicates), items * width)
+    return flat[0], flat[1], gaps
 
 
 def _levels(
@@ -143,14 +202,15 @@ def _levels(
 def _outcomes(
     study: Study, codes: np.ndarray, scales: Mapping[str, NumberScale]
 ) -> np.ndarray | None:
-    """Each level's JSD outcome (items x options, ascending levels): the level itself,
-    or its bin for a number item whose ``NumberScale`` bins; None when none bins."""
+    """Each level's JSD outcome (items x levels, ascending; 0 past an item's levels):
+    the level's position, or its bin for a number item whose ``NumberScale`` bins; None
+    when none bins."""
     if all(
         scales.get(item.name) is None or scales[item.name].edges is None
         for item in study.items
     ):
         return None
-    outcomes = np.tile(np.arange(codes.shape[1]), (len(study.items), 1))
+    outcomes = np.where(np.isnan(codes), 0, np.arange(codes.shape[1])[None, :])
     for i, item in enumerate(study.items):
         scale = scales.get(item.name)
         if scale is not None and scale.edges is not None:
@@ -158,16 +218,22 @@ def _outcomes(
     return outcomes
 
 
-def _answers(study: Study, frame: pd.DataFrame, levels: list[np.ndarray]) -> np.ndarray:
-    """Level positions of each answer, -1 where missing."""
+def _answers(study: Study, frame: pd.DataFrame, codes: np.ndarray) -> np.ndarray:
+    """Each answer's position among its item's ascending levels, -1 where missing."""
     return np.column_stack(
         [
-            pd.Index(values).get_indexer(
+            pd.Index(values[~np.isnan(values)]).get_indexer(
                 pd.to_numeric(frame[item.name], errors="coerce").to_numpy(float)
             )
-            for item, values in zip(study.items, levels)
+            for item, values in zip(study.items, codes)
         ]
     )
+
+
+def _binned(answers: np.ndarray, outcomes: np.ndarray) -> np.ndarray:
+    """Each answer's JSD outcome (``outcomes``: items x levels), -1 where missing."""
+    picked = outcomes[np.arange(outcomes.shape[0])[None, :], np.maximum(answers, 0)]
+    return np.where(answers >= 0, picked, -1)
 
 
 def _pattern_ids(answer_sets: list[np.ndarray]) -> list[np.ndarray]:
@@ -192,15 +258,16 @@ def headline_draws(
     coding: Coding, draws: Sequence[tuple[np.ndarray, Sequence[np.ndarray]]]
 ) -> list[dict[str, float]]:
     """``headline_values`` of each draw (the human rows, each replicate's rows), every
-    sample's counts for all draws at once: a draw's counts are its row weights times the
-    sample's one-hot answers, whole numbers exactly as counting gives them."""
+    sample's counts for all draws at once: a draw's counts are its rows' weights summed
+    per level, whole numbers exactly as counting gives them."""
     humans = _summaries(coding, coding.human, [human for human, _ in draws])
     reps = [
         _summaries(coding, coded, [rows[r] for _, rows in draws])
         for r, coded in enumerate(coding.replicates)
     ]
+    every = np.arange(len(coding.replicates))
     return [
-        _values(coding, human, [rep[d] for rep in reps])
+        _values(coding, human, [rep[d] for rep in reps], every)
         for d, human in enumerate(humans)
     ]
 
@@ -211,20 +278,21 @@ def replicate_values(coding: Coding) -> list[dict[str, float]]:
     standard errors; the human side is summarised once."""
     (human,) = _summaries(coding, coding.human, [np.arange(len(coding.human.answers))])
     return [
-        _values(coding, human, _summaries(coding, r, [np.arange(len(r.answers))]))
-        for r in coding.replicates
+        _values(coding, human, _summaries(coding, r, [np.arange(len(r.answers))]), [i])
+        for i, r in enumerate(coding.replicates)
     ]
 
 
 @dataclass(frozen=True)
 class _Summary:
-    """What the headline metrics read of one draw of a sample: option counts overall and
-    per judged cell, the share of missing answers, pattern levels and the incoherence
-    rate of each belief–action pair."""
+    """What the headline metrics read of one draw of a sample: level counts, JSD outcome
+    counts overall and per judged cell, the share of missing answers, pattern levels and
+    the incoherence rate of each belief–action pair."""
 
-    counts: np.ndarray  # items x options
+    counts: np.ndarray  # items x levels (ascending)
+    outcomes: np.ndarray  # items x JSD outcomes
     squares: np.ndarray  # items: sum of the squared row weights of the answers
-    cell_counts: np.ndarray  # judged cells x items x options
+    cell_counts: np.ndarray  # judged cells x items x JSD outcomes
     missing: float
     patterns: tuple[float, float]
     incoherence: np.ndarray  # pairs
@@ -233,20 +301,23 @@ class _Summary:
 _CHUNK_ROWS = 1 << 20
 """Drawn rows counted at once."""
 _CHUNK_COUNTS = 1 << 22
-"""Counts (draws x cells x items x levels) held at once: a number item has as many
-levels as distinct answers."""
+"""Counts (draws x items x levels, and x cells x outcomes) held at once: a number item
+has as many levels as distinct answers."""
 
 
 def _summaries(
     coding: Coding, coded: Coded, draws: Sequence[np.ndarray]
 ) -> list[_Summary]:
     """The summary of each draw of rows of one sample: each count is one ``bincount``
-    over all draws (draw, cell, item and option in the key) of the rows' weights (whole
-    numbers exactly as counting each draw alone gives them when unweighted), without
-    BLAS (whose threads stall on a busy machine)."""
+    over all draws (draw, cell, item and level or outcome in the key) of the rows'
+    weights (whole numbers exactly as counting each draw alone gives them when
+    unweighted), without BLAS (whose threads stall on a busy machine). A cell's counts
+    are of JSD outcomes only (what ``_gap`` reads), never of a continuous item's
+    distinct answers."""
     out = []
-    items, width = coding.codes.shape
-    counts_per_draw = items * width * (1 + len(coding.judged_cells))
+    items, width = coded.codes.shape
+    outcomes = coding.n_outcomes * (1 + len(coding.judged_cells))
+    counts_per_draw = items * (width + outcomes)
     step = max(
         1,
         min(
@@ -263,26 +334,21 @@ def _summarise_chunk(
     coding: Coding, coded: Coded, draws: Sequence[np.ndarray]
 ) -> list[_Summary]:
     """``_summaries`` of a few draws, their rows concatenated."""
-    items, width = coding.codes.shape
-    cells = coding.judged_cells
+    items, width = coded.codes.shape
+    cells, n_outcomes = coding.judged_cells, coding.n_outcomes
     size = len(draws)
     draw = np.repeat(np.arange(size), [len(rows) for rows in draws])
     rows = np.concatenate(draws)
     answers = coded.answers[rows]
     weight = None if coded.weights is None else coded.weights[rows]
     given = answers >= 0
-    # a key per (draw, item, option); per (draw, cell, item, option) for the cells
-    slot = np.arange(items)[None, :] * width + answers
-    keys = draw[:, None] * (items * width) + slot
     row_weights = (
         None if weight is None else np.broadcast_to(weight[:, None], answers.shape)
     )
-    counts = np.bincount(
-        keys[given],
-        weights=None if row_weights is None else row_weights[given],
-        minlength=size * items * width,
+    counts = _count(draw, answers, row_weights, size=size, width=width)
+    outcomes = _count(
+        draw, coded.outcomes[rows], row_weights, size=size, width=n_outcomes
     )
-    counts = _ordered(coding, counts.reshape(size, items, width))
     # sum of squared row weights per (draw, item), for the variance: the count unweighted
     squares = (
         counts.sum(axis=-1)
@@ -294,15 +360,13 @@ def _summarise_chunk(
         ).reshape(size, items)
     )
     member, cell = np.nonzero(coded.levels[rows][:, cells])
-    cell_keys = (draw[member] * len(cells) + cell)[:, None] * (items * width) + slot[
-        member
-    ]
-    cell_counts = np.bincount(
-        cell_keys[given[member]],
-        weights=None if row_weights is None else row_weights[member][given[member]],
-        minlength=size * len(cells) * items * width,
-    )
-    cell_counts = _ordered(coding, cell_counts.reshape(size, len(cells), items, width))
+    cell_counts = _count(
+        draw[member] * len(cells) + cell,
+        coded.outcomes[rows[member]],
+        None if row_weights is None else row_weights[member],
+        size=size * len(cells),
+        width=n_outcomes,
+    ).reshape(size, len(cells), items, n_outcomes)
     missing = np.bincount(draw, weights=(~given).sum(axis=1), minlength=size)
     flags = coded.incoherent[rows]
     rates = np.zeros((size, flags.shape[1]))  # incoherent / judged, per pair
@@ -315,6 +379,7 @@ def _summarise_chunk(
     return [
         _Summary(
             counts=counts[d],
+            outcomes=outcomes[d],
             squares=squares[d],
             cell_counts=cell_counts[d],
             missing=missing[d] / (len(drawn) * items),
@@ -328,32 +393,54 @@ def _summarise_chunk(
     ]
 
 
-def _ordered(coding: Coding, counts: np.ndarray) -> np.ndarray:
-    """... x items x options counts in ascending code order, zero past each item's
-    options."""
-    order = np.broadcast_to(coding.order, counts.shape)
-    counts = np.take_along_axis(counts, order, axis=-1)
-    return counts * (np.arange(counts.shape[-1])[None, :] < coding.n_options[:, None])
+def _count(
+    group: np.ndarray,
+    positions: np.ndarray,
+    weights: np.ndarray | None,
+    *,
+    size: int,
+    width: int,
+) -> np.ndarray:
+    """Counts (``size`` groups x items x ``width``) of each row's ``positions`` (rows x
+    items, -1 missing) in its ``group``, each row counting its ``weights`` (None: 1)."""
+    items = positions.shape[1]
+    given = positions >= 0
+    keys = group[:, None] * (items * width) + np.arange(items)[None, :] * width
+    counts = np.bincount(
+        (keys + positions)[given],
+        weights=None if weights is None else weights[given],
+        minlength=size * items * width,
+    )
+    return counts.reshape(size, items, width)
 
 
 def _values(
-    coding: Coding, human: _Summary, reps: Sequence[_Summary]
+    coding: Coding,
+    human: _Summary,
+    reps: Sequence[_Summary],
+    replicates: Sequence[int] | np.ndarray,
 ) -> dict[str, float]:
-    """The headline metrics from the summaries of the humans and the replicates."""
+    """The headline metrics from the summaries of the humans and of the replicates
+    (at positions ``replicates`` of the coding)."""
     h_counts = human.counts
     r_counts = np.stack([r.counts for r in reps])
-    distance = _jsd(_binned(coding, h_counts[None]), _binned(coding, r_counts))
+    distance = _jsd(human.outcomes[None], np.stack([r.outcomes for r in reps]))
     r_patterns = np.array([r.patterns for r in reps])
     with _quiet():  # NaN where no replicate has a complete belief pattern
         unique_patterns, entropy = np.nanmean(r_patterns, axis=0)
     return {
         "jsd": _mean_over_items(distance),
-        "wasserstein": _mean_over_items(_wasserstein(coding, h_counts[None], r_counts)),
-        "subgroup_jsd_gap": _gap(coding, human, reps),
+        "wasserstein": _mean_over_items(
+            _wasserstein(coding, h_counts, r_counts, replicates)
+        ),
+        "subgroup_jsd_gap": _gap(human, reps),
         "variance_ratio": _variance_ratio(
-            coding,
-            (h_counts, human.squares),
-            (r_counts, np.stack([r.squares for r in reps])),
+            (coding.human.codes, h_counts, human.squares),
+            (
+                np.stack([coding.replicates[r].codes for r in replicates]),
+                r_counts,
+                np.stack([r.squares for r in reps]),
+            ),
         ),
         "nonresponse": float(np.mean([r.missing for r in reps])),
         "unique_patterns": float(unique_patterns),
@@ -363,16 +450,6 @@ def _values(
         "incoherence": _incoherence(reps),
         "incoherence_human": _incoherence([human]),
     }
-
-
-def _binned(coding: Coding, counts: np.ndarray) -> np.ndarray:
-    """Counts (... x items x options, ascending levels) summed into each item's JSD
-    outcomes (``Coding.outcomes``; unchanged where no number item bins)."""
-    if coding.outcomes is None:
-        return counts
-    width = coding.outcomes.shape[1]
-    onehot = coding.outcomes[:, :, None] == np.arange(width)[None, None, :]
-    return np.einsum("...iw,iwg->...ig", counts, onehot.astype(float))
 
 
 def _jsd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -385,18 +462,28 @@ def _jsd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return np.where(empty, np.nan, out)
 
 
-def _wasserstein(coding: Coding, p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Earth mover's distance over the code range, from counts in ascending code order."""
-    p, q = np.broadcast_arrays(p.astype(float), q.astype(float))
+def _wasserstein(
+    coding: Coding,
+    human: np.ndarray,
+    reps: np.ndarray,
+    replicates: Sequence[int] | np.ndarray,
+) -> np.ndarray:
+    """Earth mover's distance over the code range (replicates x items), from the
+    humans' and each replicate's level counts put on their joint levels."""
+    size, items = reps.shape[:2]
+    joint = coding.gaps.shape[-1]
+    p, q = np.zeros((2, size, items * joint))
+    rows = np.arange(size)[:, None]
+    p[rows, coding.human_into[replicates]] = human.reshape(1, -1)
+    q[rows, coding.replicate_into[replicates]] = reps.reshape(size, -1)
+    p, q = p.reshape(size, items, joint), q.reshape(size, items, joint)
+    n_p, n_q = p.sum(axis=-1, keepdims=True), q.sum(axis=-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cdf = np.cumsum(p, axis=-1) / p.sum(axis=-1, keepdims=True) - np.cumsum(
-            q, axis=-1
-        ) / q.sum(axis=-1, keepdims=True)
-        gaps = np.nan_to_num(np.diff(coding.codes, axis=1))
+        cdf = np.cumsum(p / n_p - q / n_q, axis=-1)
         span = coding.spans
-        distance = (np.abs(cdf[..., :-1]) * gaps).sum(axis=-1) / span
+        distance = (np.abs(cdf) * coding.gaps[replicates]).sum(axis=-1) / span
     return np.where(span > 0, distance, 0.0) * np.where(
-        (p.sum(axis=-1) > 0) & (q.sum(axis=-1) > 0), 1.0, np.nan
+        (n_p[..., 0] > 0) & (n_q[..., 0] > 0), 1.0, np.nan
     )
 
 
@@ -407,22 +494,21 @@ def _mean_over_items(values: np.ndarray) -> float:
 
 
 def _variance_ratio(
-    coding: Coding,
-    human: tuple[np.ndarray, np.ndarray],
-    reps: tuple[np.ndarray, np.ndarray],
+    human: tuple[np.ndarray, np.ndarray, np.ndarray],
+    reps: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> float:
     """Geometric mean over items of each item's geometric-mean ratio over replicates;
-    ``human`` and ``reps`` are (counts, squares)."""
-    ratios = _variance(coding, *reps) / _variance(coding, *human)[None]
+    ``human`` and ``reps`` are (level codes, level counts, squares)."""
+    ratios = _variance(*reps) / _variance(*human)[None]
     with np.errstate(divide="ignore", invalid="ignore"), _quiet():
         logs = np.log(np.where(np.isfinite(ratios) & (ratios > 0), ratios, np.nan))
         return float(np.exp(np.nanmean(np.nanmean(logs, axis=0))))
 
 
-def _variance(coding: Coding, counts: np.ndarray, squares: np.ndarray) -> np.ndarray:
-    """Each item's variance from its (weighted) counts and the sum of its squared row
-    weights: ``metrics.weighted_variance``, the ddof-1 variance when unweighted."""
-    codes = np.nan_to_num(coding.codes)
+def _variance(codes: np.ndarray, counts: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """Each item's variance from its levels' codes, their (weighted) counts and the sum
+    of its squared row weights: ``metrics.weighted_variance``, the ddof-1 variance when
+    unweighted."""
     n = counts.sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = (counts * codes).sum(axis=-1) / n
@@ -435,12 +521,11 @@ def _variance(coding: Coding, counts: np.ndarray, squares: np.ndarray) -> np.nda
         )
 
 
-def _gap(coding: Coding, human: _Summary, reps: Sequence[_Summary]) -> float:
+def _gap(human: _Summary, reps: Sequence[_Summary]) -> float:
     """Worst minus best mean JSD over the subgroup cells large enough to judge."""
     r_counts = np.stack([rep.cell_counts for rep in reps], axis=1)
     per_cell = [
-        _mean_over_items(_jsd(_binned(coding, h[None]), _binned(coding, r)))
-        for h, r in zip(human.cell_counts, r_counts)
+        _mean_over_items(_jsd(h[None], r)) for h, r in zip(human.cell_counts, r_counts)
     ]
     per_cell = np.array(per_cell, dtype=float)
     per_cell = per_cell[~np.isnan(per_cell)]

@@ -33,7 +33,9 @@ from simval.simulators.reference import BootstrapSimulator, FunctionSimulator
 from simval.study import Item, Model, Study
 from simval.validate import validate_each
 
-Family = Literal["ols", "logit", "ologit", "oprobit", "mnlogit", "weighted logit"]
+Family = Literal[
+    "ols", "logit", "ologit", "oprobit", "mnlogit", "weighted logit", "ols4", "logit4"
+]
 Kind = Literal["perfect", "attenuated", "noisier", "half nonresponse", "resampling"]
 KINDS: tuple[str, ...] = (
     "perfect",
@@ -82,9 +84,24 @@ STUDIES = {
         models=(Model("y ~ x + g", family="logit", cov="HC0"),),
         weight="w",
     ),
+    "ols4": Study(
+        items=(Item("y", "y", {str(c): c for c in range(11)}),),
+        persona=("x", "x2", "g", "z"),
+        models=(Model("y ~ x + x2 + g + z"),),
+    ),
+    "logit4": Study(
+        items=(Item("y", "y", {"no": 0, "yes": 1}),),
+        persona=("x", "x2", "g", "z"),
+        models=(Model("y ~ x + x2 + g + z", family="logit"),),
+    ),
 }
 """The known studies: y on a continuous x and a binary g (and, weighted, a z the
-formula leaves out, over-sampled, with the survey weights that undo it)."""
+formula leaves out, over-sampled, with the survey weights that undo it); the
+four-term studies add a continuous x2 correlated 0.3 with x and a rare dummy z
+(one respondent in five), as real formulas have more and less balanced terms."""
+
+RARE = 0.2
+"""The four-term processes' share of z = 1."""
 
 OVERSAMPLED = 0.8
 """The weighted process's sample share of z = 1 (half of the population)."""
@@ -93,9 +110,13 @@ OVERSAMPLED = 0.8
 def personas(n: int, *, seed: Seed, family: Family = "ols") -> pd.DataFrame:
     """n respondents: x standard normal, g a fair coin; for the weighted process also z,
     1 in ``OVERSAMPLED`` of the sample against half the population, and the survey
-    weight w = population share / sample share of the respondent's z."""
+    weight w = population share / sample share of the respondent's z. The four-term
+    processes add x2 (correlation 0.3 with x) and z, 1 in ``RARE`` of the sample."""
     rng = np.random.default_rng(seed)
     people = pd.DataFrame({"x": rng.normal(size=n), "g": rng.integers(0, 2, size=n)})
+    if family in ("ols4", "logit4"):
+        x2 = 0.3 * people["x"] + math.sqrt(1 - 0.3**2) * rng.normal(size=n)
+        return people.assign(x2=x2, z=(rng.random(n) < RARE).astype(int))
     if family != "weighted logit":
         return people
     z = (rng.random(n) < OVERSAMPLED).astype(int)
@@ -122,10 +143,14 @@ def answers(
     standard Gumbel noise (``noise`` scales the utilities' noise). Weighted logit: P(y = 1) = logistic(-0.3 + (0.3 + z) x - 0.7 g),
     the effect of x four times as large where z = 1, so the unweighted sample's logit
     slope (z over-sampled) differs from the population's, which the weights recover.
+    Four terms, OLS: y = round(5 + 0.8 x + 0.4 x2 + 0.6 g - 0.6 z + 2 noise * e),
+    clipped to 0..10; logit: P(y = 1) = logistic(-0.3 + 0.8 x + 0.4 x2 - 0.7 g + 0.5 z).
     """
     rng = np.random.default_rng(seed)
     # plain arrays: a calibration run draws thousands of answer sets
     x, g = people["x"].to_numpy(), people["g"].to_numpy()
+    if family in ("ols4", "logit4"):
+        return _four_terms(people, family=family, rng=rng, effect=effect, noise=noise)
     if family == "ols":
         latent = 4 + effect * (0.5 * x - 0.8 * g)
         latent = latent + noise * rng.normal(size=len(people))
@@ -146,6 +171,25 @@ def answers(
         return pd.Series(utility.argmax(axis=1) + 1, index=people.index)
     slope = 0.8 if family == "logit" else 0.3 + people["z"].to_numpy()
     chance = 1 / (1 + np.exp(-(-0.3 + effect * (slope * x - 0.7 * g))))
+    return pd.Series((rng.random(len(people)) < chance).astype(int), index=people.index)
+
+
+def _four_terms(
+    people: pd.DataFrame,
+    *,
+    family: Family,
+    rng: np.random.Generator,
+    effect: float,
+    noise: float,
+) -> pd.Series:
+    """The four-term processes' answers (see ``answers``)."""
+    x, x2, g, z = (people[c].to_numpy() for c in ("x", "x2", "g", "z"))
+    if family == "ols4":
+        latent = 5 + effect * (0.8 * x + 0.4 * x2 + 0.6 * g - 0.6 * z)
+        latent = latent + 2 * noise * rng.normal(size=len(people))
+        return pd.Series(np.clip(np.round(latent), 0, 10), index=people.index)
+    eta = -0.3 + effect * (0.8 * x + 0.4 * x2 - 0.7 * g + 0.5 * z)
+    chance = 1 / (1 + np.exp(-eta))
     return pd.Series((rng.random(len(people)) < chance).astype(int), index=people.index)
 
 
@@ -267,15 +311,18 @@ def calibration_table(
     kinds: Sequence[str] = KINDS,
     settings: Sequence[tuple[str, int]] = (("ols", 200), ("logit", 300)),
     datasets: int = 300,
+    reps: int = 4,
     alpha: float = 0.05,
 ) -> pd.DataFrame:
-    """Rates per (family, n, simulator): Wald rejection, coverage, each decision."""
+    """Rates per (family, n, simulator): Wald rejection, coverage, each decision, the
+    share of data sets where ``consistent`` was attainable and the median equivalence
+    bound (what the data show: every coefficient within it, in standardised units)."""
     rows = []
     for family, n in settings:
         # extra latent noise in a logit is attenuation, shown above
         chosen = [k for k in kinds if not (k == "noisier" and family == "logit")]
         frames = calibration_runs(
-            dict.fromkeys(chosen, datasets), family=family, n=n, alpha=alpha
+            dict.fromkeys(chosen, datasets), family=family, n=n, reps=reps, alpha=alpha
         )
         for kind, frame in frames.items():
             rows.append(
@@ -290,18 +337,32 @@ def calibration_table(
                         d: float((frame["decision"] == d).mean())
                         for d in (CONSISTENT, INCONSISTENT, UNDETERMINED)
                     },
+                    "attainable": float(frame["consistent_attainable"].mean()),
+                    "median_bound": float(frame["equivalence_bound"].median()),
                 }
             )
     return pd.DataFrame(rows)
+
+
+DECISION_RATE_SETTINGS = tuple(
+    (family, n) for family in ("ols4", "logit4") for n in (150, 300, 1000, 3000)
+)
+"""The decision-rate table of docs/metrics.md: four terms, from 150 to 3,000 humans."""
 
 
 if __name__ == "__main__":
     import sys
 
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 300
-    table = calibration_table(
-        settings=(("ols", 200), ("logit", 300), ("ols", 2000)), datasets=count
-    )
+    if len(sys.argv) > 2 and sys.argv[2] == "decisions":
+        table = calibration_table(
+            kinds=("perfect", "attenuated"), settings=DECISION_RATE_SETTINGS,
+            datasets=count, reps=20,
+        )  # fmt: skip
+    else:
+        table = calibration_table(
+            settings=(("ols", 200), ("logit", 300), ("ols", 2000)), datasets=count
+        )
     cells = [
         [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
         for row in table.to_numpy()

@@ -876,8 +876,9 @@ def bench_command(
     as --task real), each task is benchmarked into FOLDER/TASK and FOLDER holds the
     leaderboard across the tasks: per metric and model each task's value [CI], the
     mean over the tasks with a CI from the tasks' own standard errors (independent
-    respondents), over how many tasks and how many it wins; best marked only where
-    distinguishable (docs/reports.md). E.g. base vs fine-tuned on a 10% pilot of
+    respondents), over how many tasks and how many it wins; best marked only where a
+    t interval over the tasks' paired differences separates the models (at least 3
+    tasks; docs/reports.md). E.g. base vs fine-tuned on a 10% pilot of
     every real task: simval bench --task real --model base=default --model
     fine-tuned=default:pilot --out bench-real. A :pilot model trains as simval demo's
     does unless --epochs, --lr, --layers or --batch-size say otherwise.
@@ -1057,8 +1058,9 @@ def _print_aggregate(result: Aggregate) -> None:
     typer.echo(pd.DataFrame.from_dict(rows, orient="index").to_string())
     typer.echo(
         "mean [CI] over the tasks where defined; * best, ~ tied for best over the tasks "
-        "(mean paired differences, tasks independent); each task's leaderboard and "
-        "report in its folder"
+        "(t interval over the tasks' paired differences, T - 1 df; none below 3 tasks); "
+        "sign-F1, false-positive rate and coverage CIs over the replicates only; each "
+        "task's leaderboard and report in its folder"
     )
 
 

@@ -28,9 +28,11 @@ __all__ = [
     "Recovery",
     "WaldTest",
     "coefficient_recovery",
+    "equivalence_limit",
     "equivalence_p_value",
     "geometric_mean",
     "heterogeneity",
+    "hotelling_p_value",
     "incoherence_flags",
     "incoherence_flags_each",
     "incoherence_rate",
@@ -654,6 +656,7 @@ def coefficient_recovery(
     alpha: float = 0.05,
     exclude: Sequence[str] = (),
     margins: Mapping[str, float] | None = None,
+    dfs: Mapping[str, float] | None = None,
     human_nobs: int | None = None,
     sim_nobs: Sequence[int] | None = None,
 ) -> Recovery:
@@ -681,7 +684,10 @@ def coefficient_recovery(
       z * diff_std_error (z the normal 1 - alpha/2 quantile), ``diff_z`` and the
       two-sided normal ``diff_p_value``;
     * ``margin`` (from ``margins``, NaN without) and ``equivalence_p_value``: the TOST
-      p-value that |true difference| < margin, max(P(Z > (diff + m)/se), P(Z < (diff - m)/se));
+      p-value that |true difference| < margin, max(P(T > (diff + m)/se), P(T < (diff - m)/se)),
+      T a t distribution with the term's degrees of freedom in ``dfs`` (the human fit's
+      ``satterthwaite_df``: the difference's variance is mostly the humans'), normal
+      without;
     * ``coverage``: share of all replicates whose difference CI,
       |b_rep - b_h| <= z * sqrt(se_h^2 + se_rep^2), contains 0 (a failed replicate
       does not cover); its nominal value is 1 - alpha at any sample-size ratio;
@@ -734,6 +740,9 @@ def coefficient_recovery(
     margin = np.array(
         [(margins or {}).get(term, np.nan) for term in human["term"]], dtype=float
     )
+    df = np.array(
+        [(dfs or {}).get(term, np.inf) for term in human["term"]], dtype=float
+    )
 
     with np.errstate(invalid="ignore", divide="ignore"):
         n_reps = (~failed).sum(axis=1)
@@ -758,7 +767,7 @@ def coefficient_recovery(
                 "diff_p_value": 2 * scipy.stats.norm.sf(np.abs(diff_z)),
                 "margin": margin,
                 "equivalence_p_value": equivalence_p_value(
-                    diff=diff, std_error=diff_se, margin=margin
+                    diff=diff, std_error=diff_se, margin=margin, df=df
                 ),
                 "coverage": covered.mean(axis=1),
                 "se_ratio": sim_se / h_se[:, 0],
@@ -831,17 +840,34 @@ def nonresponse_scale(
 
 
 def equivalence_p_value(
-    *, diff: ArrayLike, std_error: ArrayLike, margin: ArrayLike
+    *,
+    diff: ArrayLike,
+    std_error: ArrayLike,
+    margin: ArrayLike,
+    df: ArrayLike = np.inf,
 ) -> np.ndarray:
-    """TOST p-value for |true difference| < margin (two one-sided normal tests, the larger p).
+    """TOST p-value for |true difference| < margin (two one-sided t tests with ``df``
+    degrees of freedom, normal where infinite; the larger p).
 
     NaN where the margin is missing or not positive.
     """
-    diff, se, margin = (np.asarray(x, dtype=float) for x in (diff, std_error, margin))
+    diff, se, margin, df = (
+        np.asarray(x, dtype=float) for x in (diff, std_error, margin, df)
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
-        lower = scipy.stats.norm.sf((diff + margin) / se)
-        upper = scipy.stats.norm.cdf((diff - margin) / se)
+        lower = scipy.stats.t.sf((diff + margin) / se, df)
+        upper = scipy.stats.t.cdf((diff - margin) / se, df)
     return np.where(margin > 0, np.maximum(lower, upper), np.nan)
+
+
+def equivalence_limit(
+    *, diff: ArrayLike, std_error: ArrayLike, alpha: float, df: ArrayLike = np.inf
+) -> np.ndarray:
+    """The smallest margin at which the TOST at ``alpha`` shows |true difference| <
+    margin: |diff| + t(1 - alpha, df) * std_error, the far end of the 1 - 2 alpha
+    interval. ``equivalence_p_value(margin=m) < alpha`` exactly when m exceeds it."""
+    diff, se, df = (np.asarray(x, dtype=float) for x in (diff, std_error, df))
+    return np.abs(diff) + scipy.stats.t.ppf(1 - alpha, df) * se
 
 
 @dataclass(frozen=True)
@@ -850,8 +876,13 @@ class WaldTest:
 
     ``statistic`` = d' V^-1 d with d = mean replicate estimate - human estimate and
     V = V_human + mean(V_rep) / n_reps over the replicates that estimated every term
-    (``n_reps`` of them); chi-squared with ``df`` = rank of V. NaN without a usable
-    replicate or term.
+    (``n_reps`` of them), q = ``df`` the rank of V. ``p_value``: Hotelling's T^2
+    approximation with ``denominator_df`` = nu, the degrees of freedom of V (the
+    humans' joint Satterthwaite df, ``Fit.wald_df``: V is mostly the humans' sandwich,
+    whose variability inflates d' V^-1 d in small samples), statistic (nu - q + 1) /
+    (nu q) ~ F(q, nu - q + 1); chi-squared with q df where nu is infinite, NaN where
+    nu <= q - 1 (too few rows or clusters carry the terms to test them jointly). NaN
+    without a usable replicate or term.
     """
 
     terms: tuple[str, ...]
@@ -859,6 +890,7 @@ class WaldTest:
     df: int
     p_value: float
     n_reps: int
+    denominator_df: float = np.inf
 
 
 def wald_equality(
@@ -869,13 +901,16 @@ def wald_equality(
     sim_vcovs: Sequence[pd.DataFrame],
     terms: Sequence[str],
     scales: Sequence[float] | None = None,
+    denominator_df: float = np.inf,
 ) -> WaldTest:
     """Wald test of equal coefficients between the humans and the mean of the replicates.
 
     Estimates are Series and covariances DataFrames indexed by term; ``scales`` (the
-    per-replicate ``nonresponse_scale``) multiply each replicate's standard errors.
-    Terms the humans could not estimate are left out; replicates missing any of the
-    rest are left out of the mean.
+    per-replicate ``nonresponse_scale``) multiply each replicate's standard errors;
+    ``denominator_df`` is the degrees of freedom of the humans' covariance
+    (``Fit.wald_df``; infinite: a chi-squared reference). Terms the humans could not
+    estimate are left out; replicates missing any of the rest are left out of the
+    mean.
     """
     terms = [t for t in terms if np.isfinite(human_estimate.get(t, np.nan))]
     factors = np.ones(len(sim_estimates)) if scales is None else np.asarray(scales)
@@ -892,13 +927,27 @@ def wald_equality(
     v = v + vcovs.mean(axis=0) / len(complete)
     rank = int(np.linalg.matrix_rank(v))
     statistic = float(d @ np.linalg.pinv(v) @ d)
+    nu = float(denominator_df)
     return WaldTest(
         terms=tuple(terms),
         statistic=statistic,
         df=rank,
-        p_value=float(scipy.stats.chi2.sf(statistic, rank)) if rank else np.nan,
+        p_value=hotelling_p_value(statistic, q=rank, nu=nu),
         n_reps=len(complete),
+        denominator_df=nu,
     )
+
+
+def hotelling_p_value(statistic: float, *, q: int, nu: float) -> float:
+    """P(T^2 > statistic) for Hotelling's T^2 with dimension q and nu df, through
+    T^2 (nu - q + 1) / (nu q) ~ F(q, nu - q + 1); chi-squared(q) for infinite nu;
+    NaN without a dimension or where nu <= q - 1."""
+    if not q or np.isnan(nu) or nu <= q - 1:
+        return np.nan
+    if np.isinf(nu):
+        return float(scipy.stats.chi2.sf(statistic, q))
+    scaled = statistic * (nu - q + 1) / (nu * q)
+    return float(scipy.stats.f.sf(scaled, q, nu - q + 1))
 
 
 def _at_terms(values: pd.Series | pd.DataFrame, terms: Sequence[str]) -> np.ndarray:

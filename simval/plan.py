@@ -33,7 +33,7 @@ import scipy.stats
 
 from simval.errors import OptionError
 from simval.ppi import Components
-from simval.rectify import COMPONENTS, Rectified, check_inputs, rectify
+from simval.rectify import COMPONENTS, ERRORS, Rectified, check_inputs, rectify
 from simval.study import Study
 
 __all__ = ["Plan", "Tradeoff", "finetune_or_rectify", "plan"]
@@ -41,7 +41,12 @@ __all__ = ["Plan", "Tradeoff", "finetune_or_rectify", "plan"]
 PLAN_COLUMNS = (
     "formula", "term", "ppi_correlation", "n_human", "n_simulated", "lam",
     "effective_n", "cost", "humans_only_n", "humans_only_cost", "saving",
+    "safe_n_human", "safe_n_simulated", "safe_effective_n", "safe_cost",
 )  # fmt: skip
+
+ASSURANCE = 0.9
+"""The default probability, over the pilot's sampling error, that the safe sizes
+reach the target (``plan``)."""
 
 MAX_HUMANS = 10_000_000
 """The largest human sample a plan considers (a target beyond it is refused)."""
@@ -56,14 +61,20 @@ class Plan:
     (``n_human``) and simulated-only respondents (``n_simulated``) to use, λ, the
     effective sample size they reach and their cost; the humans a humans-only study
     needs for the same precision and its cost; ``saving``, the share of that cost
-    saved (negative never: with no gain the plan is humans only). ``target``: what
-    was asked, in words.
+    saved (negative never: with no gain the plan is humans only). These are at the
+    pilot's estimates, which are themselves noisy: a study of that size reaches the
+    target about half the time. ``safe_*``: the same at the conservative components
+    (``_conservative``: the humans' variance at its upper and the PPI correlation at
+    its lower confidence limit), the sizes that reach the target with probability
+    ``assurance`` over the pilot's sampling error (for a budget, the effective n that
+    the budget buys at that assurance). ``target``: what was asked, in words.
     """
 
     table: pd.DataFrame
     cost_human: float
     cost_simulated: float
     target: str
+    assurance: float
 
     def sentence(self, formula: str, term: str) -> str:
         """The plan for one term in a sentence."""
@@ -78,7 +89,11 @@ class Plan:
             f"{row['n_simulated']:.0f} simulated respondents reach the precision of "
             f"{row['effective_n']:.0f} humans for {row['cost']:,.0f}, against "
             f"{row['humans_only_cost']:,.0f} for humans alone "
-            f"({row['saving']:.0%} saved)."
+            f"({row['saving']:.0%} saved), at the pilot's estimates; with "
+            f"{self.assurance:.0%} assurance over the pilot's error, "
+            f"{row['safe_n_human']:.0f} humans plus {row['safe_n_simulated']:.0f} "
+            f"simulated respondents ({row['safe_effective_n']:.0f} humans' precision, "
+            f"{row['safe_cost']:,.0f})."
         )
 
 
@@ -91,11 +106,14 @@ def plan(
     half_width: float | None = None,
     budget: float | None = None,
     alpha: float | None = None,
+    assurance: float = ASSURANCE,
 ) -> Plan:
     """Plan every term of ``pilot`` for one target: ``effective_n`` (humans-only
     equivalent), ``half_width`` (of the (1 − alpha) interval, in each term's units;
     ``alpha`` defaults to the pilot's) or ``budget`` (the most precise mix costing at
-    most this). Exactly one target; costs are per respondent, in any one currency."""
+    most this). Exactly one target; costs are per respondent, in any one currency.
+    Each term is planned at the pilot's estimates and at conservative ones, which
+    reach the target with probability ``assurance`` over the pilot's error."""
     targets = {"effective_n": effective_n, "half_width": half_width, "budget": budget}
     given = {k: v for k, v in targets.items() if v is not None}
     if len(given) != 1:
@@ -115,30 +133,34 @@ def plan(
     alpha = pilot.alpha if alpha is None else alpha
     if not 0 < alpha < 1:
         raise OptionError(f"alpha={alpha!r} must lie strictly between 0 and 1")
+    if isinstance(assurance, bool) or not (
+        isinstance(assurance, int | float) and 0.5 <= assurance < 1
+    ):
+        raise OptionError(f"assurance={assurance!r} must be a number in [0.5, 1)")
     if pilot.components.empty:
         raise OptionError("the pilot has no estimable term to plan for")
     z = scipy.stats.norm.ppf(1 - alpha / 2)
+    costs = (cost_human, cost_simulated)
     rows = []
     for part in pilot.components.to_dict("records"):
-        sigma_sq = part["human"]
-        if name == "budget":
-            n, N = _most_precise(part, budget=value, costs=(cost_human, cost_simulated))
-            goal = _reached(part, n=n, N=N)
-        else:
-            goal = value if name == "effective_n" else sigma_sq * (z / value) ** 2
-            n, N = _cheapest(part, target=goal, costs=(cost_human, cost_simulated))
-        lam = _best_lam(part, n=n, N=N)
-        reached = _reached(part, n=n, N=N)
-        cost = _cost(n, N, costs=(cost_human, cost_simulated))
+        n, N, goal, reached = _mix(part, name=name, value=value, z=z, costs=costs)
+        safe = _conservative(part, assurance=assurance)
+        safe_n, safe_N, _, safe_reached = _mix(
+            safe, name=name, value=value, z=z, costs=costs
+        )
+        cost = _cost(n, N, costs=costs)
         humans_only = math.ceil(goal - 1e-9)  # the humans alone as precise as asked
         rows.append(
             {
                 "formula": part["formula"], "term": part["term"],
                 "ppi_correlation": part["ppi_correlation"], "n_human": n,
-                "n_simulated": N, "lam": lam, "effective_n": reached, "cost": cost,
-                "humans_only_n": humans_only,
+                "n_simulated": N, "lam": _best_lam(part, n=n, N=N),
+                "effective_n": reached, "cost": cost, "humans_only_n": humans_only,
                 "humans_only_cost": humans_only * cost_human,
                 "saving": 1 - cost / (humans_only * cost_human),
+                "safe_n_human": safe_n, "safe_n_simulated": safe_N,
+                "safe_effective_n": safe_reached,
+                "safe_cost": _cost(safe_n, safe_N, costs=costs),
             }
         )  # fmt: skip
     return Plan(
@@ -146,7 +168,48 @@ def plan(
         cost_human=float(cost_human),
         cost_simulated=float(cost_simulated),
         target=f"{name}={value:g}",
+        assurance=float(assurance),
     )
+
+
+def _mix(
+    part: dict, *, name: str, value: float, z: float, costs: tuple[float, float]
+) -> tuple[int, int, float, float]:
+    """One term's (n, N) for the target, the effective n it asks for (in the
+    components' own σ²: a half-width's) and the effective n the mix reaches."""
+    if name == "budget":
+        n, N = _most_precise(part, budget=value, costs=costs)
+        goal = _reached(part, n=n, N=N)
+    else:
+        goal = value if name == "effective_n" else part["human"] * (z / value) ** 2
+        n, N = _cheapest(part, target=goal, costs=costs)
+    return n, N, goal, _reached(part, n=n, N=N)
+
+
+def _conservative(part: dict, *, assurance: float) -> dict:
+    """The components at their pessimistic confidence limits, each one-sided at
+    1 − (1 − assurance)/2 so that both hold together with probability ``assurance``
+    (Bonferroni): σ² at its upper limit and the PPI correlation at its lower one, on
+    the log and Fisher-z scales with the pilot's own standard errors
+    (``human_error``, ``correlation_error``: from the influences' fourth moments; where
+    a pilot lacks them, normal theory's √(2/(n − 1)) and 1/√(n − 3), n its humans).
+    v and ṽ stay as estimated; c = ρ √(σ² v)."""
+    n = part["n_human"]
+    human_error = part.get("human_error", math.nan)
+    correlation_error = part.get("correlation_error", math.nan)
+    if not math.isfinite(human_error):
+        human_error = math.sqrt(2 / max(n - 1, 1))
+    if not math.isfinite(correlation_error):
+        correlation_error = 1 / math.sqrt(max(n - 3, 1))
+    quantile = scipy.stats.norm.ppf(1 - (1 - assurance) / 2)
+    sigma_sq = part["human"] * math.exp(quantile * human_error)
+    rho = part["ppi_correlation"]
+    if not rho > 0:  # no gain at the estimate: none at the limit either
+        return {**part, "human": sigma_sq}
+    fisher = math.atanh(min(rho, 1 - 1e-12)) - quantile * correlation_error
+    low = max(math.tanh(fisher), 0.0)
+    cross = low * math.sqrt(sigma_sq * part["predicted"])
+    return {**part, "human": sigma_sq, "cross": cross, "ppi_correlation": low}
 
 
 # --- the variance of a mix, and the mixes that reach a target ------------------------------
@@ -227,7 +290,9 @@ def _most_precise(
 
 def _reached(part: dict, *, n: float, N: float) -> float:
     """The effective sample size of n humans and N simulated-only rows at the best λ."""
-    components = Components(**{name: part[name] for name in COMPONENTS})
+    components = Components(
+        **{k: part.get(k, math.nan) for k in (*COMPONENTS, *ERRORS)}
+    )
     variance = components.variance(lam=_best_lam(part, n=n, N=N), n=n, N=N)
     return part["human"] / variance  # σ²/m is the variance of m humans alone
 

@@ -12,7 +12,8 @@ personas (Angelopoulos, Duchi & Zrnic, "PPI++", 2023). Any simulated variable ca
 on either side of the formula: only the rows' values change, not the equation. With
 λ = 0 it is the humans-only (classical) fit; the bracket has mean zero whatever the
 simulator's bias, so the estimate stays consistent, and λ is tuned to make its
-variance smallest.
+variance smallest. The variance is the sandwich of this equation with its own
+Jacobian, so it moves continuously from the humans-only variance at λ = 0.
 
 ``ppi_fit`` is the estimator on design matrices, checked against ppi-python where
 only the outcome is predicted (tests/test_ppi.py). ``simval.rectify`` applies it to a
@@ -21,11 +22,13 @@ study's formulas and a simulator's answers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
+import scipy.optimize
 import scipy.special
 import scipy.stats
 
@@ -57,12 +60,19 @@ class Components:
     covariance with the centred predicted influence; ``predicted``, the latter's
     variance; ``unlabeled``, a simulated-only row's. At any λ, n humans and N
     simulated-only rows the variance is [human − 2λ cross + λ² (predicted + (n/N)
-    unlabeled)] / n: what planning (``simval.plan``) extrapolates."""
+    unlabeled)] / n: what planning (``simval.plan``) extrapolates.
+
+    How well the pilot knows them, from the fourth moments of the labeled units'
+    (rows', or clusters') influences, so that heavy tails count: ``human_error``,
+    the standard error of log ``human``; ``correlation_error``, that of the PPI
+    correlation's Fisher z (1/√n for normal influences)."""
 
     human: np.ndarray
     cross: np.ndarray
     predicted: np.ndarray
     unlabeled: np.ndarray
+    human_error: np.ndarray
+    correlation_error: np.ndarray
 
     @property
     def correlation(self) -> np.ndarray:
@@ -121,11 +131,16 @@ def ppi_fit(
     ``human``: the labeled rows' true data; ``predicted``: the simulator's data for the
     same rows, in the same order; ``unlabeled``: the simulator's data for the other
     personas. ``lam``: a number in [0, 1], or ``"tuned"``: the value minimising the
-    summed variance of the coefficients, estimated at the λ = 1 fit and clipped to
-    [0, 1] (as ppi-python tunes it). ``covariates_predicted``: whether a simulated
-    variable is among the covariates; where none is, the Hessian (which depends on the
-    covariates alone: probit's is its expected information) is estimated on the
-    labeled and unlabeled rows together, as in ppi-python; otherwise on the humans.
+    summed variance of the coefficients, clipped to [0, 1] (see ``tune_at``).
+
+    The covariance is the sandwich with the equation's own Jacobian at λ (``Problem.
+    jacobian``): the humans' Hessian at λ = 0 and continuous in λ. (ppi-python
+    switches to a Hessian pooled over the labeled and unlabeled rows as soon as
+    λ > 0; for a clustered design that jump moved standard errors by 0.6-1.4x between
+    λ = 0 and 1e-6. Where only the outcome is predicted its pooled Hessian is the
+    Jacobian at λ = N / (n + N).) ``covariates_predicted``: whether a simulated
+    variable is among the covariates; only ppi-python's tuning rule uses it (its
+    Hessian is pooled where none is).
 
     ``clusters``: a cluster label per labeled row; the labeled gradients are then summed
     within clusters (the unlabeled rows stay independent). ``arms``: where the
@@ -136,9 +151,11 @@ def ppi_fit(
     ``tune_for``: the coefficient whose variance the tuned λ minimises (None: their sum).
     ``tune_at``: where the tuned λ's gradients are taken: ``"one"``, the λ = 1 fit
     (ppi-python's rule), or ``"fit"``, the estimate itself, λ re-tuned from the
-    humans' own fit until it settles. With a biased simulator the λ = 1 fit's gradients can overstate the
-    covariance and the λ chosen there cost precision at the final estimate; at the
-    settled λ the tuned variance is never above λ = 0's (same Hessian).
+    humans' own fit until it settles, with the Jacobian at each λ, and λ = 0 instead
+    where the estimated variance there is smaller (the tuning formula holds the
+    Jacobian fixed, the variance does not): a fit tuned so is never less precise than
+    the humans' own by its own estimate. With a biased simulator the λ = 1 fit's
+    gradients can overstate the covariance and the λ chosen there cost precision.
     """
     check_option("family", family, PPI_FAMILIES)
     if lam != "tuned" and not (isinstance(lam, int | float) and 0 <= lam <= 1):
@@ -163,23 +180,41 @@ def ppi_fit(
         pooled=not covariates_predicted, clusters=clusters, arms=tuple(arms),
     )  # fmt: skip
     check_option("tune_at", tune_at, TUNE_AT)
-    if lam == "tuned" and tune_at == "fit":  # from the humans' own fit: no λ = 1 solve,
+    tuned = lam == "tuned"
+    if tuned and tune_at == "fit":  # from the humans' own fit: no λ = 1 solve,
         lam = _settled_lam(problem, start=0.0, coef=tune_for)  # whose equation may be
-    elif lam == "tuned":  # singular where the simulator's answers hardly vary
-        lam = tuned_lam(problem.gradients(_solve(problem, lam=1.0)), coef=tune_for)
-    coef = _solve(problem, lam=float(lam))
-    # at λ = 0 the estimate is the humans' own fit, with their own Hessian
-    at = replace(problem, pooled=problem.pooled and lam != 0).gradients(coef)
+    elif tuned:  # singular where the simulator's answers hardly vary
+        one = _solve(problem, lam=1.0)
+        at_one = problem.gradients(one, lam=1.0)
+        hessian = problem.ppi_python_hessian(one)
+        lam = tuned_lam(replace(at_one, hessian=hessian), coef=tune_for)
+    estimate = _estimate(problem, lam=float(lam))
+    if tuned and tune_at == "fit" and estimate.lam > 0:  # never wider than λ = 0
+        humans = _estimate(problem, lam=0.0)
+        if _size(humans.cov, coef=tune_for) < _size(estimate.cov, coef=tune_for):
+            return humans
+    return estimate
+
+
+def _estimate(problem: Problem, *, lam: float) -> Estimate:
+    """The fit at λ, its covariance from the equation's own Jacobian at the root."""
+    coef = _solve(problem, lam=lam)
+    at = problem.gradients(coef, lam=lam)
     if np.linalg.matrix_rank(at.hessian) < len(coef):
         raise EstimationError(
             "the rows do not identify every coefficient (collinear or constant terms)"
         )
     return Estimate(
         coef=coef,
-        cov=_covariance(at, lam=float(lam)),
-        lam=float(lam),
+        cov=_covariance(at, lam=lam),
+        lam=lam,
         components=_components(at),
     )
+
+
+def _size(cov: np.ndarray, *, coef: int | None) -> float:
+    """What a tuned λ minimises: the summed variance, or the ``coef``-th one."""
+    return float(np.trace(cov) if coef is None else cov[coef, coef])
 
 
 @dataclass(frozen=True)
@@ -194,8 +229,8 @@ class Problem:
     clusters: np.ndarray | None
     arms: tuple[tuple[Rows, float], ...]
 
-    def gradients(self, coef: np.ndarray) -> Gradients:
-        """Every row's gradient and the Hessian, at ``coef``."""
+    def gradients(self, coef: np.ndarray, *, lam: float) -> Gradients:
+        """Every row's gradient, and the equation's Jacobian at λ, at ``coef``."""
         g_hat = _gradients(coef, self.predicted, self.family)
         centred = g_hat - sum(
             share * _gradients(coef, rows, self.family) for rows, share in self.arms
@@ -205,11 +240,33 @@ class Problem:
             predicted=g_hat,
             centred=centred,
             unlabeled=_gradients(coef, self.unlabeled, self.family),
-            hessian=_hessian(coef, self.human, self.unlabeled, self.family,
-                             pooled=self.pooled),
+            hessian=self.jacobian(coef, lam=lam),
             clusters=self.clusters,
             plain=self.clusters is None and not self.arms,
         )  # fmt: skip
+
+    def jacobian(self, coef: np.ndarray, *, lam: float) -> np.ndarray:
+        """The rectified equation's Jacobian, H_n − λ Ĥ_n + λ H̃_N (mean second
+        derivatives of the loss on the humans', the predicted and the unlabeled rows):
+        the humans' own Hessian at λ = 0 and continuous in λ."""
+        return sum(
+            w * _observed_hessian(coef, rows, self.family)
+            for rows, w in self.parts(lam)
+        )
+
+    def parts(self, lam: float) -> tuple[tuple[Rows, float], ...]:
+        """The rows of the rectified equation, each with its weight."""
+        return ((self.human, 1.0), (self.predicted, -lam), (self.unlabeled, lam))
+
+    def ppi_python_hessian(self, coef: np.ndarray) -> np.ndarray:
+        """ppi-python's Hessian for its tuned λ: the humans' own, pooled with the
+        unlabeled rows' where no covariate is predicted (``pooled``)."""
+        human = _observed_hessian(coef, self.human, self.family)
+        if not self.pooled:
+            return human
+        n, N = len(self.human.y), len(self.unlabeled.y)
+        unlabeled = _observed_hessian(coef, self.unlabeled, self.family)
+        return (n * human + N * unlabeled) / (n + N)
 
 
 @dataclass(frozen=True)
@@ -246,7 +303,7 @@ class Gradients:
 def tuned_lam(at: Gradients, *, coef: int | None = None) -> float:
     """The λ in [0, 1] that minimises the trace of the rectified estimate's covariance
     (or its ``coef``-th diagonal element), from the gradients ``at`` a fit:
-    tr(H⁻¹ C H⁻¹) / (2 tr(H⁻¹ [V + (n/N) Ṽ] H⁻¹)),
+    tr(H⁻¹ C H⁻¹) / (2 tr(H⁻¹ [V + (n/N) Ṽ] H⁻¹)), H the gradients' ``hessian``,
     with C the symmetrised cross-covariance of the human and (centred) predicted
     gradients times 2, V the centred predicted gradients' covariance and Ṽ the
     unlabeled ones'. For iid rows without arms, V and Ṽ are both the covariance of
@@ -274,13 +331,24 @@ def tuned_lam(at: Gradients, *, coef: int | None = None) -> float:
 
 def _settled_lam(problem: Problem, *, start: float, coef: int | None) -> float:
     """The λ that is the tuned λ at its own estimate: λ ← tuned_lam(gradients at
-    θ̂(λ)) from ``start`` until it moves by under ``SETTLED``."""
-    lam = start
+    θ̂(λ)) from ``start`` until it moves by under ``SETTLED``; where the iteration
+    steps over the fixed point (the Jacobian moves with λ), Brent's root of
+    tuned_lam(λ) − λ between the last λ on either side of it."""
+
+    def gap(lam: float) -> float:
+        at = problem.gradients(_solve(problem, lam=lam), lam=lam)
+        return tuned_lam(at, coef=coef) - lam
+
+    lam, sides = start, {}
     for _ in range(NEWTON_STEPS):
-        retuned = tuned_lam(problem.gradients(_solve(problem, lam=lam)), coef=coef)
-        if abs(retuned - lam) < SETTLED:
-            return retuned
-        lam = retuned
+        step = gap(lam)
+        if abs(step) < SETTLED:
+            return lam + step
+        sides[step > 0] = lam
+        if len(sides) == 2:
+            low, high = sorted(sides.values())
+            return float(scipy.optimize.brentq(gap, low, high, xtol=SETTLED / 10))
+        lam += step
     raise EstimationError(f"the tuned λ did not settle in {NEWTON_STEPS} steps")
 
 
@@ -291,7 +359,7 @@ def _solve(problem: Problem, *, lam: float) -> np.ndarray:
     """The root of the rectified estimating equation, by Newton's method from zero
     with step halving on the rectified loss."""
     human, family = problem.human, problem.family
-    parts = ((human, 1.0), (problem.predicted, -lam), (problem.unlabeled, lam))
+    parts = problem.parts(lam)
 
     def loss(coef: np.ndarray) -> float:
         return sum(w * _loss(coef, rows, family).mean() for rows, w in parts)
@@ -302,7 +370,7 @@ def _solve(problem: Problem, *, lam: float) -> np.ndarray:
         gradient = sum(
             w * _gradients(coef, rows, family).mean(axis=0) for rows, w in parts
         )
-        jacobian = sum(w * _observed_hessian(coef, rows, family) for rows, w in parts)
+        jacobian = problem.jacobian(coef, lam=lam)
         try:
             step = np.linalg.solve(jacobian, gradient)
         except np.linalg.LinAlgError as exc:
@@ -329,10 +397,10 @@ def _solve(problem: Problem, *, lam: float) -> np.ndarray:
 
 
 def _covariance(at: Gradients, *, lam: float) -> np.ndarray:
-    """H⁻¹ [cov(g − λ ĝ)/n + λ² cov(g̃)/N] H⁻¹: the sandwich of the rectified equation,
-    covariances with n − 1 (as ppi-python computes them), ĝ centred over the arms and
-    the labeled part summed within clusters where there are any (``Gradients``). At
-    λ = 0 the Hessian is the humans' own, pooled or not."""
+    """J⁻¹ [cov(g − λ ĝ)/n + λ² cov(g̃)/N] J⁻¹: the sandwich of the rectified equation,
+    J its Jacobian at λ (``Problem.jacobian``), covariances with n − 1 (as ppi-python
+    computes them), ĝ centred over the arms and the labeled part summed within
+    clusters where there are any (``Gradients``)."""
     n, N = len(at.human), len(at.unlabeled)
     inverse = np.linalg.inv(at.hessian)
     residual = at.human - lam * at.centred
@@ -342,32 +410,52 @@ def _covariance(at: Gradients, *, lam: float) -> np.ndarray:
 
 
 def _components(at: Gradients) -> Components:
-    """The variance components (``Components``) in the coefficients' units, H⁻¹ · H⁻¹."""
+    """The variance components (``Components``) in the coefficients' units, J⁻¹ · J⁻¹."""
     inverse = np.linalg.inv(at.hessian)
 
     def diagonal(matrix: np.ndarray) -> np.ndarray:
         return np.diag(inverse @ matrix @ inverse).copy()
 
+    human_error, correlation_error = _errors(at, inverse=inverse)
     return Components(
         human=diagonal(at.spread(at.human, at.human)),
         cross=diagonal(at.spread(at.human, at.centred)),
         predicted=diagonal(at.spread(at.centred, at.centred)),
         unlabeled=diagonal(np.atleast_2d(np.cov(at.unlabeled.T))),
+        human_error=human_error,
+        correlation_error=correlation_error,
     )
 
 
-def _hessian(
-    coef: np.ndarray, human: Rows, unlabeled: Rows, family: Family, *, pooled: bool
-) -> np.ndarray:
-    """The Hessian of the humans' loss: on the human rows, or on the human and
-    unlabeled rows together where it depends on the covariates alone (``pooled``)."""
-    if not pooled:
-        return _observed_hessian(coef, human, family)
-    n, N = len(human.y), len(unlabeled.y)
-    return (
-        n * _observed_hessian(coef, human, family)
-        + N * _observed_hessian(coef, unlabeled, family)
-    ) / (n + N)
+def _errors(at: Gradients, *, inverse: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per coefficient, the standard errors of log σ² and of the PPI correlation's
+    Fisher z over the m labeled units (rows, or clusters' sums), from the standardised
+    influences a, b: Var(log s²) = (E a⁴ − 1)/m, and the sample correlation's
+    large-sample variance for any distribution (its fourth moments), over (1 − ρ²)²."""
+    own, predicted = at.human, at.centred
+    if at.clusters is not None:
+        codes = np.unique(at.clusters, return_inverse=True)[1]
+        own, predicted = (
+            np.stack([np.bincount(codes, weights=c) for c in g.T], axis=1)
+            for g in (own, predicted)
+        )
+    m = len(own)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a, b = (
+            (u - u.mean(axis=0)) / u.std(axis=0)
+            for u in (own @ inverse.T, predicted @ inverse.T)
+        )
+        r = np.mean(a * b, axis=0)
+        fourth = {k: np.mean(a ** (4 - k) * b**k, axis=0) for k in range(5)}
+        spread_r = (
+            r**2 / 4 * (fourth[0] + 2 * fourth[2] + fourth[4])
+            - r * (fourth[1] + fourth[3])
+            + fourth[2]
+        )
+        return (
+            np.sqrt(np.maximum(fourth[0] - 1, 0) / m),
+            np.sqrt(np.maximum(spread_r, 0) / m) / (1 - r**2),
+        )
 
 
 # --- the families' losses, per row, in the linear predictor η = Xθ ------------------------
@@ -424,7 +512,7 @@ def _second(eta: np.ndarray, y: np.ndarray, family: Family) -> np.ndarray:
 
 def _mills(eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """φ(η)/Φ(η) and φ(η)/Φ(−η), through log-densities so the tails stay finite."""
-    log_density = scipy.stats.norm.logpdf(eta)
+    log_density = -0.5 * eta**2 - 0.5 * math.log(2 * math.pi)
     return (
         np.exp(log_density - scipy.special.log_ndtr(eta)),
         np.exp(log_density - scipy.special.log_ndtr(-eta)),

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import scipy.special
 import scipy.stats
 
 from simval.errors import DataError, EstimationError, OptionError
@@ -58,14 +59,34 @@ TABLE_COLUMNS = (
     "formula", "term", "n_human", "n_unlabeled", "lam", "ppi_correlation",
     *(f"{method}_{column}" for method in METHODS
       for column in ("estimate", "std_error", "ci_low", "ci_high")),
-    "rectified_p_value", "effective_n", "gain",
+    "rectified_p_value", "effective_n", "gain", "warning",
 )  # fmt: skip
+
+EVENTS_PER_TERM = 10
+"""Fewer labeled events (the rarer outcome of a binary one; rows otherwise) per
+coefficient than this, and the humans-only fit, hence the rectified one, is warned of
+(Peduzzi et al. 1996's rule for logistic regression)."""
+
+NEAR_CERTAIN = 1e-6
+"""A humans-only logit or probit fit giving some human a fitted probability this
+close to 0 or 1 is near separation: its estimates run off towards infinity."""
+
+_CERTAIN_ETA = {
+    "logit": float(-scipy.special.logit(NEAR_CERTAIN)),
+    "probit": float(-scipy.stats.norm.ppf(NEAR_CERTAIN)),
+}
+"""The |linear predictor| beyond which a fitted probability is within NEAR_CERTAIN
+of 0 or 1."""
 
 COMPONENTS = ("human", "cross", "predicted", "unlabeled")
 """The variance components of a rectified fit (``simval.ppi.Components``)."""
 
+ERRORS = ("human_error", "correlation_error")
+"""How well a rectified fit knows its components (``simval.ppi.Components``)."""
+
 COMPONENT_COLUMNS = (
     "formula", "term", "n_human", "n_unlabeled", "lam", *COMPONENTS, "ppi_correlation",
+    *ERRORS,
 )  # fmt: skip
 
 ROBUST = "robust"
@@ -83,14 +104,16 @@ class Rectified:
     ``table``: a row per (formula, term): the humans used (``n_human``) and the
     simulated-only rows (``n_unlabeled``), λ, the PPI correlation, each method's
     estimate, standard error and (1 − alpha) interval, the rectified p-value, the
-    effective sample size (the number of humans whose own fit would have the
-    rectified standard error: σ² / rectified SE², σ² the humans' own variance per
-    person, ``components.human``) and the gain (effective n / n). ``estimates``: the
+    gain, (humans-only SE / rectified SE)², the humans-only interval's width over the
+    rectified one's, squared (below 1 where the rectified interval is the wider), the
+    effective sample size n × gain (the humans whose own fit would be as precise) and
+    ``warning``: why the formula's humans-only fit may be unstable (too few events
+    per coefficient, near separation; "" where neither). ``estimates``: the
     same numbers long, a row per (formula, term, method) with ``Fit.table``'s
     columns. ``not_estimable``: formula -> why it could not be estimated (no rows
     for it in the tables). ``components``: a row per (formula, term) with the
-    rectified fit's variance components (``simval.ppi.Components``), from which
-    ``simval.plan`` extrapolates.
+    rectified fit's variance components and how well the pilot knows them
+    (``simval.ppi.Components``), from which ``simval.plan`` extrapolates.
     """
 
     study: Study
@@ -138,12 +161,15 @@ class Rectified:
 
     def caveats(self) -> tuple[str, ...]:
         """A sentence per fit that could not be estimated (a formula's humans-only or
-        rectified fit: no rows in the tables; its simulated-only one: NaN columns) and
-        per formula that left humans out."""
+        rectified fit: no rows in the tables; its simulated-only one: NaN columns), per
+        formula whose humans-only fit is warned of (``table["warning"]``) and per
+        formula that left humans out."""
         failed = [
             f"{f}: not estimable ({why})." for f, why in self.not_estimable.items()
         ]
         for formula, note in self.notes["rows"].items():
+            if note["warning"]:
+                failed.append(f"{formula}: warning: {note['warning']}.")
             if note["dropped"]:
                 failed.append(
                     f"{formula}: {note['dropped']} of the {self.n_human} humans are left "
@@ -711,13 +737,48 @@ def _rectify_model(
         "n_unlabeled": len(unlabeled.y),
         "dropped": len(human_df) - len(index),
         "naive_not_estimable": naive_problem,
+        "warning": _small_sample(human, classical, family=model.family),
         "lam": {t: f.lam for t, f in zip(terms, fits)},
         "components": {
-            t: {part: float(getattr(f.components, part)[j]) for part in COMPONENTS}
+            t: {
+                part: float(getattr(f.components, part)[j])
+                for part in (*COMPONENTS, *ERRORS)
+            }
             for j, (t, f) in enumerate(zip(terms, fits))
         },
     }
     return rows, note
+
+
+def _small_sample(human: Rows, classical: Estimate, *, family: str) -> str:
+    """Why the humans-only fit may be unstable, in words ("" where nothing is): fewer
+    than ``EVENTS_PER_TERM`` events (the rarer outcome of a binary one; rows of any
+    other) per coefficient, or near separation (``NEAR_CERTAIN``)."""
+    rows, terms = human.X.shape
+    found = []
+    if family in ("logit", "probit"):
+        events = int(min(np.sum(human.y == 1), np.sum(human.y == 0)))
+        if events < EVENTS_PER_TERM * terms:
+            found.append(
+                f"{events} humans give the rarer answer for {terms} coefficients "
+                f"(under {EVENTS_PER_TERM} per coefficient)"
+            )
+        eta = human.X @ classical.coef
+        sure = np.sum(np.abs(eta) > _CERTAIN_ETA[family])
+        if sure:
+            found.append(
+                f"near separation: the humans-only fit gives {sure} of them a "
+                f"probability within {NEAR_CERTAIN:g} of 0 or 1 (largest |estimate| "
+                f"{np.max(np.abs(classical.coef)):.1f})"
+            )
+    elif rows < EVENTS_PER_TERM * terms:
+        found.append(
+            f"{rows} humans for {terms} coefficients (under {EVENTS_PER_TERM} per "
+            "coefficient)"
+        )
+    if found:
+        found.append("its intervals are large-sample approximations")
+    return "; ".join(found)
 
 
 def _redrawn(
@@ -764,13 +825,11 @@ def _wide(
     wide["lam"] = [notes[f]["lam"][t] for f, t in zip(wide["formula"], wide["term"])]
     components = _components(notes)
     wide["ppi_correlation"] = components["ppi_correlation"].to_numpy()
-    # σ² / rectified variance, σ² the humans' own at the rectified fit's Hessian: the
-    # simulator's contribution alone (with the humans-only SE, a Hessian pooled over
-    # the simulated rows would count as a gain where the simulator adds nothing)
-    wide["effective_n"] = (
-        components["human"].to_numpy() / wide["rectified_std_error"] ** 2
-    )
-    wide["gain"] = wide["effective_n"] / wide["n_human"]
+    # against the humans-only interval the table shows, so that a rectified interval
+    # wider than it is a gain below 1 (both share the variance's λ = 0 end: ppi.py)
+    wide["gain"] = (wide["classical_std_error"] / wide["rectified_std_error"]) ** 2
+    wide["effective_n"] = wide["n_human"] * wide["gain"]
+    wide["warning"] = note(lambda f: notes[f]["warning"])
     return wide[list(TABLE_COLUMNS)]
 
 
@@ -783,12 +842,13 @@ def _components(notes: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
         for formula, note in notes.items()
         for term, parts in note["components"].items()
     ]  # fmt: skip
-    frame = pd.DataFrame(rows, columns=list(COMPONENT_COLUMNS[:-1]))
+    columns = [c for c in COMPONENT_COLUMNS if c != "ppi_correlation"]
+    frame = pd.DataFrame(rows, columns=columns)
     with np.errstate(invalid="ignore", divide="ignore"):
         frame["ppi_correlation"] = frame["cross"] / np.sqrt(
             frame["human"] * frame["predicted"]
         )
-    return frame
+    return frame[list(COMPONENT_COLUMNS)]
 
 
 def _median(values: pd.Series) -> float:

@@ -109,6 +109,17 @@ class Fit:
     ``weights``: the survey-weight column the fit used (None: unweighted).
     ``levels``: the outcome's levels in order for the categorical families (mnlogit,
     ologit, oprobit; the first is mnlogit's reference), None for the others.
+    ``input_scale``: each term's input unit after Gelman (2008), the size of a
+    "one-unit" change that a standardised margin refers to: 1 for a 0/1 column (a
+    dummy, or an interaction of dummies, whatever its prevalence), 2 SD for a
+    continuous input, the product over an interaction's inputs; 0 for a constant
+    column and for thresholds. ``satterthwaite_df``: each coefficient's Satterthwaite
+    degrees of freedom of its sandwich variance (``satterthwaite_df``; with
+    ``cov="nonrobust"`` OLS's residual df, infinite for the other families), infinite
+    for the categorical families and NaN where aliased: how much to trust the
+    variance in a small sample. ``wald_df``: the same for the covariance of every
+    estimated non-constant term at once (``satterthwaite_df(joint=True)``), the df of
+    a joint Wald test of them.
     """
 
     formula: str
@@ -125,6 +136,9 @@ class Fit:
     outcome_sd: float
     clusters: int | None
     levels: tuple[Any, ...] | None
+    input_scale: pd.Series
+    satterthwaite_df: pd.Series
+    wald_df: float
     _spec: ModelSpecs = field(repr=False, compare=False)
 
     def refit(self, data: pd.DataFrame) -> Fit:
@@ -676,6 +690,8 @@ def _estimate(
         raise EstimationError(f"cov={cov!r} needs at least 2 clusters; the data has 1")
     Xk = X[:, keep]
     df = None  # normal inference, unless OLS sets its t df below
+    # the working model's weight per row (rows equally informative for OLS)
+    working = np.ones(len(y)) if w is None else w
     if not keep.any():
         params, vcov = np.empty(0), np.empty((0, 0))
     elif effects is not None:
@@ -689,7 +705,7 @@ def _estimate(
             y, Xk, family=family, cov=cov, levels=levels, outcome=outcome
         )
     else:
-        params, vcov = _glm(
+        params, vcov, working = _glm(
             y,
             Xk,
             family=family,
@@ -702,10 +718,31 @@ def _estimate(
     if clusters is not None and family == "ols":
         df = clusters.max()  # t with G - 1 df
     design_sd = _sd(X, weights=w)
+    scale = input_scale(terms, X, design_sd=design_sd)
+    dof = np.full(len(terms), np.inf if family in CATEGORICAL_FAMILIES else np.nan)
+    joint = np.inf
+    if cov == "nonrobust" and family not in CATEGORICAL_FAMILIES:
+        # a model-based variance: OLS estimates sigma^2 on the residual df, the
+        # binary and count families fix the scale
+        dof[:] = joint = df if family == "ols" else np.inf
+    elif family not in CATEGORICAL_FAMILIES and keep.any():
+        scores = standardised_scores(
+            Xk if effects is None else _demean(Xk, effects),
+            information=working, score=working * (1.0 if w is None else w),
+        )  # fmt: skip
+        dof[keep] = satterthwaite_df(scores, clusters=clusters)
+        joint = satterthwaite_df(
+            scores[:, scale[keep] > 0], clusters=clusters, joint=True
+        )
     if family in CATEGORICAL_FAMILIES:
-        terms, keep, design_sd = _categorical_terms(
+        names, mask, design_sd = _categorical_terms(
             terms, keep, design_sd, family=family, outcome=outcome, levels=levels, y=y
         )  # fmt: skip
+        scale = _categorical_terms(
+            terms, keep, scale, family=family, outcome=outcome, levels=levels, y=y
+        )[2]  # fmt: skip
+        dof = np.full(len(names), np.inf)
+        terms, keep = names, mask
     full = np.full((len(terms), len(terms)), np.nan)
     full[np.ix_(keep, keep)] = vcov
     return Fit(
@@ -723,8 +760,102 @@ def _estimate(
         outcome_sd=float(_sd(y[:, None].astype(float), weights=w)[0]),
         clusters=None if clusters is None else int(clusters.max() + 1),
         levels=levels,
+        input_scale=pd.Series(scale, index=terms),
+        satterthwaite_df=pd.Series(np.where(keep, dof, np.nan), index=terms),
+        wald_df=float(joint),
         _spec=design.spec,
     )
+
+
+def input_scale(
+    terms: Sequence[str], X: np.ndarray, *, design_sd: np.ndarray
+) -> np.ndarray:
+    """Each design column's input unit (Gelman 2008, "Scaling regression inputs by
+    dividing by two standard deviations"): 1 for a column of 0s and 1s, 2 SD for a
+    continuous input, and for an interaction the product over its inputs (each looked
+    up as a column of its own; a column whose inputs are not all columns counts as one
+    continuous input); 0 for a constant column.
+
+    A coefficient per unit then has one meaning for every kind of term: the outcome's
+    change between the two values of a dummy, rare or common, and between values about
+    one SD either side of a continuous input's mean, so one standardised margin is the
+    same substantive size for all of them.
+    """
+    position = {term: j for j, term in enumerate(terms)}
+    binary = ((X == 0) | (X == 1)).all(axis=0)
+    scale = np.where(binary, 1.0, 2 * design_sd)
+    for j, term in enumerate(terms):
+        inputs = _interaction_inputs(term)
+        if not binary[j] and len(inputs) > 1 and all(i in position for i in inputs):
+            scale[j] = np.prod([scale[position[i]] for i in inputs])
+    return np.where(design_sd > 0, scale, 0.0)
+
+
+def _interaction_inputs(term: str) -> list[str]:
+    """The inputs of a design column's name split at its top-level colons
+    (``x:C(g)[T.a:b]`` -> ``x``, ``C(g)[T.a:b]``)."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(term):
+        depth += char in "([" and 1 or char in ")]" and -1 or 0
+        if char == ":" and depth == 0:
+            parts.append(term[start:i])
+            start = i + 1
+    return [*parts, term[start:]]
+
+
+def standardised_scores(
+    X: np.ndarray, *, information: np.ndarray, score: np.ndarray
+) -> np.ndarray:
+    """Each row's contribution to the sandwich under the working model, w_i =
+    (X' diag(information) X)^-1 x_i sqrt(score_i): independent rows whose score has
+    expected square ``score`` times x x', so the sandwich's expectation is sum w_i w_i'."""
+    bread = np.linalg.pinv(X.T @ (X * information[:, None]))
+    return (X @ bread) * np.sqrt(score)[:, None]
+
+
+def satterthwaite_df(
+    scores: np.ndarray, *, clusters: np.ndarray | None, joint: bool = False
+) -> np.ndarray | float:
+    """The Satterthwaite degrees of freedom of the sandwich built from ``scores``
+    (``standardised_scores``; summed within ``clusters``), per coefficient or, with
+    ``joint``, for all of them at once.
+
+    Under the working model (Gaussian scores, independent between clusters) the
+    sandwich is a sum over clusters g of s_g s_g', s_g normal with covariance S_g,
+    sum S_g = Omega. Matching a Wishart's variance (Tipton & Pustejovsky 2015, after
+    Zhang 2012) gives df = q(q + 1) / sum_g [tr(B_g)^2 + tr(B_g^2)], B_g = Omega^-1/2
+    S_g Omega^-1/2; for one coefficient, (sum_g c_g)^2 / sum_g c_g^2 with c_g its share
+    of the variance (Bell & McCaffrey 2002 without the hat-matrix terms). It is small
+    where a few rows or clusters carry a coefficient (a rare dummy, few clusters) and
+    about n where every row informs it; jointly it is larger than the smallest
+    coefficient's, as one noisy variance is one of q(q + 1) / 2 that the test reads.
+    """
+    if not joint:
+        contributions = scores**2
+        if clusters is not None:
+            contributions = (
+                pd.DataFrame(contributions).groupby(clusters).sum().to_numpy()
+            )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return contributions.sum(axis=0) ** 2 / (contributions**2).sum(axis=0)
+    q = scores.shape[1]
+    if not q:
+        return np.inf
+    try:
+        root = np.linalg.cholesky(scores.T @ scores)
+    except np.linalg.LinAlgError:
+        return np.nan
+    z = np.linalg.solve(root, scores.T).T  # rows with sum z_i z_i' = I
+    if clusters is None:
+        spread = 2 * np.sum(np.sum(z**2, axis=1) ** 2)
+    else:
+        order = np.argsort(clusters, kind="stable")
+        starts = np.flatnonzero(np.r_[True, np.diff(clusters[order]) != 0])
+        spread = 0.0
+        for block in np.split(z[order], starts[1:]):
+            gram = block.T @ block
+            spread += np.trace(gram) ** 2 + np.sum(gram**2)
+    return float(q * (q + 1) / spread)
 
 
 def _sd(X: np.ndarray, *, weights: np.ndarray | None) -> np.ndarray:
@@ -844,8 +975,9 @@ def _glm(
     outcome: str,
     terms: list[str],
     weights: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """statsmodels GLM (IRLS) with R's glm sandwich; survey ``weights`` are R's prior
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """statsmodels GLM (IRLS) with R's glm sandwich, and each row's working weight
+    (the IRLS weight times the survey weight: its share of the information); survey ``weights`` are R's prior
     weights (statsmodels' ``var_weights``), in the estimating equations and the scores.
 
     statsmodels' own GLM HC1-HC3 differ from R (no n/(n-k), no glm hat values; observed
@@ -879,12 +1011,17 @@ def _glm(
             f"{family} model of {outcome!r} did not converge in {GLM_MAXITER} iterations"
         )
     params = result.params
+    working = model.family.weights(mu) * (1.0 if weights is None else weights)
     bread = np.linalg.inv(-model.hessian(params, scale=1.0, observed=False))
     if cov == "nonrobust":
-        return params, bread
+        return params, bread, working
     scores = model.score_obs(params, scale=1.0)
     if clusters is not None:
-        return params, sandwich_covariance.cov_cluster((scores, bread), clusters)
+        return (
+            params,
+            sandwich_covariance.cov_cluster((scores, bread), clusters),
+            working,
+        )
     if cov in ("HC2", "HC3"):
         leverage = 1 - result.get_hat_matrix_diag(observed=False)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -892,7 +1029,7 @@ def _glm(
     vcov = sandwich_covariance.cov_white_simple(
         (scores, bread), use_correction=cov == "HC1"
     )
-    return params, vcov
+    return params, vcov, working
 
 
 def _categorical_outcome(

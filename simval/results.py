@@ -153,8 +153,10 @@ class Validation:
     - ``notes``: nonresponse (share of missing answers per item), unparseable (per item,
       the answers of this validation's replicates that the simulator could not read;
       they are missing, so also in nonresponse), reference (the fresh-sample
-      reference used) and reference_fallback_share (share of its answers from a coarser
-      donor cell), warnings (few clusters, subgroup cells the human model cannot fit); ``versions``: package versions; ``fingerprint``: SHA-256 of the
+      reference's scheme, in words), reference_redraws (how many of its
+      pseudo-populations were redrawn because a model the humans fit failed in half
+      its replicates), reference_recovery (per formula, the reference's coverage,
+      false-positive rate, Wald p and failed share), warnings (few clusters, subgroup cells the human model cannot fit); ``versions``: package versions; ``fingerprint``: SHA-256 of the
       human data.
     """
 
@@ -259,6 +261,10 @@ def decide(
     wald_p_value: float,
     equivalence_p_value: float,
     alpha: float,
+    margin: float = math.nan,
+    equivalence_bound: float = math.nan,
+    consistent_attainable: bool = True,
+    humans_needed: float = math.nan,
 ) -> tuple[str, str]:
     """The decision for one formula and the reason, in this order of precedence.
 
@@ -266,7 +272,12 @@ def decide(
     ``MAX_FAILED_SHARE`` of the replicates: inconsistent. Equivalence shown (every
     term's TOST p-value below alpha, an intersection–union test): consistent. The
     Wald test of equal coefficients rejects at alpha: inconsistent. Otherwise
-    undetermined: the data cannot tell, which is never reported as agreement.
+    undetermined: the data cannot tell, which is never reported as agreement. The
+    reason says which of two things an undetermined verdict is: too few humans to
+    show equivalence at ``margin`` even for identical coefficients (not
+    ``consistent_attainable``; ``humans_needed`` would make it attainable), or a
+    difference too small to reject yet too large to fit the margin; every reason ends
+    with what the data do show, the ``equivalence_bound``.
     """
     if n_terms == 0:
         return UNDETERMINED, "no term besides the intercept to compare"
@@ -275,18 +286,43 @@ def decide(
             f"the model could not be estimated on the simulated answers in "
             f"{failed_share:.0%} of the replicates"
         )
+    shown = _shown_within(equivalence_bound)
     if equivalence_p_value < alpha:
         return CONSISTENT, (
             f"every coefficient is within its margin of the humans' "
-            f"(equivalence p = {_p(equivalence_p_value)})"
+            f"({_p('equivalence p', equivalence_p_value)}){shown}"
         )
     if wald_p_value < alpha:
         return INCONSISTENT, (
-            f"the coefficients differ from the humans' (Wald p = {_p(wald_p_value)})"
+            f"the coefficients differ from the humans' "
+            f"({_p('Wald p', wald_p_value)}){shown}"
+        )
+    if not consistent_attainable:
+        needed = (
+            f"; about {humans_needed:,.0f} humans would make it attainable"
+            if math.isfinite(humans_needed)
+            else ""
+        )
+        return UNDETERMINED, (
+            f"no difference shown ({_p('Wald p', wald_p_value)}), and too few humans "
+            f"to show equivalence within the margin of {margin:g} SD even for "
+            f"identical coefficients{needed}{shown}"
         )
     return UNDETERMINED, (
-        f"no difference shown (Wald p = {_p(wald_p_value)}) but no equivalence "
-        f"either (equivalence p = {_p(equivalence_p_value)}): too little information"
+        f"no difference shown ({_p('Wald p', wald_p_value)}), but the coefficients "
+        f"are not shown within the margin of {margin:g} SD either "
+        f"({_p('equivalence p', equivalence_p_value)}): a small real difference, "
+        f"or too little information{shown}"
+    )
+
+
+def _shown_within(bound: float) -> str:
+    """The positive statement the data allow: every coefficient within ±bound SD."""
+    if not math.isfinite(bound):
+        return ""
+    return (
+        f"; with these data the simulator's coefficients lie within ±{bound:.2f} SD "
+        f"of the humans'"
     )
 
 
@@ -303,11 +339,11 @@ def verdict_sentence(row: Mapping[str, Any], *, simulator: str) -> str:
     )
 
 
-def _p(value: float) -> str:
-    """A p-value for a sentence: n/a, <0.001 or three decimals."""
+def _p(name: str, value: float) -> str:
+    """A named p-value for a sentence: "Wald p = 0.012", "Wald p < 0.001", "Wald p n/a"."""
     if value is None or math.isnan(value):
-        return "n/a"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
+        return f"{name} n/a"
+    return f"{name} < 0.001" if value < 0.001 else f"{name} = {value:.3f}"
 
 
 # --- comparing validations: the leaderboard ------------------------------------------------

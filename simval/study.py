@@ -261,12 +261,13 @@ class Model:
     """A regression the original study ran: an R-style formula, a family and a covariance type.
 
     ``margin``: the smallest difference between simulated and human coefficients that
-    matters, as a standardised coefficient (the change in the outcome, in its SDs, per
-    SD of the term; latent SDs for logit (pi/sqrt(3)) and probit (1); the log rate
-    for poisson). The default 0.1 is a small effect (Cohen's r = .1; for a balanced
-    binary term d = 0.2), the smallest-effect-of-interest convention for equivalence
-    tests (Lakens, Scheel & Isager 2018); docs/metrics.md says why it is not the effect
-    the human study had 33% power to detect.
+    matters, as a standardised coefficient in Gelman's (2008) scaling: the change in
+    the outcome, in its SDs, per SD of a continuous term, and half the change between
+    a dummy's two values, rare or common (latent SDs for logit (pi/sqrt(3)) and probit
+    (1); the log rate for poisson). The default 0.1 is a small effect (Cohen's r = .1
+    for a continuous term, d = 0.2 for every dummy), the smallest-effect-of-interest
+    convention for equivalence tests (Lakens, Scheel & Isager 2018); docs/metrics.md
+    says why it is not the effect the human study had 33% power to detect.
     """
 
     formula: str

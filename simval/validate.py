@@ -1,11 +1,12 @@
 """validate(): would the study reach the same conclusions on simulated respondents?
 
-Orchestration only: it draws replicate samples of personas, asks the simulator, and
-the fresh-sample reference beside it, to answer them, fits the study's models and
-computes every metric on the human data and on each replicate, overall and per
-subgroup, resamples respondents for the metrics' confidence intervals and gathers
-it all in a ``Validation``. The statistics live in ``regression`` and ``metrics``;
-the result, its registry of headline metrics and the decisions in ``results``.
+Orchestration only: it draws replicate samples of personas, asks the simulator to
+answer them, draws the fresh-sample reference's replicates beside them
+(``fresh_reference``), fits the study's models and computes every metric on the human
+data and on each replicate, overall and per subgroup, resamples respondents for the
+metrics' confidence intervals and gathers it all in a ``Validation``. The statistics
+live in ``regression`` and ``metrics``; the result, its registry of headline metrics
+and the decisions in ``results``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from simval.metrics import (
     Recovery,
     WaldTest,
     coefficient_recovery,
+    equivalence_limit,
     geometric_mean,
     heterogeneity,
     incoherence_flags_each,
@@ -75,7 +77,6 @@ from simval.results import (
     summary_table,
 )
 from simval.simulators.base import Simulator, check_output
-from simval.simulators.reference import FreshSampleSimulator
 from simval.study import (
     Coherence,
     Item,
@@ -85,6 +86,7 @@ from simval.study import (
     check_codes,
     formula_variables,
     outcome_of,
+    plain_number,
 )
 
 __all__ = [
@@ -108,8 +110,9 @@ MIN_EVENTS_PER_PARAMETER = 10
 this many cases per coefficient (Peduzzi et al. 1996, events per variable)."""
 
 MAX_OBSERVED_OPTIONS = 11
-"""In formula mode an outcome or item column with more distinct values than this (or any
-value that is not a whole number) is an open number, not a list of options."""
+"""In formula mode a column with more distinct values than this (or any value that is
+not a whole number) is an open number item, not a list of options; so is the outcome of
+a linear model with more than two values or of a count model (``_observed_item``)."""
 
 FEW_CLUSTERS = 30
 """Cluster-robust errors with fewer clusters are unreliable; the notes warn."""
@@ -167,7 +170,7 @@ def validate(
     Each replicate draws n personas from the humans with replacement (whole clusters
     under a ``cluster:`` covariance), simulates their answers, fits every model and
     computes every metric, overall and in each subgroup level. The fresh-sample
-    reference (``FreshSampleSimulator``) answers the same personas, giving each
+    reference (``fresh_reference``, whole humans resampled twice) gives each
     metric's value under a perfect simulator; ``resamples`` bootstrap resamples of the
     respondents give the headline metrics' confidence intervals.
 
@@ -257,7 +260,7 @@ class _Shared:
     personas: pd.DataFrame
     draws: list[np.ndarray]
     seeds: np.ndarray
-    reference: FreshSampleSimulator
+    reference: dict[str, Any]  # the notes about the reference (``_reference_notes``)
     references: dict[str, float]  # the headline values of the reference's run
     rng: np.random.Generator  # in the state the bootstrap starts from
     alpha: float
@@ -283,16 +286,23 @@ def _share(
         for _ in range(reps)
     ]
     seeds = rng.integers(2**63, size=reps)
-    reference = fresh_reference(
-        plan.study, human_df, subgroups=plan.subgroups, seed=rng.integers(2**63)
-    )
-    reference_samples = _replicates(plan, reference, personas, draws, seeds)
-    fresh = _evaluate(
-        plan, human, human_fits, reference_samples, alpha=alpha, subgroups=False
-    )
+    # A pseudo-population on which a model the humans fit fails in half the replicates
+    # or more (a rare level separating a logit) is redrawn: the truth a perfect
+    # simulator samples is no such population. The notes count the redraws.
+    reference_rng = np.random.default_rng(rng.integers(2**63))
+    for redraws in range(REFERENCE_REDRAWS + 1):
+        reference_samples = fresh_reference(
+            plan.study, human_df, reps=reps, seed=reference_rng
+        )
+        fresh = _evaluate(
+            plan, human, human_fits, reference_samples, alpha=alpha, subgroups=False
+        )
+        if not _unestimable(fresh["recovery"]):
+            break
     return _Shared(
         plan=plan, human_df=human_df, human=human, human_fits=human_fits,
-        personas=personas, draws=draws, seeds=seeds, reference=reference,
+        personas=personas, draws=draws, seeds=seeds,
+        reference=_reference_notes(fresh["recovery"], redraws=redraws),
         references=_point(fresh), rng=rng, alpha=alpha, seed=seed,
         fingerprint=fingerprint(human_df), missing_answers=missing_answers,
     )  # fmt: skip
@@ -387,15 +397,91 @@ def fresh_reference(
     study: Study,
     human_df: pd.DataFrame,
     *,
-    subgroups: Sequence[str] | None = None,
+    reps: int = 20,
     seed: int | np.random.Generator | None = 0,
-) -> FreshSampleSimulator:
-    """The fresh-sample reference simulator validate runs beside every simulator, matching
-    donors on the arm, the persona variables the formulas read and the subgroups."""
+) -> list[pd.DataFrame]:
+    """The fresh-sample reference's ``reps`` replicate samples (persona columns and
+    items, declared missing answers blank): what a perfect simulator, one answering like
+    new respondents from the human population, would give, with no model of answers.
+
+    A whole-row double bootstrap. One pseudo-population P is drawn: the human rows
+    (persona, answers and weight together) resampled uniformly with replacement, whole
+    clusters under a cluster covariance. Each replicate is drawn from P as validate
+    draws a simulator's replicate from the humans (``_draw``: in proportion to the
+    survey weights if the study has them; a cluster drawn twice becomes two), and every
+    person keeps their own answers. By the bootstrap principle b_P - b_human varies as
+    b_human - b_truth does (the humans' estimator, weights and clusters included), and
+    b_rep - b_P as a perfect simulator's replicate varies about the truth; so b_rep -
+    b_human has about the variance V_human + V_rep of an independent perfect simulator,
+    with no matching, for any persona columns, at a cost linear in n.
+
+    Known limit: answer vectors are reused, so a replicate holds fewer distinct answer
+    patterns than a fresh sample; for patterns, entropy and incoherence the humans' own
+    value is the reference (``results.HEADLINE``).
+    """
+    if isinstance(reps, bool) or not isinstance(reps, int | np.integer) or reps < 1:
+        raise OptionError(f"reps={reps!r} must be an integer of at least 1")
+    human_df = study.blank_missing(human_df)
     persona = study.persona_columns_of(human_df)
-    chosen = tuple(study.subgroups if subgroups is None else subgroups)
-    match = _match_columns(study, persona, chosen)
-    return FreshSampleSimulator(human_df, match=match, weights=study.weight, seed=seed)
+    cluster = _cluster(study, persona)
+    rng = np.random.default_rng(seed)
+    population = _redraw(human_df, _draw(human_df, rng=rng, cluster=cluster), cluster)
+    weights = None if study.weight is None else population[study.weight].to_numpy(float)
+    columns = [*persona, *study.item_names]
+    return [
+        _redraw(
+            population[columns],
+            _draw(population, rng=rng, cluster=cluster, weights=weights),
+            cluster,
+        )
+        for _ in range(reps)
+    ]
+
+
+def _redraw(
+    frame: pd.DataFrame, positions: np.ndarray, cluster: str | None
+) -> pd.DataFrame:
+    """The rows of ``frame`` at ``positions`` (from ``_draw``), each drawn cluster with a
+    new id (``_cluster_draw_ids``)."""
+    rows = frame.iloc[positions]
+    if cluster is None:
+        return rows
+    return rows.assign(**{cluster: _cluster_draw_ids(rows[cluster], positions)})
+
+
+REFERENCE_REDRAWS = 5
+"""How many times ``validate`` may redraw the reference's pseudo-population when a model
+the humans fit fails in half its replicates or more (``_unestimable``)."""
+
+
+def _unestimable(recovery: pd.DataFrame) -> bool:
+    """True when a formula the humans could fit failed in half the reference's
+    replicates or more."""
+    overall = _overall(recovery)
+    fitted = overall["failure"].fillna("").astype(str) == ""
+    return bool((overall.loc[fitted, "failed_share"] >= 0.5).any())
+
+
+def _reference_notes(recovery: pd.DataFrame, *, redraws: int) -> dict[str, Any]:
+    """The notes about the reference: what it is (``reference``), how many of its
+    pseudo-populations were redrawn (``reference_redraws``) and, per formula, its
+    difference-CI coverage, false-positive rate, Wald p-value and share of failed
+    replicates overall (``reference_recovery``, None where undefined, so the notes
+    survive JSON), which a perfect simulator shares in expectation."""
+    overall = _overall(recovery)
+    names = ("coverage", "false_positive_rate", "wald_p_value", "failed_share")
+    return {
+        "reference": "whole-row double bootstrap: each replicate resamples one "
+        "bootstrap pseudo-population of the humans, persona and answers together",
+        "reference_redraws": redraws,
+        "reference_recovery": {
+            formula: {
+                name: float(value) if math.isfinite(value) else None
+                for name, value in zip(names, values)
+            }
+            for formula, *values in overall[["formula", *names]].itertuples(index=False)
+        },
+    }
 
 
 def fingerprint(human_df: pd.DataFrame) -> str:
@@ -540,20 +626,6 @@ def _cluster(study: Study, persona_columns: Sequence[str]) -> str | None:
     return column
 
 
-def _match_columns(
-    study: Study, persona_columns: Sequence[str], subgroups: Sequence[str]
-) -> tuple[str, ...]:
-    """What the fresh-sample reference matches donors on, the most important first:
-    the arm, the persona variables the formulas read, then the subgroups."""
-    used = set().union(*(formula_variables(m.formula) for m in study.models))
-    ordered = [
-        *study.treatment,
-        *(c for c in persona_columns if c in used),
-        *subgroups,
-    ]
-    return tuple(dict.fromkeys(c for c in ordered if c in persona_columns))
-
-
 def check_no_leakage(human_df: pd.DataFrame, simulator: object) -> None:
     """Refuse to evaluate a fine-tuned simulator on respondents it was trained on."""
     trained = getattr(simulator, "training_index", ())
@@ -578,8 +650,8 @@ def formula_study(
     """A one-model study of the outcome and ``items``.
 
     Each item is the one the simulator's own study declares under that name (its
-    question and options, which an LLM simulator needs), or else one whose options
-    are the codes seen in the human data.
+    question and options, which an LLM simulator needs), or else one observed in the
+    human data (``_observed_item``).
     """
     check_option("family", family, FAMILIES)
     check_cov(cov)
@@ -595,8 +667,12 @@ def formula_study(
             f"item(s) {', '.join(absent)} are not columns of the human data"
         )
     known = set(declared.item_names) if isinstance(declared, Study) else set()
+    outcome = human_df[names[0]]
+    numbered = family == "poisson" or (family == "ols" and outcome.nunique() > 2)
     chosen = tuple(
-        declared.item(name) if name in known else _observed_item(human_df[name])
+        declared.item(name)
+        if name in known
+        else _observed_item(human_df[name], number=numbered and name == names[0])
         for name in names
     )
     check_codes(human_df, chosen, what="the human data")
@@ -604,10 +680,17 @@ def formula_study(
     return Study(items=chosen, persona=persona, models=(Model(formula, family, cov),))
 
 
-def _observed_item(column: pd.Series) -> Item:
-    """An item whose options are the distinct values a human column takes; a column of
-    more than ``MAX_OBSERVED_OPTIONS`` distinct values, or of numbers that are not all
-    whole, is a continuous answer: an open number item (whole if its values are)."""
+def _observed_item(column: pd.Series, *, number: bool) -> Item:
+    """The item of a human column in formula mode, where nothing declares its scale.
+
+    The outcome of a linear or count model (``number``) is an open number item, whole
+    if its values are, so a simulator's answer the humans never gave (a 3 on a 0-10
+    scale nobody chose, a count above theirs, a new continuous value) is compared, not
+    refused; so is a column of more than ``MAX_OBSERVED_OPTIONS`` distinct values, or
+    of numbers that are not all whole. Any other column's options are the humans'
+    values: a factor's or a categorical outcome's levels, an item's answers as a
+    scoring simulator ranks them.
+    """
     values = pd.to_numeric(column.dropna(), errors="coerce")
     if values.isna().any() or not len(values):
         raise DataError(
@@ -615,7 +698,7 @@ def _observed_item(column: pd.Series) -> Item:
         )
     codes = sorted(set(values.astype(float).tolist()))
     whole = all(float(c).is_integer() for c in codes)
-    if len(codes) > MAX_OBSERVED_OPTIONS or not whole:
+    if number or len(codes) > MAX_OBSERVED_OPTIONS or not whole:
         return Item(
             name=str(column.name), text=str(column.name), number=Number(whole=whole)
         )
@@ -700,15 +783,17 @@ def _replicates(
         # a declared non-answer (a resampled human's "don't know") is a missing answer
         sample = pd.concat([drawn, plan.study.blank_missing(answers)], axis=1)
         if plan.cluster is not None:
-            sample[plan.cluster] = _cluster_draw_ids(drawn[plan.cluster])
+            sample[plan.cluster] = _cluster_draw_ids(drawn[plan.cluster], positions)
         samples.append(sample)
     return samples
 
 
-def _cluster_draw_ids(clusters: pd.Series) -> np.ndarray:
-    """A new id per drawn cluster: a run of one cluster's rows in draw order is one draw."""
+def _cluster_draw_ids(clusters: pd.Series, positions: np.ndarray) -> np.ndarray:
+    """A new id per drawn cluster. ``_draw`` takes a cluster's rows in increasing order,
+    so a draw starts where the cluster changes or the positions stop increasing (a
+    cluster drawn twice in a row is two clusters, not one of twice the size)."""
     values = clusters.to_numpy()
-    starts = np.r_[True, values[1:] != values[:-1]]
+    starts = np.r_[True, (values[1:] != values[:-1]) | (np.diff(positions) <= 0)]
     return np.cumsum(starts)
 
 
@@ -894,21 +979,24 @@ def _coefficients(
             )
             continue
         refits = _refits(plan, human, [r[subgroup, level] for r in replicates])
-        recovery, wald = _compare(
-            human, refits, margin=models[formula].margin, alpha=alpha
-        )
+        margin = models[formula].margin
+        recovery, wald = _compare(human, refits, margin=margin, alpha=alpha)
         sim_nobs = [r.nobs if isinstance(r, Fit) else 0 for r, _ in refits]
-        terms = recovery.terms
+        terms = recovery.terms.assign(
+            equivalence_bound=_bounds(recovery.terms, human, alpha=alpha)
+        )
         judged = terms[terms["term"].isin(wald.terms)]
         equivalence = (
             float(judged["equivalence_p_value"].max(skipna=False))
             if len(judged)
             else math.nan
         )
+        reach = _reach(judged, human, margin=margin, alpha=alpha)
         failed_share = 1 - wald.n_reps / len(refits)
         decision, reason = decide(
             n_terms=len(wald.terms), failed_share=failed_share,
             wald_p_value=wald.p_value, equivalence_p_value=equivalence, alpha=alpha,
+            margin=margin, **reach,
         )  # fmt: skip
         failures = Counter(pair for _, reasons in refits for pair in reasons)
         term_frames.append(
@@ -931,8 +1019,10 @@ def _coefficients(
                 "coverage": recovery.coverage,
                 "wald_statistic": wald.statistic,
                 "wald_df": wald.df,
+                "wald_denominator_df": wald.denominator_df,
                 "wald_p_value": wald.p_value,
                 "equivalence_p_value": equivalence,
+                **reach,
                 "decision": decision,
                 "reason": reason,
                 "failed_share": failed_share,
@@ -962,6 +1052,7 @@ def _coefficients(
             pd.DataFrame(rows, columns=RECOVERY_COLUMNS),
             alpha=alpha,
             min_n=plan.min_subgroup_n,
+            margins={m.formula: m.margin for m in plan.study.models},
         ),
         per_rep,
         by_rep_frame,
@@ -985,14 +1076,18 @@ def _long(means: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-COEFFICIENT_COLUMNS = ["formula", "subgroup", "level", *TERM_COLUMNS, "failure"]
+COEFFICIENT_COLUMNS = [
+    "formula", "subgroup", "level", *TERM_COLUMNS, "equivalence_bound", "failure",
+]  # fmt: skip
 """The columns of ``Validation.coefficients``."""
 
 RECOVERY_COLUMNS = [
     "formula", "subgroup", "level", "n_human", "nobs_human", "nobs_sim", "small",
     "n_terms", "sign_f1", "false_positive_rate", "coverage", "wald_statistic",
-    "wald_df", "wald_p_value", "wald_p_adjusted", "equivalence_p_value",
-    "equivalence_p_adjusted", "decision", "reason", "failed_share", "failure",
+    "wald_df", "wald_denominator_df", "wald_p_value", "wald_p_adjusted",
+    "equivalence_p_value", "equivalence_p_adjusted", "equivalence_bound",
+    "consistent_attainable", "humans_needed", "decision", "reason", "failed_share",
+    "failure",
 ]  # fmt: skip
 
 
@@ -1006,6 +1101,7 @@ def _compare(
     """The per-term comparison and the joint Wald test of one group's replicate fits
     against the human fit, nonresponse scaled to the humans' rows."""
     margins = _margins(human, margin=margin)
+    dfs = human.satterthwaite_df.to_dict()
     sim_nobs = [r.nobs if isinstance(r, Fit) else 0 for r, _ in refits]
     empty = human.table.iloc[0:0]
     recovery = coefficient_recovery(
@@ -1014,6 +1110,7 @@ def _compare(
         alpha=alpha,
         exclude=[t for t in human.table["term"] if not is_finding(t)],
         margins=margins,
+        dfs=dfs,
         human_nobs=human.nobs,
         sim_nobs=sim_nobs,
     )
@@ -1024,6 +1121,7 @@ def _compare(
         sim_vcovs=[r.vcov if isinstance(r, Fit) else pd.DataFrame() for r, _ in refits],
         terms=[t for t in human.table["term"] if is_finding(t) and t in margins],
         scales=nonresponse_scale(human.nobs, sim_nobs, reps=len(refits)),
+        denominator_df=human.wald_df,
     )
     return recovery, wald
 
@@ -1073,13 +1171,67 @@ def _replicate_rows(formula: str, refits: list) -> list[tuple]:
 
 
 def _margins(human: Fit, *, margin: float) -> dict[str, float]:
-    """Each term's equivalence margin on its own scale: the standardised ``margin`` times
-    the outcome's SD (latent SD for logit/probit, 1 for poisson) over the term's SD."""
+    """Each term's equivalence margin on its own scale: ``margin`` times ``_unit``."""
+    return {term: margin * unit for term, unit in _units(human).items()}
+
+
+def _units(human: Fit) -> dict[str, float]:
+    """Each estimated term's standardised unit on the coefficient's scale: twice the
+    outcome's SD (latent SD for logit/probit, 1 for poisson) per input unit
+    (``Fit.input_scale``: 1 for a dummy, 2 SD for a continuous input; Gelman 2008).
+    A standardised difference of ``margin`` is then a change of margin outcome SDs per
+    SD of a continuous input (the correlation scale, r = .1 at 0.1) and of 2 margin
+    outcome SDs between a dummy's two values (Cohen's d = .2 at 0.1), whatever the
+    dummy's prevalence: the same substantive size for common and rare dummies and for
+    interactions."""
     scale = human.outcome_sd if human.family == "ols" else LATENT_SD[human.family]
     table = human.table
     defined = table["term"].to_numpy()[table["estimate"].notna().to_numpy()]
-    sd = human.design_sd.reindex(defined)
-    return {term: margin * scale / s for term, s in sd.items() if s > 0}
+    inputs = human.input_scale.reindex(defined)
+    return {term: 2 * scale / u for term, u in inputs.items() if u > 0}
+
+
+def _bounds(terms: pd.DataFrame, human: Fit, *, alpha: float) -> np.ndarray:
+    """Each term's equivalence bound: the smallest standardised margin at which its
+    TOST at ``alpha`` shows equivalence with these data (``equivalence_limit`` over
+    the term's unit); NaN for terms without a margin."""
+    units = _units(human)
+    unit = terms["term"].map(units).to_numpy(dtype=float)
+    limit = equivalence_limit(
+        diff=terms["diff"], std_error=terms["diff_std_error"], alpha=alpha,
+        df=terms["term"].map(human.satterthwaite_df).to_numpy(dtype=float),
+    )  # fmt: skip
+    return limit / unit
+
+
+def _reach(
+    judged: pd.DataFrame, human: Fit, *, margin: float, alpha: float
+) -> dict[str, float | bool]:
+    """What the equivalence test can show for one group's judged terms: the formula's
+    ``equivalence_bound`` (the largest term bound: every coefficient lies within it),
+    whether ``consistent`` is attainable at all with these data (identical coefficients,
+    diff = 0, would be shown within ``margin``), and if not the ``humans_needed`` for
+    it (the errors shrinking as 1 / sqrt(n): replicates have as many personas)."""
+    if not len(judged):
+        return {
+            "equivalence_bound": math.nan,
+            "consistent_attainable": False,
+            "humans_needed": math.nan,
+        }
+    units = judged["term"].map(_units(human)).to_numpy(dtype=float)
+    floor = equivalence_limit(
+        diff=np.zeros(len(judged)), std_error=judged["diff_std_error"], alpha=alpha,
+        df=judged["term"].map(human.satterthwaite_df).to_numpy(dtype=float),
+    ) / units  # fmt: skip
+    worst = float(np.max(floor))
+    attainable = bool(worst < margin)
+    return {
+        "equivalence_bound": float(judged["equivalence_bound"].max(skipna=False)),
+        "consistent_attainable": attainable,
+        "humans_needed": math.nan
+        if attainable or not np.isfinite(worst)
+        else float(math.ceil(human.nobs * (worst / margin) ** 2)),
+    }
 
 
 def _small(plan: _Plan, model: Model, human: Fit, rows: pd.DataFrame) -> bool:
@@ -1109,7 +1261,13 @@ def holm(p_values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _adjusted(recovery: pd.DataFrame, *, alpha: float, min_n: int) -> pd.DataFrame:
+def _adjusted(
+    recovery: pd.DataFrame,
+    *,
+    alpha: float,
+    min_n: int,
+    margins: Mapping[str, float],
+) -> pd.DataFrame:
     """Subgroup cells judged with multiplicity in mind: the Wald and equivalence p-values
     Holm-adjusted over each formula's cells that are not small (``wald_p_adjusted``,
     ``equivalence_p_adjusted``), and each cell's decision taken from the adjusted
@@ -1138,6 +1296,10 @@ def _adjusted(recovery: pd.DataFrame, *, alpha: float, min_n: int) -> pd.DataFra
             n_terms=int(row["n_terms"]), failed_share=float(row["failed_share"]),
             wald_p_value=float(row["wald_p_adjusted"]),
             equivalence_p_value=_nan(row["equivalence_p_adjusted"]), alpha=alpha,
+            margin=margins[row["formula"]],
+            equivalence_bound=_nan(row["equivalence_bound"]),
+            consistent_attainable=bool(row["consistent_attainable"]),
+            humans_needed=_nan(row["humans_needed"]),
         )  # fmt: skip
     small = subgroup & recovery["small"].astype(bool) & (recovery["failure"] == "")
     if small.any():
@@ -1369,36 +1531,64 @@ def _pairs(coherence: Sequence[Coherence]) -> list[tuple[Coherence, list[str]]]:
 def _shares(
     plan: _Plan, human_df: pd.DataFrame, samples: list[pd.DataFrame]
 ) -> pd.DataFrame:
-    """Share of each option among the answers, human and simulated (mean over replicates);
-    number items have no options (their distributions are in ``_distributions``)."""
+    """Share of each option among the answers, human and simulated (mean over
+    replicates). A whole-number item (a formula's 1-5 outcome) is shown the same way
+    over the values the humans and the replicates gave, when there are at most
+    ``MAX_OBSERVED_OPTIONS`` of them; other number items have no such table (their
+    distributions are in ``_distributions``)."""
     rows = []
     for item in plan.study.items:
-        if item.is_number:
+        levels = _share_levels(item, human_df, samples)
+        if levels is None:
             continue
-        human = _option_shares(
-            human_df[item.name], item, weights=plan.weights(human_df)
+        human = _level_shares(
+            human_df[item.name], levels, weights=plan.weights(human_df)
         )
-        sims = np.array([_option_shares(sample[item.name], item) for sample in samples])
+        sims = np.array(
+            [_level_shares(sample[item.name], levels) for sample in samples]
+        )
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             sim = np.nanmean(sims, axis=0)
-        for (label, code), h, m in zip(item.options.items(), human, sim):
+        for (label, code), h, m in zip(levels.items(), human, sim):
             rows.append((item.name, float(code), label, h, m))
     return pd.DataFrame(rows, columns=["item", "code", "label", "human", "sim"])
 
 
-def _option_shares(
-    answers: pd.Series, item: Item, *, weights: np.ndarray | None = None
+def _share_levels(
+    item: Item, human_df: pd.DataFrame, samples: list[pd.DataFrame]
+) -> dict[str, float] | None:
+    """The (label, code) levels ``_shares`` counts for ``item``: its options, or the
+    values a whole-number item took (None when not whole or too many)."""
+    if not item.is_number:
+        return dict(item.options)
+    if not item.number.whole:
+        return None
+    given = pd.concat([human_df[item.name], *(s[item.name] for s in samples)])
+    values = np.unique(pd.to_numeric(given, errors="coerce").dropna().to_numpy(float))
+    if len(values) > MAX_OBSERVED_OPTIONS:
+        return None
+    return {plain_number(v): float(v) for v in values}
+
+
+def _level_shares(
+    answers: pd.Series,
+    levels: Mapping[str, float],
+    *,
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Share of the non-missing answers taking each option code, weighted by survey
+    """Share of the non-missing answers taking each level's code, weighted by survey
     ``weights`` when given (NaN with none)."""
     values = pd.to_numeric(answers, errors="coerce").to_numpy(float)
     given = ~np.isnan(values)
     if not given.any():
-        return np.full(len(item.codes), np.nan)
+        return np.full(len(levels), np.nan)
     w = np.ones(len(values)) if weights is None else weights
     return np.array(
-        [np.average(values[given] == code, weights=w[given]) for code in item.codes]
+        [
+            np.average(values[given] == code, weights=w[given])
+            for code in levels.values()
+        ]
     )
 
 
@@ -1406,8 +1596,9 @@ def _option_shares(
 
 
 VERDICT_COLUMNS = [
-    "formula", "decision", "wald_statistic", "wald_df", "wald_p_value",
-    "equivalence_p_value", "margin", "n_terms", "nobs_human", "nobs_sim",
+    "formula", "decision", "wald_statistic", "wald_df", "wald_denominator_df",
+    "wald_p_value", "equivalence_p_value", "margin", "equivalence_bound",
+    "consistent_attainable", "humans_needed", "n_terms", "nobs_human", "nobs_sim",
     "failed_share", "reason",
 ]  # fmt: skip
 
@@ -1602,7 +1793,7 @@ def _unparseable(simulator: Simulator) -> Counter[str]:
 
 def _notes(
     plan: _Plan,
-    reference: FreshSampleSimulator,
+    reference: dict[str, Any],
     samples: list[pd.DataFrame],
     human_fits: dict[Key, Fit | str],
     human_df: pd.DataFrame,
@@ -1612,8 +1803,8 @@ def _notes(
 ) -> dict[str, Any]:
     """What the reader must know beside the numbers: the simulator's nonresponse per
     item and its ``unparseable`` answers per item in this validation's replicates, the
-    reference's fallbacks, the humans with missing persona values
-    (``Study.missing_persona_note``, None without), the humans' declared missing
+    notes about the reference (``_reference_notes``), the humans with missing persona
+    values (``Study.missing_persona_note``, None without), the humans' declared missing
     answers (``Study.missing_answers_note``, None without), the survey weights
     (``_weights_note``, None without) and warnings."""
     cautions = []
@@ -1641,9 +1832,7 @@ def _notes(
             for item in plan.study.item_names
         },
         "unparseable": {item: int(unparseable[item]) for item in plan.study.item_names},
-        "reference_fallback_share": reference.fallbacks
-        / max(1, sum(len(sample) for sample in samples)),
-        "reference": repr(reference),
+        **reference,
         "missing_personas": plan.study.missing_persona_note(human_df),
         "missing_answers": missing_answers,
         "weights": _weights_note(plan, human_df),

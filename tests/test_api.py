@@ -101,6 +101,7 @@ def test_every_public_attribute_of_every_result(survey):
     assert set(public_fields(fitted)) == {
         "formula", "family", "cov", "absorb", "weights", "conf_level", "nobs", "table",
         "aliased", "vcov", "design_sd", "outcome_sd", "clusters", "levels",
+        "input_scale", "satterthwaite_df", "wald_df",
     }  # fmt: skip
     assert fitted.weights is None and fitted.levels is None
     assert fitted.refit(human) == fitted

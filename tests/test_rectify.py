@@ -381,9 +381,10 @@ def test_per_term_lambda_is_tuned_for_each_term():
 @pytest.mark.parametrize("kind", ["good", "biased", "uninformative"])
 @pytest.mark.parametrize("unlabeled", [400, "frame"])
 def test_no_term_is_less_precise_than_the_humans_alone(kind, unlabeled):
-    """With λ tuned per term at its own estimate, every term's gain (σ² / rectified
-    variance, one Hessian) is at least 1, whatever the simulator, in 5 samples each of
-    60 humans (where a λ tuned at the λ = 1 fit lost up to 4% on the disclosure task)."""
+    """With λ tuned per term at its own estimate (λ = 0 where that is narrower), every
+    term's gain (humans-only / rectified SE, squared) is at least 1, whatever the
+    simulator, in 5 samples each of 60 humans (where a λ tuned at the λ = 1 fit lost
+    up to 4% on the disclosure task)."""
     rng = np.random.default_rng({"good": 41, "biased": 42, "uninformative": 43}[kind])
     for _ in range(5):
         frame = people(rng, 400)[["x", "z", "arm"]]
@@ -392,6 +393,83 @@ def test_no_term_is_less_precise_than_the_humans_alone(kind, unlabeled):
             unlabeled=frame if unlabeled == "frame" else unlabeled,
         )  # fmt: skip
         assert (result.table["gain"] >= 1 - 1e-9).all(), result.table["gain"]
+
+
+def test_the_gain_is_measured_against_the_humans_only_interval():
+    """gain = (humans-only SE / rectified SE)², effective n = n × gain, for a tuned and
+    a fixed λ; at λ = 1 with an uninformative simulator some rectified intervals are
+    wider than the humans-only ones (up to 1.22x here), and exactly those rows have a
+    gain below 1; tuned, none is wider."""
+    rng = np.random.default_rng(44)
+    frame = people(rng, 600)[["x", "z", "arm"]]
+    humans = people(rng, 300)
+    for kind, lam in (("good", "tuned"), ("uninformative", 1.0)):
+        table = rectify(
+            STUDY, humans, WorldSimulator(kind), unlabeled=frame, lam=lam,
+            progress=False,
+        ).table  # fmt: skip
+        ratio = table["classical_std_error"] / table["rectified_std_error"]
+        np.testing.assert_allclose(table["gain"], ratio**2, rtol=1e-12)
+        np.testing.assert_allclose(
+            table["effective_n"], table["n_human"] * table["gain"], rtol=1e-12
+        )
+        wider = (table["rectified_ci_high"] - table["rectified_ci_low"]) > (
+            table["classical_ci_high"] - table["classical_ci_low"]
+        )
+        assert ((table["gain"] < 1) == wider).all()
+        assert wider.any() if kind == "uninformative" else not wider.any()
+        assert (table["warning"] == "").all()  # 300 humans, 4 coefficients
+
+
+def near_separated(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    """n humans whose action x almost decides (a logit slope of 8 on x): the
+    humans-only fit converges, with fitted probabilities within 1e-6 of 0 or 1."""
+    humans = people(rng, n)
+    return humans.assign(act=rng.binomial(1, scipy.special.expit(8 * humans["x"])))
+
+
+def test_small_labeled_samples_are_warned_of_in_the_table_caveats_and_report(tmp_path):
+    """39 labeled humans for the 4-coefficient logit: under 10 events per
+    coefficient; with an action x almost decides, near separation as well. The
+    warning is in the table (every row of the formula), the caveats and the
+    report's section; 300 ordinary humans get none (the other test)."""
+    rng = np.random.default_rng(45)
+    formula = STUDY.models[0].formula
+    for humans, separated in (
+        (people(rng, 39), False),
+        (near_separated(rng, 39), True),
+    ):
+        result = rectify(
+            STUDY, humans, WorldSimulator("good"), unlabeled=200, progress=False
+        )
+        (warning,) = set(result.table["warning"])
+        assert "rarer answer for 4 coefficients (under 10 per" in warning
+        assert ("near separation" in warning) == separated, warning
+        assert f"{formula}: warning: {warning}." in result.caveats()
+    markdown = result.to_html(tmp_path / "r.html").with_suffix(".md").read_text()
+    assert "Small labeled sample: " in markdown and "near separation" in markdown
+
+
+def test_the_command_prints_the_small_sample_warning(
+    capsys, tmp_path, tiny_model_dir, monkeypatch
+):
+    """simval rectify with 30 labeled humans prints the logit's warning."""
+    from simval.cli import main
+    from simval.tasks import load_task
+
+    monkeypatch.setenv("SIMVAL_CACHE_DIR", str(tmp_path / "cache"))
+    task = load_task("example")
+    path = tmp_path / "people.csv"
+    task.human.iloc[:120].to_csv(path, index_label="respondent")
+    code = main(
+        ["rectify", "simval/tasks/example/study.yaml", "--human", str(path),
+         "--model", str(tiny_model_dir), "--labeled-n", "30",
+         "--out", str(tmp_path / "r.html")]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    logit = next(m.formula for m in task.study.models if m.family == "logit")
+    assert f"{logit}: warning: " in out and "per coefficient" in out
 
 
 def test_a_formula_with_a_treatment_argument():

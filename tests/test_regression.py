@@ -482,3 +482,102 @@ def test_option_errors(small: pd.DataFrame, options: dict, culprit: str) -> None
     with pytest.raises(OptionError) as info:
         fit("y ~ x", small, **options)
     assert culprit in str(info.value)
+
+
+# --- input scales and Satterthwaite degrees of freedom ---------------------------------
+
+
+def _scale_data(n: int = 400, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "x": rng.normal(10, 3, n),
+            "common": (rng.random(n) < 0.5).astype(int),
+            "rare": (np.arange(n) < n // 20).astype(int),
+            "arm": rng.choice(["a", "b", "c"], n),
+            "y": rng.normal(size=n),
+        }
+    )
+
+
+def test_input_scale_is_one_for_every_dummy_and_two_sd_for_a_continuous_input():
+    """Gelman's scaling: dummies (common, rare, factor levels, their interactions) have
+    unit 1 whatever their prevalence; a continuous input 2 SD; x by a dummy 2 SD(x)."""
+    data = _scale_data()
+    fitted = fit("y ~ x + common + rare + C(arm) + x:common + rare:common", data)
+    scale = fitted.input_scale
+    two_sd = 2 * data["x"].std(ddof=1)
+    assert scale["Intercept"] == 0
+    assert scale["x"] == pytest.approx(two_sd)
+    for dummy in ("common", "rare", "C(arm)[T.b]", "C(arm)[T.c]", "rare:common"):
+        assert scale[dummy] == 1.0, dummy
+    assert scale["x:common"] == pytest.approx(two_sd)
+    # the design SD of a rare dummy is far below a common one's; its input scale is not
+    assert fitted.design_sd["rare"] < 0.25 < fitted.design_sd["common"]
+
+
+def test_input_scale_of_categorical_families_follows_the_terms():
+    data = _scale_data().assign(y=lambda d: np.digitize(d["y"], [-0.5, 0.5]))
+    multinomial = fit("y ~ x + rare", data, family="mnlogit")
+    assert multinomial.input_scale["rare | y=1"] == 1.0
+    assert multinomial.input_scale["x | y=2"] == pytest.approx(2 * data["x"].std())
+    assert multinomial.satterthwaite_df.isin([np.inf]).all()
+    ordered = fit("y ~ x + rare", data, family="ologit")
+    assert ordered.input_scale["threshold 0|1"] == 0
+
+
+def test_satterthwaite_df_matches_its_definition_and_is_small_for_rare_terms():
+    """df_j = (sum_i c_ij)^2 / sum_i c_ij^2 with c_ij the squared row of X (X'X)^-1;
+    invariant to rescaling a column; a rare dummy's few members give few df; clusters
+    bound it by the number of clusters."""
+    data = _scale_data()
+    fitted = fit("y ~ x + common + rare", data)
+    X = np.column_stack([np.ones(len(data)), data["x"], data["common"], data["rare"]])
+    c = (X @ np.linalg.inv(X.T @ X)) ** 2
+    expected = c.sum(axis=0) ** 2 / (c**2).sum(axis=0)
+    np.testing.assert_allclose(fitted.satterthwaite_df.to_numpy(), expected)
+    rescaled = fit("y ~ x + common + rare", data.assign(x=data["x"] * 100))
+    np.testing.assert_allclose(rescaled.satterthwaite_df, fitted.satterthwaite_df)
+    df = fitted.satterthwaite_df
+    assert df["rare"] < 30 < 0.4 * len(data) < df["common"]
+    clustered = fit(
+        "y ~ x + common", data.assign(g=np.arange(len(data)) % 12), cov="cluster:g"
+    )
+    assert (clustered.satterthwaite_df <= 12 + 1e-9).all()
+    logit = fit("common ~ x + rare", data, family="logit")
+    assert (logit.satterthwaite_df > 1).all() and logit.satterthwaite_df["rare"] < 30
+
+
+def test_joint_satterthwaite_df_is_the_wishart_match_and_one_term_is_the_per_term_df():
+    """The joint df of one column is that column's df; of several, it lies between the
+    smallest per-term df and the total; simulated sandwiches under the working model
+    have the variance the matched Wishart says (within a seeded tolerance)."""
+    from simval.regression import satterthwaite_df, standardised_scores
+
+    data = _scale_data()
+    X = np.column_stack([np.ones(len(data)), data["x"], data["common"], data["rare"]])
+    scores = standardised_scores(X, information=np.ones(len(X)), score=np.ones(len(X)))
+    per_term = satterthwaite_df(scores, clusters=None)
+    for j in range(X.shape[1]):
+        one = satterthwaite_df(scores[:, [j]], clusters=None, joint=True)
+        assert one == pytest.approx(per_term[j])
+    joint = satterthwaite_df(scores[:, 1:], clusters=None, joint=True)
+    assert per_term[1:].min() < joint < len(X)
+    fitted = fit("y ~ x + common + rare", data)
+    assert fitted.wald_df == pytest.approx(joint)
+    # the sandwich of Gaussian scores: the summed variance of its standardised
+    # entries is q(q + 1) / df, the matched Wishart's
+    rng = np.random.default_rng(0)
+    z = (
+        scores[:, 1:]
+        @ np.linalg.inv(np.linalg.cholesky(scores[:, 1:].T @ scores[:, 1:])).T
+    )
+    draws = np.array(
+        [(z * rng.normal(size=(len(z), 1)) ** 2).T @ z for _ in range(4000)]
+    )
+    q = z.shape[1]
+    assert draws.var(axis=0).sum() == pytest.approx(q * (q + 1) / joint, rel=0.08)
+    clustered = fit(
+        "y ~ x + common", data.assign(g=np.arange(len(data)) % 12), cov="cluster:g"
+    )
+    assert clustered.wald_df <= 12

@@ -13,9 +13,11 @@ from hypothesis import strategies as st
 
 from simval.metrics import (
     coefficient_recovery,
+    equivalence_limit,
     equivalence_p_value,
     geometric_mean,
     heterogeneity,
+    hotelling_p_value,
     nonresponse_scale,
     wald_equality,
     wasserstein,
@@ -235,3 +237,130 @@ def test_holm_equals_statsmodels(p_values):
     np.testing.assert_allclose(
         holm(p), multipletests(p, method="holm")[1], rtol=0, atol=1e-15
     )
+
+
+# --- small-sample equivalence and Wald references ---------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    diff=st.floats(-5, 5),
+    se=st.floats(0.01, 3),
+    df=st.one_of(st.floats(2, 500), st.just(math.inf)),
+    alpha=st.floats(0.01, 0.2),
+    excess=st.floats(1e-6, 2),
+)
+def test_equivalence_limit_is_where_the_tost_starts_to_succeed(
+    diff, se, df, alpha, excess
+):
+    """TOST at alpha shows equivalence for every margin above the limit and none below."""
+    limit = float(equivalence_limit(diff=diff, std_error=se, alpha=alpha, df=df))
+    above = equivalence_p_value(diff=diff, std_error=se, margin=limit + excess, df=df)
+    assert above < alpha
+    if limit - excess > 0:
+        below = equivalence_p_value(
+            diff=diff, std_error=se, margin=limit - excess, df=df
+        )
+        assert below >= alpha
+
+
+def test_equivalence_p_value_with_df_is_the_t_tost():
+    """Two one-sided t tests: fewer df, a larger p; infinite df, the normal TOST."""
+    normal = equivalence_p_value(diff=0.1, std_error=0.2, margin=0.5)
+    t10 = equivalence_p_value(diff=0.1, std_error=0.2, margin=0.5, df=10)
+    assert float(t10) == pytest.approx(scipy.stats.t.sf(2.0, 10))
+    assert float(normal) == pytest.approx(scipy.stats.norm.sf(2.0))
+    assert t10 > normal
+    assert equivalence_p_value(
+        diff=0.1, std_error=0.2, margin=0.5, df=math.inf
+    ) == pytest.approx(normal)
+
+
+def test_hotelling_p_value_references():
+    """Hotelling's T^2 through F; chi-squared at infinite df; NaN below q - 1 df."""
+    q, nu, stat = 4, 30.0, 11.0
+    expected = scipy.stats.f.sf(stat * (nu - q + 1) / (nu * q), q, nu - q + 1)
+    assert hotelling_p_value(stat, q=q, nu=nu) == pytest.approx(expected)
+    assert hotelling_p_value(stat, q=q, nu=math.inf) == pytest.approx(
+        scipy.stats.chi2.sf(stat, q)
+    )
+    # the F reference is more conservative, and tends to chi-squared as nu grows
+    assert hotelling_p_value(stat, q=q, nu=nu) > scipy.stats.chi2.sf(stat, q)
+    assert hotelling_p_value(stat, q=q, nu=1e7) == pytest.approx(
+        scipy.stats.chi2.sf(stat, q), rel=1e-4
+    )
+    assert math.isnan(hotelling_p_value(stat, q=q, nu=3.0))
+    assert math.isnan(hotelling_p_value(stat, q=0, nu=nu))
+
+
+def test_wald_equality_refers_to_hotelling_with_the_denominator_df():
+    """With a finite denominator df the statistic is unchanged and its p-value is
+    Hotelling's; without one, chi-squared."""
+    terms = ["a", "b"]
+    human = pd.Series([0.0, 0.0], index=terms)
+    vcov = pd.DataFrame(np.eye(2) * 0.01, index=terms, columns=terms)
+    sims = [pd.Series([0.2, -0.1], index=terms)]
+    test = wald_equality(
+        human_estimate=human, human_vcov=vcov, sim_estimates=sims,
+        sim_vcovs=[vcov], terms=terms, denominator_df=12.0,
+    )  # fmt: skip
+    assert test.denominator_df == 12.0
+    chi = wald_equality(
+        human_estimate=human, human_vcov=vcov, sim_estimates=sims,
+        sim_vcovs=[vcov], terms=terms,
+    )  # fmt: skip
+    assert chi.statistic == test.statistic
+    assert chi.p_value == pytest.approx(scipy.stats.chi2.sf(chi.statistic, 2))
+    assert test.p_value == pytest.approx(
+        hotelling_p_value(test.statistic, q=2, nu=12.0)
+    )
+    assert test.p_value > chi.p_value
+
+
+# --- margins and what a verdict can show, end to end ------------------------------------
+
+
+def test_validate_margins_are_one_size_for_common_and_rare_dummies_and_verdicts_say_what_they_show():
+    """Every dummy's margin is 2 x 0.1 outcome SDs whatever its prevalence; a continuous
+    term's is 0.1 outcome SDs per SD; the verdict gives the bound the data show and,
+    where 200 humans cannot show the margin, how many could."""
+    import simval
+
+    rng = np.random.default_rng(11)
+    n = 200
+    human = pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "common": (rng.random(n) < 0.5).astype(int),
+            "rare": (rng.random(n) < 0.06).astype(int),
+            "group": rng.choice(["p", "q"], n),
+        }
+    )
+    human["y"] = np.round(2 + human["x"] + human["common"] + rng.normal(size=n), 1)
+
+    def perfect(personas, seed=None):
+        noise = np.random.default_rng(seed).normal(size=len(personas))
+        y = np.round(2 + personas["x"] + personas["common"] + noise, 1)
+        return pd.DataFrame({"y": y}, index=personas.index)
+
+    result = simval.validate(
+        "y ~ x + common + rare", human, simval.FunctionSimulator(perfect),
+        subgroups=["group"], reps=5, resamples=0, progress=False,
+    )  # fmt: skip
+    overall = result.coefficients.query("subgroup == 'overall'").set_index("term")
+    sd_y = human["y"].std(ddof=1)
+    assert overall.loc["common", "margin"] == pytest.approx(0.2 * sd_y)
+    assert overall.loc["rare", "margin"] == pytest.approx(0.2 * sd_y)
+    assert overall.loc["x", "margin"] == pytest.approx(0.1 * sd_y / human["x"].std())
+    verdict = result.verdicts.iloc[0]
+    judged = overall.loc[["x", "common", "rare"], "equivalence_bound"]
+    assert verdict["equivalence_bound"] == pytest.approx(judged.max())
+    assert not verdict["consistent_attainable"]
+    assert verdict["humans_needed"] > n
+    assert verdict["decision"] == UNDETERMINED
+    assert "too few humans" in verdict["reason"]
+    assert f"about {verdict['humans_needed']:,.0f} humans" in verdict["reason"]
+    assert f"within ±{verdict['equivalence_bound']:.2f} SD" in verdict["reason"]
+    assert math.isfinite(verdict["wald_denominator_df"])
+    cells = result.recovery.query("subgroup == 'group'")
+    assert cells["equivalence_bound"].notna().all()

@@ -68,8 +68,9 @@ def inference_blocks(
             f"{level} intervals. Humans only: the labeled humans' own fit. Simulated "
             "only: the simulator's sampled answers for the simulated-only personas, "
             "fitted alone. Rectified: PPI++ (prediction-powered inference) on both. "
-            "Effective n: the humans whose own fit would be as precise as the rectified "
-            "one; gain: effective n / humans used."
+            "Gain: (humans-only SE / rectified SE)², below 1 where the rectified "
+            "interval is the wider; effective n: humans used × gain, the humans whose "
+            "own fit would be as precise as the rectified one."
         ),
     ]
     for i, model in enumerate(first.study.models, start=1):
@@ -87,6 +88,12 @@ def inference_blocks(
             name: r.table[r.table["formula"] == formula]
             for name, r in rectified.items()
         }
+        warned = dict.fromkeys(
+            warning for t in tables.values() for warning in t["warning"] if warning
+        )  # the labeled humans' own fit: one warning whichever the simulator
+        blocks.extend(
+            Callout(f"Small labeled sample: {warning}.") for warning in warned
+        )
         terms = list(next(iter(tables.values()))["term"])
         if not terms:
             continue

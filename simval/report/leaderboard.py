@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from simval.aggregate import ACROSS, Aggregate
+from simval.aggregate import ACROSS, MIN_TASKS, SAMPLING_ERROR, TEST, Aggregate
 from simval.errors import DataError, OptionError
 from simval.report.blocks import Cell, Table, cell, interval
 from simval.results import (
@@ -293,7 +293,7 @@ def aggregate_table(result: Aggregate) -> Table:
             across = shown[-1]
             rows.append(
                 (
-                    Cell(metric.label if i == 0 else ""),
+                    Cell(_aggregate_label(metric) if i == 0 else ""),
                     Cell(better(metric, nominal=result.level) if i == 0 else ""),
                     Cell(name),
                     *(
@@ -316,20 +316,45 @@ def aggregate_table(result: Aggregate) -> Table:
     )
 
 
+MONTE_CARLO = "†"
+"""Marks the metrics whose standard errors cover the replicates only (Monte Carlo)."""
+
+
+def _aggregate_label(metric: Metric) -> str:
+    """The metric's label, with ``MONTE_CARLO`` where its CIs are Monte Carlo only."""
+    only = metric.uncertainty == "replicates"
+    return f"{metric.label} {MONTE_CARLO}" if only else metric.label
+
+
 def aggregate_legend(result: Aggregate) -> str:
-    """What the aggregate's cells, its uncertainty and its marks mean."""
+    """What the aggregate's cells, its uncertainty and its marks mean, the test behind
+    the marks over the tasks among them."""
     level = f"{result.level:.0%}"
     never = [*result.references, REFERENCE_ROW, HUMAN_ROW]
+    if len(result.tasks) < MIN_TASKS:
+        marks = (
+            f"no mark: with fewer than {MIN_TASKS} tasks the variation of a difference "
+            "between tasks cannot be estimated, so no model can be separated over them"
+        )
+    else:
+        marks = (
+            f"bold where {TEST}, a {level} interval, lies wholly on one side of 0 "
+            "against every other simulator, italic for the lowest mean score and those "
+            f"not separated from it; none where a difference is defined on fewer than "
+            f"{MIN_TASKS} tasks"
+        )
     return (
         f"Across the tasks {', '.join(result.tasks)}. Each task's cell: the value and "
         f"its {level} CI, marked as that task's leaderboard marks it (bold: best, "
         "distinguishable from every other simulator by a paired-difference CI; italic: "
         f"tied for best). {ACROSS}: the mean of the tasks' values where the metric is "
         "defined (tasks: how many), its CI the mean ± the normal quantile times "
-        "sqrt(sum of the tasks' squared standard errors) / tasks, the tasks being "
-        "independent respondents; bold where the mean over the tasks of the paired "
-        "score differences with every other simulator has such a CI wholly on one "
-        "side of 0, italic for the lowest mean score and those not distinguishable "
-        "from it. wins: tasks where the simulator is best. Never marked: "
-        f"{', '.join(never)}."
+        "sqrt(sum of the tasks' squared standard errors) / tasks: the sampling error "
+        "of the mean over these tasks, not how it would change on other tasks. Marks "
+        f"over the tasks: {marks}. {MONTE_CARLO} CIs cover "
+        f"{SAMPLING_ERROR['replicates']}: the spread over the simulator's replicate "
+        "samples, without the humans' sampling error that every replicate shares, so "
+        "narrower than the metric's full uncertainty; the other metrics' CIs resample "
+        "the humans and the replicates. wins: tasks where the simulator is best. "
+        f"Never marked: {', '.join(never)}."
     )

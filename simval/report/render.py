@@ -375,9 +375,10 @@ def _simulator_blocks(validations: Mapping[str, Validation]) -> list[Block]:
             "Each replicate draws as many personas as there are humans, with replacement, "
             "and asks the simulator to answer them; simulated figures are means over the "
             "replicates. The fresh-sample reference "
-            f"({first.notes.get('reference', 'FreshSampleSimulator')}) answers the same "
-            "personas with fresh answers from the human population: a perfect simulator, "
-            f"whose values are the {REFERENCE_ROW} column of the headline table."
+            f"({first.notes.get('reference', 'whole-row double bootstrap')}) varies "
+            "about the humans as a perfect simulator's replicates would, one answering "
+            "like fresh respondents from the human population: its values are the "
+            f"{REFERENCE_ROW} column of the headline table."
         ),
     ]
     items = list(first.study.item_names)
@@ -479,10 +480,17 @@ def _decision_rules(validations: Mapping[str, Validation]) -> list[Block]:
             f"respondents? Over all respondents, intercept left out, at alpha = "
             f"{alpha:g}: {CONSISTENT} when every coefficient is shown to lie within its "
             "equivalence margin of the humans' (equivalence p below alpha); "
-            f"{INCONSISTENT} when the joint Wald test rejects equal coefficients, or the "
-            "model cannot be estimated on the simulated answers in more than "
-            f"{MAX_FAILED_SHARE:.0%} of the replicates; {UNDETERMINED} otherwise: too "
-            "little information, which is never read as agreement.",
+            f"{INCONSISTENT} when the joint Wald test rejects equal coefficients (an F "
+            "reference with the humans' smallest Satterthwaite df, so it holds its level "
+            "in small samples), or the model cannot be estimated on the simulated answers "
+            f"in more than {MAX_FAILED_SHARE:.0%} of the replicates; {UNDETERMINED} "
+            "otherwise, which is never read as agreement. Margins are standardised: per "
+            "SD of a continuous term, per half the change between a dummy's two values, "
+            "rare or common (Gelman 2008). The bound is what the data do show: every "
+            "coefficient lies within it of the humans' (the smallest margin the "
+            "equivalence test would accept). Where even identical coefficients could not "
+            "be shown within the margin with these humans, consistent is not attainable "
+            "and the table gives the humans that would make it so.",
             lead="Decisions",
         ),
         Table(
@@ -510,10 +518,12 @@ def _decision_table(validations: Mapping[str, Validation], formula: str) -> Tabl
             "simulator",
             "decision",
             "Wald statistic",
-            "Wald df",
+            "Wald df (terms, denominator)",
             "Wald p",
             "equivalence p",
             "margin (standardised)",
+            "bound (standardised)",
+            "consistent attainable",
             "terms",
             "n human",
             "n simulated",
@@ -524,10 +534,12 @@ def _decision_table(validations: Mapping[str, Validation], formula: str) -> Tabl
                 Cell(name),
                 Cell(str(row["decision"])),
                 cell(row["wald_statistic"]),
-                cell(row["wald_df"]),
+                Cell(_wald_df(row)),
                 _p_cell(row["wald_p_value"]),
                 _p_cell(row["equivalence_p_value"]),
                 cell(row["margin"]),
+                cell(row["equivalence_bound"]),
+                Cell(_attainable(row)),
                 cell(row["n_terms"]),
                 cell(row["nobs_human"]),
                 cell(row["nobs_sim"]),
@@ -536,6 +548,20 @@ def _decision_table(validations: Mapping[str, Validation], formula: str) -> Tabl
             for name, row in rows.items()
         ),
     )
+
+
+def _wald_df(row: pd.Series) -> str:
+    """The Wald test's degrees of freedom: terms, and the denominator's (∞: chi-squared)."""
+    nu = row["wald_denominator_df"]
+    return f"{row['wald_df']:.0f}, {'∞' if np.isinf(nu) else f'{nu:.0f}'}"
+
+
+def _attainable(row: pd.Series) -> str:
+    """Whether consistent could be shown at all, else the humans that would allow it."""
+    if bool(row["consistent_attainable"]):
+        return "yes"
+    needed = row["humans_needed"]
+    return f"no (about {needed:,.0f} humans)" if np.isfinite(needed) else "no"
 
 
 def _coefficient_blocks(

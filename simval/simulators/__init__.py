@@ -5,7 +5,6 @@ from simval.simulators.hf import HFSimulator
 from simval.simulators.prompts import PromptTemplate
 from simval.simulators.reference import (
     BootstrapSimulator,
-    FreshSampleSimulator,
     FunctionSimulator,
     MarginalSimulator,
 )
@@ -13,7 +12,6 @@ from simval.simulators.served import ServedSimulator
 
 __all__ = [
     "BootstrapSimulator",
-    "FreshSampleSimulator",
     "FunctionSimulator",
     "HFSimulator",
     "MarginalSimulator",

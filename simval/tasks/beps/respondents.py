@@ -4,7 +4,8 @@
 
 carData's columns are renamed to plain names a formula can use (its dotted names are
 not), and the vote is coded 1 = Labour, 2 = Conservative, 3 = Liberal Democrat (the
-study's option codes); every other value is as carData has it.
+study's option codes); every other value is as carData has it (``knowledge`` is
+carData's political.knowledge, 0 to 3).
 """
 
 from __future__ import annotations
@@ -35,4 +36,4 @@ def respondents() -> pd.DataFrame:
     raw = r_dataset("carData", "BEPS")
     people = raw.rename(columns=RENAMED)
     people["vote"] = people["vote"].map(VOTE_CODES)
-    return people.drop(columns=["knowledge"])
+    return people
