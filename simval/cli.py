@@ -1020,6 +1020,13 @@ def _print_table(
         for name, v in validations.items():
             for row in v.verdicts[v.verdicts["formula"] == formula].to_dict("records"):
                 typer.echo(verdict_sentence(row, simulator=name))
+    flagged: dict[str, list[str]] = {}
+    for name, v in validations.items():
+        for warning in v.notes.get("warnings", ()):
+            flagged.setdefault(warning, []).append(name)
+    for warning, names in flagged.items():
+        who = "" if len(names) == len(validations) else f" ({', '.join(names)})"
+        typer.echo(f"warning{who}: {warning}")
 
 
 def _print_gains(benchmark: Benchmark) -> None:

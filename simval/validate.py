@@ -1235,10 +1235,14 @@ def _reach(
 
 
 def _small(plan: _Plan, model: Model, human: Fit, rows: pd.DataFrame) -> bool:
-    """A cell too small to judge: under ``min_subgroup_n`` respondents, or, for a binary
-    outcome, under ``MIN_EVENTS_PER_PARAMETER`` cases of the rarer outcome per coefficient."""
-    if len(rows) < plan.min_subgroup_n:
-        return True
+    """A cell too small to judge: under ``min_subgroup_n`` respondents, or too few
+    events per coefficient (``_few_events``)."""
+    return len(rows) < plan.min_subgroup_n or _few_events(model, human, rows)
+
+
+def _few_events(model: Model, human: Fit, rows: pd.DataFrame) -> bool:
+    """For a binary outcome, under ``MIN_EVENTS_PER_PARAMETER`` cases of the rarer
+    outcome per estimated coefficient (events per variable, Peduzzi et al. 1996)."""
     if model.family not in ("logit", "probit"):
         return False
     outcome = rows[model.outcome].dropna()
@@ -1815,6 +1819,7 @@ def _notes(
                 f"{formula}: cluster-robust errors on {clusters} clusters "
                 f"(fewer than {FEW_CLUSTERS}) are unreliable"
             )
+    cautions.extend(_reference_cautions(plan, reference, human_fits, human_df))
     small = sorted(
         {
             f"{s}={lvl}"
@@ -1838,6 +1843,42 @@ def _notes(
         "weights": _weights_note(plan, human_df),
         "warnings": cautions,
     }
+
+
+def _reference_cautions(
+    plan: _Plan,
+    reference: dict[str, Any],
+    human_fits: dict[Key, Fit | str],
+    human_df: pd.DataFrame,
+) -> list[str]:
+    """Where the fresh reference is not shown calibrated for this study, said beside its
+    numbers: a model it could not fit in some replicates, a pseudo-population redrawn,
+    or a binary outcome with under ``MIN_EVENTS_PER_PARAMETER`` events per coefficient
+    (below that, its double bootstrap doubles the logit's small-sample bias:
+    docs/metrics.md)."""
+    cautions = []
+    if reference.get("reference_redraws"):
+        cautions.append(
+            f"the fresh reference's pseudo-population was redrawn "
+            f"{reference['reference_redraws']} time(s) because a model failed in half "
+            "its replicates: its values hold for a population where the models can be fit"
+        )
+    for model in plan.study.models:
+        found = reference.get("reference_recovery", {}).get(model.formula, {})
+        failed = found.get("failed_share") or 0.0
+        if failed > 0:
+            cautions.append(
+                f"{model.formula}: the fresh reference could not fit the model in "
+                f"{failed:.0%} of its replicates; its values rest on the others"
+            )
+        human = human_fits.get((model.formula, OVERALL, OVERALL))
+        if isinstance(human, Fit) and _few_events(model, human, human_df):
+            cautions.append(
+                f"{model.formula}: under {MIN_EVENTS_PER_PARAMETER} events per "
+                "coefficient; the fresh reference is not proven calibrated there, so "
+                "read its values as approximate"
+            )
+    return cautions
 
 
 def _weights_note(plan: _Plan, human_df: pd.DataFrame) -> str | None:

@@ -364,3 +364,30 @@ def test_validate_margins_are_one_size_for_common_and_rare_dummies_and_verdicts_
     assert math.isfinite(verdict["wald_denominator_df"])
     cells = result.recovery.query("subgroup == 'group'")
     assert cells["equivalence_bound"].notna().all()
+
+
+def test_the_report_says_where_the_fresh_reference_is_not_proven_calibrated():
+    """A logit with under 10 events per coefficient: the notes' warnings (which the
+    report and the command print) say the reference is approximate there."""
+    import simval
+
+    rng = np.random.default_rng(5)
+    n = 120
+    human = pd.DataFrame({"x": rng.normal(size=n), "g": rng.integers(0, 2, size=n)})
+    human["y"] = (rng.random(n) < 1 / (1 + np.exp(2 - human["x"]))).astype(int)
+    result = simval.validate(
+        "y ~ x + g", human, simval.MarginalSimulator(human), family="logit",
+        reps=3, resamples=0, progress=False,
+    )  # fmt: skip
+    rarer = min(human["y"].sum(), n - human["y"].sum())
+    assert rarer < 30
+    assert any(
+        "not proven calibrated" in w and "y ~ x + g" in w
+        for w in result.notes["warnings"]
+    )
+    balanced = human.assign(y=(human["x"] > 0).astype(int) ^ (rng.random(n) < 0.3))
+    calm = simval.validate(
+        "y ~ x + g", balanced, simval.MarginalSimulator(balanced), family="logit",
+        reps=3, resamples=0, progress=False,
+    )  # fmt: skip
+    assert not any("not proven calibrated" in w for w in calm.notes["warnings"])
