@@ -657,7 +657,7 @@ def coefficient_recovery(
     exclude: Sequence[str] = (),
     margins: Mapping[str, float] | None = None,
     dfs: Mapping[str, float] | None = None,
-    human_nobs: int | None = None,
+    human_nobs: int | Sequence[int] | None = None,
     sim_nobs: Sequence[int] | None = None,
 ) -> Recovery:
     """Compare a human coefficient table with one table per synthetic replicate sample.
@@ -668,9 +668,10 @@ def coefficient_recovery(
     ``p_value < alpha``, else "null"; a failed replicate's class is "failed". Terms of
     the replicates that the human table lacks are ignored.
 
-    Nonresponse never buys a wider interval: with ``human_nobs`` and ``sim_nobs`` (rows
-    each fit used), a replicate that used fewer rows than the humans has its standard
-    error scaled to the humans' row count, ``se * sqrt(nobs_rep / nobs_human)``.
+    Nonresponse never buys a wider interval: with ``human_nobs`` (the rows a replicate
+    would have used answering everyone: the humans' count, or one per replicate) and
+    ``sim_nobs`` (rows each fit used), a replicate that used fewer has its standard
+    error scaled up to that count, ``se * sqrt(nobs_rep / nobs_expected)``.
 
     ``terms`` columns, one row per human term in human order:
 
@@ -823,20 +824,27 @@ def _pooled(
 
 
 def nonresponse_scale(
-    human_nobs: int | None, sim_nobs: Sequence[int] | None, *, reps: int
+    human_nobs: int | Sequence[int] | None,
+    sim_nobs: Sequence[int] | None,
+    *,
+    reps: int,
 ) -> np.ndarray:
-    """Per replicate, the factor sqrt(min(1, nobs_rep / nobs_human)) on its standard errors.
+    """Per replicate, the factor sqrt(min(1, nobs_rep / nobs_expected)) on its standard errors.
 
     A simulator that leaves respondents unanswered fits on fewer rows, and its wider
     intervals would otherwise cover more often: its errors are scaled to the precision
     it would have had answering everyone, so nonresponse can never raise a score.
+    ``human_nobs`` is the rows each replicate would have used then: the humans' count,
+    or one count per replicate (replicates of resampled clusters differ in size).
     """
     if human_nobs is None or sim_nobs is None:
         return np.ones(reps)
     nobs = np.asarray(sim_nobs, dtype=float)
-    if len(nobs) != reps:
+    expected = np.asarray(human_nobs, dtype=float)
+    if len(nobs) != reps or expected.size not in (1, reps):
         raise DataError(f"sim_nobs has {len(nobs)} entries for {reps} replicate tables")
-    return np.sqrt(np.minimum(1.0, nobs / human_nobs))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(np.minimum(1.0, np.where(expected > 0, nobs / expected, 1.0)))
 
 
 def equivalence_p_value(
@@ -880,9 +888,12 @@ class WaldTest:
     approximation with ``denominator_df`` = nu, the degrees of freedom of V (the
     humans' joint Satterthwaite df, ``Fit.wald_df``: V is mostly the humans' sandwich,
     whose variability inflates d' V^-1 d in small samples), statistic (nu - q + 1) /
-    (nu q) ~ F(q, nu - q + 1); chi-squared with q df where nu is infinite, NaN where
-    nu <= q - 1 (too few rows or clusters carry the terms to test them jointly). NaN
-    without a usable replicate or term.
+    (nu q) ~ F(q, nu - q + 1); chi-squared with q df where nu is infinite. Where nu <=
+    q - 1 (too few rows or clusters carry the terms to estimate their joint covariance)
+    the joint test is unavailable and ``p_value`` is Bonferroni's over the terms' own
+    t tests with nu df, min(1, q min_j 2 P(T_nu > |d_j| / sqrt(V_jj))), still a level-
+    alpha test of equality; ``method`` says which ("chi-squared", "hotelling" or
+    "bonferroni"). NaN without a usable replicate or term.
     """
 
     terms: tuple[str, ...]
@@ -891,6 +902,7 @@ class WaldTest:
     p_value: float
     n_reps: int
     denominator_df: float = np.inf
+    method: str = "chi-squared"
 
 
 def wald_equality(
@@ -928,13 +940,21 @@ def wald_equality(
     rank = int(np.linalg.matrix_rank(v))
     statistic = float(d @ np.linalg.pinv(v) @ d)
     nu = float(denominator_df)
+    p_value = hotelling_p_value(statistic, q=rank, nu=nu)
+    method = "chi-squared" if np.isinf(nu) else "hotelling"
+    if rank and np.isnan(p_value) and nu > 0:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.abs(d) / np.sqrt(np.diag(v))
+        p_value = float(min(1.0, len(terms) * np.nanmin(2 * scipy.stats.t.sf(z, nu))))
+        method = "bonferroni"
     return WaldTest(
         terms=tuple(terms),
         statistic=statistic,
         df=rank,
-        p_value=hotelling_p_value(statistic, q=rank, nu=nu),
+        p_value=p_value,
         n_reps=len(complete),
         denominator_df=nu,
+        method=method,
     )
 
 

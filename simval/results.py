@@ -265,11 +265,16 @@ def decide(
     equivalence_bound: float = math.nan,
     consistent_attainable: bool = True,
     humans_needed: float = math.nan,
+    wald_method: str = "chi-squared",
+    reference_failed_share: float = 0.0,
+    limiting_term: str = "",
 ) -> tuple[str, str]:
     """The decision for one formula and the reason, in this order of precedence.
 
     No term to compare: undetermined. The model fails in more than
-    ``MAX_FAILED_SHARE`` of the replicates: inconsistent. Equivalence shown (every
+    ``MAX_FAILED_SHARE`` of the replicates: inconsistent, unless it fails as often for
+    a perfect simulator (the fresh reference's ``reference_failed_share`` at least
+    ``MAX_FAILED_SHARE``), then undetermined: the model cannot be fitted at this n. Equivalence shown (every
     term's TOST p-value below alpha, an intersection–union test): consistent. The
     Wald test of equal coefficients rejects at alpha: inconsistent. Otherwise
     undetermined: the data cannot tell, which is never reported as agreement. The
@@ -281,12 +286,23 @@ def decide(
     """
     if n_terms == 0:
         return UNDETERMINED, "no term besides the intercept to compare"
+    if failed_share > MAX_FAILED_SHARE and reference_failed_share >= MAX_FAILED_SHARE:
+        return UNDETERMINED, (
+            f"the model could not be estimated in {failed_share:.0%} of the replicates, "
+            f"nor in {reference_failed_share:.0%} of a perfect simulator's (the fresh "
+            "reference): it cannot be fitted reliably on samples of this size"
+        )
     if failed_share > MAX_FAILED_SHARE:
         return INCONSISTENT, (
             f"the model could not be estimated on the simulated answers in "
             f"{failed_share:.0%} of the replicates"
         )
     shown = _shown_within(equivalence_bound)
+    wald = (
+        "Bonferroni p over the terms (too few rows or clusters for the joint test)"
+        if wald_method == "bonferroni"
+        else "Wald p"
+    )
     if equivalence_p_value < alpha:
         return CONSISTENT, (
             f"every coefficient is within its margin of the humans' "
@@ -295,7 +311,7 @@ def decide(
     if wald_p_value < alpha:
         return INCONSISTENT, (
             f"the coefficients differ from the humans' "
-            f"({_p('Wald p', wald_p_value)}){shown}"
+            f"({_p(wald, wald_p_value)}){shown}"
         )
     if not consistent_attainable:
         needed = (
@@ -303,13 +319,15 @@ def decide(
             if math.isfinite(humans_needed)
             else ""
         )
+        if limiting_term:
+            needed += f" (the least precise term: {limiting_term})"
         return UNDETERMINED, (
-            f"no difference shown ({_p('Wald p', wald_p_value)}), and too few humans "
+            f"no difference shown ({_p(wald, wald_p_value)}), and too few humans "
             f"to show equivalence within the margin of {margin:g} SD even for "
             f"identical coefficients{needed}{shown}"
         )
     return UNDETERMINED, (
-        f"no difference shown ({_p('Wald p', wald_p_value)}), but the coefficients "
+        f"no difference shown ({_p(wald, wald_p_value)}), but the coefficients "
         f"are not shown within the margin of {margin:g} SD either "
         f"({_p('equivalence p', equivalence_p_value)}): a small real difference, "
         f"or too little information{shown}"

@@ -320,8 +320,12 @@ def _validation(
     )  # fmt: skip
     unparseable = _unparseable(simulator) - before  # this validation's answers only
     found = _evaluate(
-        plan, shared.human, shared.human_fits, samples, alpha=alpha, subgroups=True
-    )
+        plan, shared.human, shared.human_fits, samples, alpha=alpha, subgroups=True,
+        reference_failed={
+            formula: values["failed_share"] or 0.0
+            for formula, values in shared.reference["reference_recovery"].items()
+        },
+    )  # fmt: skip
     coded = _code(plan, shared.human, human_df, samples)
     # a copy: every simulator's bootstrap draws the same rows
     boot = _bootstrap(coded, resamples=resamples, rng=copy.deepcopy(shared.rng))
@@ -833,11 +837,14 @@ def _evaluate(
     *,
     alpha: float,
     subgroups: bool,
+    reference_failed: Mapping[str, float] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Every table of a validation for one set of replicate samples.
 
     ``subgroups=False`` (the reference run) fits the models, and computes the
     variance, heterogeneity and coherence tables, overall only.
+    ``reference_failed``: per formula, the share of the fresh reference's replicates
+    the model failed in (a perfect simulator's failures are no evidence against one).
     """
     replicates = [_split(plan, sample) for sample in samples]
     fits = (
@@ -846,8 +853,9 @@ def _evaluate(
         else {k: v for k, v in human_fits.items() if k[1] == OVERALL}
     )
     coefficients, recovery, per_rep, by_rep = _coefficients(
-        plan, human, fits, replicates, alpha=alpha
-    )
+        plan, human, fits, replicates, alpha=alpha,
+        reference_failed=reference_failed or {},
+    )  # fmt: skip
     # the reference's headline values read these tables overall only (its subgroup
     # distances do count, in the subgroup JSD gap)
     kept, kept_replicates = (
@@ -958,8 +966,10 @@ def _coefficients(
     replicates: list[Split],
     *,
     alpha: float,
+    reference_failed: Mapping[str, float],
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Per-term comparisons, per-group recovery and tests, per-replicate scores and fits."""
+    """Per-term comparisons, per-group recovery and tests, per-replicate scores and fits
+    (``reference_failed``: see ``_evaluate``; it concerns the overall groups)."""
     models = {m.formula: m for m in plan.study.models}
     term_frames, rows, scores, by_rep = [], [], [], []
     for key, human in human_fits.items():
@@ -978,12 +988,19 @@ def _coefficients(
                 }
             )
             continue
-        refits = _refits(plan, human, [r[subgroup, level] for r in replicates])
+        samples = [r[subgroup, level] for r in replicates]
+        refits = _refits(plan, human, samples)
         margin = models[formula].margin
-        recovery, wald = _compare(human, refits, margin=margin, alpha=alpha)
+        recovery, wald = _compare(
+            human, refits, margin=margin, alpha=alpha,
+            answerable=[
+                _answerable(models[formula], rows, items=plan.study.item_names)
+                for rows in samples
+            ],
+        )  # fmt: skip
         sim_nobs = [r.nobs if isinstance(r, Fit) else 0 for r, _ in refits]
         terms = recovery.terms.assign(
-            equivalence_bound=_bounds(recovery.terms, human, alpha=alpha)
+            equivalence_limit=_limits(recovery.terms, human, alpha=alpha)
         )
         judged = terms[terms["term"].isin(wald.terms)]
         equivalence = (
@@ -996,7 +1013,11 @@ def _coefficients(
         decision, reason = decide(
             n_terms=len(wald.terms), failed_share=failed_share,
             wald_p_value=wald.p_value, equivalence_p_value=equivalence, alpha=alpha,
-            margin=margin, **reach,
+            margin=margin, wald_method=wald.method,
+            reference_failed_share=reference_failed.get(formula, 0.0)
+            if subgroup == OVERALL
+            else 0.0,
+            **reach,
         )  # fmt: skip
         failures = Counter(pair for _, reasons in refits for pair in reasons)
         term_frames.append(
@@ -1020,6 +1041,7 @@ def _coefficients(
                 "wald_statistic": wald.statistic,
                 "wald_df": wald.df,
                 "wald_denominator_df": wald.denominator_df,
+                "wald_method": wald.method,
                 "wald_p_value": wald.p_value,
                 "equivalence_p_value": equivalence,
                 **reach,
@@ -1077,16 +1099,16 @@ def _long(means: pd.DataFrame) -> pd.DataFrame:
 
 
 COEFFICIENT_COLUMNS = [
-    "formula", "subgroup", "level", *TERM_COLUMNS, "equivalence_bound", "failure",
+    "formula", "subgroup", "level", *TERM_COLUMNS, "equivalence_limit", "failure",
 ]  # fmt: skip
 """The columns of ``Validation.coefficients``."""
 
 RECOVERY_COLUMNS = [
     "formula", "subgroup", "level", "n_human", "nobs_human", "nobs_sim", "small",
     "n_terms", "sign_f1", "false_positive_rate", "coverage", "wald_statistic",
-    "wald_df", "wald_denominator_df", "wald_p_value", "wald_p_adjusted",
+    "wald_df", "wald_denominator_df", "wald_method", "wald_p_value", "wald_p_adjusted",
     "equivalence_p_value", "equivalence_p_adjusted", "equivalence_bound",
-    "consistent_attainable", "humans_needed", "decision", "reason", "failed_share",
+    "consistent_attainable", "humans_needed", "limiting_term", "decision", "reason", "failed_share",
     "failure",
 ]  # fmt: skip
 
@@ -1097,9 +1119,12 @@ def _compare(
     *,
     margin: float,
     alpha: float,
+    answerable: Sequence[int],
 ) -> tuple[Recovery, WaldTest]:
     """The per-term comparison and the joint Wald test of one group's replicate fits
-    against the human fit, nonresponse scaled to the humans' rows."""
+    against the human fit, each replicate's nonresponse scaled to the rows it would
+    have used had the simulator answered every persona (``answerable``: under cluster
+    resampling replicates differ in size, which is sampling noise, not nonresponse)."""
     margins = _margins(human, margin=margin)
     dfs = human.satterthwaite_df.to_dict()
     sim_nobs = [r.nobs if isinstance(r, Fit) else 0 for r, _ in refits]
@@ -1111,7 +1136,7 @@ def _compare(
         exclude=[t for t in human.table["term"] if not is_finding(t)],
         margins=margins,
         dfs=dfs,
-        human_nobs=human.nobs,
+        human_nobs=answerable,
         sim_nobs=sim_nobs,
     )
     wald = wald_equality(
@@ -1120,10 +1145,18 @@ def _compare(
         sim_estimates=[_estimates(r) for r, _ in refits],
         sim_vcovs=[r.vcov if isinstance(r, Fit) else pd.DataFrame() for r, _ in refits],
         terms=[t for t in human.table["term"] if is_finding(t) and t in margins],
-        scales=nonresponse_scale(human.nobs, sim_nobs, reps=len(refits)),
+        scales=nonresponse_scale(answerable, sim_nobs, reps=len(refits)),
         denominator_df=human.wald_df,
     )
     return recovery, wald
+
+
+def _answerable(model: Model, rows: pd.DataFrame, *, items: Sequence[str]) -> int:
+    """The rows a replicate's fit could use had the simulator answered them all: those
+    with every persona variable of the model's formula present (the items are the
+    simulator's to answer)."""
+    inputs = sorted(formula_variables(model.formula) - set(items))
+    return int(rows[inputs].notna().all(axis=1).sum()) if inputs else len(rows)
 
 
 def _refits(
@@ -1191,32 +1224,33 @@ def _units(human: Fit) -> dict[str, float]:
     return {term: 2 * scale / u for term, u in inputs.items() if u > 0}
 
 
-def _bounds(terms: pd.DataFrame, human: Fit, *, alpha: float) -> np.ndarray:
-    """Each term's equivalence bound: the smallest standardised margin at which its
-    TOST at ``alpha`` shows equivalence with these data (``equivalence_limit`` over
-    the term's unit); NaN for terms without a margin."""
-    units = _units(human)
-    unit = terms["term"].map(units).to_numpy(dtype=float)
-    limit = equivalence_limit(
+def _limits(terms: pd.DataFrame, human: Fit, *, alpha: float) -> np.ndarray:
+    """Each term's equivalence limit on the coefficient's own scale (comparable with
+    its ``margin``): the smallest margin at which its TOST at ``alpha`` shows
+    equivalence with these data (``metrics.equivalence_limit``, t with the term's
+    Satterthwaite df)."""
+    return equivalence_limit(
         diff=terms["diff"], std_error=terms["diff_std_error"], alpha=alpha,
         df=terms["term"].map(human.satterthwaite_df).to_numpy(dtype=float),
     )  # fmt: skip
-    return limit / unit
 
 
 def _reach(
     judged: pd.DataFrame, human: Fit, *, margin: float, alpha: float
-) -> dict[str, float | bool]:
-    """What the equivalence test can show for one group's judged terms: the formula's
-    ``equivalence_bound`` (the largest term bound: every coefficient lies within it),
-    whether ``consistent`` is attainable at all with these data (identical coefficients,
-    diff = 0, would be shown within ``margin``), and if not the ``humans_needed`` for
-    it (the errors shrinking as 1 / sqrt(n): replicates have as many personas)."""
+) -> dict[str, float | bool | str]:
+    """What the equivalence test can show for one group's judged terms, in the margin's
+    standardised units: the formula's ``equivalence_bound`` (the largest term limit
+    over its unit: every coefficient lies within it), whether ``consistent`` is
+    attainable at all with these data (identical coefficients, diff = 0, would be
+    shown within ``margin``), the ``limiting_term`` that decides it, and if not
+    attainable the ``humans_needed`` (the errors shrinking as 1 / sqrt(n): replicates
+    have as many personas; under clustering it is clusters that count)."""
     if not len(judged):
         return {
             "equivalence_bound": math.nan,
             "consistent_attainable": False,
             "humans_needed": math.nan,
+            "limiting_term": "",
         }
     units = judged["term"].map(_units(human)).to_numpy(dtype=float)
     floor = equivalence_limit(
@@ -1225,9 +1259,13 @@ def _reach(
     ) / units  # fmt: skip
     worst = float(np.max(floor))
     attainable = bool(worst < margin)
+    bounds = judged["equivalence_limit"].to_numpy(dtype=float) / units
     return {
-        "equivalence_bound": float(judged["equivalence_bound"].max(skipna=False)),
+        "equivalence_bound": float(np.max(bounds)),
         "consistent_attainable": attainable,
+        "limiting_term": str(judged["term"].iloc[int(np.nanargmax(floor))])
+        if np.isfinite(floor).any()
+        else "",
         "humans_needed": math.nan
         if attainable or not np.isfinite(worst)
         else float(math.ceil(human.nobs * (worst / margin) ** 2)),
@@ -1300,8 +1338,9 @@ def _adjusted(
             n_terms=int(row["n_terms"]), failed_share=float(row["failed_share"]),
             wald_p_value=float(row["wald_p_adjusted"]),
             equivalence_p_value=_nan(row["equivalence_p_adjusted"]), alpha=alpha,
-            margin=margins[row["formula"]],
+            margin=margins[row["formula"]], wald_method=str(row["wald_method"]),
             equivalence_bound=_nan(row["equivalence_bound"]),
+            limiting_term=str(row["limiting_term"]),
             consistent_attainable=bool(row["consistent_attainable"]),
             humans_needed=_nan(row["humans_needed"]),
         )  # fmt: skip
@@ -1601,7 +1640,8 @@ def _level_shares(
 
 VERDICT_COLUMNS = [
     "formula", "decision", "wald_statistic", "wald_df", "wald_denominator_df",
-    "wald_p_value", "equivalence_p_value", "margin", "equivalence_bound",
+    "wald_method", "wald_p_value", "equivalence_p_value", "margin", "equivalence_bound",
+    "limiting_term",
     "consistent_attainable", "humans_needed", "n_terms", "nobs_human", "nobs_sim",
     "failed_share", "reason",
 ]  # fmt: skip
@@ -1857,16 +1897,28 @@ def _reference_cautions(
     (below that, its double bootstrap doubles the logit's small-sample bias:
     docs/metrics.md)."""
     cautions = []
+    recovery = reference.get("reference_recovery", {})
+    failing = any((v.get("failed_share") or 0.0) >= 0.5 for v in recovery.values())
     if reference.get("reference_redraws"):
         cautions.append(
             f"the fresh reference's pseudo-population was redrawn "
             f"{reference['reference_redraws']} time(s) because a model failed in half "
-            "its replicates: its values hold for a population where the models can be fit"
+            "its replicates: "
+            + (
+                "it still fails there, so the models cannot be fitted reliably on "
+                "samples of this size"
+                if failing
+                else "its values hold for a population where the models can be fit"
+            )
         )
     for model in plan.study.models:
-        found = reference.get("reference_recovery", {}).get(model.formula, {})
-        failed = found.get("failed_share") or 0.0
-        if failed > 0:
+        failed = recovery.get(model.formula, {}).get("failed_share") or 0.0
+        if failed >= 1:
+            cautions.append(
+                f"{model.formula}: the fresh reference could not fit the model in any "
+                "of its replicates; its coefficient values are no perfect simulator's"
+            )
+        elif failed > 0:
             cautions.append(
                 f"{model.formula}: the fresh reference could not fit the model in "
                 f"{failed:.0%} of its replicates; its values rest on the others"

@@ -353,8 +353,13 @@ def test_validate_margins_are_one_size_for_common_and_rare_dummies_and_verdicts_
     assert overall.loc["rare", "margin"] == pytest.approx(0.2 * sd_y)
     assert overall.loc["x", "margin"] == pytest.approx(0.1 * sd_y / human["x"].std())
     verdict = result.verdicts.iloc[0]
-    judged = overall.loc[["x", "common", "rare"], "equivalence_bound"]
-    assert verdict["equivalence_bound"] == pytest.approx(judged.max())
+    # per term, the limit on the coefficient's scale beside its margin; the verdict's
+    # bound is the largest in the margin's units (margin 0.1 = one tenth of a unit)
+    judged = overall.loc[["x", "common", "rare"]]
+    ratio = judged["equivalence_limit"] / judged["margin"]
+    assert verdict["equivalence_bound"] == pytest.approx(0.1 * ratio.max())
+    assert verdict["limiting_term"] in ("x", "common", "rare")
+    assert f"the least precise term: {verdict['limiting_term']}" in verdict["reason"]
     assert not verdict["consistent_attainable"]
     assert verdict["humans_needed"] > n
     assert verdict["decision"] == UNDETERMINED
@@ -391,3 +396,67 @@ def test_the_report_says_where_the_fresh_reference_is_not_proven_calibrated():
         reps=3, resamples=0, progress=False,
     )  # fmt: skip
     assert not any("not proven calibrated" in w for w in calm.notes["warnings"])
+
+
+def test_a_model_a_perfect_simulator_cannot_fit_either_is_undetermined_not_inconsistent():
+    """Failing in most replicates is evidence against a simulator only where a perfect
+    simulator (the fresh reference) fits the model."""
+    common = {
+        "n_terms": 3, "failed_share": 0.9, "wald_p_value": np.nan,
+        "equivalence_p_value": np.nan, "alpha": 0.05,
+    }  # fmt: skip
+    decision, reason = decide(**common, reference_failed_share=1.0)
+    assert decision == UNDETERMINED
+    assert "perfect simulator" in reason and "100%" in reason
+    assert decide(**common, reference_failed_share=0.1)[0] == INCONSISTENT
+    assert decide(**common)[0] == INCONSISTENT
+
+
+def test_wald_equality_falls_back_to_bonferroni_where_the_joint_test_has_no_df():
+    """With nu <= q - 1 (few clusters) the joint test is unavailable; the per-term t
+    tests with nu df, Bonferroni-adjusted, still reject a clear difference."""
+    terms = ["a", "b", "c"]
+    human = pd.Series([0.0, 0.0, 0.0], index=terms)
+    vcov = pd.DataFrame(np.eye(3) * 0.01, index=terms, columns=terms)
+    sims = [pd.Series([1.5, 0.0, 0.05], index=terms)]
+    test = wald_equality(
+        human_estimate=human, human_vcov=vcov, sim_estimates=sims,
+        sim_vcovs=[vcov * 0], terms=terms, denominator_df=1.5,
+    )  # fmt: skip
+    assert test.method == "bonferroni"
+    z = 1.5 / 0.1
+    assert test.p_value == pytest.approx(3 * 2 * scipy.stats.t.sf(z, 1.5))
+    assert test.p_value < 0.05
+    decision, reason = decide(
+        n_terms=3, failed_share=0.0, wald_p_value=test.p_value,
+        equivalence_p_value=0.9, alpha=0.05, wald_method=test.method,
+    )  # fmt: skip
+    assert decision == INCONSISTENT and "Bonferroni" in reason
+
+
+def test_uneven_resampled_clusters_are_not_nonresponse():
+    """Replicates of resampled clusters of unequal sizes differ in size; a simulator
+    that answers everyone has its standard errors left as they are (nonresponse is
+    measured against the replicate's own personas, not the humans' count)."""
+    import simval
+
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(2, 40, size=30)
+    site = np.repeat(np.arange(len(sizes)), sizes)
+    n = len(site)
+    human = pd.DataFrame({"site": site, "x": rng.normal(size=n)})
+    human["y"] = np.round(human["x"] + rng.normal(size=n) + site % 3, 1)
+
+    def perfect(personas, seed=None):
+        noise = np.random.default_rng(seed).normal(size=len(personas))
+        y = np.round(personas["x"] + noise + personas["site"] % 3, 1)
+        return pd.DataFrame({"y": y}, index=personas.index)
+
+    result = simval.validate(
+        "y ~ x", human, simval.FunctionSimulator(perfect), cov="cluster:site",
+        reps=6, resamples=0, progress=False,
+    )  # fmt: skip
+    reps = result.replicate_coefficients.query("term == 'x'")
+    assert reps["nobs"].nunique() > 1  # replicate sizes differ
+    shown = result.coefficients.query("subgroup == 'overall' and term == 'x'")
+    assert shown["sim_std_error"].iloc[0] == pytest.approx(reps["std_error"].mean())
