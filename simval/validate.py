@@ -1031,7 +1031,8 @@ def _coefficients(
                 **row,
                 "n_human": len(people[subgroup, level]),
                 "nobs_human": human.nobs,
-                "nobs_sim": float(np.mean(sim_nobs)),
+                # rows the fitted replicates used (failed ones are in failed_share)
+                "nobs_sim": _mean([n for n in sim_nobs if n > 0]),
                 "small": subgroup != OVERALL
                 and _small(plan, models[formula], human, people[subgroup, level]),
                 "n_terms": len(wald.terms),
