@@ -19,8 +19,3 @@ Z = 3.0
 def binomial_tolerance(p: float, trials: int, *, z: float = Z) -> float:
     """Half-width of the two-sided band for a rate p observed over ``trials`` draws."""
     return z * math.sqrt(p * (1 - p) / trials)
-
-
-def within(observed: float, p: float, trials: int) -> bool:
-    """True when ``observed`` lies within the binomial band around p."""
-    return abs(observed - p) <= binomial_tolerance(p, trials)
