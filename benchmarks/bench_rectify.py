@@ -88,36 +88,9 @@ def never_wider() -> None:
 def coverage(
     design: str, *, datasets: int, per_term: bool, seed: int, clusters: int = 200
 ) -> None:
-    rng = np.random.default_rng(seed)
-    family = design.split()[-1]
-    truth = {"probit": [-0.2, 0.6, 0.5], "ols": [0.5, 0.6, 0.4]}.get(family)
-    truth = np.array(truth) if truth else test_ppi.clustered_logit_truth()
-    z = scipy.stats.norm.ppf(1 - ALPHA / 2)
-    covered = {"humans only": np.zeros(3), "rectified": np.zeros(3)}
-    ratios = []
-    for _ in range(datasets):
-        if family == "probit":
-            world = test_ppi.iid_probit_world(rng, n=400, N=1200)
-        else:
-            world = test_ppi.clustered_world(
-                rng, clusters=clusters, size=1000 // clusters, N=2000, family=family
-            )
-        human, predicted, unlabeled, groups = world
-        options = {
-            "human": human, "predicted": predicted, "unlabeled": unlabeled,
-            "family": family, "covariates_predicted": False, "clusters": groups,
-        }  # fmt: skip
-        humans = ppi_fit(lam=0.0, **options)
-        fits = (
-            [ppi_fit(lam="tuned", tune_at="fit", tune_for=j, **options) for j in range(3)]
-            if per_term
-            else [ppi_fit(lam="tuned", tune_at="fit", **options)] * 3
-        )  # fmt: skip
-        coef = np.array([f.coef[j] for j, f in enumerate(fits)])
-        error = np.array([f.std_errors()[j] for j, f in enumerate(fits)])
-        covered["rectified"] += np.abs(coef - truth) <= z * error
-        covered["humans only"] += np.abs(humans.coef - truth) <= z * humans.std_errors()
-        ratios.append(error / humans.std_errors())
+    covered, ratios = test_ppi.coverage_counts(
+        design, datasets=datasets, per_term=per_term, seed=seed, clusters=clusters
+    )
     rates = "; ".join(
         f"{method} {', '.join(f'{r:.3f}' for r in count / datasets)}"
         for method, count in covered.items()

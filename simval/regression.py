@@ -119,7 +119,8 @@ class Fit:
     for the categorical families and NaN where aliased: how much to trust the
     variance in a small sample. ``wald_df``: the same for the covariance of every
     estimated non-constant term at once (``satterthwaite_df(joint=True)``), the df of
-    a joint Wald test of them.
+    a joint Wald test of them. ``refit`` leaves both NaN for sandwich covariances
+    (replicates are tested against the original fit's).
     """
 
     formula: str
@@ -137,8 +138,9 @@ class Fit:
     clusters: int | None
     levels: tuple[Any, ...] | None
     input_scale: pd.Series
-    satterthwaite_df: pd.Series
-    wald_df: float
+    # derived from the original fit's design; a refit equals it without them
+    satterthwaite_df: pd.Series = field(compare=False)
+    wald_df: float = field(compare=False)
     _spec: ModelSpecs = field(repr=False, compare=False)
 
     def refit(self, data: pd.DataFrame) -> Fit:
@@ -247,6 +249,7 @@ class Fit:
             conf_level=self.conf_level,
             unidentified=_unreferenced_terms(self._spec, design.terms, rows),
             levels=self.levels,
+            variance_df=False,
         )
 
     def __eq__(self, other: object) -> bool:
@@ -650,12 +653,16 @@ def _estimate(
     weights: str | None = None,
     unidentified: frozenset[str] = frozenset(),
     levels: tuple[Any, ...] | None = None,
+    variance_df: bool = True,
 ) -> Fit:
     """Check the design, drop aliased columns, estimate and tabulate (shared by fit and refit).
 
     ``unidentified`` names columns that must not be estimated (refit: factors whose
     reference level is absent); they are aliased like collinear columns. ``levels``:
     a categorical family's outcome levels (refit: the original fit's), else found here.
+    ``variance_df``: compute the sandwich's Satterthwaite dfs (a refit skips them:
+    replicates are compared against the original fit, whose dfs the small-sample
+    tests read, and they cost up to as much as the fit itself under clustering).
     """
     if family in CATEGORICAL_FAMILIES:
         y, outcome, levels = _categorical_outcome(
@@ -725,6 +732,8 @@ def _estimate(
         # a model-based variance: OLS estimates sigma^2 on the residual df, the
         # binary and count families fix the scale
         dof[:] = joint = df if family == "ols" else np.inf
+    elif not variance_df and family not in CATEGORICAL_FAMILIES:
+        joint = np.nan
     elif family not in CATEGORICAL_FAMILIES and keep.any():
         scores = standardised_scores(
             Xk if effects is None else _demean(Xk, effects),

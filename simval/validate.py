@@ -67,6 +67,7 @@ from simval.regression import Fit, fit
 from simval.results import (
     HEADLINE,
     HUMAN_LEVELS,
+    MAX_FAILED_SHARE,
     METRICS,
     NOT_FINDINGS,
     OVERALL,
@@ -463,7 +464,7 @@ def _unestimable(recovery: pd.DataFrame) -> bool:
     replicates or more."""
     overall = _overall(recovery)
     fitted = overall["failure"].fillna("").astype(str) == ""
-    return bool((overall.loc[fitted, "failed_share"] >= 0.5).any())
+    return bool((overall.loc[fitted, "failed_share"] >= MAX_FAILED_SHARE).any())
 
 
 def _reference_notes(recovery: pd.DataFrame, *, redraws: int) -> dict[str, Any]:
@@ -1899,7 +1900,9 @@ def _reference_cautions(
     docs/metrics.md)."""
     cautions = []
     recovery = reference.get("reference_recovery", {})
-    failing = any((v.get("failed_share") or 0.0) >= 0.5 for v in recovery.values())
+    failing = any(
+        (v.get("failed_share") or 0.0) >= MAX_FAILED_SHARE for v in recovery.values()
+    )
     if reference.get("reference_redraws"):
         cautions.append(
             f"the fresh reference's pseudo-population was redrawn "

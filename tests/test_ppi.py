@@ -408,39 +408,30 @@ def iid_probit_world(rng, *, n: int, N: int):
     return human, predicted, unlabeled, None
 
 
-COVERAGE_DESIGNS = {
-    # design: (data sets, λ tuned per coefficient (else one λ for all), seed)
-    "iid probit": (300, False, 21),
-    "clustered ols": (600, True, 22),
-    "clustered logit": (600, True, 23),
-}
-
-
-@pytest.mark.parametrize("design", list(COVERAGE_DESIGNS))
-def test_rectified_intervals_cover_where_the_humans_own_do(design):
-    """Biased but informative simulators; iid probit (400 humans, 1,200 simulated),
-    and OLS and logit with 200 clusters of 5 humans (2,000 independent simulated
-    respondents). λ tuned at its own estimate (per coefficient where marked). The
-    humans-only and the rectified 90% intervals both cover every coefficient at 0.90
-    within the binomial band (support.binomial_tolerance), and the rectified median
-    standard error is under 0.9 of the humans-only one: the gain is real."""
-    datasets, per_term, seed = COVERAGE_DESIGNS[design]
+def coverage_counts(
+    design: str, *, datasets: int, per_term: bool, seed: int, clusters: int = 200
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Over ``datasets`` seeded data sets of ``design`` ("iid probit", "clustered ols"
+    or "clustered logit"), how often the humans-only and the rectified 90% intervals
+    cover each true coefficient, and each data set's rectified / humans-only SE ratios
+    (λ tuned at its own estimate, per coefficient with ``per_term``); shared with
+    benchmarks/bench_rectify.py."""
     rng = np.random.default_rng(seed)
-    family = design.split()[1]
+    family = design.split()[-1]
     truth = {
         "probit": np.array([-0.2, 0.6, 0.5]),
         "ols": np.array([0.5, 0.6, 0.4]),
     }.get(family)
     truth = clustered_logit_truth() if truth is None else truth
     z = scipy.stats.norm.ppf(1 - ALPHA / 2)
-    covered = {"humans": np.zeros(3), "rectified": np.zeros(3)}
+    covered = {"humans only": np.zeros(3), "rectified": np.zeros(3)}
     ratios = []
     for _ in range(datasets):
         if family == "probit":
             human, predicted, unlabeled, groups = iid_probit_world(rng, n=400, N=1200)
         else:
             human, predicted, unlabeled, groups = clustered_world(
-                rng, clusters=200, size=5, N=2000, family=family
+                rng, clusters=clusters, size=1000 // clusters, N=2000, family=family
             )
         options = {
             "human": human, "predicted": predicted, "unlabeled": unlabeled,
@@ -458,8 +449,31 @@ def test_rectified_intervals_cover_where_the_humans_own_do(design):
         coef = np.array([f.coef[j] for j, f in enumerate(fits)])
         error = np.array([f.std_errors()[j] for j, f in enumerate(fits)])
         covered["rectified"] += np.abs(coef - truth) <= z * error
-        covered["humans"] += np.abs(humans.coef - truth) <= z * humans.std_errors()
+        covered["humans only"] += np.abs(humans.coef - truth) <= z * humans.std_errors()
         ratios.append(error / humans.std_errors())
+    return covered, np.array(ratios)
+
+
+COVERAGE_DESIGNS = {
+    # design: (data sets, λ tuned per coefficient (else one λ for all), seed)
+    "iid probit": (300, False, 21),
+    "clustered ols": (600, True, 22),
+    "clustered logit": (600, True, 23),
+}
+
+
+@pytest.mark.parametrize("design", list(COVERAGE_DESIGNS))
+def test_rectified_intervals_cover_where_the_humans_own_do(design):
+    """Biased but informative simulators; iid probit (400 humans, 1,200 simulated),
+    and OLS and logit with 200 clusters of 5 humans (2,000 independent simulated
+    respondents). λ tuned at its own estimate (per coefficient where marked). The
+    humans-only and the rectified 90% intervals both cover every coefficient at 0.90
+    within the binomial band (support.binomial_tolerance), and the rectified median
+    standard error is under 0.9 of the humans-only one: the gain is real."""
+    datasets, per_term, seed = COVERAGE_DESIGNS[design]
+    covered, ratios = coverage_counts(
+        design, datasets=datasets, per_term=per_term, seed=seed
+    )
     band = binomial_tolerance(1 - ALPHA, datasets)
     for method, count in covered.items():
         rate = count / datasets

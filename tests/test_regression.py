@@ -565,6 +565,10 @@ def test_joint_satterthwaite_df_is_the_wishart_match_and_one_term_is_the_per_ter
     assert per_term[1:].min() < joint < len(X)
     fitted = fit("y ~ x + common + rare", data)
     assert fitted.wald_df == pytest.approx(joint)
+    # replicates are tested against the original fit's dfs: a refit skips them
+    refitted = fitted.refit(data)
+    assert refitted == fitted
+    assert np.isnan(refitted.wald_df) and refitted.satterthwaite_df.isna().all()
     # the sandwich of Gaussian scores: the summed variance of its standardised
     # entries is q(q + 1) / df, the matched Wishart's
     rng = np.random.default_rng(0)
