@@ -6,6 +6,7 @@ either; the subclass says which kind of input was wrong.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -51,13 +52,67 @@ class MissingDependencyError(SimvalError, ImportError):
     """
 
 
+def refuse(name: str, value: object, wanted: str) -> OptionError:
+    """The one message for an argument outside its allowed values, naming the argument
+    (a keyword, or a flag such as ``--reps``), the value given and what is allowed."""
+    return OptionError(f"{name}={plain(value)} is not allowed; choose {wanted}")
+
+
 def check_option(name: str, value: object, allowed: Iterable[object]) -> None:
     """Raise OptionError unless ``value`` is one of ``allowed``, listing the allowed values."""
     allowed = tuple(allowed)
     if value not in allowed:
-        choices = ", ".join(plain(a) for a in allowed)
-        raise OptionError(
-            f"{name}={plain(value)} is not allowed; choose one of {choices}"
+        raise refuse(name, value, "one of " + ", ".join(plain(a) for a in allowed))
+
+
+def check_count(name: str, value: object, *, at_least: int = 1) -> int:
+    """``value`` as an int, or OptionError unless it is a whole number (an int, not a
+    bool) of at least ``at_least``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | np.integer)
+        or value < at_least
+    ):
+        raise refuse(name, value, f"a whole number of at least {at_least}")
+    return int(value)
+
+
+def check_number(
+    name: str,
+    value: object,
+    *,
+    above: float = -math.inf,
+    below: float = math.inf,
+) -> float:
+    """``value`` as a float, or OptionError unless it is a real number strictly between
+    ``above`` and ``below`` (a bool is not a number here)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float | np.integer | np.floating)
+        or not above < value < below
+    ):
+        if below == math.inf:
+            wanted = "a positive number" if above == 0 else f"a number above {above:g}"
+        else:
+            wanted = f"a number strictly between {above:g} and {below:g}"
+        raise refuse(name, value, wanted)
+    return float(value)
+
+
+def check_alpha(value: object, *, name: str = "alpha") -> float:
+    """The significance level: a number strictly between 0 and 1 (a 1 - alpha
+    confidence level is spelled through ``alpha`` everywhere in simval)."""
+    return check_number(name, value, above=0, below=1)
+
+
+def check_seed(name: str, value: object) -> None:
+    """Raise OptionError unless ``value`` seeds numpy: None, a non-negative whole
+    number or a ``numpy.random.Generator``."""
+    if value is None or isinstance(value, np.random.Generator):
+        return
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise refuse(
+            name, value, "None, a non-negative whole number or a numpy Generator"
         )
 
 

@@ -8,6 +8,7 @@ recovery (``coefficient_recovery``). Nothing here knows about simulators or mode
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Literal, Protocol
@@ -1067,3 +1068,10 @@ def _row_mean(x: np.ndarray) -> np.ndarray:
     """Mean of each row over its non-NaN cells; NaN for a row with none."""
     with np.errstate(invalid="ignore"):
         return np.nansum(x, axis=1) / np.sum(~np.isnan(x), axis=1)
+
+
+def nan_mean(values: Sequence[float] | pd.Series) -> float:
+    """Mean of the non-missing values, NaN when there are none (no warning)."""
+    array = np.asarray(values, dtype=float)
+    array = array[~np.isnan(array)]
+    return float(array.mean()) if len(array) else math.nan

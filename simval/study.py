@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import jinja2
 import jinja2.meta
@@ -21,8 +22,21 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from simval.errors import DataError, SimvalError, StudyError, check_option, plain
-from simval.families import CLUSTER_PREFIX, FAMILIES, Family, check_cov
+from simval.errors import (
+    DataError,
+    FormulaError,
+    SimvalError,
+    StudyError,
+    check_option,
+    plain,
+)
+from simval.families import (
+    CATEGORICAL_FAMILIES,
+    CLUSTER_PREFIX,
+    FAMILIES,
+    Family,
+    check_cov,
+)
 from simval.formulas import formula_variables, outcome_of
 
 Role = Literal["belief", "action", "outcome", "other"]
@@ -858,3 +872,120 @@ def _build(cls: type, entry: object, what: str):
     except TypeError as exc:
         label = entry.get("name") or entry.get("formula") or entry.get("rule") or entry
         raise StudyError(f"{what} {label!r}: {exc}") from exc
+
+
+MAX_OBSERVED_OPTIONS = 11
+"""In formula mode a column with more distinct values than this (or any value that is
+not a whole number) is an open number item, not a list of options; so is the outcome of
+a linear model with more than two values or of a count model (``_observed_item``)."""
+
+
+def categorical_items(study: Study) -> tuple[Item, ...]:
+    """Items a formula treats as a factor (``C(item)``): fitted with the declared options
+    as levels, so every sample is estimated on the same contrasts."""
+    return tuple(
+        item
+        for item in study.items
+        if any(
+            re.search(rf"\bC\(\s*`?{re.escape(item.name)}\b", m.formula)
+            for m in study.models
+        )
+    )
+
+
+def labelled_outcomes(study: Study) -> tuple[Item, ...]:
+    """Items that are the outcome of a multinomial or ordered model: fitted as their
+    option labels in the declared order, so coefficients name a level by its label
+    (``x | vote=Labour``), the first option is mnlogit's reference and the options'
+    order is an ordered model's."""
+    outcomes = {m.outcome for m in study.models if m.family in CATEGORICAL_FAMILIES}
+    return tuple(item for item in study.items if item.name in outcomes)
+
+
+def formula_study(
+    formula: str,
+    human_df: pd.DataFrame,
+    *,
+    declared: Study | None,
+    family: str,
+    cov: str,
+    items: Sequence[str] | None,
+) -> Study:
+    """A one-model study of the outcome and ``items``.
+
+    Each item is the one the simulator's own study declares under that name (its
+    question and options, which an LLM simulator needs), or else one observed in the
+    human data (``_observed_item``).
+    """
+    check_option("family", family, FAMILIES)
+    check_cov(cov)
+    missing = sorted(formula_variables(formula) - set(human_df.columns))
+    if missing:
+        raise FormulaError(
+            f"formula {formula!r} names column(s) not in the human data: {', '.join(missing)}"
+        )
+    names = list(dict.fromkeys([outcome_of(formula), *(items or ())]))
+    absent = [n for n in names if n not in human_df.columns]
+    if absent:
+        raise DataError(
+            f"item(s) {', '.join(absent)} are not columns of the human data"
+        )
+    known = set(declared.item_names) if isinstance(declared, Study) else set()
+    outcome = human_df[names[0]]
+    numbered = family == "poisson" or (family == "ols" and outcome.nunique() > 2)
+    chosen = tuple(
+        declared.item(name)
+        if name in known
+        else _observed_item(human_df[name], number=numbered and name == names[0])
+        for name in names
+    )
+    check_codes(human_df, chosen, what="the human data")
+    persona = tuple(c for c in human_df.columns if c not in names)
+    return Study(items=chosen, persona=persona, models=(Model(formula, family, cov),))
+
+
+def _observed_item(column: pd.Series, *, number: bool) -> Item:
+    """The item of a human column in formula mode, where nothing declares its scale.
+
+    The outcome of a linear or count model (``number``) is an open number item, whole
+    if its values are, so a simulator's answer the humans never gave (a 3 on a 0-10
+    scale nobody chose, a count above theirs, a new continuous value) is compared, not
+    refused; so is a column of more than ``MAX_OBSERVED_OPTIONS`` distinct values, or
+    of numbers that are not all whole. Any other column's options are the humans'
+    values: a factor's or a categorical outcome's levels, an item's answers as a
+    scoring simulator ranks them.
+    """
+    values = pd.to_numeric(column.dropna(), errors="coerce")
+    if values.isna().any() or not len(values):
+        raise DataError(
+            f"item {column.name!r} must hold numeric answer codes (got {column.dtype} values)"
+        )
+    codes = sorted(set(values.astype(float).tolist()))
+    whole = all(float(c).is_integer() for c in codes)
+    if number or len(codes) > MAX_OBSERVED_OPTIONS or not whole:
+        return Item(
+            name=str(column.name), text=str(column.name), number=Number(whole=whole)
+        )
+    return Item(
+        name=str(column.name),
+        text=str(column.name),
+        options={f"{c:g}": int(c) if float(c).is_integer() else c for c in codes},
+    )
+
+
+def subgroup_levels(column: pd.Series, *, subgroup: str) -> tuple[Any, ...]:
+    """The subgroup's levels in the human data; an empty declared level is an error."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        counts = column.value_counts(sort=False)
+        empty = [str(level) for level, n in counts.items() if n == 0]
+        if empty:
+            raise DataError(
+                f"subgroup {subgroup!r} has level(s) with no human respondents: {', '.join(empty)}"
+            )
+        return tuple(counts.index)
+    levels = tuple(sorted(column.dropna().unique(), key=str))
+    if not levels:
+        raise DataError(
+            f"subgroup {subgroup!r} has no non-missing values in the human data"
+        )
+    return levels

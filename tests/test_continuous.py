@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from simval import FunctionSimulator, Item, SimulatorError, Study, validate
-from simval.bootstrap import code_samples, headline_draws, headline_values
 from simval.metrics import NumberScale
+from simval.resampling import code_samples, headline_draws, headline_values
 from simval.simulators.base import check_output
 from simval.study import Number
-from simval.validate import formula_study
+from simval.study import formula_study
 
 
 def _scale(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -192,16 +192,16 @@ def test_a_bootstrap_draw_equals_the_metrics_of_its_rows(weighted):
 def test_no_resamples_means_no_bootstrap_draws(monkeypatch):
     """With ``resamples=0`` the only counting is of the data as drawn (the humans once
     and each replicate once, for the Monte Carlo standard errors)."""
-    from simval import bootstrap
+    from simval import resampling
 
     counted = []
-    original = bootstrap._summarise_chunk
+    original = resampling._summarise_chunk
 
     def spy(coding, coded, draws):
         counted.append(len(draws))
         return original(coding, coded, draws)
 
-    monkeypatch.setattr(bootstrap, "_summarise_chunk", spy)
+    monkeypatch.setattr(resampling, "_summarise_chunk", spy)
     rng = np.random.default_rng(6)
     x = rng.normal(size=200)
     human = pd.DataFrame({"y": _continuous(x, rng), "x": x})

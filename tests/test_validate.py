@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from support import binomial_tolerance
 
 from simval import (
     BootstrapSimulator,
@@ -40,11 +41,6 @@ def known_effects(n: int = 400, seed: int = 1) -> pd.DataFrame:
 
 
 FORMULA = "y ~ x1 + x2 + g"
-
-
-def binomial_tolerance(p: float, n: int, z: float = 4.0) -> float:
-    """Two-sided tolerance for a share estimated from n Bernoulli(p) draws."""
-    return z * math.sqrt(p * (1 - p) / n)
 
 
 def test_resampling_reference_is_centred_on_the_humans():
@@ -497,23 +493,25 @@ def test_bootstrap_identity_draw_reproduces_the_tables(weighted, numbers):
     """The bootstrap recomputes the headline metrics from coded arrays; on the data as
     drawn (no resampling) it must give the tables' values, weighted or not, with number
     items (whole and binned) or not."""
-    from simval.bootstrap import headline_values
-    from simval.validate import _code, _draw, _plan, _replicates, _split
+    from simval.resampling import headline_values
+    from simval.binding import bind, split_cells
+    from simval.resampling import draw_rows, simulate_replicates
+    from simval.validate import _code
 
     study, human = _example(weighted=weighted, numbers=numbers)
     sim = _noisy(human) if numbers else MarginalSimulator(human)
     result = validate(study, human, sim, reps=3, resamples=0, seed=5)
-    plan = _plan(
+    plan = bind(
         study, human, declared=None, family="ols", cov="HC1", subgroups=None,
         items=None, reps=3, alpha=0.05, resamples=0, min_subgroup_n=30,
     )  # fmt: skip
     rng = np.random.default_rng(5)
     personas = human[list(plan.persona_columns)]
     weights = plan.weights(human)
-    draws = [_draw(personas, rng=rng, cluster=None, weights=weights) for _ in range(3)]
+    draws = [draw_rows(personas, rng=rng, cluster=None, weights=weights) for _ in range(3)]
     seeds = rng.integers(2**63, size=3)
-    samples = _replicates(plan, sim, personas, draws, seeds)
-    coded = _code(plan, _split(plan, human), human, samples)
+    samples = simulate_replicates(plan, sim, personas, draws, seeds)
+    coded = _code(plan, split_cells(plan, human), human, samples)
     values = headline_values(
         coded, np.arange(len(human)), [np.arange(len(s)) for s in samples]
     )
@@ -592,18 +590,18 @@ def test_a_weighted_study_weights_every_human_number_and_hides_the_weights():
 def test_replicate_personas_are_drawn_in_proportion_to_the_weights():
     """Each persona's share of the drawn rows is its weight's share (binomial tolerance
     over the seeded draws), one persona per draw, and whole clusters by weight total."""
-    from simval.validate import _draw
+    from simval.resampling import draw_rows
 
     people = pd.DataFrame({"c": [0, 0, 1, 1, 2]})
     w = np.array([1.0, 1.0, 4.0, 2.0, 2.0])
     rng = np.random.default_rng(11)
     draws = np.concatenate(
-        [_draw(people, rng=rng, cluster=None, weights=w) for _ in range(400)]
+        [draw_rows(people, rng=rng, cluster=None, weights=w) for _ in range(400)]
     )
     for row, expected in enumerate(w / w.sum()):
         share = float((draws == row).mean())
         assert abs(share - expected) <= binomial_tolerance(expected, len(draws)), row
-    clusters = [_draw(people, rng=rng, cluster="c", weights=w) for _ in range(400)]
+    clusters = [draw_rows(people, rng=rng, cluster="c", weights=w) for _ in range(400)]
     first = np.array([people["c"].iloc[d[0]] for d in clusters])
     totals = np.array([2.0, 6.0, 2.0]) / 10
     for cluster, expected in enumerate(totals):
@@ -667,7 +665,7 @@ def test_a_continuous_outcome_is_simulated_as_a_number():
     """Formula mode: a continuous y is an open number item, so a simulator drawing y from
     the true model is compared on it (binned JSD, earth mover's distance over the
     humans' range) instead of refused for values the humans never gave."""
-    from simval.validate import _plan
+    from simval.binding import bind
 
     human = known_effects()
 
@@ -686,7 +684,7 @@ def test_a_continuous_outcome_is_simulated_as_a_number():
     assert 0 < row["jsd"] < 0.3 and 0 <= row["wasserstein"] < 0.1
     assert result.shares.empty  # no options to share out
     # binned (not whole numbers); test_bootstrap_identity_draw_... checks the coding
-    plan = _plan(
+    plan = bind(
         FORMULA, human, declared=None, family="ols", cov="HC1", subgroups=None,
         items=None, reps=3, alpha=0.05, resamples=0, min_subgroup_n=30,
     )  # fmt: skip

@@ -231,7 +231,7 @@ def test_holm_equals_statsmodels(p_values):
     ties and the clip at 1 included."""
     from statsmodels.stats.multitest import multipletests
 
-    from simval.validate import holm
+    from simval.comparison import holm
 
     p = np.array(p_values)
     np.testing.assert_allclose(

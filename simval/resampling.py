@@ -14,6 +14,7 @@ checks that the identity draw reproduces them.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,10 +22,29 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 from scipy.spatial.distance import jensenshannon
 
-from simval.metrics import NumberScale, incoherence_flags_each
-from simval.study import Coherence, Item, Study
+from simval.binding import Binding, overall_rows
+from simval.metrics import (
+    NumberScale,
+    geometric_mean,
+    incoherence_flags_each,
+    nan_mean,
+)
+from simval.progress import progress as progress_bar
+from simval.results import (
+    HEADLINE,
+    HUMAN_LEVELS,
+    METRICS,
+    OVERALL,
+)
+from simval.simulators.base import Simulator, check_output
+from simval.study import (
+    Coherence,
+    Item,
+    Study,
+)
 
 
 @dataclass(frozen=True)
@@ -565,3 +585,254 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         yield
+
+
+# --- replicate samples --------------------------------------------------------------------
+
+
+def draw_rows(
+    personas: pd.DataFrame,
+    *,
+    rng: np.random.Generator,
+    cluster: str | None,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Row positions of one replicate: n personas with replacement, or whole clusters;
+    under survey ``weights`` each persona (each cluster) with probability proportional
+    to its weight (its weight total), so a replicate stands for the population."""
+    if cluster is None:
+        if weights is None:
+            return rng.integers(len(personas), size=len(personas))
+        return rng.choice(len(personas), size=len(personas), p=weights / weights.sum())
+    groups = list(personas.groupby(cluster, sort=True, dropna=False).indices.values())
+    if weights is None:
+        picked = rng.integers(len(groups), size=len(groups))
+    else:
+        totals = np.array([weights[g].sum() for g in groups])
+        picked = rng.choice(len(groups), size=len(groups), p=totals / totals.sum())
+    return np.concatenate([groups[g] for g in picked])
+
+
+def simulate_replicates(
+    plan: Binding,
+    simulator: Simulator,
+    personas: pd.DataFrame,
+    draws: Sequence[np.ndarray],
+    seeds: np.ndarray,
+    *,
+    desc: str = "replicates",
+    enabled: bool | None = False,
+) -> list[pd.DataFrame]:
+    """Each replicate's personas with the simulator's answers beside them, under a
+    progress bar (``desc``) unless ``enabled`` is False.
+
+    Under clustering, a cluster drawn twice becomes two clusters (renumbered after the
+    simulator has answered, so the simulator sees the personas as they are).
+    """
+    samples = []
+    steps = progress_bar(
+        zip(draws, seeds), desc=desc, total=len(draws), unit="replicates",
+        enabled=enabled,
+    )  # fmt: skip
+    for positions, seed in steps:
+        drawn = personas.iloc[positions]
+        answers = simulator.simulate(drawn, plan.study.items, seed=seed)
+        answers = check_output(
+            answers, personas=drawn, items=plan.study.items, simulator=simulator
+        )
+        # a declared non-answer (a resampled human's "don't know") is a missing answer
+        sample = pd.concat([drawn, plan.study.blank_missing(answers)], axis=1)
+        if plan.cluster is not None:
+            sample[plan.cluster] = cluster_draw_ids(drawn[plan.cluster], positions)
+        samples.append(sample)
+    return samples
+
+
+def cluster_draw_ids(clusters: pd.Series, positions: np.ndarray) -> np.ndarray:
+    """A new id per drawn cluster. ``draw_rows`` takes a cluster's rows in increasing order,
+    so a draw starts where the cluster changes or the positions stop increasing (a
+    cluster drawn twice in a row is two clusters, not one of twice the size)."""
+    values = clusters.to_numpy()
+    starts = np.r_[True, (values[1:] != values[:-1]) | (np.diff(positions) <= 0)]
+    return np.cumsum(starts)
+
+
+def headline_table(
+    found: dict[str, pd.DataFrame],
+    references: dict[str, float],
+    draws: pd.DataFrame,
+    coding: Coding,
+    *,
+    alpha: float,
+) -> pd.DataFrame:
+    """A row per headline metric (value, bootstrap CI, Monte Carlo SE, reference: the
+    fresh-sample run's value, ``references``), then the humans' own levels."""
+    values = point_values(found)
+    mcse = _mcse(found, coding)
+    drawn, per_rep = _by_metric(draws), _by_metric(found["replicate_metrics"])
+    rows = []
+    for name in [m.name for m in HEADLINE] + list(HUMAN_LEVELS):
+        spec = METRICS.get(name)
+        low, high = _bootstrap_interval(
+            drawn.get(name, _NONE), value=values[name], alpha=alpha
+        )
+        if spec is not None and spec.uncertainty == "replicates":
+            low, high = _replicate_interval(per_rep.get(name, _NONE), alpha=alpha)
+        low, high = np.clip([low, high], *(spec.bounds if spec else (0, np.inf)))
+        reference = math.nan
+        if spec is not None:
+            reference = (
+                values[spec.human] if spec.reference == "human" else references[name]
+            )
+        rows.append(
+            {
+                "metric": name,
+                "label": spec.label if spec else name.replace("_", " "),
+                "value": values[name],
+                "ci_low": float(low),
+                "ci_high": float(high),
+                "mcse": mcse.get(name, math.nan),
+                "reference": reference,
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=["metric", "label", "value", "ci_low", "ci_high", "mcse", "reference"],
+    )
+
+
+def point_values(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """The headline values from a run's tables (definitions: docs/metrics.md)."""
+    overall = {
+        name: overall_rows(tables[name])
+        for name in (
+            "distributions",
+            "variance",
+            "heterogeneity",
+            "coherence",
+            "recovery",
+        )
+    }
+    cells = tables["distributions"]
+    cells = cells[(cells["subgroup"] != OVERALL) & ~cells["small"].astype(bool)]
+    per_cell = (
+        cells.groupby(["subgroup", "level"])["jsd"].mean().dropna()
+        if len(cells)
+        else cells["jsd"]  # none (pandas' empty groupby is not free)
+    )
+    pairs = overall["coherence"][overall["coherence"]["scope"] == "pair"]
+    hetero = overall["heterogeneity"]
+    return {
+        "jsd": nan_mean(overall["distributions"]["jsd"]),
+        "wasserstein": nan_mean(overall["distributions"]["wasserstein"]),
+        "subgroup_jsd_gap": float(per_cell.max() - per_cell.min())
+        if len(per_cell)
+        else math.nan,
+        "variance_ratio": geometric_mean(overall["variance"]["ratio"]),
+        "unique_patterns": _first(hetero["unique_patterns_sim"]),
+        "entropy": _first(hetero["entropy_sim"]),
+        "incoherence": nan_mean(pairs["incoherence_sim"]),
+        "nonresponse": float(tables["nonresponse"]),
+        "sign_f1": nan_mean(overall["recovery"]["sign_f1"]),
+        "false_positive_rate": nan_mean(overall["recovery"]["false_positive_rate"]),
+        "coverage": nan_mean(overall["recovery"]["coverage"]),
+        "unique_patterns_human": _first(hetero["unique_patterns_human"]),
+        "entropy_human": _first(hetero["entropy_human"]),
+        "incoherence_human": nan_mean(pairs["incoherence_human"]),
+    }
+
+
+_NONE = np.zeros(0)
+"""No values of a metric."""
+
+
+def _by_metric(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The non-missing ``value``s of a (metric, ..., value) table per metric, in order."""
+    metrics = frame["metric"].to_numpy()
+    values = frame["value"].to_numpy(dtype=float)
+    given = ~np.isnan(values)
+    return {name: values[given & (metrics == name)] for name in dict.fromkeys(metrics)}
+
+
+def _bootstrap_interval(
+    drawn: np.ndarray, *, value: float, alpha: float
+) -> tuple[float, float]:
+    """The estimate plus the spread of its bootstrap draws (their quantiles minus their
+    mean). A distance between two resampled samples is biased upward (resampling adds
+    noise), so plain percentiles can miss the estimate; the spread is what the interval
+    shows, and each metric's reference value shows the noise level."""
+    if len(drawn) < 2 or not math.isfinite(value):
+        return math.nan, math.nan
+    low, high = np.quantile(drawn, [alpha / 2, 1 - alpha / 2]) - drawn.mean()
+    return float(value + low), float(value + high)
+
+
+def _replicate_interval(values: np.ndarray, *, alpha: float) -> tuple[float, float]:
+    """A t interval of a replicate metric's mean over replicates (its Monte Carlo CI)."""
+    values = pd.Series(values)  # pandas' mean and std: numpy's sum in another order
+    if len(values) < 2:
+        return math.nan, math.nan
+    half = (
+        scipy.stats.t.ppf(1 - alpha / 2, len(values) - 1)
+        * values.std(ddof=1)
+        / math.sqrt(len(values))
+    )
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def _mcse(found: dict[str, pd.DataFrame], coding: Coding) -> dict[str, float]:
+    """Monte Carlo standard error over replicates of each simulated metric."""
+    out = {}
+    per_rep = found["replicate_metrics"]
+    for name, values in per_rep.groupby("metric")["value"]:
+        values = values.dropna()
+        out[name] = (
+            float(values.std(ddof=1) / math.sqrt(len(values)))
+            if len(values) > 1
+            else math.nan
+        )
+    if len(coding.replicates) > 1:
+        single = replicate_values(coding)
+        for name in single[0]:
+            if name in METRICS and name not in out:
+                values = np.array([s[name] for s in single], dtype=float)
+                values = values[np.isfinite(values)]
+                out[name] = (
+                    float(values.std(ddof=1) / math.sqrt(len(values)))
+                    if len(values) > 1
+                    else math.nan
+                )
+    return out
+
+
+def bootstrap_draws(
+    coding: Coding, *, resamples: int, rng: np.random.Generator
+) -> pd.DataFrame:
+    """``resamples`` draws of every distribution-based headline metric, resampling the
+    human respondents and each replicate's rows (the same draws for every simulator
+    validated with the same seed, so differences between simulators are paired)."""
+    n = len(coding.human.answers)
+    draws = [
+        (
+            rng.integers(n, size=n),
+            [
+                rng.integers(len(r.answers), size=len(r.answers))
+                for r in coding.replicates
+            ],
+        )
+        for _ in range(resamples)
+    ]
+    rows = [
+        (name, draw, value)
+        for draw, values in enumerate(headline_draws(coding, draws))
+        for name, value in values.items()
+    ]
+    return pd.DataFrame(rows, columns=["metric", "draw", "value"])
+
+
+# --- small helpers ------------------------------------------------------------------
+
+
+def _first(column: pd.Series) -> float:
+    """The single overall value of a column, NaN if the table is empty."""
+    return float(column.iloc[0]) if len(column) else math.nan
