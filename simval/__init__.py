@@ -6,6 +6,7 @@ coefficient recovery. Importing simval loads nothing heavy (no statsmodels, torc
 transformers): each name is imported from its module when first used.
 """
 
+import pkgutil
 import sys
 import types
 from importlib import import_module
@@ -54,14 +55,24 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 
+def _submodules() -> set[str]:
+    """The public submodules and subpackages (``metrics``, ``report``, ...), listed
+    from the package's folder without importing them."""
+    return {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+
+
 def __getattr__(name: str) -> object:
-    """Import a public name from its module on first use (PEP 562)."""
-    if name not in _HOME:
+    """Import a public name, or a public submodule, on first use (PEP 562): after
+    ``import simval``, ``simval.metrics.jsd`` works as ``scipy.stats`` does."""
+    if name in _HOME:
+        value = getattr(import_module(_HOME[name]), name)
+    elif name in _submodules():
+        value = import_module(f"{__name__}.{name}")
+    else:
         raise AttributeError(f"module 'simval' has no attribute {name!r}")
-    value = getattr(import_module(_HOME[name]), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return sorted({*globals(), *__all__, *_submodules()})

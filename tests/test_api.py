@@ -147,6 +147,29 @@ def test_everything_exported_exists():
         assert hasattr(simval, name), name
 
 
+def test_every_public_submodule_is_an_attribute_after_import_simval():
+    """As in numpy or scipy, ``import simval`` then ``simval.metrics.jsd`` works, for
+    every public submodule (run in a fresh interpreter: nothing imported them before);
+    a public function keeps the name it shares with its module (``simval.validate``)."""
+    code = (
+        "import pkgutil, types, simval\n"
+        "names = [m.name for m in pkgutil.iter_modules(simval.__path__)\n"
+        "         if not m.name.startswith('_')]\n"
+        "assert {'metrics', 'report', 'simulators', 'regression'} <= set(names), names\n"
+        "for name in names:\n"
+        "    value = getattr(simval, name)\n"
+        "    assert isinstance(value, types.ModuleType) or callable(value), name\n"
+        "    assert name in dir(simval), name\n"
+        "print(simval.metrics.jsd.__name__, callable(simval.validate))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.split() == ["jsd", "True"]
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        simval.nonexistent  # noqa: B018
+
+
 HEAVY = ("statsmodels", "linearmodels", "torch", "transformers", "peft")
 
 
