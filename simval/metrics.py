@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy as shannon_entropy
 
-from simval.errors import DataError, OptionError, check_option
+from simval.errors import DataError, OptionError, check_alpha, check_option
 
 __all__ = [
     "CoherenceLike",
@@ -711,75 +711,29 @@ def coefficient_recovery(
       failure is reported in n_failed, never counted as recovering a null term);
     * ``coverage``: mean of the per-term coverage.
     """
-    if not 0 < alpha < 1:
-        raise OptionError(
-            f"alpha={alpha!r} is not allowed; it must lie strictly between 0 and 1"
-        )
-    human = _coefficients(human_table, "human_table")
-    if human["term"].duplicated().any():
-        dups = human["term"][human["term"].duplicated()].unique().tolist()
-        raise DataError(
-            f"human_table has duplicate term(s): {', '.join(map(repr, dups))}"
-        )
-    if isinstance(sim_tables, pd.DataFrame):
-        raise DataError(
-            "sim_tables must be a sequence of tables, one per replicate; got one table"
-        )
-    tables = list(sim_tables)
-    if not tables:
-        raise DataError("sim_tables is empty; give at least one replicate table")
-    for i, table in enumerate(tables):
-        _check_columns(table, f"sim_tables[{i}]")
+    check_alpha(alpha)
+    human, tables = _recovery_inputs(human_table, sim_tables)
     scale = nonresponse_scale(human_nobs, sim_nobs, reps=len(tables))
-
     est, se, p, _, _ = _replicate_grid(human["term"], tables)
     failed = np.isnan(est)
     se = np.where(failed, np.nan, se) * scale[None, :]
-    h_est, h_se, h_p = (human[c].to_numpy()[:, None] for c in _NUMERIC[:3])
+    h_est, h_p = (human[c].to_numpy()[:, None] for c in ("estimate", "p_value"))
     h_class = _classes(h_est, h_p, alpha)
     s_class = np.where(failed, FAILED, _classes(est, p, alpha))
     z = float(scipy.stats.norm.ppf(1 - alpha / 2))
-    margin = np.array(
-        [(margins or {}).get(term, np.nan) for term in human["term"]], dtype=float
+    covered = np.abs(est - h_est) <= z * np.sqrt(
+        human["std_error"].to_numpy()[:, None] ** 2 + se**2
     )
-    df = np.array(
-        [(dfs or {}).get(term, np.inf) for term in human["term"]], dtype=float
+    terms = _term_table(
+        human,
+        est=est,
+        se=se,
+        classes=(h_class, s_class),
+        covered=covered,
+        z=z,
+        margin=_per_term(human, margins, default=np.nan),
+        df=_per_term(human, dfs, default=np.inf),
     )
-
-    with np.errstate(invalid="ignore", divide="ignore"):
-        n_reps = (~failed).sum(axis=1)
-        sim_estimate, sim_se = _row_mean(est), _row_mean(se)
-        diff = sim_estimate - h_est[:, 0]
-        diff_se = np.sqrt(h_se[:, 0] ** 2 + _row_mean(se**2) / n_reps)
-        diff_z = diff / diff_se
-        covered = np.abs(est - h_est) <= z * np.sqrt(h_se**2 + se**2)
-        terms = pd.DataFrame(
-            {
-                "term": human["term"].to_numpy(),
-                **{f"human_{c}": human[c].to_numpy() for c in _NUMERIC},
-                "human_class": _CLASS_LABELS[h_class[:, 0] + 1],
-                "sim_estimate": sim_estimate,
-                "sim_std_error": sim_se,
-                "sim_class": _CLASS_LABELS[_modal_class(s_class) + 1],
-                "diff": diff,
-                "diff_std_error": diff_se,
-                "diff_ci_low": diff - z * diff_se,
-                "diff_ci_high": diff + z * diff_se,
-                "diff_z": diff_z,
-                "diff_p_value": 2 * scipy.stats.norm.sf(np.abs(diff_z)),
-                "margin": margin,
-                "equivalence_p_value": equivalence_p_value(
-                    diff=diff, std_error=diff_se, margin=margin, df=df
-                ),
-                "coverage": covered.mean(axis=1),
-                "se_ratio": sim_se / h_se[:, 0],
-                "sign_agree": (np.sign(est) == np.sign(h_est)).mean(axis=1),
-                "sig_agree": (s_class == h_class).mean(axis=1),
-                "n_reps": n_reps,
-                "n_failed": failed.sum(axis=1),
-            },
-            columns=list(TERM_COLUMNS),
-        )
     defined = ~np.isnan(h_est[:, 0])
     if not defined.all():  # pandas' masked assignment is slow: only when needed
         terms.loc[~defined, ["human_class", *_COMPARISONS]] = np.nan
@@ -805,6 +759,89 @@ def coefficient_recovery(
 
 FAILED = 2
 """Class code of a (term, replicate) pair the replicate could not estimate."""
+
+
+def _recovery_inputs(
+    human_table: pd.DataFrame, sim_tables: Sequence[pd.DataFrame]
+) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """The human table and the replicate tables, checked (columns, unique human terms,
+    at least one replicate, a sequence rather than one table)."""
+    human = _coefficients(human_table, "human_table")
+    if human["term"].duplicated().any():
+        dups = human["term"][human["term"].duplicated()].unique().tolist()
+        raise DataError(
+            f"human_table has duplicate term(s): {', '.join(map(repr, dups))}"
+        )
+    if isinstance(sim_tables, pd.DataFrame):
+        raise DataError(
+            "sim_tables must be a sequence of tables, one per replicate; got one table"
+        )
+    tables = list(sim_tables)
+    if not tables:
+        raise DataError("sim_tables is empty; give at least one replicate table")
+    for i, table in enumerate(tables):
+        _check_columns(table, f"sim_tables[{i}]")
+    return human, tables
+
+
+def _per_term(
+    human: pd.DataFrame, values: Mapping[str, float] | None, *, default: float
+) -> np.ndarray:
+    """``values`` per human term, in the human table's order (``default`` where absent)."""
+    return np.array(
+        [(values or {}).get(term, default) for term in human["term"]], dtype=float
+    )
+
+
+def _term_table(
+    human: pd.DataFrame,
+    *,
+    est: np.ndarray,
+    se: np.ndarray,
+    classes: tuple[np.ndarray, np.ndarray],
+    covered: np.ndarray,
+    z: float,
+    margin: np.ndarray,
+    df: np.ndarray,
+) -> pd.DataFrame:
+    """The per-term comparison (``coefficient_recovery``'s ``terms``) from the replicate
+    grids (terms x replicates; NaN where a replicate failed)."""
+    h_class, s_class = classes
+    h_est = human["estimate"].to_numpy()
+    h_se = human["std_error"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n_reps = (~np.isnan(est)).sum(axis=1)
+        sim_estimate, sim_se = _row_mean(est), _row_mean(se)
+        diff = sim_estimate - h_est
+        diff_se = np.sqrt(h_se**2 + _row_mean(se**2) / n_reps)
+        diff_z = diff / diff_se
+        return pd.DataFrame(
+            {
+                "term": human["term"].to_numpy(),
+                **{f"human_{c}": human[c].to_numpy() for c in _NUMERIC},
+                "human_class": _CLASS_LABELS[h_class[:, 0] + 1],
+                "sim_estimate": sim_estimate,
+                "sim_std_error": sim_se,
+                "sim_class": _CLASS_LABELS[_modal_class(s_class) + 1],
+                "diff": diff,
+                "diff_std_error": diff_se,
+                "diff_ci_low": diff - z * diff_se,
+                "diff_ci_high": diff + z * diff_se,
+                "diff_z": diff_z,
+                "diff_p_value": 2 * scipy.stats.norm.sf(np.abs(diff_z)),
+                "margin": margin,
+                "equivalence_p_value": equivalence_p_value(
+                    diff=diff, std_error=diff_se, margin=margin, df=df
+                ),
+                "coverage": covered.mean(axis=1),
+                "se_ratio": sim_se / h_se,
+                "sign_agree": (np.sign(est) == np.sign(h_est[:, None])).mean(axis=1),
+                "sig_agree": (s_class == h_class).mean(axis=1),
+                "n_reps": n_reps,
+                "n_failed": np.isnan(est).sum(axis=1),
+            },
+            columns=list(TERM_COLUMNS),
+        )
 
 
 def _pooled(
