@@ -23,7 +23,7 @@ study's formulas and a simulator's answers.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -32,8 +32,8 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 
-from simval.errors import EstimationError, OptionError, check_option
-from simval.families import PPI_FAMILIES, Family
+from simval.errors import EstimationError, OptionError, check_option, refuse
+from simval.families import PPI_FAMILIES, Family, PpiLoss, family_of
 
 Lam = float | Literal["tuned"]
 TuneAt = Literal["one", "fit"]
@@ -158,8 +158,10 @@ def ppi_fit(
     gradients can overstate the covariance and the λ chosen there cost precision.
     """
     check_option("family", family, PPI_FAMILIES)
-    if lam != "tuned" and not (isinstance(lam, int | float) and 0 <= lam <= 1):
-        raise OptionError(f"lam={lam!r} must be 'tuned' or a number in [0, 1]")
+    if lam != "tuned" and not (
+        isinstance(lam, int | float) and not isinstance(lam, bool) and 0 <= lam <= 1
+    ):
+        raise refuse("lam", lam, "'tuned' or a number in [0, 1]")
     if predicted.X.shape != human.X.shape or predicted.y.shape != human.y.shape:
         raise OptionError(
             "the predicted rows must match the human rows one for one "
@@ -229,17 +231,22 @@ class Problem:
     clusters: np.ndarray | None
     arms: tuple[tuple[Rows, float], ...]
 
+    @property
+    def loss(self) -> Loss:
+        """The family's PPI++ loss (``LOSSES``)."""
+        return LOSSES[family_of(self.family).ppi_loss]
+
     def gradients(self, coef: np.ndarray, *, lam: float) -> Gradients:
         """Every row's gradient, and the equation's Jacobian at λ, at ``coef``."""
-        g_hat = _gradients(coef, self.predicted, self.family)
+        g_hat = _gradients(coef, self.predicted, self.loss)
         centred = g_hat - sum(
-            share * _gradients(coef, rows, self.family) for rows, share in self.arms
+            share * _gradients(coef, rows, self.loss) for rows, share in self.arms
         )
         return Gradients(
-            human=_gradients(coef, self.human, self.family),
+            human=_gradients(coef, self.human, self.loss),
             predicted=g_hat,
             centred=centred,
-            unlabeled=_gradients(coef, self.unlabeled, self.family),
+            unlabeled=_gradients(coef, self.unlabeled, self.loss),
             hessian=self.jacobian(coef, lam=lam),
             clusters=self.clusters,
             plain=self.clusters is None and not self.arms,
@@ -250,8 +257,7 @@ class Problem:
         derivatives of the loss on the humans', the predicted and the unlabeled rows):
         the humans' own Hessian at λ = 0 and continuous in λ."""
         return sum(
-            w * _observed_hessian(coef, rows, self.family)
-            for rows, w in self.parts(lam)
+            w * _observed_hessian(coef, rows, self.loss) for rows, w in self.parts(lam)
         )
 
     def parts(self, lam: float) -> tuple[tuple[Rows, float], ...]:
@@ -261,11 +267,11 @@ class Problem:
     def ppi_python_hessian(self, coef: np.ndarray) -> np.ndarray:
         """ppi-python's Hessian for its tuned λ: the humans' own, pooled with the
         unlabeled rows' where no covariate is predicted (``pooled``)."""
-        human = _observed_hessian(coef, self.human, self.family)
+        human = _observed_hessian(coef, self.human, self.loss)
         if not self.pooled:
             return human
         n, N = len(self.human.y), len(self.unlabeled.y)
-        unlabeled = _observed_hessian(coef, self.unlabeled, self.family)
+        unlabeled = _observed_hessian(coef, self.unlabeled, self.loss)
         return (n * human + N * unlabeled) / (n + N)
 
 
@@ -358,17 +364,17 @@ def _settled_lam(problem: Problem, *, start: float, coef: int | None) -> float:
 def _solve(problem: Problem, *, lam: float) -> np.ndarray:
     """The root of the rectified estimating equation, by Newton's method from zero
     with step halving on the rectified loss."""
-    human, family = problem.human, problem.family
+    human, rule = problem.human, problem.loss
     parts = problem.parts(lam)
 
     def loss(coef: np.ndarray) -> float:
-        return sum(w * _loss(coef, rows, family).mean() for rows, w in parts)
+        return sum(w * _loss(coef, rows, rule).mean() for rows, w in parts)
 
     coef = np.zeros(human.X.shape[1])
     current = loss(coef)
     for _ in range(NEWTON_STEPS):
         gradient = sum(
-            w * _gradients(coef, rows, family).mean(axis=0) for rows, w in parts
+            w * _gradients(coef, rows, rule).mean(axis=0) for rows, w in parts
         )
         jacobian = problem.jacobian(coef, lam=lam)
         try:
@@ -392,7 +398,7 @@ def _solve(problem: Problem, *, lam: float) -> np.ndarray:
                 return coef
             break
     raise EstimationError(
-        f"the rectified {family} fit did not converge in {NEWTON_STEPS} Newton steps"
+        f"the rectified {problem.family} fit did not converge in {NEWTON_STEPS} Newton steps"
     )
 
 
@@ -461,53 +467,16 @@ def _errors(at: Gradients, *, inverse: np.ndarray) -> tuple[np.ndarray, np.ndarr
 # --- the families' losses, per row, in the linear predictor η = Xθ ------------------------
 
 
-def _loss(coef: np.ndarray, rows: Rows, family: Family) -> np.ndarray:
-    """Each row's loss: the negative log-likelihood up to constants (half the squared
-    residual for ols); linear in y for the GLMs, so expected answers may stand in."""
-    eta, y = rows.X @ coef, rows.y
-    if family == "ols":
-        return 0.5 * (y - eta) ** 2
-    if family == "logit":
-        return np.logaddexp(0, eta) - y * eta
-    if family == "poisson":
-        return np.exp(eta) - y * eta
-    return -(y * scipy.special.log_ndtr(eta) + (1 - y) * scipy.special.log_ndtr(-eta))
+@dataclass(frozen=True)
+class Loss:
+    """A family's PPI++ loss per row in the linear predictor η = Xθ: ``value``, the
+    negative log-likelihood up to constants (half the squared residual for ols),
+    linear in y for the GLMs so that expected answers may stand in; ``first``, d loss
+    / d η; ``second``, d² loss / d η² (for probit its expectation, free of y)."""
 
-
-def _gradients(coef: np.ndarray, rows: Rows, family: Family) -> np.ndarray:
-    """Each row's gradient of the loss (rows x coefficients)."""
-    return rows.X * _first(rows.X @ coef, rows.y, family)[:, None]
-
-
-def _observed_hessian(coef: np.ndarray, rows: Rows, family: Family) -> np.ndarray:
-    """The mean over rows of the loss's second derivative (coefficients x coefficients)."""
-    weight = _second(rows.X @ coef, rows.y, family)
-    return (rows.X * weight[:, None]).T @ rows.X / len(rows.y)
-
-
-def _first(eta: np.ndarray, y: np.ndarray, family: Family) -> np.ndarray:
-    """d loss / d η."""
-    if family == "ols":
-        return eta - y
-    if family == "logit":
-        return scipy.special.expit(eta) - y
-    if family == "poisson":
-        return np.exp(eta) - y
-    up, down = _mills(eta)  # probit: −y φ/Φ(η) + (1 − y) φ/Φ(−η)
-    return -y * up + (1 - y) * down
-
-
-def _second(eta: np.ndarray, y: np.ndarray, family: Family) -> np.ndarray:
-    """d² loss / d η² (for probit its expectation, which does not involve y)."""
-    if family == "ols":
-        return np.ones_like(eta)
-    if family == "logit":
-        p = scipy.special.expit(eta)
-        return p * (1 - p)
-    if family == "poisson":
-        return np.exp(eta)
-    up, down = _mills(eta)  # probit: expected information φ²/(Φ(η)Φ(−η)), as glm
-    return up * down
+    value: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    first: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    second: Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def _mills(eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -517,3 +486,63 @@ def _mills(eta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         np.exp(log_density - scipy.special.log_ndtr(eta)),
         np.exp(log_density - scipy.special.log_ndtr(-eta)),
     )
+
+
+def _probit_first(eta: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """−y φ/Φ(η) + (1 − y) φ/Φ(−η)."""
+    up, down = _mills(eta)
+    return -y * up + (1 - y) * down
+
+
+def _probit_second(eta: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The expected information φ²/(Φ(η)Φ(−η)), as glm."""
+    up, down = _mills(eta)
+    return up * down
+
+
+def _logistic_second(eta: np.ndarray, y: np.ndarray) -> np.ndarray:
+    p = scipy.special.expit(eta)
+    return p * (1 - p)
+
+
+LOSSES: dict[PpiLoss, Loss] = {
+    "squared": Loss(
+        value=lambda eta, y: 0.5 * (y - eta) ** 2,
+        first=lambda eta, y: eta - y,
+        second=lambda eta, y: np.ones_like(eta),
+    ),
+    "logistic": Loss(
+        value=lambda eta, y: np.logaddexp(0, eta) - y * eta,
+        first=lambda eta, y: scipy.special.expit(eta) - y,
+        second=_logistic_second,
+    ),
+    "poisson": Loss(
+        value=lambda eta, y: np.exp(eta) - y * eta,
+        first=lambda eta, y: np.exp(eta) - y,
+        second=lambda eta, y: np.exp(eta),
+    ),
+    "probit": Loss(
+        value=lambda eta, y: (
+            -(y * scipy.special.log_ndtr(eta) + (1 - y) * scipy.special.log_ndtr(-eta))
+        ),
+        first=_probit_first,
+        second=_probit_second,
+    ),
+}
+"""The PPI++ losses, by the name a family's ``ppi_loss`` gives (``simval.families``)."""
+
+
+def _loss(coef: np.ndarray, rows: Rows, loss: Loss) -> np.ndarray:
+    """Each row's loss."""
+    return loss.value(rows.X @ coef, rows.y)
+
+
+def _gradients(coef: np.ndarray, rows: Rows, loss: Loss) -> np.ndarray:
+    """Each row's gradient of the loss (rows x coefficients)."""
+    return rows.X * loss.first(rows.X @ coef, rows.y)[:, None]
+
+
+def _observed_hessian(coef: np.ndarray, rows: Rows, loss: Loss) -> np.ndarray:
+    """The mean over rows of the loss's second derivative (coefficients x coefficients)."""
+    weight = loss.second(rows.X @ coef, rows.y)
+    return (rows.X * weight[:, None]).T @ rows.X / len(rows.y)

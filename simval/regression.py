@@ -12,7 +12,7 @@ Inference conventions:
   dummies, as in ``lm(y ~ x + factor(fe))``.
 - ``family="ols"`` with ``cov="cluster:<column>"``: t distribution with G - 1 df (G clusters).
 - ``logit``, ``probit``, ``poisson``: normal distribution (as ``coeftest`` on a ``glm``).
-- ``ci_low``, ``ci_high`` = estimate -/+ quantile(0.5 + conf_level / 2) * std_error.
+- ``ci_low``, ``ci_high`` = estimate -/+ quantile(1 - alpha / 2) * std_error.
 
 Covariances: ``nonrobust`` is the model-based one; ``HC0``..``HC3`` equal
 ``sandwich::vcovHC(model, type=...)`` (for glm: scores and hat values of the working weights);
@@ -31,6 +31,9 @@ MASS::polr (P(y <= k) = F(threshold_k - x'b), no intercept, thresholds named
 ``"threshold a|b"``); ``nonrobust`` is the inverse observed information (R's vcov) and
 HC0 / HC1 the sandwich of the per-respondent scores (HC1 times n / (n - k)).
 
+What each family is (its estimator, outcome, link, covariances) is its entry in
+``simval.families.REGISTRY``; this module holds the estimators and reads the entry.
+
 logit, probit and poisson fail with EstimationError under perfect or quasi-perfect separation
 (fitted values numerically at 0 or 1, or, for poisson, at 0, R's thresholds) or when IRLS does
 not converge, where R's glm would only warn.
@@ -41,7 +44,7 @@ from __future__ import annotations
 import itertools
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any
@@ -64,25 +67,25 @@ from simval.errors import (
     EstimationError,
     FormulaError,
     OptionError,
-    check_option,
+    check_alpha,
     plain,
+    refuse,
 )
 from simval.families import (
-    CATEGORICAL_COVS,
-    CATEGORICAL_FAMILIES,
     CLUSTER_PREFIX,
-    EQUATION_SEPARATOR,
-    FAMILIES,
-    ORDERED_FAMILIES,
-    THRESHOLD_PREFIX,
+    CLUSTERED,
+    REGISTRY,
+    Estimator,
     Family,
+    ModelFamily,
     check_cov,
+    family_of,
 )
 from simval.formulas import formula_variables
+from simval.metrics import COEF_COLUMNS
 from simval.study import check_weights
 
 ABSORB_COVS = ("nonrobust", "HC0", "HC1")
-COLUMNS = ("term", "estimate", "std_error", "statistic", "p_value", "ci_low", "ci_high")
 
 # R's lm: a column is aliased when under RANK_TOL times its norm is left after QR.
 RANK_TOL = 1e-7
@@ -98,8 +101,8 @@ GLM_TOLERANCE = {"tol_criterion": "params", "tol": 1e-10, "rtol": 1e-8}
 class Fit:
     """One fitted model: the settings, the rows used and a tidy coefficient table.
 
-    ``table`` has the columns ``term, estimate, std_error, statistic, p_value, ci_low,
-    ci_high`` (one row per design column, in formulaic's order and naming); aliased terms keep
+    ``table`` has the columns ``metrics.COEF_COLUMNS`` (``term, estimate, std_error,
+    statistic, p_value, ci_low, ci_high``; one row per design column, in formulaic's order and naming); aliased terms keep
     their row with NaN and are listed in ``aliased``. ``vcov`` is the covariance of the
     estimates (terms x terms, NaN rows and columns for aliased terms), the one the standard
     errors come from, so joint (Wald) tests can use it. ``design_sd`` is each design
@@ -128,7 +131,7 @@ class Fit:
     cov: str
     absorb: str | None
     weights: str | None
-    conf_level: float
+    alpha: float
     nobs: int
     table: pd.DataFrame
     aliased: tuple[str, ...]
@@ -246,7 +249,7 @@ class Fit:
             cov=self.cov,
             absorb=self.absorb,
             weights=self.weights,
-            conf_level=self.conf_level,
+            alpha=self.alpha,
             unidentified=_unreferenced_terms(self._spec, design.terms, rows),
             levels=self.levels,
             variance_df=False,
@@ -271,7 +274,7 @@ def fit(
     cov: str = "HC1",
     absorb: str | None = None,
     weights: str | None = None,
-    conf_level: float = 0.95,
+    alpha: float = 0.05,
 ) -> Fit:
     """Fit ``formula`` to ``data`` and return a tidy coefficient table with R-compatible errors.
 
@@ -287,11 +290,10 @@ def fit(
     column of survey (sampling) weights, positive numbers: the estimates and sandwich errors
     of R's ``lm`` / ``glm`` with ``weights=`` (ols: every cov; logit, probit, poisson:
     HC0, HC1 or cluster; ``survey::svyglm`` on independent units equals HC0 times
-    n / (n - 1)). See the module docstring for the inference conventions.
+    n / (n - 1)). ``alpha``: the intervals are at level 1 - alpha. See the module
+    docstring for the inference conventions.
     """
-    _check_options(
-        family=family, cov=cov, absorb=absorb, weights=weights, conf_level=conf_level
-    )
+    _check_options(family=family, cov=cov, absorb=absorb, weights=weights, alpha=alpha)
     _check_frame(data)
     parsed = _parse(formula)
     rows = _complete_rows(
@@ -313,7 +315,7 @@ def fit(
         cov=cov,
         absorb=absorb,
         weights=weights,
-        conf_level=conf_level,
+        alpha=alpha,
     )
 
 
@@ -321,38 +323,32 @@ def fit(
 
 
 def _check_options(
-    *, family: str, cov: str, absorb: str | None, weights: str | None, conf_level: float
+    *, family: str, cov: str, absorb: str | None, weights: str | None, alpha: float
 ) -> None:
-    """Raise OptionError for a family, cov, absorb, weights or conf_level outside the
-    allowed set."""
-    check_option("family", family, FAMILIES)
+    """Raise OptionError for a family, cov, absorb, weights or alpha outside what the
+    family takes (``ModelFamily``)."""
+    spec = family_of(family)
     check_cov(cov)
     if weights is not None:
-        _check_weighting(family=family, cov=cov, absorb=absorb, weights=weights)
-    if family in CATEGORICAL_FAMILIES and cov not in CATEGORICAL_COVS:
-        choices = ", ".join(map(repr, CATEGORICAL_COVS))
+        _check_weighting(spec, cov=cov, absorb=absorb, weights=weights)
+    if not spec.takes(cov):
         raise OptionError(
             f"cov={cov!r} is not available for family={family!r}; choose one of "
-            f"{choices} (no HC2/HC3 or cluster sandwich for categorical outcomes)"
+            f"{', '.join(map(repr, spec.covs))} (no HC2/HC3 or cluster sandwich for "
+            "categorical outcomes)"
         )
-    if not (isinstance(conf_level, float | int) and 0 < conf_level < 1):
-        raise OptionError(
-            f"conf_level={conf_level!r} is not allowed; choose a number in (0, 1)"
-        )
+    check_alpha(alpha)
     if absorb is None:
         return
     if not isinstance(absorb, str):
-        raise OptionError(
-            f"absorb={absorb!r} is not allowed; give a column name or None"
+        raise refuse("absorb", absorb, "a column name or None")
+    if not spec.absorbs:
+        needs = " or ".join(
+            f"family={f.name!r}" for f in REGISTRY.values() if f.absorbs
         )
-    if family != "ols":
-        raise OptionError(
-            f"absorb={absorb!r} needs family='ols', not family={family!r}"
-        )
+        raise OptionError(f"absorb={absorb!r} needs {needs}, not family={family!r}")
     if cov in ("HC2", "HC3"):
-        choices = ", ".join(
-            repr(c) for c in (*ABSORB_COVS, f"{CLUSTER_PREFIX}<column>")
-        )
+        choices = ", ".join(repr(c) for c in (*ABSORB_COVS, CLUSTERED))
         raise OptionError(
             f"cov={cov!r} cannot be combined with absorb={absorb!r} (its hat values need the "
             f"absorbed dummies); choose one of {choices}"
@@ -360,26 +356,32 @@ def _check_options(
 
 
 def _check_weighting(
-    *, family: str, cov: str, absorb: str | None, weights: str
+    family: ModelFamily, *, cov: str, absorb: str | None, weights: str
 ) -> None:
     """Raise OptionError for a weighted fit simval does not match to R."""
     if not isinstance(weights, str):
-        raise OptionError(f"weights={weights!r} must be a column name or None")
-    if family in CATEGORICAL_FAMILIES or absorb is not None:
-        what = f"family={family!r}" if absorb is None else f"absorb={absorb!r}"
+        raise refuse("weights", weights, "a column name or None")
+    if not family.weighted_covs or absorb is not None:
+        what = f"family={family.name!r}" if absorb is None else f"absorb={absorb!r}"
+        weighted = [f.name for f in REGISTRY.values() if f.weighted_covs]
         raise OptionError(
             f"weights={weights!r} cannot be combined with {what}: weighted fits are "
-            "ols, logit, probit and poisson without absorbed effects"
+            f"{_listed(weighted, last='and')} without absorbed effects"
         )
-    if (
-        family != "ols"
-        and cov not in ("HC0", "HC1")
-        and not cov.startswith(CLUSTER_PREFIX)
-    ):
+    if not family.takes(cov, weighted=True):
         raise OptionError(
-            f"weights={weights!r} with family={family!r} needs cov 'HC0', 'HC1' or "
-            f"'cluster:<column>' (survey weights need a sandwich), not {cov!r}"
+            f"weights={weights!r} with family={family.name!r} needs cov "
+            f"{_listed(map(repr, family.weighted_covs), last='or')} (survey weights need "
+            f"a sandwich), not {cov!r}"
         )
+
+
+def _listed(names: Iterable[str], *, last: str) -> str:
+    """``a, b and c`` (``last="and"``) or ``a, b or c``."""
+    names = list(names)
+    return (
+        ", ".join(names[:-1]) + f" {last} " + names[-1] if len(names) > 1 else names[0]
+    )
 
 
 def _check_frame(data: object) -> None:
@@ -581,25 +583,14 @@ def _attempt(step: Callable[..., Any], *args: Any) -> Any | EstimationError | Da
         return exc
 
 
-def _outcome(design: _Design, *, family: str) -> tuple[np.ndarray, str]:
+def _outcome(design: _Design, *, family: ModelFamily) -> tuple[np.ndarray, str]:
     """The outcome vector and its name, after checking it suits ``family``."""
     y, name = design.y, design.outcome
     if y is None:
         raise DataError(
-            f"outcome {name!r} is not numeric; code it as numbers (0/1 for {family})"
+            f"outcome {name!r} is not numeric; code it as numbers (0/1 for {family.name})"
         )
-    if family in ("logit", "probit"):
-        bad = np.unique(y[(y != 0) & (y != 1)])
-        if bad.size:
-            shown = ", ".join(f"{v:g}" for v in bad[:5])
-            raise DataError(
-                f"{family} outcome {name!r} must be 0/1 or bool; found values {shown}"
-            )
-    if family == "poisson" and (y < 0).any():
-        shown = ", ".join(f"{v:g}" for v in np.unique(y[y < 0])[:5])
-        raise DataError(
-            f"poisson outcome {name!r} must be non-negative; found values {shown}"
-        )
+    family.check_outcome(y, name=name)
     if not np.isfinite(y).all():
         raise DataError(f"outcome {name!r} has infinite values")
     if np.ptp(y) == 0:
@@ -641,6 +632,36 @@ def _estimable(X: np.ndarray, *, norms: np.ndarray) -> np.ndarray:
         keep[columns[kept[weak[0]]]] = False
 
 
+@dataclass(frozen=True)
+class _Sample:
+    """What an estimator fits: the outcome (level codes for a categorical family), the
+    estimable design columns and their names, the family and covariance, and the
+    cluster codes, absorbed-effect codes and survey weights of the rows (or None)."""
+
+    y: np.ndarray
+    X: np.ndarray
+    terms: list[str]
+    outcome: str
+    levels: tuple[Any, ...] | None
+    family: ModelFamily
+    cov: str
+    clusters: np.ndarray | None
+    effects: np.ndarray | None
+    weights: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class _Estimates:
+    """An estimator's answer: the estimates and their covariance; ``df``, the t
+    distribution's degrees of freedom (None: normal inference); ``working``, each row's
+    weight in the working model, its share of the information (None: not used)."""
+
+    params: np.ndarray
+    vcov: np.ndarray
+    df: int | None = None
+    working: np.ndarray | None = None
+
+
 def _estimate(
     design: _Design,
     rows: pd.DataFrame,
@@ -649,7 +670,7 @@ def _estimate(
     family: str,
     cov: str,
     absorb: str | None,
-    conf_level: float,
+    alpha: float,
     weights: str | None = None,
     unidentified: frozenset[str] = frozenset(),
     levels: tuple[Any, ...] | None = None,
@@ -664,14 +685,15 @@ def _estimate(
     replicates are compared against the original fit, whose dfs the small-sample
     tests read, and they cost up to as much as the fit itself under clustering).
     """
-    if family in CATEGORICAL_FAMILIES:
+    spec = REGISTRY[family]
+    if spec.categorical:
         y, outcome, levels = _categorical_outcome(
-            design, rows, family=family, levels=levels
+            design, rows, family=spec, levels=levels
         )
     else:
-        y, outcome = _outcome(design, family=family)
+        y, outcome = _outcome(design, family=spec)
     # the absorbed effects span the intercept, an ordered model's thresholds replace it
-    intercept = absorb is None and family not in ORDERED_FAMILIES
+    intercept = absorb is None and not spec.ordered
     columns = [intercept or t != "Intercept" for t in design.terms]
     terms = [t for t, kept in zip(design.terms, columns) if kept]
     X = design.X if all(columns) else design.X[:, columns]
@@ -695,63 +717,29 @@ def _estimate(
         )
     if clusters is not None and clusters.max() < 1:
         raise EstimationError(f"cov={cov!r} needs at least 2 clusters; the data has 1")
-    Xk = X[:, keep]
-    df = None  # normal inference, unless OLS sets its t df below
-    # the working model's weight per row (rows equally informative for OLS)
-    working = np.ones(len(y)) if w is None else w
-    if not keep.any():
-        params, vcov = np.empty(0), np.empty((0, 0))
-    elif effects is not None:
-        params, vcov, df = _absorbed_ols(
-            y, Xk, effects=effects, cov=cov, clusters=clusters
-        )
-    elif family == "ols":
-        params, vcov, df = _ols(y, Xk, cov=cov, clusters=clusters, weights=w)
-    elif family in CATEGORICAL_FAMILIES:
-        params, vcov = _categorical(
-            y, Xk, family=family, cov=cov, levels=levels, outcome=outcome
-        )
-    else:
-        params, vcov, working = _glm(
-            y,
-            Xk,
-            family=family,
-            cov=cov,
-            clusters=clusters,
-            outcome=outcome,
-            terms=[t for t, k in zip(terms, keep) if k],
-            weights=w,
-        )
-    if clusters is not None and family == "ols":
-        df = clusters.max()  # t with G - 1 df
+    sample = _Sample(
+        y=y, X=X[:, keep], terms=[t for t, k in zip(terms, keep) if k],
+        outcome=outcome, levels=levels, family=spec, cov=cov, clusters=clusters,
+        effects=effects, weights=w,
+    )  # fmt: skip
+    fitted = (
+        _ESTIMATORS[spec.estimator](sample)
+        if keep.any()
+        else _Estimates(params=np.empty(0), vcov=np.empty((0, 0)))
+    )
+    params, vcov, df = fitted.params, fitted.vcov, fitted.df
     design_sd = _sd(X, weights=w)
     scale = input_scale(terms, X, design_sd=design_sd)
-    dof = np.full(len(terms), np.inf if family in CATEGORICAL_FAMILIES else np.nan)
-    joint = np.inf
-    if cov == "nonrobust" and family not in CATEGORICAL_FAMILIES:
-        # a model-based variance: OLS estimates sigma^2 on the residual df, the
-        # binary and count families fix the scale
-        dof[:] = joint = df if family == "ols" else np.inf
-    elif not variance_df and family not in CATEGORICAL_FAMILIES:
-        joint = np.nan
-    elif family not in CATEGORICAL_FAMILIES and keep.any():
-        scores = standardised_scores(
-            Xk if effects is None else _demean(Xk, effects),
-            information=working, score=working * (1.0 if w is None else w),
+    if spec.categorical:
+        terms, keep, design_sd, scale = _categorical_terms(
+            terms, keep, design_sd, scale, family=spec, outcome=outcome,
+            levels=levels, y=y,
         )  # fmt: skip
-        dof[keep] = satterthwaite_df(scores, clusters=clusters)
-        joint = satterthwaite_df(
-            scores[:, scale[keep] > 0], clusters=clusters, joint=True
+        dof, joint = np.full(len(terms), np.inf), np.inf
+    else:
+        dof, joint = _variance_df(
+            sample, fitted, keep=keep, scale=scale, wanted=variance_df
         )
-    if family in CATEGORICAL_FAMILIES:
-        names, mask, design_sd = _categorical_terms(
-            terms, keep, design_sd, family=family, outcome=outcome, levels=levels, y=y
-        )  # fmt: skip
-        scale = _categorical_terms(
-            terms, keep, scale, family=family, outcome=outcome, levels=levels, y=y
-        )[2]  # fmt: skip
-        dof = np.full(len(names), np.inf)
-        terms, keep = names, mask
     full = np.full((len(terms), len(terms)), np.nan)
     full[np.ix_(keep, keep)] = vcov
     return Fit(
@@ -760,9 +748,9 @@ def _estimate(
         cov=cov,
         absorb=absorb,
         weights=weights,
-        conf_level=conf_level,
+        alpha=alpha,
         nobs=len(y),
-        table=_table(terms, keep, params, vcov, df=df, conf_level=conf_level),
+        table=_table(terms, keep, params, vcov, df=df, alpha=alpha),
         aliased=tuple(t for t, k in zip(terms, keep) if not k),
         vcov=pd.DataFrame(full, index=terms, columns=terms),
         design_sd=pd.Series(design_sd, index=terms),
@@ -774,6 +762,40 @@ def _estimate(
         wald_df=float(joint),
         _spec=design.spec,
     )
+
+
+def _variance_df(
+    sample: _Sample,
+    fitted: _Estimates,
+    *,
+    keep: np.ndarray,
+    scale: np.ndarray,
+    wanted: bool,
+) -> tuple[np.ndarray, float]:
+    """Each design column's Satterthwaite df and the joint one of the non-constant
+    terms (``Fit.satterthwaite_df``, ``Fit.wald_df``) for a one-equation family: the
+    residual df (OLS) or infinity (a fixed scale) for a model-based variance, NaN where
+    not ``wanted`` (a refit), else from the working model's scores."""
+    if sample.cov == "nonrobust":
+        # a model-based variance: OLS estimates sigma^2 on the residual df, the
+        # binary and count families fix the scale
+        df = np.inf if fitted.df is None else float(fitted.df)
+        return np.full(len(keep), df), df
+    dof = np.full(len(keep), np.nan)
+    if not wanted:
+        return dof, np.nan
+    if not keep.any():
+        return dof, np.inf
+    working, w = fitted.working, sample.weights
+    scores = standardised_scores(
+        sample.X if sample.effects is None else _demean(sample.X, sample.effects),
+        information=working, score=working * (1.0 if w is None else w),
+    )  # fmt: skip
+    dof[keep] = satterthwaite_df(scores, clusters=sample.clusters)
+    joint = satterthwaite_df(
+        scores[:, scale[keep] > 0], clusters=sample.clusters, joint=True
+    )
+    return dof, joint
 
 
 def input_scale(
@@ -916,36 +938,39 @@ def _demean(X: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return X - pd.DataFrame(X).groupby(groups).transform("mean").to_numpy()
 
 
-# ---- estimators: params and covariance (OLS also its residual df) ------------------------
+# ---- estimators: one per ModelFamily.estimator, a _Sample in, _Estimates out -------------
 
 
-def _ols(
-    y: np.ndarray,
-    X: np.ndarray,
-    *,
-    cov: str,
-    clusters: np.ndarray | None,
-    weights: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, int]:
+def _ols(sample: _Sample) -> _Estimates:
     """statsmodels OLS (WLS with survey weights); its HC0-HC3 and cluster
-    (G/(G-1)*(n-1)/(n-k)) equal R's sandwich on ``lm`` (with ``weights=``)."""
+    (G/(G-1)*(n-1)/(n-k)) equal R's sandwich on ``lm`` (with ``weights=``). t inference
+    on the residual df, or G - 1 with G clusters; every row weighs the same in the
+    working model (its survey weight with weights). With absorbed effects:
+    ``_absorbed_ols``."""
+    if sample.effects is not None:
+        return _absorbed_ols(sample)
+    y, X, weights, clusters = sample.y, sample.X, sample.weights, sample.clusters
     model = sm.OLS(y, X) if weights is None else sm.WLS(y, X, weights=weights)
     if clusters is None:
-        result = model.fit(cov_type=cov)
+        result = model.fit(cov_type=sample.cov)
     else:
         result = model.fit(cov_type="cluster", cov_kwds={"groups": clusters})
-    return result.params, result.cov_params(), int(result.df_resid)
+    return _Estimates(
+        params=result.params,
+        vcov=result.cov_params(),
+        df=_t_df(result.df_resid, clusters=clusters),
+        working=np.ones(len(y)) if weights is None else weights,
+    )
 
 
-def _absorbed_ols(
-    y: np.ndarray,
-    X: np.ndarray,
-    *,
-    effects: np.ndarray,
-    cov: str,
-    clusters: np.ndarray | None,
-) -> tuple[np.ndarray, np.ndarray, int]:
+def _t_df(df_resid: float, *, clusters: np.ndarray | None) -> int:
+    """OLS's t degrees of freedom: the residual df, or G - 1 with G clusters."""
+    return int(df_resid) if clusters is None else int(clusters.max())
+
+
+def _absorbed_ols(sample: _Sample) -> _Estimates:
     """linearmodels AbsorbingLS; its df adjustments count the absorbed dummies, as lm does."""
+    y, X, cov, clusters = sample.y, sample.X, sample.cov, sample.clusters
     options = {
         "nonrobust": {"cov_type": "unadjusted", "debiased": True},
         "HC0": {"cov_type": "robust", "debiased": False},
@@ -959,35 +984,31 @@ def _absorbed_ols(
             "debiased": True,
             "clusters": pd.DataFrame({"cluster": clusters}),
         }
-    absorbed = pd.DataFrame({"absorb": pd.Categorical(effects)})
+    absorbed = pd.DataFrame({"absorb": pd.Categorical(sample.effects)})
     result = AbsorbingLS(pd.Series(y), pd.DataFrame(X), absorb=absorbed).fit(**settings)
-    return result.params.to_numpy(), result.cov.to_numpy(), int(result.df_resid)
+    return _Estimates(
+        params=result.params.to_numpy(),
+        vcov=result.cov.to_numpy(),
+        df=_t_df(result.df_resid, clusters=clusters),
+        working=np.ones(len(y)),
+    )
 
 
-def _glm_family(family: str) -> sm.families.Family:
-    """A fresh statsmodels family object for ``family``."""
-    links = sm.families.links
-    return {
-        "logit": lambda: sm.families.Binomial(links.Logit()),
-        "probit": lambda: sm.families.Binomial(links.Probit()),
-        "poisson": lambda: sm.families.Poisson(links.Log()),
-    }[family]()
+_GLM_DISTRIBUTIONS = {"binary": sm.families.Binomial, "count": sm.families.Poisson}
+"""The statsmodels family of a GLM's outcome (``ModelFamily.outcome``)."""
+_LINKS = {
+    "logit": sm.families.links.Logit,
+    "probit": sm.families.links.Probit,
+    "log": sm.families.links.Log,
+}
+"""The statsmodels link of ``ModelFamily.link``."""
 
 
-def _glm(
-    y: np.ndarray,
-    X: np.ndarray,
-    *,
-    family: str,
-    cov: str,
-    clusters: np.ndarray | None,
-    outcome: str,
-    terms: list[str],
-    weights: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _glm(sample: _Sample) -> _Estimates:
     """statsmodels GLM (IRLS) with R's glm sandwich, and each row's working weight
-    (the IRLS weight times the survey weight: its share of the information); survey ``weights`` are R's prior
-    weights (statsmodels' ``var_weights``), in the estimating equations and the scores.
+    (the IRLS weight times the survey weight: its share of the information); survey
+    weights are R's prior weights (statsmodels' ``var_weights``), in the estimating
+    equations and the scores.
 
     statsmodels' own GLM HC1-HC3 differ from R (no n/(n-k), no glm hat values; observed
     Hessian for probit), so the covariance is built here from statsmodels' pieces: the bread
@@ -995,7 +1016,15 @@ def _glm(
     ``score_obs`` (R's ``estfun.glm``), hat values use the working weights (R's
     ``hatvalues.glm``), and the sandwich is statsmodels' ``cov_white_simple`` / ``cov_cluster``.
     """
-    model = sm.GLM(y, X, family=_glm_family(family), var_weights=weights)
+    y, X, weights, clusters = sample.y, sample.X, sample.weights, sample.clusters
+    family, outcome, terms, cov = (
+        sample.family,
+        sample.outcome,
+        sample.terms,
+        sample.cov,
+    )
+    distribution = _GLM_DISTRIBUTIONS[family.outcome](_LINKS[family.link]())
+    model = sm.GLM(y, X, family=distribution, var_weights=weights)
     with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
         warnings.simplefilter("always")
         try:
@@ -1006,10 +1035,11 @@ def _glm(
             ) from None
         except (np.linalg.LinAlgError, ValueError) as exc:
             raise EstimationError(
-                f"{family} model of {outcome!r} failed: {exc}"
+                f"{family.name} model of {outcome!r} failed: {exc}"
             ) from None
         mu = result.fittedvalues
-    boundary = (mu < BOUNDARY_EPS) | (family != "poisson") & (mu > 1 - BOUNDARY_EPS)
+    binary = family.outcome == "binary"  # fitted values bounded by 1 as well as by 0
+    boundary = (mu < BOUNDARY_EPS) | binary & (mu > 1 - BOUNDARY_EPS)
     separated = any(issubclass(w.category, PerfectSeparationWarning) for w in caught)
     if boundary.any() or separated:
         raise _separation(y, X, family=family, outcome=outcome, terms=terms)
@@ -1017,20 +1047,18 @@ def _glm(
         if _separating_terms(y, X, family=family, terms=terms):
             raise _separation(y, X, family=family, outcome=outcome, terms=terms)
         raise EstimationError(
-            f"{family} model of {outcome!r} did not converge in {GLM_MAXITER} iterations"
+            f"{family.name} model of {outcome!r} did not converge in {GLM_MAXITER} "
+            "iterations"
         )
     params = result.params
     working = model.family.weights(mu) * (1.0 if weights is None else weights)
     bread = np.linalg.inv(-model.hessian(params, scale=1.0, observed=False))
     if cov == "nonrobust":
-        return params, bread, working
+        return _Estimates(params=params, vcov=bread, working=working)
     scores = model.score_obs(params, scale=1.0)
     if clusters is not None:
-        return (
-            params,
-            sandwich_covariance.cov_cluster((scores, bread), clusters),
-            working,
-        )
+        vcov = sandwich_covariance.cov_cluster((scores, bread), clusters)
+        return _Estimates(params=params, vcov=vcov, working=working)
     if cov in ("HC2", "HC3"):
         leverage = 1 - result.get_hat_matrix_diag(observed=False)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -1038,14 +1066,14 @@ def _glm(
     vcov = sandwich_covariance.cov_white_simple(
         (scores, bread), use_correction=cov == "HC1"
     )
-    return params, vcov, working
+    return _Estimates(params=params, vcov=vcov, working=working)
 
 
 def _categorical_outcome(
     design: _Design,
     rows: pd.DataFrame,
     *,
-    family: str,
+    family: ModelFamily,
     levels: tuple[Any, ...] | None,
 ) -> tuple[np.ndarray, str, tuple[Any, ...]]:
     """The outcome as level codes 0..K-1, its name and its levels in order.
@@ -1056,10 +1084,11 @@ def _categorical_outcome(
     value outside them is a DataError, an absent level an EstimationError for an
     ordered model (its threshold is not identified; mnlogit aliases its equation).
     """
-    name = design.outcome
+    name, family_name = design.outcome, family.name
     if name not in rows.columns:
         raise FormulaError(
-            f"the {family} outcome {name!r} must be a column of the data, not an expression"
+            f"the {family_name} outcome {name!r} must be a column of the data, not an "
+            "expression"
         )
     values = rows[name].iloc[design.positions]
     if levels is None:
@@ -1068,42 +1097,44 @@ def _categorical_outcome(
     if (codes < 0).any():
         shown = ", ".join(plain(v) for v in pd.unique(values[codes < 0])[:5])
         raise DataError(
-            f"{family} outcome {name!r} has values outside its levels: {shown}"
+            f"{family_name} outcome {name!r} has values outside its levels: {shown}"
         )
     present = np.bincount(codes, minlength=len(levels)) > 0
-    if family == "mnlogit" and not present[0]:
+    if not family.ordered and not present[0]:
         raise EstimationError(
-            f"mnlogit outcome {name!r} has no respondent at its reference level "
+            f"{family_name} outcome {name!r} has no respondent at its reference level "
             f"{plain(levels[0])}, so no coefficient keeps its meaning"
         )
-    if family in ORDERED_FAMILIES and not present.all():
+    if family.ordered and not present.all():
         absent = ", ".join(plain(v) for v, p in zip(levels, present) if not p)
         raise EstimationError(
-            f"{family} outcome {name!r} has no respondent at level(s) {absent}, so "
-            "their thresholds cannot be estimated"
+            f"{family_name} outcome {name!r} has no respondent at level(s) {absent}, "
+            "so their thresholds cannot be estimated"
         )
     if present.sum() < 2:
         raise EstimationError(f"outcome {name!r} is constant in every used row")
     return codes.astype(int), name, levels
 
 
-def _outcome_levels(values: pd.Series, *, family: str, name: str) -> tuple[Any, ...]:
+def _outcome_levels(
+    values: pd.Series, *, family: ModelFamily, name: str
+) -> tuple[Any, ...]:
     """The levels of a categorical outcome in order (see ``_categorical_outcome``)."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         levels = [c for c in values.cat.categories if (values == c).any()]
     elif pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         levels = sorted(pd.unique(values).tolist())
-    elif family in ORDERED_FAMILIES:
+    elif family.ordered:
         raise DataError(
-            f"{family} outcome {name!r} holds text, whose order simval cannot know; "
-            "code it as ordered numbers or an ordered pandas Categorical"
+            f"{family.name} outcome {name!r} holds text, whose order simval cannot "
+            "know; code it as ordered numbers or an ordered pandas Categorical"
         )
     else:
         levels = sorted(pd.unique(values).tolist(), key=str)
-    minimum = 3 if family in ORDERED_FAMILIES else 2
+    minimum = 3 if family.ordered else 2
     if len(levels) < minimum:
         raise EstimationError(
-            f"{family} outcome {name!r} has {len(levels)} level(s); it needs at least "
+            f"{family.name} outcome {name!r} has {len(levels)} level(s); it needs at least "
             f"{minimum}"
             + (" (with two, use family='logit' or 'probit')" if minimum == 3 else "")
         )
@@ -1111,37 +1142,60 @@ def _outcome_levels(values: pd.Series, *, family: str, name: str) -> tuple[Any, 
 
 
 def _categorical(
-    y: np.ndarray,
-    X: np.ndarray,
-    *,
-    family: str,
-    cov: str,
-    levels: tuple[Any, ...],
-    outcome: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Estimates and covariance of a multinomial or ordered model (``_mnlogit``,
-    ``_ordered``); the sandwich's bread is the inverse observed information, as R's
-    vcov, and HC1 scales HC0 by n / (n - k)."""
-    fitter = _mnlogit if family == "mnlogit" else partial(_ordered, family=family)
+    sample: _Sample, *, solve: Callable[..., tuple[np.ndarray, ...]]
+) -> _Estimates:
+    """Estimates and covariance of a multinomial or ordered model, whose ``solve``
+    (``_mnlogit``, ``_ordered``) gives the estimates, the Hessian and the scores; the
+    sandwich's bread is the inverse observed information, as R's vcov, and HC1 scales
+    HC0 by n / (n - k)."""
+    name, outcome = sample.family.name, sample.outcome
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         try:
-            params, hessian, scores = fitter(y, X, levels=len(levels))
+            params, hessian, scores = solve(
+                sample.y, sample.X, levels=len(sample.levels)
+            )
             bread = np.linalg.inv(-hessian)
         except (np.linalg.LinAlgError, ValueError) as exc:
             raise EstimationError(
-                f"{family} model of {outcome!r} failed: {exc}"
+                f"{name} model of {outcome!r} failed: {exc}"
             ) from None
     if not (np.isfinite(params).all() and np.isfinite(bread).all()):
         raise EstimationError(
-            f"{family} model of {outcome!r} did not converge (some level is perfectly "
+            f"{name} model of {outcome!r} did not converge (some level is perfectly "
             "predicted by the terms, or too rare)"
         )
-    if cov == "nonrobust":
-        return params, bread
-    return params, sandwich_covariance.cov_white_simple(
-        (scores, bread), use_correction=cov == "HC1"
+    if sample.cov == "nonrobust":
+        return _Estimates(params=params, vcov=bread)
+    vcov = sandwich_covariance.cov_white_simple(
+        (scores, bread), use_correction=sample.cov == "HC1"
     )
+    return _Estimates(params=params, vcov=vcov)
+
+
+def _multinomial(sample: _Sample) -> _Estimates:
+    """nnet::multinom's estimates and covariance (``_mnlogit``)."""
+    return _categorical(sample, solve=_mnlogit)
+
+
+_LATENT = {"logit": scipy.stats.logistic, "probit": scipy.stats.norm}
+"""An ordered model's latent distribution by its ``ModelFamily.link``."""
+
+
+def _ordered_model(sample: _Sample) -> _Estimates:
+    """MASS::polr's estimates and covariance (``_ordered``) with the family's latent
+    distribution."""
+    distribution = _LATENT[sample.family.link]
+    return _categorical(sample, solve=partial(_ordered, distribution=distribution))
+
+
+_ESTIMATORS: dict[Estimator, Callable[[_Sample], _Estimates]] = {
+    "ols": _ols,
+    "glm": _glm,
+    "multinomial": _multinomial,
+    "ordered": _ordered_model,
+}
+"""The estimator of each ``ModelFamily.estimator``."""
 
 
 def _mnlogit(
@@ -1161,10 +1215,10 @@ def _mnlogit(
 
 
 def _ordered(
-    y: np.ndarray, X: np.ndarray, *, levels: int, family: str
+    y: np.ndarray, X: np.ndarray, *, levels: int, distribution: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ordered logit / probit on the (slopes, thresholds) scale R's polr reports,
-    P(y <= k) = F(threshold_k - x'b): Newton's method with step halving on the
+    P(y <= k) = F(threshold_k - x'b), F the ``distribution``'s cdf: Newton's method with step halving on the
     log-likelihood (concave in these parameters), from zero slopes and the thresholds
     of the outcome's cumulative shares. Returns the estimates, the observed Hessian
     (the Jacobian of the analytic score, by central differences) and the
@@ -1172,7 +1226,6 @@ def _ordered(
     BFGS on numerical gradients took three quarters of a refit's time."""
     from statsmodels.tools.numdiff import approx_fprime
 
-    distribution = scipy.stats.logistic if family == "ologit" else scipy.stats.norm
     k = X.shape[1]
     shares = np.cumsum(np.bincount(y, minlength=levels))[:-1] / len(y)
     theta = np.concatenate([np.zeros(k), distribution.ppf(shares)])
@@ -1244,60 +1297,49 @@ def _categorical_terms(
     terms: list[str],
     keep: np.ndarray,
     design_sd: np.ndarray,
+    scale: np.ndarray,
     *,
-    family: str,
+    family: ModelFamily,
     outcome: str,
     levels: tuple[Any, ...],
     y: np.ndarray,
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The coefficient names, estimable mask and design SDs of a categorical model.
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """The coefficient names (``ModelFamily.coefficient_names``), estimable mask,
+    design SDs and input scales of a categorical model, from the design's.
 
-    mnlogit: every term once per non-reference level, ``"<term> | <outcome>=<level>"``
-    (level by level, as nnet::multinom orders them); a level absent from the level
-    codes ``y`` (a refit) has its terms aliased. Ordered: the slopes, then one
-    ``"threshold <a>|<b>"`` per pair of adjacent levels (R's ``a|b``), whose SD is 0
-    so that they get no equivalence margin (they are not findings).
+    Multinomial: the terms' values once per non-reference level; a level absent from
+    the level codes ``y`` (a refit) has its terms aliased. Ordered: the slopes', then
+    per threshold an SD and scale of 0, so that thresholds get no equivalence margin
+    (they are not findings).
     """
-    if family == "mnlogit":
-        names = [
-            f"{term}{EQUATION_SEPARATOR}{outcome}={plain_level(level)}"
-            for level in levels[1:]
-            for term in terms
-        ]
+    names = family.coefficient_names(terms, outcome=outcome, levels=levels)
+    extra = len(levels) - 1
+    if family.estimator == "multinomial":
         present = np.bincount(y, minlength=len(levels)) > 0
         mask = np.concatenate([keep & shown for shown in present[1:]])
-        return names, mask, np.tile(design_sd, len(levels) - 1)
-    thresholds = [
-        f"{THRESHOLD_PREFIX}{plain_level(a)}|{plain_level(b)}"
-        for a, b in itertools.pairwise(levels)
-    ]
+        return names, mask, np.tile(design_sd, extra), np.tile(scale, extra)
     return (
-        [*terms, *thresholds],
-        np.concatenate([keep, np.ones(len(thresholds), dtype=bool)]),
-        np.concatenate([design_sd, np.zeros(len(thresholds))]),
+        names,
+        np.concatenate([keep, np.ones(extra, dtype=bool)]),
+        np.concatenate([design_sd, np.zeros(extra)]),
+        np.concatenate([scale, np.zeros(extra)]),
     )
 
 
-def plain_level(level: Any) -> str:
-    """An outcome level as a coefficient name shows it (``3``, not ``3.0``)."""
-    if isinstance(level, float) and level.is_integer():
-        return str(int(level))
-    return str(level)
-
-
 def _separating_terms(
-    y: np.ndarray, X: np.ndarray, *, family: str, terms: list[str]
+    y: np.ndarray, X: np.ndarray, *, family: ModelFamily, terms: list[str]
 ) -> list[str]:
     """Terms that alone split the outcome (a quick check; combinations are not searched).
 
     Binary outcome: the term's values for y = 1 and y = 0 do not overlap (ties allowed).
-    Poisson: the term is non-zero only where y = 0, so its coefficient runs to minus infinity.
+    Count outcome: the term is non-zero only where y = 0, so its coefficient runs to
+    minus infinity.
     """
     found = []
     for term, x in zip(terms, X.T):
         if np.ptp(x) == 0:
             continue
-        if family == "poisson":
+        if family.outcome == "count":
             splits = not x[y > 0].any()
         else:
             ones, zeros = x[y == 1], x[y == 0]
@@ -1308,7 +1350,7 @@ def _separating_terms(
 
 
 def _separation(
-    y: np.ndarray, X: np.ndarray, *, family: str, outcome: str, terms: list[str]
+    y: np.ndarray, X: np.ndarray, *, family: ModelFamily, outcome: str, terms: list[str]
 ) -> EstimationError:
     """The error for a (quasi-)separated model, naming the separating terms where found."""
     found = _separating_terms(y, X, family=family, terms=terms)
@@ -1318,7 +1360,7 @@ def _separation(
         else "separated by a combination of terms"
     )
     return EstimationError(
-        f"{family} model of {outcome!r} cannot be estimated: perfect or quasi-perfect "
+        f"{family.name} model of {outcome!r} cannot be estimated: perfect or quasi-perfect "
         f"separation (fitted values run to the boundary), {where}"
     )
 
@@ -1333,7 +1375,7 @@ def _table(
     vcov: np.ndarray,
     *,
     df: int | None,
-    conf_level: float,
+    alpha: float,
 ) -> pd.DataFrame:
     """Tidy coefficient table; aliased terms get NaN. ``df=None`` means normal inference."""
     estimate = np.full(len(terms), np.nan)
@@ -1345,18 +1387,11 @@ def _table(
     # the distributions' own methods: freezing one builds a new distribution object,
     # which costs more than the rest of the table
     dist, args = (scipy.stats.norm, ()) if df is None else (scipy.stats.t, (df,))
-    quantile = dist.ppf(0.5 + conf_level / 2, *args)
-    return pd.DataFrame(
-        {
-            "term": terms,
-            "estimate": estimate,
-            "std_error": std_error,
-            "statistic": statistic,
-            "p_value": 2 * dist.sf(np.abs(statistic), *args),
-            "ci_low": estimate - quantile * std_error,
-            "ci_high": estimate + quantile * std_error,
-        }
-    )
+    quantile = dist.ppf(1 - alpha / 2, *args)
+    p_value = 2 * dist.sf(np.abs(statistic), *args)
+    low, high = estimate - quantile * std_error, estimate + quantile * std_error
+    values = (terms, estimate, std_error, statistic, p_value, low, high)
+    return pd.DataFrame(dict(zip(COEF_COLUMNS, values, strict=True)))
 
 
 def _same(a: object, b: object) -> bool:

@@ -22,7 +22,8 @@ from simval.errors import (
     OptionError,
     SimvalError,
 )
-from simval.regression import COLUMNS, Fit, fit
+from simval.metrics import COEF_COLUMNS
+from simval.regression import Fit, fit
 
 REFERENCE = Path(__file__).parent / "reference"
 NUMBERS = ["estimate", "std_error", "statistic", "p_value", "ci_low", "ci_high"]
@@ -83,7 +84,7 @@ def test_matches_r(case, reference_data: pd.DataFrame) -> None:
         family=case.family,
         cov=case.cov,
         absorb=case.absorb or None,
-        conf_level=case.conf_level,
+        alpha=1 - case.conf_level,
     )
     expected = R_NUMBERS[R_NUMBERS["case"] == case.case].reset_index(drop=True)
     terms = [R_TERMS.get(term, term) for term in expected["term"]]
@@ -118,17 +119,17 @@ def test_reference_covers_the_brief() -> None:
 
 def test_fit_attributes(small: pd.DataFrame) -> None:
     """A Fit records its settings and a tidy table with a RangeIndex."""
-    result = fit("y ~ x + C(arm)", small, cov="HC3", conf_level=0.9)
+    result = fit("y ~ x + C(arm)", small, cov="HC3", alpha=0.1)
     assert isinstance(result, Fit)
     assert (
         result.formula,
         result.family,
         result.cov,
         result.absorb,
-        result.conf_level,
-    ) == ("y ~ x + C(arm)", "ols", "HC3", None, 0.9)
+        result.alpha,
+    ) == ("y ~ x + C(arm)", "ols", "HC3", None, 0.1)
     assert result.nobs == len(small)
-    assert tuple(result.table.columns) == COLUMNS
+    assert tuple(result.table.columns) == COEF_COLUMNS
     assert isinstance(result.table.index, pd.RangeIndex)
     assert list(result.table["term"]) == [
         "Intercept",
@@ -147,10 +148,10 @@ def test_equality(small: pd.DataFrame) -> None:
     assert fit("y ~ x", small) != "y ~ x"
 
 
-def test_ci_follows_conf_level(small: pd.DataFrame) -> None:
-    """A wider conf_level gives a wider interval around the same estimate."""
-    narrow = fit("y ~ x", small, conf_level=0.8).table
-    wide = fit("y ~ x", small, conf_level=0.99).table
+def test_ci_follows_alpha(small: pd.DataFrame) -> None:
+    """A smaller alpha gives a wider interval around the same estimate."""
+    narrow = fit("y ~ x", small, alpha=0.2).table
+    wide = fit("y ~ x", small, alpha=0.01).table
     assert (
         wide["ci_high"] - wide["ci_low"] > narrow["ci_high"] - narrow["ci_low"]
     ).all()
@@ -474,7 +475,7 @@ def test_single_cluster(small: pd.DataFrame) -> None:
             {"absorb": "fe", "cov": "HC3"},
             "cov='HC3' cannot be combined with absorb='fe'",
         ),
-        ({"conf_level": 95}, "conf_level=95"),
+        ({"alpha": 95}, "alpha=95"),
     ],
 )
 def test_option_errors(small: pd.DataFrame, options: dict, culprit: str) -> None:

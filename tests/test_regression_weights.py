@@ -4,19 +4,14 @@ svyglm relation, and the errors of bad weights."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import pytest
+from support import r_reference
 
 from simval.errors import DataError, OptionError
 from simval.regression import fit
 
-REFERENCE = Path(__file__).parent / "reference"
-DATA = pd.read_csv(REFERENCE / "weights_data.csv")
-CASES = pd.read_csv(REFERENCE / "weights_cases.csv")
-EXPECTED = pd.read_csv(REFERENCE / "weights_reference.csv")
+DATA, CASES, EXPECTED = r_reference("weights")
 FITTED = CASES[CASES["cov"] != "svyglm"]
 
 
