@@ -39,17 +39,17 @@ from simval.study import (
 
 
 def distribution_table(
-    plan: Binding, human: Split, replicates: list[Split]
+    binding: Binding, human: Split, replicates: list[Split]
 ) -> pd.DataFrame:
     """JSD and ordinal distance between the human and each replicate's answers, per
     item and group (means over the replicates that answered)."""
     rows = []
     for group, people in human.items():
         sims = [replicate[group] for replicate in replicates]
-        weights = plan.weights(people)
-        for item in plan.study.items:
+        weights = binding.weights(people)
+        for item in binding.study.items:
             name = item.name
-            scale = plan.scales.get(name)
+            scale = binding.scales.get(name)
             human_answers = people[name] if scale is None else scale.bins(people[name])
             codes = item.codes if scale is None else (0.0, scale.span)
             columns = [sim[name] for sim in sims]
@@ -65,7 +65,7 @@ def distribution_table(
                     "n_human": n_human,
                     "n_sim": nan_mean(given),
                     "small": group != (OVERALL, OVERALL)
-                    and len(people) < plan.min_subgroup_n,
+                    and len(people) < binding.min_subgroup_n,
                     "jsd": nan_mean(
                         [
                             jsd(
@@ -104,15 +104,15 @@ def distribution_table(
 
 
 def variance_table(
-    plan: Binding, human: Split, replicates: list[Split]
+    binding: Binding, human: Split, replicates: list[Split]
 ) -> pd.DataFrame:
     """Variance of each item, human vs simulated, per group; ratio is the geometric mean
     of the per-replicate ratios (a ratio of 1/2 is as far off as one of 2)."""
     rows = []
     for group, people in human.items():
         sims = [replicate[group] for replicate in replicates]
-        weights = plan.weights(people)
-        for name in plan.study.item_names:
+        weights = binding.weights(people)
+        for name in binding.study.item_names:
             human_var = (
                 float(people[name].var())
                 if weights is None
@@ -141,15 +141,15 @@ def variance_table(
 
 
 def heterogeneity_table(
-    plan: Binding, human: Split, replicates: list[Split]
+    binding: Binding, human: Split, replicates: list[Split]
 ) -> pd.DataFrame:
     """Distinct response patterns and their bias-corrected entropy over the pattern items,
     per group. Each replicate answers as many personas as there are humans, so the
     counts compare at equal n; nonresponse leaves fewer complete patterns."""
-    items = list(plan.pattern_items)
+    items = list(binding.pattern_items)
     rows = []
     for group, people in human.items():
-        own = heterogeneity(people, items, weights=plan.weights(people))
+        own = heterogeneity(people, items, weights=binding.weights(people))
         sims = [heterogeneity(replicate[group], items) for replicate in replicates]
         rows.append(
             {
@@ -158,7 +158,7 @@ def heterogeneity_table(
                 "n_human": own.n,
                 "n_sim": nan_mean([h.n for h in sims]),
                 "small": group != (OVERALL, OVERALL)
-                and len(people) < plan.min_subgroup_n,
+                and len(people) < binding.min_subgroup_n,
                 "unique_patterns_human": own.unique_patterns,
                 "unique_patterns_sim": nan_mean([h.unique_patterns for h in sims]),
                 "entropy_human": own.entropy_corrected,
@@ -183,7 +183,7 @@ COHERENCE_COLUMNS = [
 
 
 def coherence_table(
-    plan: Binding, human: Split, replicates: list[Split]
+    binding: Binding, human: Split, replicates: list[Split]
 ) -> pd.DataFrame:
     """Belief–action incoherence rates, human vs simulated, per pair (and per rule) and group.
 
@@ -194,12 +194,12 @@ def coherence_table(
     (``incoherence_flags_each``) and its flags read per group.
     """
     samples = [split[OVERALL, OVERALL] for split in (human, *replicates)]
-    masks = [cell_masks(plan, sample) for sample in samples]
-    human_weights = plan.weights(samples[0])
+    masks = [cell_masks(binding, sample) for sample in samples]
+    human_weights = binding.weights(samples[0])
     if human_weights is None:
         human_weights = np.ones(len(samples[0]))
     rows = []
-    for pair, rules in coherence_pairs(plan.study.coherence):
+    for pair, rules in coherence_pairs(binding.study.coherence):
         scoped = [("pair", pair)]
         scoped += (
             [("rule", Coherence(pair.belief, pair.action, r)) for r in rules]
@@ -251,21 +251,19 @@ def coherence_pairs(
     ]
 
 
-def item_shares(
-    plan: Binding, human_df: pd.DataFrame, samples: list[pd.DataFrame]
-) -> pd.DataFrame:
+def item_shares(binding: Binding, samples: list[pd.DataFrame]) -> pd.DataFrame:
     """Share of each option among the answers, human and simulated (mean over
     replicates). A whole-number item (a formula's 1-5 outcome) is shown the same way
     over the values the humans and the replicates gave, when there are at most
     ``MAX_OBSERVED_OPTIONS`` of them; other number items have no such table (their
     distributions are in ``distribution_table``)."""
-    rows = []
-    for item in plan.study.items:
-        levels = _share_levels(item, human_df, samples)
+    human_df, rows = binding.human, []
+    for item in binding.study.items:
+        levels = _share_levels(item, human_df[item.name], samples)
         if levels is None:
             continue
         human = _level_shares(
-            human_df[item.name], levels, weights=plan.weights(human_df)
+            human_df[item.name], levels, weights=binding.weights(human_df)
         )
         sims = np.array(
             [_level_shares(sample[item.name], levels) for sample in samples]
@@ -279,7 +277,7 @@ def item_shares(
 
 
 def _share_levels(
-    item: Item, human_df: pd.DataFrame, samples: list[pd.DataFrame]
+    item: Item, human: pd.Series, samples: list[pd.DataFrame]
 ) -> dict[str, float] | None:
     """The (label, code) levels ``item_shares`` counts for ``item``: its options, or the
     values a whole-number item took (None when not whole or too many)."""
@@ -287,7 +285,7 @@ def _share_levels(
         return dict(item.options)
     if not item.number.whole:
         return None
-    given = pd.concat([human_df[item.name], *(s[item.name] for s in samples)])
+    given = pd.concat([human, *(s[item.name] for s in samples)])
     values = np.unique(pd.to_numeric(given, errors="coerce").dropna().to_numpy(float))
     if len(values) > MAX_OBSERVED_OPTIONS:
         return None

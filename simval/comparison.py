@@ -14,15 +14,18 @@ import dataclasses
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
 from simval.binding import Binding, Key, Split, bind
 from simval.errors import (
     DataError,
     EstimationError,
 )
+from simval.families import family_of
 from simval.metrics import (
     TERM_COLUMNS,
     Recovery,
@@ -50,29 +53,18 @@ MIN_EVENTS_PER_PARAMETER = 10
 """A binary-outcome model's cell is also ``small`` when its rarer outcome has fewer than
 this many cases per coefficient (Peduzzi et al. 1996, events per variable)."""
 
-LATENT_SD = {
-    "logit": math.pi / math.sqrt(3),
-    "probit": 1.0,
-    "poisson": 1.0,
-    "mnlogit": math.pi / math.sqrt(3),
-    "ologit": math.pi / math.sqrt(3),
-    "oprobit": 1.0,
-}
-"""The outcome scale a standardised margin is multiplied by, per non-linear family."""
-
-
 # --- coefficients -------------------------------------------------------------------
 
 
-def _for_fit(plan: Binding, rows: pd.DataFrame) -> pd.DataFrame:
+def _for_fit(binding: Binding, rows: pd.DataFrame) -> pd.DataFrame:
     """The rows with each factor item as a categorical of its declared options, so the
     humans and every replicate share levels and reference level, and each categorical
     outcome as its labels (``labelled_outcomes``)."""
-    if not (plan.categorical_items or plan.labelled_outcomes):
+    if not (binding.categorical_items or binding.labelled_outcomes):
         return rows
     factors = {
         item.name: pd.Categorical(rows[item.name], categories=list(item.codes))
-        for item in plan.categorical_items
+        for item in binding.categorical_items
     }
     outcomes = {
         item.name: pd.Categorical(
@@ -80,28 +72,28 @@ def _for_fit(plan: Binding, rows: pd.DataFrame) -> pd.DataFrame:
             categories=list(item.labels),
             ordered=True,
         )
-        for item in plan.labelled_outcomes
+        for item in binding.labelled_outcomes
     }
     return rows.assign(**factors, **outcomes)
 
 
-def fit_humans(plan: Binding, human: Split, *, alpha: float) -> dict[Key, Fit | str]:
-    """The human fit of every model in every group, or the reason it cannot be estimated.
+def fit_humans(binding: Binding, *, alpha: float) -> dict[Key, Fit | str]:
+    """The human fit of every model in every cell, or the reason it cannot be estimated.
 
     The overall human fit must succeed: if the study's own model cannot be estimated
     on the human data, that is an error in the input, raised here.
     """
     fits: dict[Key, Fit | str] = {}
-    for model in plan.study.models:
-        for (subgroup, level), rows in human.items():
+    for model in binding.study.models:
+        for (subgroup, level), rows in binding.cells.items():
             try:
                 fits[model.formula, subgroup, level] = fit(
                     model.formula,
-                    _for_fit(plan, rows),
+                    _for_fit(binding, rows),
                     family=model.family,
                     cov=model.cov,
-                    weights=plan.weight,
-                    conf_level=1 - alpha,
+                    weights=binding.weight,
+                    alpha=alpha,
                 )
             except (EstimationError, DataError) as exc:
                 if subgroup == OVERALL:
@@ -114,16 +106,11 @@ def check_human_models(study: Study, human_df: pd.DataFrame) -> None:
     """Raise what ``validate`` would raise on these humans before it asks a simulator
     anything: bad data, or a model of the study that cannot be estimated on them
     (overall), so a long run fails at once instead of after hours of work."""
-    plan = bind(
-        study, human_df, declared=None, family="ols", cov="HC1", subgroups=(),
-        items=None, reps=1, alpha=0.05, resamples=0, min_subgroup_n=1,
-    )  # fmt: skip
-    fit_humans(plan, {(OVERALL, OVERALL): study.blank_missing(human_df)}, alpha=0.05)
+    fit_humans(bind(study, human_df, subgroups=()), alpha=0.05)
 
 
 def coefficient_tables(
-    plan: Binding,
-    people: Split,
+    binding: Binding,
     human_fits: dict[Key, Fit | str],
     replicates: list[Split],
     *,
@@ -131,17 +118,18 @@ def coefficient_tables(
     reference_failed: Mapping[str, float],
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Per-term comparisons, per-group recovery and tests, per-replicate scores and fits
-    (``reference_failed``: see ``_evaluate``; it concerns the overall groups)."""
-    models = {m.formula: m for m in plan.study.models}
+    (``reference_failed``: see ``validate._evaluate``; it concerns the overall groups).
+    ``human_fits`` names the cells compared (``binding.cells`` holds their humans)."""
+    models = {m.formula: m for m in binding.study.models}
     term_frames, rows, scores, by_rep = [], [], [], []
-    for key, human in human_fits.items():
-        formula, subgroup, level = key
+    for (formula, subgroup, level), human in human_fits.items():
         row = {"formula": formula, "subgroup": subgroup, "level": level}
+        people = binding.cells[subgroup, level]
         if isinstance(human, str):
             rows.append(
                 {
                     **row,
-                    "n_human": len(people[subgroup, level]),
+                    "n_human": len(people),
                     "n_terms": 0,
                     "small": True,
                     "decision": UNDETERMINED,
@@ -151,70 +139,26 @@ def coefficient_tables(
             )
             continue
         samples = [r[subgroup, level] for r in replicates]
-        refits = _refits(plan, human, samples)
-        margin = models[formula].margin
-        recovery, wald = _compare(
-            human, refits, margin=margin, alpha=alpha,
-            answerable=[
-                _answerable(models[formula], rows, items=plan.study.item_names)
-                for rows in samples
-            ],
+        refits = _refits(binding, human, samples)
+        overall = subgroup == OVERALL
+        terms, found, recovery = _compare_cell(
+            models[formula], human, refits, samples, alpha=alpha,
+            items=binding.study.item_names,
+            reference_failed=reference_failed.get(formula, 0.0) if overall else 0.0,
         )  # fmt: skip
-        sim_nobs = [r.nobs if isinstance(r, Fit) else 0 for r, _ in refits]
-        terms = recovery.terms.assign(
-            equivalence_limit=_limits(recovery.terms, human, alpha=alpha)
-        )
-        judged = terms[terms["term"].isin(wald.terms)]
-        equivalence = (
-            float(judged["equivalence_p_value"].max(skipna=False))
-            if len(judged)
-            else math.nan
-        )
-        reach = _reach(judged, human, margin=margin, alpha=alpha)
-        failed_share = 1 - wald.n_reps / len(refits)
-        decision, reason = decide(
-            n_terms=len(wald.terms), failed_share=failed_share,
-            wald_p_value=wald.p_value, equivalence_p_value=equivalence, alpha=alpha,
-            margin=margin, wald_method=wald.method,
-            reference_failed_share=reference_failed.get(formula, 0.0)
-            if subgroup == OVERALL
-            else 0.0,
-            **reach,
-        )  # fmt: skip
-        failures = Counter(pair for _, reasons in refits for pair in reasons)
         term_frames.append(
-            terms.assign(
-                formula=formula, subgroup=subgroup, level=level,
-                failure=[_commonest(failures, t) for t in terms["term"]],
-            )
-        )  # fmt: skip
+            terms.assign(formula=formula, subgroup=subgroup, level=level)
+        )
         rows.append(
             {
                 **row,
-                "n_human": len(people[subgroup, level]),
-                "nobs_human": human.nobs,
-                # rows the fitted replicates used (failed ones are in failed_share)
-                "nobs_sim": nan_mean([n for n in sim_nobs if n > 0]),
-                "small": subgroup != OVERALL
-                and _small(plan, models[formula], human, people[subgroup, level]),
-                "n_terms": len(wald.terms),
-                "sign_f1": recovery.sign_f1,
-                "false_positive_rate": recovery.false_positive_rate,
-                "coverage": recovery.coverage,
-                "wald_statistic": wald.statistic,
-                "wald_df": wald.df,
-                "wald_denominator_df": wald.denominator_df,
-                "wald_method": wald.method,
-                "wald_p_value": wald.p_value,
-                "equivalence_p_value": equivalence,
-                **reach,
-                "decision": decision,
-                "reason": reason,
-                "failed_share": failed_share,
-                "failure": "",
+                "n_human": len(people),
+                "small": not overall
+                and _small(binding, models[formula], human, people),
+                **found,
             }
         )
-        if subgroup == OVERALL:
+        if overall:
             scores.append(recovery.replicates.assign(formula=formula))
             by_rep.extend(_replicate_rows(formula, refits))
     coefficients = (
@@ -236,12 +180,74 @@ def coefficient_tables(
         _adjusted(
             pd.DataFrame(rows, columns=RECOVERY_COLUMNS),
             alpha=alpha,
-            min_n=plan.min_subgroup_n,
-            margins={m.formula: m.margin for m in plan.study.models},
+            min_n=binding.min_subgroup_n,
+            margins={m.formula: m.margin for m in binding.study.models},
         ),
         per_rep,
         by_rep_frame,
     )
+
+
+def _compare_cell(
+    model: Model,
+    human: Fit,
+    refits: list[tuple[Fit | None, list[tuple[str, str]]]],
+    samples: list[pd.DataFrame],
+    *,
+    alpha: float,
+    items: Sequence[str],
+    reference_failed: float,
+) -> tuple[pd.DataFrame, dict[str, Any], Recovery]:
+    """One cell's human fit against its replicates' refits: the per-term table (with
+    each term's commonest failure), the cell's tests and three-way decision (a row of
+    the recovery table, less its cell and size) and the recovery scores."""
+    margin = model.margin
+    recovery, wald = _compare(
+        human, refits, margin=margin, alpha=alpha,
+        answerable=[_answerable(model, rows, items=items) for rows in samples],
+    )  # fmt: skip
+    sim_nobs = [r.nobs if isinstance(r, Fit) else 0 for r, _ in refits]
+    terms = recovery.terms.assign(
+        equivalence_limit=_limits(recovery.terms, human, alpha=alpha),
+        **_simulated_interval(recovery.terms, alpha=alpha),
+    )
+    judged = terms[terms["term"].isin(wald.terms)]
+    equivalence = (
+        float(judged["equivalence_p_value"].max(skipna=False))
+        if len(judged)
+        else math.nan
+    )
+    reach = _reach(judged, human, margin=margin, alpha=alpha)
+    failed_share = 1 - wald.n_reps / len(refits)
+    decision, reason = decide(
+        n_terms=len(wald.terms), failed_share=failed_share,
+        wald_p_value=wald.p_value, equivalence_p_value=equivalence, alpha=alpha,
+        margin=margin, wald_method=wald.method,
+        reference_failed_share=reference_failed, **reach,
+    )  # fmt: skip
+    failures = Counter(pair for _, reasons in refits for pair in reasons)
+    terms = terms.assign(failure=[_commonest(failures, t) for t in terms["term"]])
+    found = {
+        "nobs_human": human.nobs,
+        # rows the fitted replicates used (failed ones are in failed_share)
+        "nobs_sim": nan_mean([n for n in sim_nobs if n > 0]),
+        "n_terms": len(wald.terms),
+        "sign_f1": recovery.sign_f1,
+        "false_positive_rate": recovery.false_positive_rate,
+        "coverage": recovery.coverage,
+        "wald_statistic": wald.statistic,
+        "wald_df": wald.df,
+        "wald_denominator_df": wald.denominator_df,
+        "wald_method": wald.method,
+        "wald_p_value": wald.p_value,
+        "equivalence_p_value": equivalence,
+        **reach,
+        "decision": decision,
+        "reason": reason,
+        "failed_share": failed_share,
+        "failure": "",
+    }
+    return terms, found, recovery
 
 
 REPLICATE_SCORES = ("sign_f1", "false_positive_rate", "coverage")
@@ -262,9 +268,20 @@ def _long(means: pd.DataFrame) -> pd.DataFrame:
 
 
 COEFFICIENT_COLUMNS = [
-    "formula", "subgroup", "level", *TERM_COLUMNS, "equivalence_limit", "failure",
+    "formula", "subgroup", "level", *TERM_COLUMNS, "equivalence_limit", "sim_ci_low",
+    "sim_ci_high", "failure",
 ]  # fmt: skip
 """The columns of ``Validation.coefficients``."""
+
+
+def _simulated_interval(terms: pd.DataFrame, *, alpha: float) -> dict[str, pd.Series]:
+    """The simulated estimate's interval (``sim_ci_low``, ``sim_ci_high``): the mean
+    estimate over the replicates ± the normal quantile times their mean standard
+    error, the interval the report draws beside the humans'."""
+    estimate = terms["sim_estimate"].astype(float)
+    half = scipy.stats.norm.ppf(1 - alpha / 2) * terms["sim_std_error"].astype(float)
+    return {"sim_ci_low": estimate - half, "sim_ci_high": estimate + half}
+
 
 RECOVERY_COLUMNS = [
     "formula", "subgroup", "level", "n_human", "nobs_human", "nobs_sim", "small",
@@ -323,14 +340,16 @@ def _answerable(model: Model, rows: pd.DataFrame, *, items: Sequence[str]) -> in
 
 
 def _refits(
-    plan: Binding, human: Fit, samples: list[pd.DataFrame]
+    binding: Binding, human: Fit, samples: list[pd.DataFrame]
 ) -> list[tuple[Fit | None, list[tuple[str, str]]]]:
     """Each replicate's fit (None when it failed) and the (term, reason) of each failed
     term, all refitted in one go (``Fit.refit_many`` shares the design work). A
     replicate is unweighted: its personas were drawn in proportion to the weights."""
     unweighted = dataclasses.replace(human, weights=None)
     out = []
-    for refitted in unweighted.refit_many([_for_fit(plan, rows) for rows in samples]):
+    for refitted in unweighted.refit_many(
+        [_for_fit(binding, rows) for rows in samples]
+    ):
         if isinstance(refitted, Exception):
             out.append((None, [(term, str(refitted)) for term in human.table["term"]]))
             continue
@@ -380,7 +399,7 @@ def _units(human: Fit) -> dict[str, float]:
     outcome SDs between a dummy's two values (Cohen's d = .2 at 0.1), whatever the
     dummy's prevalence: the same substantive size for common and rare dummies and for
     interactions."""
-    scale = human.outcome_sd if human.family == "ols" else LATENT_SD[human.family]
+    scale = family_of(human.family).outcome_scale(outcome_sd=human.outcome_sd)
     table = human.table
     defined = table["term"].to_numpy()[table["estimate"].notna().to_numpy()]
     inputs = human.input_scale.reindex(defined)
@@ -444,11 +463,10 @@ def _small(plan: Binding, model: Model, human: Fit, rows: pd.DataFrame) -> bool:
 def few_events(model: Model, human: Fit, rows: pd.DataFrame) -> bool:
     """For a binary outcome, under ``MIN_EVENTS_PER_PARAMETER`` cases of the rarer
     outcome per estimated coefficient (events per variable, Peduzzi et al. 1996)."""
-    if model.family not in ("logit", "probit"):
+    events = family_of(model.family).events(rows[model.outcome].dropna())
+    if events is None:
         return False
-    outcome = rows[model.outcome].dropna()
-    rarer = min(int((outcome == 1).sum()), int((outcome == 0).sum()))
-    return rarer < MIN_EVENTS_PER_PARAMETER * (len(human.table) - len(human.aliased))
+    return events < MIN_EVENTS_PER_PARAMETER * (len(human.table) - len(human.aliased))
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:
@@ -529,10 +547,10 @@ VERDICT_COLUMNS = [
 ]  # fmt: skip
 
 
-def verdict_table(plan: Binding, recovery: pd.DataFrame) -> pd.DataFrame:
+def verdict_table(binding: Binding, recovery: pd.DataFrame) -> pd.DataFrame:
     """One row per formula over all respondents: the decision, its tests and its reason."""
     overall = recovery[recovery["subgroup"] == OVERALL]
-    margins = {m.formula: m.margin for m in plan.study.models}
+    margins = {m.formula: m.margin for m in binding.study.models}
     return overall.assign(margin=overall["formula"].map(margins))[
         VERDICT_COLUMNS
     ].reset_index(drop=True)

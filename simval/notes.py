@@ -54,20 +54,18 @@ def unparseable_counts(simulator: Simulator) -> Counter[str]:
 
 
 def validation_notes(
-    plan: Binding,
+    binding: Binding,
     reference: dict[str, Any],
     samples: list[pd.DataFrame],
     human_fits: dict[Key, Fit | str],
-    human_df: pd.DataFrame,
     *,
     unparseable: Counter[str],
-    missing_answers: str | None = None,
 ) -> dict[str, Any]:
     """What the reader must know beside the numbers: the simulator's nonresponse per
     item and its ``unparseable`` answers per item in this validation's replicates, the
     notes about the reference (``reference_notes``), the humans with missing persona
-    values (``Study.missing_persona_note``, None without), the humans' declared missing
-    answers (``Study.missing_answers_note``, None without), the survey weights
+    values and their declared missing answers (the ``binding``'s notes, None without
+    either: ``Study.missing_persona_note``, ``Study.missing_answers_note``), the survey weights
     (``weights_note``, None without) and warnings."""
     cautions = []
     for (formula, subgroup, _), human in human_fits.items():
@@ -77,7 +75,7 @@ def validation_notes(
                 f"{formula}: cluster-robust errors on {clusters} clusters "
                 f"(fewer than {FEW_CLUSTERS}) are unreliable"
             )
-    cautions.extend(reference_cautions(plan, reference, human_fits, human_df))
+    cautions.extend(reference_cautions(binding, reference, human_fits))
     small = sorted(
         {
             f"{s}={lvl}"
@@ -92,22 +90,23 @@ def validation_notes(
     return {
         "nonresponse": {
             item: nan_mean([sample[item].isna().mean() for sample in samples])
-            for item in plan.study.item_names
+            for item in binding.study.item_names
         },
-        "unparseable": {item: int(unparseable[item]) for item in plan.study.item_names},
+        "unparseable": {
+            item: int(unparseable[item]) for item in binding.study.item_names
+        },
         **reference,
-        "missing_personas": plan.study.missing_persona_note(human_df),
-        "missing_answers": missing_answers,
-        "weights": weights_note(plan, human_df),
+        "missing_personas": binding.missing_personas,
+        "missing_answers": binding.missing_answers,
+        "weights": weights_note(binding),
         "warnings": cautions,
     }
 
 
 def reference_cautions(
-    plan: Binding,
+    binding: Binding,
     reference: dict[str, Any],
     human_fits: dict[Key, Fit | str],
-    human_df: pd.DataFrame,
 ) -> list[str]:
     """Where the fresh reference is not shown calibrated for this study, said beside its
     numbers: a model it could not fit in some replicates, a pseudo-population redrawn,
@@ -131,7 +130,7 @@ def reference_cautions(
                 else "its values hold for a population where the models can be fit"
             )
         )
-    for model in plan.study.models:
+    for model in binding.study.models:
         failed = recovery.get(model.formula, {}).get("failed_share") or 0.0
         if failed >= 1:
             cautions.append(
@@ -144,7 +143,7 @@ def reference_cautions(
                 f"{failed:.0%} of its replicates; its values rest on the others"
             )
         human = human_fits.get((model.formula, OVERALL, OVERALL))
-        if isinstance(human, Fit) and few_events(model, human, human_df):
+        if isinstance(human, Fit) and few_events(model, human, binding.human):
             cautions.append(
                 f"{model.formula}: under {MIN_EVENTS_PER_PARAMETER} events per "
                 "coefficient; the fresh reference is not proven calibrated there, so "
@@ -153,15 +152,15 @@ def reference_cautions(
     return cautions
 
 
-def weights_note(plan: Binding, human_df: pd.DataFrame) -> str | None:
+def weights_note(binding: Binding) -> str | None:
     """One sentence on the survey weights (None without): the column, Kish's effective
     sample size, and what they weight."""
-    weights = plan.weights(human_df)
+    weights = binding.weights(binding.human)
     if weights is None:
         return None
     effective = weights.sum() ** 2 / (weights**2).sum()
     return (
-        f"Survey weights from column {plan.weight!r} (Kish effective sample size "
+        f"Survey weights from column {binding.weight!r} (Kish effective sample size "
         f"{effective:.0f} of {len(weights)}): the humans' fits, shares, variances, "
         "pattern entropy and incoherence rates are weighted; replicate personas are "
         "drawn in proportion to the weights and their answers count once."

@@ -31,11 +31,10 @@ from simval.errors import (
     plain,
 )
 from simval.families import (
-    CATEGORICAL_FAMILIES,
     CLUSTER_PREFIX,
-    FAMILIES,
     Family,
     check_cov,
+    family_of,
 )
 from simval.formulas import formula_variables, outcome_of
 
@@ -294,7 +293,7 @@ class Model:
             raise StudyError(
                 f"a model's formula must be text, got {_shown(self.formula)}"
             )
-        check_option(f"family of model {self.formula!r}", self.family, FAMILIES)
+        family_of(self.family, argument=f"family of model {self.formula!r}")
         check_cov(self.cov)
         if (
             isinstance(self.margin, bool)
@@ -898,7 +897,7 @@ def labelled_outcomes(study: Study) -> tuple[Item, ...]:
     option labels in the declared order, so coefficients name a level by its label
     (``x | vote=Labour``), the first option is mnlogit's reference and the options'
     order is an ordered model's."""
-    outcomes = {m.outcome for m in study.models if m.family in CATEGORICAL_FAMILIES}
+    outcomes = {m.outcome for m in study.models if family_of(m.family).categorical}
     return tuple(item for item in study.items if item.name in outcomes)
 
 
@@ -917,7 +916,7 @@ def formula_study(
     question and options, which an LLM simulator needs), or else one observed in the
     human data (``_observed_item``).
     """
-    check_option("family", family, FAMILIES)
+    spec = family_of(family)
     check_cov(cov)
     missing = sorted(formula_variables(formula) - set(human_df.columns))
     if missing:
@@ -932,7 +931,9 @@ def formula_study(
         )
     known = set(declared.item_names) if isinstance(declared, Study) else set()
     outcome = human_df[names[0]]
-    numbered = family == "poisson" or (family == "ols" and outcome.nunique() > 2)
+    numbered = spec.outcome == "count" or (
+        spec.outcome == "number" and outcome.nunique() > 2
+    )
     chosen = tuple(
         declared.item(name)
         if name in known

@@ -1,12 +1,14 @@
 """validate(): would the study reach the same conclusions on simulated respondents?
 
-Orchestration only: it draws replicate samples of personas, asks the simulator to
-answer them, draws the fresh-sample reference's replicates beside them
-(``fresh_reference``), fits the study's models and computes every metric on the human
-data and on each replicate, overall and per subgroup, resamples respondents for the
-metrics' confidence intervals and gathers it all in a ``Validation``. The statistics
-live in ``regression`` and ``metrics``; the result, its registry of headline metrics
-and the decisions in ``results``.
+Orchestration only: it binds the human data to the study once (``binding.bind``, every
+check made before any simulator is asked), draws replicate samples of personas, asks
+each simulator to answer them, draws the fresh-sample reference's replicates beside
+them (``fresh_reference``), fits the study's models and computes every metric on the
+human data and on each replicate, overall and per subgroup, resamples respondents for
+the metrics' confidence intervals and gathers it all in a ``Validation``. The
+statistics live in ``comparison``, ``axes``, ``resampling``, ``regression`` and
+``metrics``; the notes in ``notes``; the result, its registry of headline metrics and
+the decisions in ``results``.
 """
 
 from __future__ import annotations
@@ -28,21 +30,22 @@ from simval.axes import (
     variance_table,
 )
 from simval.binding import (
+    MIN_SUBGROUP_N,
     Binding,
     Key,
-    Split,
     bind,
     check_no_leakage,
-    cluster_column,
-    fingerprint,
     overall_only,
     overall_rows,
     split_cells,
 )
 from simval.comparison import coefficient_tables, fit_humans, verdict_table
 from simval.errors import (
-    OptionError,
     SimulatorError,
+    check_alpha,
+    check_count,
+    check_seed,
+    refuse,
 )
 from simval.metrics import (
     nan_mean,
@@ -82,16 +85,11 @@ __all__ = [
     "validate_each",
 ]
 
-MIN_SUBGROUP_N = 30
-"""Subgroup cells with fewer human respondents are flagged ``small`` and kept out of the
-headline numbers: below about 30 the JSD between two samples of one distribution
-exceeds 0.2 for a five-option item, and a cell's regression rests on a handful of rows."""
-
 
 def validate(
     formula_or_study: str | Study,
     human_df: pd.DataFrame,
-    simulator: Simulator,
+    simulator: Simulator | Mapping[str, Simulator],
     *,
     family: str = "ols",
     cov: str = "HC1",
@@ -103,7 +101,7 @@ def validate(
     resamples: int = 200,
     min_subgroup_n: int = MIN_SUBGROUP_N,
     progress: bool | None = None,
-) -> Validation:
+) -> Validation | dict[str, Validation]:
     """Compare ``reps`` synthetic replicate samples from ``simulator`` with the human data.
 
     Each replicate draws n personas from the humans with replacement (whole clusters
@@ -117,74 +115,101 @@ def validate(
     column of ``human_df`` is persona data the simulator sees. With a ``Study``, the
     simulated columns are its items and ``family``/``cov``/``items`` come from it.
 
+    ``simulator``: one simulator, or a mapping of names to simulators, validated on
+    the same humans with the same settings (a dict of Validations by name). What does
+    not depend on the simulator is computed once: the human fits, the replicate
+    personas and the fresh-sample reference's run, about half of what a validation
+    costs beside the simulator. Each result equals that simulator's own call; with one
+    seed the replicates and bootstrap resamples are paired across simulators, as
+    ``compare`` and leaderboards need.
+
+    Every input is checked, and the human data bound to the study (``bind``), before
+    any simulator is asked.
+
     ``progress``: a bar over the simulator's replicates (plain lines in a log, then a
     summary line with the time taken, ``simval.progress``); ``False`` silences it.
     """
-    plan = bind(
-        formula_or_study,
-        human_df,
-        declared=getattr(simulator, "study", None),
-        family=family,
-        cov=cov,
-        subgroups=subgroups,
-        items=items,
-        reps=reps,
-        alpha=alpha,
-        resamples=resamples,
-        min_subgroup_n=min_subgroup_n,
-    )
-    _check_simulator(human_df, simulator)
-    shared = _share(plan, human_df, reps=reps, alpha=alpha, seed=seed)
-    return _validation(shared, simulator, resamples=resamples, progress=progress)
+    simulators = dict(simulator) if isinstance(simulator, Mapping) else {"": simulator}
+    if not simulators:
+        raise refuse(
+            "simulator", simulator, "a simulator or a mapping of names to simulators"
+        )
+    check_count("reps", reps)
+    check_count("resamples", resamples, at_least=0)
+    check_alpha(alpha)
+    check_seed("seed", seed)
+    bindings = _bind_each(
+        formula_or_study, human_df, simulators, family=family, cov=cov,
+        subgroups=subgroups, items=items, min_subgroup_n=min_subgroup_n,
+    )  # fmt: skip
+    for name, one in simulators.items():
+        _check_simulator(bindings[name], one)
+    shared: dict[int, _Shared] = {}
+    validations = {}
+    for name, one in simulators.items():
+        binding = bindings[name]
+        if id(binding) not in shared:
+            shared[id(binding)] = _share(binding, reps=reps, alpha=alpha, seed=seed)
+        validations[name] = _validation(
+            shared[id(binding)], one, resamples=resamples, progress=progress
+        )
+    return validations if isinstance(simulator, Mapping) else validations[""]
 
 
 def validate_each(
     formula_or_study: str | Study,
     human_df: pd.DataFrame,
     simulators: Mapping[str, Simulator],
-    *,
-    family: str = "ols",
-    cov: str = "HC1",
-    subgroups: Sequence[str] | None = None,
-    items: Sequence[str] | None = None,
-    reps: int = 20,
-    alpha: float = 0.05,
-    seed: int | None = 0,
-    resamples: int = 200,
-    min_subgroup_n: int = MIN_SUBGROUP_N,
-    progress: bool | None = None,
+    **options: Any,
 ) -> dict[str, Validation]:
-    """``validate`` of each simulator on the same humans with the same settings.
+    """``validate`` of a mapping of simulators (their Validations by name)."""
+    return validate(formula_or_study, human_df, _named(simulators), **options)
 
-    What does not depend on the simulator is computed once: the human fits, the
-    replicate personas and the fresh-sample reference's run, about half of what a
-    validation costs beside the simulator. Each result equals that simulator's own
-    ``validate`` call; with one seed the replicates and bootstrap resamples are
-    paired across simulators, as ``compare`` and leaderboards need.
+
+def compare(
+    simulators: Mapping[str, Simulator],
+    human_df: pd.DataFrame,
+    study: Study | str,
+    **options: Any,
+) -> pd.DataFrame:
+    """Headline numbers of several simulators side by side (``summary_table``).
+
+    ``validate`` of the mapping with ``options`` (``reps``, ``seed``, ``alpha``,
+    ``subgroups``, ...): the same human data, replicate personas and bootstrap
+    resamples for every simulator, so their differences are paired.
     """
-    if not simulators:
-        raise OptionError("validate_each needs at least one simulator")
-    plans = {
-        name: bind(
-            formula_or_study, human_df, declared=getattr(simulator, "study", None),
-            family=family, cov=cov, subgroups=subgroups, items=items, reps=reps,
-            alpha=alpha, resamples=resamples, min_subgroup_n=min_subgroup_n,
-        )
-        for name, simulator in simulators.items()
-    }  # fmt: skip
-    for simulator in simulators.values():
-        _check_simulator(human_df, simulator)
-    shared: list[_Shared] = []
-    validations = {}
+    return summary_table(validate(study, human_df, _named(simulators), **options))
+
+
+def _named(simulators: object) -> Mapping[str, Simulator]:
+    """``simulators`` if it is a mapping of names to simulators (OptionError if not)."""
+    if not isinstance(simulators, Mapping):
+        raise refuse("simulators", simulators, "a mapping of names to simulators")
+    return simulators
+
+
+def _bind_each(
+    formula_or_study: str | Study,
+    human_df: pd.DataFrame,
+    simulators: Mapping[str, Simulator],
+    **options: Any,
+) -> dict[str, Binding]:
+    """Each simulator's binding of the humans: a study binds them once; a formula once
+    per study it resolves to (an item comes from a simulator's own study where that
+    declares one)."""
+    if isinstance(formula_or_study, Study):
+        return dict.fromkeys(simulators, bind(formula_or_study, human_df, **options))
+    made: list[Binding] = []
+    bindings = {}
     for name, simulator in simulators.items():
-        common = next((s for s in shared if s.plan == plans[name]), None)
-        if common is None:  # a formula's items can come from a simulator's own study
-            common = _share(plans[name], human_df, reps=reps, alpha=alpha, seed=seed)
-            shared.append(common)
-        validations[name] = _validation(
-            common, simulator, resamples=resamples, progress=progress
-        )
-    return validations
+        binding = bind(
+            formula_or_study, human_df, declared=getattr(simulator, "study", None),
+            **options,
+        )  # fmt: skip
+        bindings[name] = next((b for b in made if b.study == binding.study), binding)
+        if bindings[name] is binding:
+            made.append(binding)
+    return bindings
 
 
 @dataclass(frozen=True)
@@ -192,11 +217,8 @@ class _Shared:
     """What a validation computes before asking the simulator: the same for every
     simulator validated on these humans with these settings."""
 
-    plan: Binding
-    human_df: pd.DataFrame
-    human: Split
+    binding: Binding
     human_fits: dict[Key, Fit | str]
-    personas: pd.DataFrame
     draws: list[np.ndarray]
     seeds: np.ndarray
     reference: dict[str, Any]  # the notes about the reference (``reference_notes``)
@@ -204,24 +226,15 @@ class _Shared:
     rng: np.random.Generator  # in the state the bootstrap starts from
     alpha: float
     seed: int | None
-    fingerprint: str
-    missing_answers: str | None  # Study.missing_answers_note of the raw human data
 
 
-def _share(
-    plan: Binding, human_df: pd.DataFrame, *, reps: int, alpha: float, seed: int | None
-) -> _Shared:
-    """The human fits, the replicate draws and the fresh-sample reference's run; the
-    humans' declared missing answers are blanked first (``Study.blank_missing``)."""
-    missing_answers = plan.study.missing_answers_note(human_df)
-    human_df = plan.study.blank_missing(human_df)
-    human = split_cells(plan, human_df)
-    human_fits = fit_humans(plan, human, alpha=alpha)
+def _share(binding: Binding, *, reps: int, alpha: float, seed: int | None) -> _Shared:
+    """The human fits, the replicate draws and the fresh-sample reference's run."""
+    human_fits = fit_humans(binding, alpha=alpha)
     rng = np.random.default_rng(seed)
-    personas = human_df[list(plan.persona_columns)]
-    weights = plan.weights(human_df)
+    weights = binding.weights(binding.human)
     draws = [
-        draw_rows(personas, rng=rng, cluster=plan.cluster, weights=weights)
+        draw_rows(binding.personas, rng=rng, cluster=binding.cluster, weights=weights)
         for _ in range(reps)
     ]
     seeds = rng.integers(2**63, size=reps)
@@ -230,20 +243,17 @@ def _share(
     # simulator samples is no such population. The notes count the redraws.
     reference_rng = np.random.default_rng(rng.integers(2**63))
     for redraws in range(REFERENCE_REDRAWS + 1):
-        reference_samples = fresh_reference(
-            plan.study, human_df, reps=reps, seed=reference_rng
-        )
+        reference_samples = _fresh_samples(binding, reps=reps, rng=reference_rng)
         fresh = _evaluate(
-            plan, human, human_fits, reference_samples, alpha=alpha, subgroups=False
+            binding, human_fits, reference_samples, alpha=alpha, subgroups=False
         )
         if not _unestimable(fresh["recovery"]):
             break
     return _Shared(
-        plan=plan, human_df=human_df, human=human, human_fits=human_fits,
-        personas=personas, draws=draws, seeds=seeds,
+        binding=binding, human_fits=human_fits, draws=draws, seeds=seeds,
         reference=reference_notes(fresh["recovery"], redraws=redraws),
-        references=point_values(fresh), rng=rng, alpha=alpha, seed=seed,
-        fingerprint=fingerprint(human_df), missing_answers=missing_answers,
+        references=point_values(fresh, _code(binding, reference_samples)), rng=rng,
+        alpha=alpha, seed=seed,
     )  # fmt: skip
 
 
@@ -251,91 +261,65 @@ def _validation(
     shared: _Shared, simulator: Simulator, *, resamples: int, progress: bool | None
 ) -> Validation:
     """One simulator's validation on top of the shared work."""
-    plan, human_df, alpha = shared.plan, shared.human_df, shared.alpha
+    binding, alpha = shared.binding, shared.alpha
     before = unparseable_counts(simulator)
     samples = simulate_replicates(
-        plan, simulator, shared.personas, shared.draws, shared.seeds,
+        binding, simulator, binding.personas, shared.draws, shared.seeds,
         desc=f"validating {simulator!r}: replicates", enabled=progress,
     )  # fmt: skip
     unparseable = (
         unparseable_counts(simulator) - before
     )  # this validation's answers only
     found = _evaluate(
-        plan, shared.human, shared.human_fits, samples, alpha=alpha, subgroups=True,
+        binding, shared.human_fits, samples, alpha=alpha, subgroups=True,
         reference_failed={
             formula: values["failed_share"] or 0.0
             for formula, values in shared.reference["reference_recovery"].items()
         },
     )  # fmt: skip
-    coded = _code(plan, shared.human, human_df, samples)
+    coded = _code(binding, samples)
     # a copy: every simulator's bootstrap draws the same rows
     boot = bootstrap_draws(coded, resamples=resamples, rng=copy.deepcopy(shared.rng))
     return Validation(
-        study=plan.study,
+        study=binding.study,
         coefficients=found["coefficients"],
         recovery=found["recovery"],
-        verdicts=verdict_table(plan, found["recovery"]),
+        verdicts=verdict_table(binding, found["recovery"]),
         replicate_coefficients=found["replicate_coefficients"],
         distributions=found["distributions"],
         variance=found["variance"],
         heterogeneity=found["heterogeneity"],
         coherence=found["coherence"],
-        shares=item_shares(plan, human_df, samples),
+        shares=item_shares(binding, samples),
         headline=headline_table(found, shared.references, boot, coded, alpha=alpha),
         draws=boot,
         replicate_metrics=found["replicate_metrics"],
         simulator=repr(simulator),
-        n_human=len(human_df),
+        n_human=len(binding.human),
         reps=len(shared.draws),
         alpha=alpha,
         seed=shared.seed,
-        pattern_items=plan.pattern_items,
-        min_subgroup_n=plan.min_subgroup_n,
+        pattern_items=binding.pattern_items,
+        min_subgroup_n=binding.min_subgroup_n,
         notes=validation_notes(
-            plan,
+            binding,
             shared.reference,
             samples,
             shared.human_fits,
-            human_df,
             unparseable=unparseable,
-            missing_answers=shared.missing_answers,
         ),
         versions=dict(versions()),
-        fingerprint=shared.fingerprint,
+        fingerprint=binding.fingerprint,
     )
 
 
-def _check_simulator(human_df: pd.DataFrame, simulator: object) -> None:
+def _check_simulator(binding: Binding, simulator: object) -> None:
     """A simulator validate can ask, never trained on these humans."""
-    check_no_leakage(human_df, simulator)
+    check_no_leakage(binding.human, simulator)
     if not callable(getattr(simulator, "simulate", None)):
         raise SimulatorError(
             f"{type(simulator).__name__} has no simulate(personas, items, *, seed)"
         )
-
-
-def compare(
-    simulators: Mapping[str, Simulator],
-    human_df: pd.DataFrame,
-    study: Study | str,
-    *,
-    reps: int = 20,
-    seed: int | None = 0,
-    alpha: float = 0.05,
-    subgroups: Sequence[str] | None = None,
-) -> pd.DataFrame:
-    """Headline numbers of several simulators side by side (``summary_table``).
-
-    Each simulator is validated on the same human data with the same replicate
-    personas and bootstrap resamples (same ``seed``), so their differences are paired.
-    """
-    if not simulators:
-        raise OptionError("compare needs at least one simulator")
-    validations = validate_each(
-        study, human_df, simulators, reps=reps, seed=seed, alpha=alpha,
-        subgroups=subgroups,
-    )  # fmt: skip
-    return summary_table(validations)
 
 
 def fresh_reference(
@@ -364,17 +348,20 @@ def fresh_reference(
     patterns than a fresh sample; for patterns, entropy and incoherence the humans' own
     value is the reference (``results.HEADLINE``).
     """
-    if isinstance(reps, bool) or not isinstance(reps, int | np.integer) or reps < 1:
-        raise OptionError(f"reps={reps!r} must be an integer of at least 1")
-    human_df = study.blank_missing(human_df)
-    persona = study.persona_columns_of(human_df)
-    cluster = cluster_column(study, persona)
-    rng = np.random.default_rng(seed)
-    population = _redraw(
-        human_df, draw_rows(human_df, rng=rng, cluster=cluster), cluster
-    )
-    weights = None if study.weight is None else population[study.weight].to_numpy(float)
-    columns = [*persona, *study.item_names]
+    check_count("reps", reps)
+    check_seed("seed", seed)
+    binding = bind(study, human_df, subgroups=())
+    return _fresh_samples(binding, reps=reps, rng=np.random.default_rng(seed))
+
+
+def _fresh_samples(
+    binding: Binding, *, reps: int, rng: np.random.Generator
+) -> list[pd.DataFrame]:
+    """``fresh_reference``'s replicates of the bound humans, drawn with ``rng``."""
+    human, cluster = binding.human, binding.cluster
+    population = _redraw(human, draw_rows(human, rng=rng, cluster=cluster), cluster)
+    columns = [*binding.persona_columns, *binding.study.item_names]
+    weights = binding.weights(population)
     return [
         _redraw(
             population[columns],
@@ -410,8 +397,7 @@ def _unestimable(recovery: pd.DataFrame) -> bool:
 
 
 def _evaluate(
-    plan: Binding,
-    human: Split,
+    binding: Binding,
     human_fits: dict[Key, Fit | str],
     samples: list[pd.DataFrame],
     *,
@@ -426,16 +412,16 @@ def _evaluate(
     ``reference_failed``: per formula, the share of the fresh reference's replicates
     the model failed in (a perfect simulator's failures are no evidence against one).
     """
-    replicates = [split_cells(plan, sample) for sample in samples]
+    human = binding.cells
+    replicates = [split_cells(binding, sample) for sample in samples]
     fits = (
         human_fits
         if subgroups
         else {k: v for k, v in human_fits.items() if k[1] == OVERALL}
     )
     coefficients, recovery, per_rep, by_rep = coefficient_tables(
-        plan, human, fits, replicates, alpha=alpha,
-        reference_failed=reference_failed or {},
-    )  # fmt: skip
+        binding, fits, replicates, alpha=alpha, reference_failed=reference_failed or {}
+    )
     # the reference's headline values read these tables overall only (its subgroup
     # distances do count, in the subgroup JSD gap)
     kept, kept_replicates = (
@@ -448,32 +434,33 @@ def _evaluate(
         "recovery": recovery,
         "replicate_coefficients": by_rep,
         "replicate_metrics": per_rep,
-        "distributions": distribution_table(plan, human, replicates),
-        "variance": variance_table(plan, kept, kept_replicates),
-        "heterogeneity": heterogeneity_table(plan, kept, kept_replicates),
-        "coherence": coherence_table(plan, kept, kept_replicates),
+        "distributions": distribution_table(binding, human, replicates),
+        "variance": variance_table(binding, kept, kept_replicates),
+        "heterogeneity": heterogeneity_table(binding, kept, kept_replicates),
+        "coherence": coherence_table(binding, kept, kept_replicates),
         "nonresponse": nan_mean(
             [
-                sample[list(plan.study.item_names)].isna().to_numpy().mean()
+                sample[list(binding.study.item_names)].isna().to_numpy().mean()
                 for sample in samples
             ]
         ),
     }
 
 
-def _code(
-    plan: Binding, human: Split, human_df: pd.DataFrame, samples: list[pd.DataFrame]
-) -> Coding:
+def _code(binding: Binding, samples: list[pd.DataFrame]) -> Coding:
     """The human data and the replicates coded for the bootstrap."""
-    cells = [(s, level) for s in plan.subgroups for level in plan.levels[s]]
+    cells = [(s, level) for s in binding.subgroups for level in binding.levels[s]]
     return code_samples(
-        plan.study,
-        human_df,
+        binding.study,
+        binding.human,
         samples,
         cells=cells,
-        judged=[len(human[s, str(level)]) >= plan.min_subgroup_n for s, level in cells],
-        pattern_items=plan.pattern_items,
-        pairs=[pair for pair, _ in coherence_pairs(plan.study.coherence)],
-        human_weights=plan.weights(human_df),
-        scales=plan.scales,
+        judged=[
+            len(binding.cells[s, str(level)]) >= binding.min_subgroup_n
+            for s, level in cells
+        ],
+        pattern_items=binding.pattern_items,
+        pairs=[pair for pair, _ in coherence_pairs(binding.study.coherence)],
+        human_weights=binding.weights(binding.human),
+        scales=binding.scales,
     )

@@ -99,7 +99,7 @@ def test_every_public_attribute_of_every_result(survey):
     fitted = fit("score ~ x + C(arm)", human)
     assert isinstance(fitted, Fit)
     assert set(public_fields(fitted)) == {
-        "formula", "family", "cov", "absorb", "weights", "conf_level", "nobs", "table",
+        "formula", "family", "cov", "absorb", "weights", "alpha", "nobs", "table",
         "aliased", "vcov", "design_sd", "outcome_sd", "clusters", "levels",
         "input_scale", "satterthwaite_df", "wald_df",
     }  # fmt: skip
@@ -140,6 +140,25 @@ def test_every_public_attribute_of_every_result(survey):
         field = dataclasses.fields(result)[0].name
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(result, field, None)
+
+
+def test_one_validate_signature_for_one_simulator_or_several(survey):
+    """``validate`` of a mapping gives a Validation per name; ``compare`` is its
+    ``summary_table``, the simulators in the mapping's order."""
+    human = survey[["x", "arm", "score"]]
+    simulators = {
+        "resampling": BootstrapSimulator(human),
+        "marginal": simval.MarginalSimulator(human),
+    }
+    options = {"reps": 2, "resamples": 0, "seed": 3, "progress": False}
+    each = validate("score ~ x + C(arm)", human, simulators, **options)
+    assert list(each) == ["resampling", "marginal"]
+    assert all(isinstance(v, Validation) for v in each.values())
+    table = simval.compare(simulators, human, "score ~ x + C(arm)", **options)
+    assert list(table.index[:2]) == ["resampling", "marginal"]
+    from simval.results import summary_table
+
+    pd.testing.assert_frame_equal(table, summary_table(each))
 
 
 def test_everything_exported_exists():

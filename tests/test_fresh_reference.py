@@ -27,7 +27,7 @@ from support import binomial_tolerance
 import simval
 from simval import FunctionSimulator, Item, MarginalSimulator, Model, Study
 from simval.errors import OptionError
-from simval.validate import fresh_reference, validate, validate_each
+from simval.validate import fresh_reference, validate
 
 N_HUMANS = 400
 PERSON = Item(
@@ -145,7 +145,10 @@ def test_seeds_reproduce_and_differ(human):
 
 
 def test_bad_reps_names_the_culprit(human):
-    with pytest.raises(OptionError, match="reps=0"):
+    with pytest.raises(
+        OptionError,
+        match=r"^reps=0 is not allowed; choose a whole number of at least 1$",
+    ):
         fresh_reference(tiny_study(), human, reps=0)
 
 
@@ -269,10 +272,10 @@ def calibration(request) -> tuple[str, pd.DataFrame]:
         rng = np.random.default_rng(s)
         personas = people(rng, design)
         human = pd.concat([personas, true_answers(personas, rng)], axis=1)
-        result = validate_each(
-            realistic_study(design), human, {"perfect": FunctionSimulator(perfect)},
+        result = validate(
+            realistic_study(design), human, FunctionSimulator(perfect),
             reps=REPS, resamples=0, seed=s, subgroups=[], progress=False,
-        )["perfect"]  # fmt: skip
+        )  # fmt: skip
         headline = result.headline.set_index("metric")
         for row in result.verdicts.itertuples(index=False):
             reference = result.notes["reference_recovery"][row.formula]

@@ -28,7 +28,7 @@ from simval import (
 )
 from simval.results import HEADLINE, HUMAN_LEVELS, decide
 from simval.tasks import load_task
-from simval.validate import OVERALL, validate_each
+from simval.validate import OVERALL, compare, validate_each
 
 
 def known_effects(n: int = 400, seed: int = 1) -> pd.DataFrame:
@@ -117,16 +117,18 @@ def test_same_seed_same_numbers_and_json_round_trip():
     assert restored.summary() == pytest.approx(first.summary(), nan_ok=True)
 
 
-def test_validate_each_is_validate_of_each_simulator():
+def test_validate_of_a_mapping_is_validate_of_each_simulator():
     """Sharing the simulator-independent work changes no number: each result equals the
-    simulator's own validate call, bootstrap draws included."""
+    simulator's own validate call, bootstrap draws included; ``validate_each`` and
+    ``compare`` are validate of the mapping."""
     task = load_task("example")
     simulators = {
         "marginal": MarginalSimulator(task.human),
         "resampling": BootstrapSimulator(task.human),
     }
     options = {"reps": 3, "resamples": 20, "seed": 4, "progress": False}
-    together = validate_each(task.study, task.human, simulators, **options)
+    together = validate(task.study, task.human, simulators, **options)
+    assert list(together) == list(simulators)
     for name, simulator in simulators.items():
         alone = validate(task.study, task.human, simulator, **options)
         for field in dataclasses.fields(Validation):
@@ -138,8 +140,73 @@ def test_validate_each_is_validate_of_each_simulator():
                 pd.testing.assert_frame_equal(mine, theirs, check_exact=True)
             else:
                 assert mine == theirs, field.name
-    with pytest.raises(OptionError, match="at least one simulator"):
+    with pytest.raises(
+        OptionError,
+        match=r"^simulator=\{\} is not allowed; choose a simulator or a mapping of names "
+        "to simulators$",
+    ):
         validate_each(task.study, task.human, {})
+    for wrapper in (
+        lambda: validate_each(task.study, task.human, simulators["marginal"]),
+        lambda: compare(simulators["marginal"], task.human, task.study),
+    ):
+        with pytest.raises(
+            OptionError,
+            match=r"^simulators=MarginalSimulator\(n=\d+\) is not allowed; choose a "
+            "mapping of names to simulators$",
+        ):
+            wrapper()
+
+
+def test_every_input_is_checked_before_any_simulator_is_asked():
+    """The human data is bound to the study first (``bind``): bad data, a bad option or
+    a mapping holding a non-simulator fails with no replicate simulated."""
+    human = known_effects(n=60)
+    asked = []
+
+    def answer(people):
+        asked.append(len(people))
+        return pd.DataFrame({"y": 0.0}, index=people.index)
+
+    counting = FunctionSimulator(answer)
+    with pytest.raises(SimulatorError, match="object has no simulate"):
+        validate(FORMULA, human, {"counting": counting, "broken": object()})
+    with pytest.raises(DataError, match="region"):
+        validate(FORMULA, human, {"counting": counting}, subgroups=["region"])
+    with pytest.raises(OptionError, match=r"^seed=-1 is not allowed"):
+        validate(FORMULA, human, counting, seed=-1)
+    assert asked == []
+
+
+def test_the_binding_holds_the_blanked_answers_and_the_notes_about_the_data():
+    """``bind`` blanks the declared missing answers once: the binding's frame, cells and
+    notes are what every later step reads."""
+    from simval.binding import bind
+
+    study, human = _example(weighted=True)
+    item = study.items[0]
+    study = dataclasses.replace(
+        study,
+        items=(dataclasses.replace(item, missing={"Refused": 9}), *study.items[1:]),
+    )
+    human = human.assign(**{item.name: human[item.name].mask(human.index < 7, 9)})
+    binding = bind(study, human)
+    assert binding.human[item.name].isna().sum() == 7
+    assert not (binding.human[item.name] == 9).any()
+    assert binding.missing_answers == study.missing_answers_note(human)
+    assert f"{item.name} 7 (Refused: 7)" in binding.missing_answers
+    assert binding.missing_personas is None
+    assert list(binding.cells) == [(OVERALL, OVERALL)] + [
+        (s, str(level)) for s in binding.subgroups for level in binding.levels[s]
+    ]
+    assert binding.cells[OVERALL, OVERALL] is binding.human
+    assert binding.weights(binding.human) == pytest.approx(human["w"].to_numpy())
+    assert binding.personas.columns.tolist() == list(study.persona_columns)
+    with pytest.raises(
+        OptionError,
+        match=r"^min_subgroup_n=0 is not allowed; choose a whole number of at least 1$",
+    ):
+        bind(study, human, min_subgroup_n=0)
 
 
 def test_progress_is_shown_unless_silenced(capsys):
@@ -255,8 +322,18 @@ def test_simulator_breaking_the_contract(answer, culprit):
     [
         ({"family": "tobit"}, "tobit"),
         ({"cov": "HC7"}, "HC7"),
-        ({"reps": 0}, "reps"),
-        ({"alpha": 1.5}, "alpha"),
+        ({"reps": 0}, r"^reps=0 is not allowed; choose a whole number of at least 1$"),
+        ({"reps": True}, r"^reps=True is not allowed"),
+        (
+            {"resamples": -1},
+            r"^resamples=-1 is not allowed; choose a whole number of at least 0$",
+        ),
+        (
+            {"alpha": 1.5},
+            r"^alpha=1.5 is not allowed; choose a number strictly between 0 and 1$",
+        ),
+        ({"min_subgroup_n": 2.5}, r"^min_subgroup_n=2.5 is not allowed"),
+        ({"seed": "x"}, r"^seed='x' is not allowed"),
     ],
 )
 def test_bad_options(options, culprit):
@@ -493,25 +570,23 @@ def test_bootstrap_identity_draw_reproduces_the_tables(weighted, numbers):
     """The bootstrap recomputes the headline metrics from coded arrays; on the data as
     drawn (no resampling) it must give the tables' values, weighted or not, with number
     items (whole and binned) or not."""
-    from simval.resampling import headline_values
-    from simval.binding import bind, split_cells
-    from simval.resampling import draw_rows, simulate_replicates
+    from simval.binding import bind
+    from simval.resampling import draw_rows, headline_values, simulate_replicates
     from simval.validate import _code
 
     study, human = _example(weighted=weighted, numbers=numbers)
     sim = _noisy(human) if numbers else MarginalSimulator(human)
     result = validate(study, human, sim, reps=3, resamples=0, seed=5)
-    plan = bind(
-        study, human, declared=None, family="ols", cov="HC1", subgroups=None,
-        items=None, reps=3, alpha=0.05, resamples=0, min_subgroup_n=30,
-    )  # fmt: skip
+    binding = bind(study, human)
     rng = np.random.default_rng(5)
-    personas = human[list(plan.persona_columns)]
-    weights = plan.weights(human)
-    draws = [draw_rows(personas, rng=rng, cluster=None, weights=weights) for _ in range(3)]
+    personas = binding.personas
+    weights = binding.weights(binding.human)
+    draws = [
+        draw_rows(personas, rng=rng, cluster=None, weights=weights) for _ in range(3)
+    ]
     seeds = rng.integers(2**63, size=3)
-    samples = simulate_replicates(plan, sim, personas, draws, seeds)
-    coded = _code(plan, split_cells(plan, human), human, samples)
+    samples = simulate_replicates(binding, sim, personas, draws, seeds)
+    coded = _code(binding, samples)
     values = headline_values(
         coded, np.arange(len(human)), [np.arange(len(s)) for s in samples]
     )
@@ -684,8 +759,4 @@ def test_a_continuous_outcome_is_simulated_as_a_number():
     assert 0 < row["jsd"] < 0.3 and 0 <= row["wasserstein"] < 0.1
     assert result.shares.empty  # no options to share out
     # binned (not whole numbers); test_bootstrap_identity_draw_... checks the coding
-    plan = bind(
-        FORMULA, human, declared=None, family="ols", cov="HC1", subgroups=None,
-        items=None, reps=3, alpha=0.05, resamples=0, min_subgroup_n=30,
-    )  # fmt: skip
-    assert plan.scales["y"].edges is not None
+    assert bind(FORMULA, human).scales["y"].edges is not None
