@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 from simval.binding import Binding, Key, Split, bind
 from simval.errors import (
@@ -34,6 +33,7 @@ from simval.metrics import (
     equivalence_limit,
     nan_mean,
     nonresponse_scale,
+    simulated_interval,
     wald_equality,
 )
 from simval.regression import Fit, fit
@@ -209,7 +209,7 @@ def _compare_cell(
     sim_nobs = [r.nobs if isinstance(r, Fit) else 0 for r, _ in refits]
     terms = recovery.terms.assign(
         equivalence_limit=_limits(recovery.terms, human, alpha=alpha),
-        **_simulated_interval(recovery.terms, alpha=alpha),
+        **simulated_interval(recovery.terms, alpha=alpha),
     )
     judged = terms[terms["term"].isin(wald.terms)]
     equivalence = (
@@ -272,15 +272,6 @@ COEFFICIENT_COLUMNS = [
     "sim_ci_high", "failure",
 ]  # fmt: skip
 """The columns of ``Validation.coefficients``."""
-
-
-def _simulated_interval(terms: pd.DataFrame, *, alpha: float) -> dict[str, pd.Series]:
-    """The simulated estimate's interval (``sim_ci_low``, ``sim_ci_high``): the mean
-    estimate over the replicates ± the normal quantile times their mean standard
-    error, the interval the report draws beside the humans'."""
-    estimate = terms["sim_estimate"].astype(float)
-    half = scipy.stats.norm.ppf(1 - alpha / 2) * terms["sim_std_error"].astype(float)
-    return {"sim_ci_low": estimate - half, "sim_ci_high": estimate + half}
 
 
 RECOVERY_COLUMNS = [

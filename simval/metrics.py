@@ -1112,3 +1112,13 @@ def nan_mean(values: Sequence[float] | pd.Series) -> float:
     array = np.asarray(values, dtype=float)
     array = array[~np.isnan(array)]
     return float(array.mean()) if len(array) else math.nan
+
+
+def simulated_interval(terms: pd.DataFrame, *, alpha: float) -> dict[str, pd.Series]:
+    """The simulated estimate's interval (``sim_ci_low``, ``sim_ci_high``) from a
+    ``coefficient_recovery`` terms table: the mean estimate over the replicates ± the
+    normal quantile times their mean standard error, the interval a report draws
+    beside the humans'."""
+    estimate = terms["sim_estimate"].astype(float)
+    half = scipy.stats.norm.ppf(1 - alpha / 2) * terms["sim_std_error"].astype(float)
+    return {"sim_ci_low": estimate - half, "sim_ci_high": estimate + half}

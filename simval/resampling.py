@@ -8,17 +8,18 @@ alone, so a few hundred draws cost a second and no simulator is asked again. A
 sample's answers are counted over the levels it gives, so a continuous item costs its
 sample's distinct answers, not all samples' (benchmarks/bench_continuous.py). Under
 survey weights a human row counts by its weight (scaled to mean 1), as in the tables;
-replicate rows count once. The definitions are the tables' (``validate``); a test
-checks that the identity draw reproduces them.
+replicate rows count once. A draw is a ``Draw``, which every metric of the registry
+(``simval.headline``) reads through its ``value``: on the data as drawn that gives the
+metric's value, on the fresh reference's data its reference, on resampled rows its
+bootstrap draws; a test checks that the data as drawn reproduce the tables.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -26,19 +27,9 @@ import scipy.stats
 from scipy.spatial.distance import jensenshannon
 
 from simval.binding import Binding, overall_rows
-from simval.metrics import (
-    NumberScale,
-    geometric_mean,
-    incoherence_flags_each,
-    nan_mean,
-)
+from simval.headline import HEADLINE, HUMAN_LEVELS, METRICS
+from simval.metrics import NumberScale, incoherence_flags_each
 from simval.progress import progress as progress_bar
-from simval.results import (
-    HEADLINE,
-    HUMAN_LEVELS,
-    METRICS,
-    OVERALL,
-)
 from simval.simulators.base import Simulator, check_output
 from simval.study import (
     Coherence,
@@ -270,7 +261,8 @@ def _pattern_ids(answer_sets: list[np.ndarray]) -> list[np.ndarray]:
 def headline_values(
     coding: Coding, human_rows: np.ndarray, replicate_rows: Sequence[np.ndarray]
 ) -> dict[str, float]:
-    """Every distribution-based headline metric for one draw of rows (identity: the data)."""
+    """Every bootstrapped headline metric and human level for one draw of rows
+    (identity: the data)."""
     return headline_draws(coding, [(human_rows, replicate_rows)])[0]
 
 
@@ -287,20 +279,46 @@ def headline_draws(
     ]
     every = np.arange(len(coding.replicates))
     return [
-        _values(coding, human, [rep[d] for rep in reps], every)
+        metric_values(Draw(coding, human, tuple(rep[d] for rep in reps), every))
         for d, human in enumerate(humans)
     ]
 
 
-def replicate_values(coding: Coding) -> list[dict[str, float]]:
-    """The headline metrics of each replicate alone on the data as drawn (as
-    ``headline_values`` of a coding holding that replicate only), for Monte Carlo
-    standard errors; the human side is summarised once."""
+def as_drawn(coding: Coding, tables: Mapping[str, pd.DataFrame]) -> Draw:
+    """The data as drawn (each sample counted once), with the run's ``recovery`` rows
+    over all respondents for the replicate metrics."""
     (human,) = _summaries(coding, coding.human, [np.arange(len(coding.human.answers))])
-    return [
-        _values(coding, human, _summaries(coding, r, [np.arange(len(r.answers))]), [i])
-        for i, r in enumerate(coding.replicates)
-    ]
+    reps = tuple(
+        summary
+        for coded in coding.replicates
+        for summary in _summaries(coding, coded, [np.arange(len(coded.answers))])
+    )
+    return Draw(
+        coding, human, reps, np.arange(len(reps)), overall_rows(tables["recovery"])
+    )
+
+
+def point_values(
+    tables: Mapping[str, pd.DataFrame], coding: Coding
+) -> dict[str, float]:
+    """Every headline metric and human level of a run: each metric's ``value`` on its
+    data as drawn (``coding``; ``tables``: the run's, for the replicate metrics)."""
+    return metric_values(as_drawn(coding, tables))
+
+
+def metric_values(draw: Draw) -> dict[str, float]:
+    """Each registered headline metric's ``value`` on ``draw`` (``headline.HEADLINE``),
+    its human level beside it; the replicate metrics only where the draw carries the
+    run's ``recovery`` rows (the data as drawn, not a bootstrap draw)."""
+    out: dict[str, float] = {}
+    humans = draw.humans()
+    for metric in HEADLINE:
+        if metric.uncertainty == "replicates" and draw.recovery is None:
+            continue
+        out[metric.name] = metric.value(draw)
+        if metric.human:
+            out[metric.human] = metric.value(humans)
+    return out
 
 
 @dataclass(frozen=True)
@@ -434,42 +452,69 @@ def _count(
     return counts.reshape(size, items, width)
 
 
-def _values(
-    coding: Coding,
-    human: _Summary,
-    reps: Sequence[_Summary],
-    replicates: Sequence[int] | np.ndarray,
-) -> dict[str, float]:
-    """The headline metrics from the summaries of the humans and of the replicates
-    (at positions ``replicates`` of the coding)."""
-    h_counts = human.counts
-    r_counts = np.stack([r.counts for r in reps])
-    distance = _jsd(human.outcomes[None], np.stack([r.outcomes for r in reps]))
-    r_patterns = np.array([r.patterns for r in reps])
-    with _quiet():  # NaN where no replicate has a complete belief pattern
-        unique_patterns, entropy = np.nanmean(r_patterns, axis=0)
-    return {
-        "jsd": _mean_over_items(distance),
-        "wasserstein": _mean_over_items(
-            _wasserstein(coding, h_counts, r_counts, replicates)
-        ),
-        "subgroup_jsd_gap": _gap(human, reps),
-        "variance_ratio": _variance_ratio(
-            (coding.human.codes, h_counts, human.squares),
-            (
-                np.stack([coding.replicates[r].codes for r in replicates]),
-                r_counts,
-                np.stack([r.squares for r in reps]),
-            ),
-        ),
-        "nonresponse": float(np.mean([r.missing for r in reps])),
-        "unique_patterns": float(unique_patterns),
-        "entropy": float(entropy),
-        "unique_patterns_human": human.patterns[0],
-        "entropy_human": human.patterns[1],
-        "incoherence": _incoherence(reps),
-        "incoherence_human": _incoherence([human]),
-    }
+@dataclass(frozen=True)
+class Draw:
+    """One draw of the human rows and of each replicate's rows as the headline metrics
+    read it (``headline.Draw``): each sample's ``_Summary``; ``replicates``, where the
+    replicates drawn stand in the coding; ``recovery``, the run's recovery rows over
+    all respondents for the data as drawn (None in a bootstrap draw)."""
+
+    coding: Coding
+    human: _Summary
+    reps: tuple[_Summary, ...]
+    replicates: np.ndarray
+    recovery: pd.DataFrame | None = None
+
+    def jsd(self) -> np.ndarray:
+        outcomes = np.stack([r.outcomes for r in self.reps])
+        return _jsd(self.human.outcomes[None], outcomes)
+
+    def wasserstein(self) -> np.ndarray:
+        return _wasserstein(
+            self.coding, self.human.counts, self._counts, self.replicates
+        )
+
+    def cell_jsd(self) -> np.ndarray:
+        r_counts = np.stack([rep.cell_counts for rep in self.reps], axis=1)
+        items = self.human.counts.shape[0]
+        return np.array(
+            [_jsd(h[None], r) for h, r in zip(self.human.cell_counts, r_counts)]
+        ).reshape(len(r_counts), len(self.reps), items)
+
+    def variance_ratios(self) -> np.ndarray:
+        human = self.coding.human.codes, self.human.counts, self.human.squares
+        reps = (
+            np.stack([self.coding.replicates[r].codes for r in self.replicates]),
+            self._counts,
+            np.stack([r.squares for r in self.reps]),
+        )
+        return _variance(*reps) / _variance(*human)[None]
+
+    def patterns(self) -> np.ndarray:
+        return np.array([r.patterns for r in self.reps], dtype=float)
+
+    def incoherence(self) -> np.ndarray:
+        return np.array([r.incoherence for r in self.reps], dtype=float)
+
+    def missing(self) -> np.ndarray:
+        return np.array([r.missing for r in self.reps], dtype=float)
+
+    def humans(self) -> Draw:
+        """The humans in the replicates' place: for the metrics read from a sample
+        alone (``wasserstein`` and ``variance_ratios`` need a replicate's levels)."""
+        return Draw(self.coding, self.human, (self.human,), np.zeros(0, dtype=int))
+
+    def each(self) -> list[Draw]:
+        """Each replicate alone (with the humans), for Monte Carlo standard errors."""
+        return [
+            Draw(self.coding, self.human, (rep,), self.replicates[[i]])
+            for i, rep in enumerate(self.reps)
+        ]
+
+    @cached_property
+    def _counts(self) -> np.ndarray:
+        """The replicates' level counts (replicates x items x levels)."""
+        return np.stack([r.counts for r in self.reps])
 
 
 def _jsd(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -507,24 +552,6 @@ def _wasserstein(
     )
 
 
-def _mean_over_items(values: np.ndarray) -> float:
-    """Mean over items of each item's mean over replicates (NaN ignored at both steps)."""
-    with np.errstate(invalid="ignore"), _quiet():
-        return float(np.nanmean(np.nanmean(values, axis=0)))
-
-
-def _variance_ratio(
-    human: tuple[np.ndarray, np.ndarray, np.ndarray],
-    reps: tuple[np.ndarray, np.ndarray, np.ndarray],
-) -> float:
-    """Geometric mean over items of each item's geometric-mean ratio over replicates;
-    ``human`` and ``reps`` are (level codes, level counts, squares)."""
-    ratios = _variance(*reps) / _variance(*human)[None]
-    with np.errstate(divide="ignore", invalid="ignore"), _quiet():
-        logs = np.log(np.where(np.isfinite(ratios) & (ratios > 0), ratios, np.nan))
-        return float(np.exp(np.nanmean(np.nanmean(logs, axis=0))))
-
-
 def _variance(codes: np.ndarray, counts: np.ndarray, squares: np.ndarray) -> np.ndarray:
     """Each item's variance from its levels' codes, their (weighted) counts and the sum
     of its squared row weights: ``metrics.weighted_variance``, the ddof-1 variance when
@@ -539,17 +566,6 @@ def _variance(codes: np.ndarray, counts: np.ndarray, squares: np.ndarray) -> np.
         return np.where(
             enough, (square - n * mean**2) / np.where(enough, spread_n, 1), np.nan
         )
-
-
-def _gap(human: _Summary, reps: Sequence[_Summary]) -> float:
-    """Worst minus best mean JSD over the subgroup cells large enough to judge."""
-    r_counts = np.stack([rep.cell_counts for rep in reps], axis=1)
-    per_cell = [
-        _mean_over_items(_jsd(h[None], r)) for h, r in zip(human.cell_counts, r_counts)
-    ]
-    per_cell = np.array(per_cell, dtype=float)
-    per_cell = per_cell[~np.isnan(per_cell)]
-    return float(per_cell.max() - per_cell.min()) if len(per_cell) else np.nan
 
 
 def _pattern_levels(
@@ -568,23 +584,6 @@ def _pattern_levels(
     entropy = float(-(p * np.log2(p)).sum())
     effective = w.sum() ** 2 / (w**2).sum()
     return float(len(ids)), entropy + (len(ids) - 1) / (2 * effective * np.log(2))
-
-
-def _incoherence(samples: Sequence[_Summary]) -> float:
-    """Mean over belief–action pairs of each pair's mean rate over the samples."""
-    if not samples or not samples[0].incoherence.shape[0]:
-        return np.nan
-    with np.errstate(invalid="ignore"), _quiet():
-        rates = np.array([s.incoherence for s in samples])
-        return float(np.nanmean(np.nanmean(rates, axis=0)))
-
-
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence numpy's 'mean of empty slice' warnings (NaN is the intended answer)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield
 
 
 # --- replicate samples --------------------------------------------------------------------
@@ -658,23 +657,25 @@ def cluster_draw_ids(clusters: pd.Series, positions: np.ndarray) -> np.ndarray:
 
 
 def headline_table(
-    found: dict[str, pd.DataFrame],
-    references: dict[str, float],
+    found: Mapping[str, pd.DataFrame],
+    references: Mapping[str, float],
     draws: pd.DataFrame,
     coding: Coding,
     *,
     alpha: float,
 ) -> pd.DataFrame:
-    """A row per headline metric (value, bootstrap CI, Monte Carlo SE, reference: the
-    fresh-sample run's value, ``references``), then the humans' own levels."""
-    values = point_values(found)
-    mcse = _mcse(found, coding)
-    drawn, per_rep = _by_metric(draws), _by_metric(found["replicate_metrics"])
+    """A row per headline metric (value, CI, Monte Carlo SE, reference: the fresh-sample
+    run's value, ``references``, or the humans' own level), then the humans' own
+    levels; each metric's ``value`` on the data as drawn is its value."""
+    drawn = as_drawn(coding, found)
+    values = metric_values(drawn)
+    mcse = _mcse(found["replicate_metrics"], drawn)
+    by_draw, per_rep = _by_metric(draws), _by_metric(found["replicate_metrics"])
     rows = []
     for name in [m.name for m in HEADLINE] + list(HUMAN_LEVELS):
         spec = METRICS.get(name)
         low, high = _bootstrap_interval(
-            drawn.get(name, _NONE), value=values[name], alpha=alpha
+            by_draw.get(name, _NONE), value=values[name], alpha=alpha
         )
         if spec is not None and spec.uncertainty == "replicates":
             low, high = _replicate_interval(per_rep.get(name, _NONE), alpha=alpha)
@@ -699,47 +700,6 @@ def headline_table(
         rows,
         columns=["metric", "label", "value", "ci_low", "ci_high", "mcse", "reference"],
     )
-
-
-def point_values(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
-    """The headline values from a run's tables (definitions: docs/metrics.md)."""
-    overall = {
-        name: overall_rows(tables[name])
-        for name in (
-            "distributions",
-            "variance",
-            "heterogeneity",
-            "coherence",
-            "recovery",
-        )
-    }
-    cells = tables["distributions"]
-    cells = cells[(cells["subgroup"] != OVERALL) & ~cells["small"].astype(bool)]
-    per_cell = (
-        cells.groupby(["subgroup", "level"])["jsd"].mean().dropna()
-        if len(cells)
-        else cells["jsd"]  # none (pandas' empty groupby is not free)
-    )
-    pairs = overall["coherence"][overall["coherence"]["scope"] == "pair"]
-    hetero = overall["heterogeneity"]
-    return {
-        "jsd": nan_mean(overall["distributions"]["jsd"]),
-        "wasserstein": nan_mean(overall["distributions"]["wasserstein"]),
-        "subgroup_jsd_gap": float(per_cell.max() - per_cell.min())
-        if len(per_cell)
-        else math.nan,
-        "variance_ratio": geometric_mean(overall["variance"]["ratio"]),
-        "unique_patterns": _first(hetero["unique_patterns_sim"]),
-        "entropy": _first(hetero["entropy_sim"]),
-        "incoherence": nan_mean(pairs["incoherence_sim"]),
-        "nonresponse": float(tables["nonresponse"]),
-        "sign_f1": nan_mean(overall["recovery"]["sign_f1"]),
-        "false_positive_rate": nan_mean(overall["recovery"]["false_positive_rate"]),
-        "coverage": nan_mean(overall["recovery"]["coverage"]),
-        "unique_patterns_human": _first(hetero["unique_patterns_human"]),
-        "entropy_human": _first(hetero["entropy_human"]),
-        "incoherence_human": nan_mean(pairs["incoherence_human"]),
-    }
 
 
 _NONE = np.zeros(0)
@@ -780,10 +740,11 @@ def _replicate_interval(values: np.ndarray, *, alpha: float) -> tuple[float, flo
     return float(values.mean() - half), float(values.mean() + half)
 
 
-def _mcse(found: dict[str, pd.DataFrame], coding: Coding) -> dict[str, float]:
-    """Monte Carlo standard error over replicates of each simulated metric."""
+def _mcse(per_rep: pd.DataFrame, drawn: Draw) -> dict[str, float]:
+    """Monte Carlo standard error over replicates of each simulated metric: the replicate
+    metrics' from ``per_rep`` (metric, rep, value), the others' from each replicate
+    alone (``Draw.each``)."""
     out = {}
-    per_rep = found["replicate_metrics"]
     for name, values in per_rep.groupby("metric")["value"]:
         values = values.dropna()
         out[name] = (
@@ -791,8 +752,8 @@ def _mcse(found: dict[str, pd.DataFrame], coding: Coding) -> dict[str, float]:
             if len(values) > 1
             else math.nan
         )
-    if len(coding.replicates) > 1:
-        single = replicate_values(coding)
+    if len(drawn.reps) > 1:
+        single = [metric_values(one) for one in drawn.each()]
         for name in single[0]:
             if name in METRICS and name not in out:
                 values = np.array([s[name] for s in single], dtype=float)
@@ -828,11 +789,3 @@ def bootstrap_draws(
         for name, value in values.items()
     ]
     return pd.DataFrame(rows, columns=["metric", "draw", "value"])
-
-
-# --- small helpers ------------------------------------------------------------------
-
-
-def _first(column: pd.Series) -> float:
-    """The single overall value of a column, NaN if the table is empty."""
-    return float(column.iloc[0]) if len(column) else math.nan

@@ -1,11 +1,12 @@
-"""What a validation found: the ``Validation`` result, its headline metrics and decisions.
+"""What a validation found: the ``Validation`` result, its decisions and its ranking.
 
-One registry (``HEADLINE``) names every headline metric once, with its label, the
-direction in which it is better and what its reference value is; ``summary()``,
-``summary_table``, the leaderboards and the command's printed table all read it.
-The three-way decision per formula (``decide``) and the sentence that states it
-(``verdict_sentence``) live here, beside the numbers they are derived from, so a
-report can only repeat them. Nothing here runs a simulator or fits a model.
+The headline metrics are those of the registry ``simval.headline.HEADLINE`` (each with
+its label, the direction in which it is better, its reference and its definition);
+``summary()``, ``summary_table``, ``rank``, the leaderboards, the command's printed
+table and the report all read it. The three-way decision per formula (``decide``) and
+the sentence that states it (``verdict_sentence``) live here, beside the numbers they
+are derived from, so a report can only repeat them. Nothing here runs a simulator or
+fits a model, and nothing here writes a report (``simval.report`` reads this module).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,10 @@ import scipy.stats
 
 from simval.errors import DataError, OptionError
 from simval.families import EQUATION_SEPARATOR, THRESHOLD_PREFIX
+
+# HUMAN_LEVELS and Metric: re-exported for the readers that import them from here
+from simval.headline import HEADLINE, HUMAN_LEVELS, METRICS, Direction, Metric  # noqa: F401
+from simval.metrics import simulated_interval
 from simval.study import Study, study_from_dict, study_to_dict
 
 OVERALL = "overall"
@@ -52,62 +56,6 @@ MAX_FAILED_SHARE = 0.5
 """A formula whose model fails (separation, constant outcome) in more than this share of
 the replicates is inconsistent: the simulated answers cannot carry the study's analysis."""
 
-Direction = Literal["lowest", "highest", "near_one", "near_human", "near_nominal"]
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A headline metric: its summary key, display label, what "better" means, its reference.
-
-    ``reference`` says where ``<name>_reference`` comes from: ``"fresh"``, the same
-    statistic for the fresh-sample reference simulator on the same personas (its value
-    under a perfect simulator, sampling noise included); ``"human"``, the humans' own
-    value, which a fresh sample of equal size matches in expectation. ``uncertainty``:
-    ``"bootstrap"`` (respondents resampled) or ``"replicates"`` (Monte Carlo over the
-    replicate samples). ``human`` is the summary key of the humans' own level, if any;
-    ``bounds`` the range its values (and so its intervals) lie in.
-    """
-
-    name: str
-    label: str
-    direction: Direction
-    reference: Literal["fresh", "human"]
-    uncertainty: Literal["bootstrap", "replicates"]
-    human: str | None = None
-    bounds: tuple[float, float] = (0.0, 1.0)
-
-
-HEADLINE: tuple[Metric, ...] = (
-    Metric("jsd", "JSD", "lowest", "fresh", "bootstrap"),
-    Metric("wasserstein", "ordinal distance", "lowest", "fresh", "bootstrap"),
-    Metric("subgroup_jsd_gap", "subgroup JSD gap", "lowest", "fresh", "bootstrap"),
-    Metric(
-        "variance_ratio", "variance ratio", "near_one", "fresh", "bootstrap",
-        bounds=(0.0, math.inf),
-    ),
-    Metric(
-        "unique_patterns", "distinct patterns", "near_human", "human", "bootstrap",
-        human="unique_patterns_human", bounds=(0.0, math.inf),
-    ),
-    Metric(
-        "entropy", "pattern entropy", "near_human", "human", "bootstrap",
-        human="entropy_human", bounds=(0.0, math.inf),
-    ),
-    Metric(
-        "incoherence", "incoherence", "near_human", "human", "bootstrap",
-        human="incoherence_human",
-    ),
-    Metric("nonresponse", "nonresponse", "lowest", "fresh", "bootstrap"),
-    Metric("sign_f1", "sign-F1", "highest", "fresh", "replicates"),
-    Metric("false_positive_rate", "false-positive rate", "lowest", "fresh", "replicates"),
-    Metric("coverage", "difference-CI coverage", "near_nominal", "fresh", "replicates"),
-)  # fmt: skip
-"""Every headline metric, in display order (definitions: docs/metrics.md)."""
-
-METRICS = {metric.name: metric for metric in HEADLINE}
-HUMAN_LEVELS = tuple(m.human for m in HEADLINE if m.human)
-"""Summary keys of the levels the humans show themselves (patterns, entropy, incoherence)."""
-
 
 @dataclass(frozen=True)
 class Validation:
@@ -123,9 +71,10 @@ class Validation:
       human_class), sim_estimate, sim_std_error, sim_class, the difference synthetic
       minus human (diff, diff_std_error, diff_ci_low, diff_ci_high, diff_z,
       diff_p_value), margin, equivalence_p_value, coverage (share of replicates whose
-      difference CI contains 0), se_ratio, sign_agree, sig_agree, n_reps, n_failed,
-      failure (the commonest reason a replicate could not estimate it);
-      ``metrics.coefficient_recovery`` defines each.
+      difference CI contains 0), se_ratio, sign_agree, sig_agree, n_reps, n_failed
+      (``metrics.coefficient_recovery`` defines each), equivalence_limit, sim_ci_low,
+      sim_ci_high (sim_estimate ± the normal quantile times sim_std_error), failure
+      (the commonest reason a replicate could not estimate it).
     - ``recovery``: formula, subgroup, level, n_human, nobs_human, nobs_sim, small,
       n_terms, sign_f1, false_positive_rate, coverage, wald_statistic, wald_df,
       wald_p_value, wald_p_adjusted (Holm over the subgroup cells of the formula),
@@ -146,10 +95,11 @@ class Validation:
     - ``shares``: item, code, label, human, sim (share of each option among the
       answers; sim is the mean over replicates).
     - ``headline``: metric, label, value, ci_low, ci_high, mcse, reference: a row per
-      ``HEADLINE`` metric, then the humans' own levels (``HUMAN_LEVELS``, reference
-      empty); ``draws``: metric, draw, value (the bootstrap draws behind the CIs,
-      paired across validations with the same seed); ``replicate_metrics``: metric,
-      rep, value.
+      ``HEADLINE`` metric (each computed by its ``Metric.value``), then the humans'
+      own levels (``HUMAN_LEVELS``, reference empty); ``draws``: metric, draw, value
+      (the bootstrap draws behind the CIs, paired across validations with the same
+      seed); ``replicate_metrics``: metric, rep, value. ``subgroup_jsd``: the mean JSD
+      per subgroup cell, whose spread is the ``subgroup_jsd_gap``.
     - ``notes``: nonresponse (share of missing answers per item), unparseable (per item,
       the answers of this validation's replicates that the simulator could not read;
       they are missing, so also in nonresponse), reference (the fresh-sample
@@ -234,21 +184,28 @@ class Validation:
             elif isinstance(value, list):
                 value = tuple(value)
             values[f.name] = value
+        coefficients = values["coefficients"]
+        if "sim_ci_low" not in coefficients:  # saved before the interval was a column
+            interval = simulated_interval(coefficients, alpha=values["alpha"])
+            at = coefficients.columns.get_loc("failure")
+            for offset, (name, column) in enumerate(interval.items()):
+                coefficients.insert(at + offset, name, column)
         return cls(**values)
 
-    def to_html(self, path: str | Path, *, name: str | None = None, **kw: Any) -> Path:
-        """Write a self-contained HTML report of this validation (``simval.report.write_html``)."""
-        from simval.report import write_html
-
-        return write_html({name or self.simulator: self}, out=path, **kw)
-
-    def to_markdown(
-        self, path: str | Path, *, name: str | None = None, **kw: Any
-    ) -> Path:
-        """Write the Markdown report, figures beside it (``simval.report.write_markdown``)."""
-        from simval.report import write_markdown
-
-        return write_markdown({name or self.simulator: self}, out=path, **kw)
+    @property
+    def subgroup_jsd(self) -> pd.DataFrame:
+        """A row per subgroup cell: subgroup, level, n_human (the most over its items),
+        small, jsd (the mean over items of the cell's JSD, as ``distributions`` has it).
+        The worst minus the best of the cells not small is the headline
+        ``subgroup_jsd_gap``."""
+        rows = self.distributions[self.distributions["subgroup"] != OVERALL]
+        columns = ["subgroup", "level", "n_human", "small", "jsd"]
+        if rows.empty:
+            return pd.DataFrame(columns=columns)
+        cells = rows.groupby(["subgroup", "level"], sort=False)
+        return cells.agg(
+            n_human=("n_human", "max"), small=("small", "any"), jsd=("jsd", "mean")
+        ).reset_index()[columns]
 
 
 # --- decisions --------------------------------------------------------------------------

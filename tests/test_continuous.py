@@ -11,8 +11,7 @@ from simval import FunctionSimulator, Item, SimulatorError, Study, validate
 from simval.metrics import NumberScale
 from simval.resampling import code_samples, headline_draws, headline_values
 from simval.simulators.base import check_output
-from simval.study import Number
-from simval.study import formula_study
+from simval.study import Number, formula_study
 
 
 def _scale(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -190,8 +189,9 @@ def test_a_bootstrap_draw_equals_the_metrics_of_its_rows(weighted):
 
 
 def test_no_resamples_means_no_bootstrap_draws(monkeypatch):
-    """With ``resamples=0`` the only counting is of the data as drawn (the humans once
-    and each replicate once, for the Monte Carlo standard errors)."""
+    """With ``resamples=0`` the only counting is of the data as drawn: the humans once
+    and each replicate once, for the fresh reference's run (the reference values) and
+    for the simulator's (the values and the Monte Carlo standard errors)."""
     from simval import resampling
 
     counted = []
@@ -212,4 +212,4 @@ def test_no_resamples_means_no_bootstrap_draws(monkeypatch):
 
     result = validate("y ~ x", human, FunctionSimulator(truth), reps=4, resamples=0)
     assert np.isnan(result.headline.set_index("metric").loc["jsd", "ci_low"])
-    assert counted == [1] * (1 + 4)
+    assert counted == [1] * 2 * (1 + 4)

@@ -11,6 +11,7 @@ import dataclasses
 import html
 import inspect
 import itertools
+import json
 import re
 import struct
 import subprocess
@@ -20,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from calibration import STUDIES, answers, known_simulator, personas
 
 import simval
-from simval import FunctionSimulator, Item, MarginalSimulator, Model, Study
+from simval import Item, MarginalSimulator
 from simval.errors import DataError, OptionError
 from simval.report import (
     SECTION_TITLES,
@@ -35,7 +37,8 @@ from simval.report import (
     write_report,
 )
 from simval.report.blocks import md_escape, number
-from simval.report.render import CAVEAT, figures_of
+from simval.report.pages import figures_of
+from simval.report.render import CAVEAT
 from simval.results import (
     HEADLINE,
     HUMAN_ROW,
@@ -311,7 +314,7 @@ def test_no_path_of_the_machine_in_any_report(tmp_path, validations):
         p.read_text(encoding="utf-8")
         for p in write_report(named, out=out, notes=[note], references=(RESAMPLING,))
     )
-    single = validations[FLOOR].to_markdown(tmp_path / "one.md").read_text()
+    single = write_markdown(validations[FLOOR], out=tmp_path / "one.md").read_text()
     boards = write_leaderboard(named, tmp_path / "board", references=(RESAMPLING,))
     machine = {
         str(tmp_path),
@@ -489,28 +492,11 @@ def test_identical_validations_tie_and_are_never_best(tmp_path, task, validation
 
 
 def known_process():
-    """A study whose truth is known: y on 0..8 from x and g plus noise, 400 humans."""
-    study = Study(
-        items=(Item("y", "y", {str(c): c for c in range(9)}),),
-        persona=("x", "g"),
-        models=(Model("y ~ x + g"),),
-    )
-
-    def answers(people: pd.DataFrame, seed) -> pd.Series:
-        rng = np.random.default_rng(seed)
-        latent = (
-            4 + 0.5 * people["x"] - 0.8 * people["g"] + rng.normal(size=len(people))
-        )
-        return pd.Series(np.clip(np.round(latent), 0, 8), index=people.index)
-
-    def perfect(personas: pd.DataFrame, seed) -> pd.DataFrame:
-        return pd.DataFrame({"y": answers(personas, seed)}, index=personas.index)
-
-    rng = np.random.default_rng(0)
-    people = pd.DataFrame(
-        {"x": rng.normal(size=400), "g": rng.integers(0, 2, size=400)}
-    )
-    return study, people.assign(y=answers(people, 2)), FunctionSimulator(perfect)
+    """The known OLS process of tests/calibration.py (y on 0..8 from x and g plus
+    noise): its study, 400 humans and a simulator drawing from the truth."""
+    people = personas(400, seed=0, family="ols")
+    human = people.assign(y=answers(people, family="ols", seed=2))
+    return STUDIES["ols"], human, known_simulator(family="ols")
 
 
 def test_a_clearly_better_simulator_is_best(tmp_path):
@@ -573,10 +559,33 @@ def test_a_json_round_trip_renders_the_same_report(tmp_path, validations):
         assert one.read_text(encoding="utf-8") == other.read_text(encoding="utf-8")
 
 
-def test_validation_methods_write_reports(tmp_path, validations):
+def test_a_validation_saved_before_the_simulated_interval_renders_the_same(
+    tmp_path, validations
+):
+    """A Validation saved before ``sim_ci_low``/``sim_ci_high`` were columns gets them
+    back when read (the report only reads them), so its report is unchanged."""
+    saved = json.loads(validations[FLOOR].to_json())
+    table = saved["coefficients"]
+    at = [table["columns"].index(c) for c in ("sim_ci_low", "sim_ci_high")]
+    table["columns"] = [c for i, c in enumerate(table["columns"]) if i not in at]
+    table["data"] = [
+        [v for i, v in enumerate(row) if i not in at] for row in table["data"]
+    ]
+    for c in ("sim_ci_low", "sim_ci_high"):
+        table["dtypes"].pop(c)
+    old = Validation.from_json(json.dumps(saved))
+    pd.testing.assert_frame_equal(old.coefficients, validations[FLOOR].coefficients)
+    first = write_html(validations[FLOOR], out=tmp_path / "a.html")
+    second = write_html(old, out=tmp_path / "b.html")
+    assert first.read_text(encoding="utf-8") == second.read_text(encoding="utf-8")
+
+
+def test_one_validation_writes_its_reports(tmp_path, validations):
+    """One Validation, named by its simulator, or a mapping naming it (the library
+    writes no report: ``simval.report`` reads it)."""
     reread = Validation.from_json(validations[FLOOR].to_json())
-    page = reread.to_html(tmp_path / "one.html", notes="a note")
-    md = validations[FLOOR].to_markdown(tmp_path / "two.md", name="floor")
+    page = write_html(reread, out=tmp_path / "one.html", notes="a note")
+    md = write_markdown({"floor": validations[FLOOR]}, out=tmp_path / "two.md")
     assert page == tmp_path / "one.html" and md == tmp_path / "two.md"
     assert "MarginalSimulator(n=600)" in page.read_text()
     assert "<li>a note</li>" in page.read_text()

@@ -1,8 +1,10 @@
 """Reports: a self-contained HTML replication report with its Markdown twin, and leaderboards.
 
 Reports read ``Validation`` results and nothing else (each carries its study, option
-shares, decisions and notes); they never run a model. matplotlib is imported when the
-first figure is drawn, and ``import simval`` does not import this package.
+shares, decisions, intervals and notes); they never run a model and compute no statistic,
+and no library module imports them (the import contracts in pyproject.toml). matplotlib
+is imported when the first figure is drawn, and ``import simval`` does not import this
+package.
 """
 
 from simval.report.leaderboard import (

@@ -30,6 +30,12 @@ from simval.report.blocks import (
     cell,
     interval,
 )
+from simval.report.pages import (
+    study_blocks,
+    suffixed,
+    write_html_page,
+    write_markdown_page,
+)
 
 if TYPE_CHECKING:
     from simval.rectify import Rectified
@@ -120,8 +126,6 @@ def rectified_sections(
     notes: Sequence[str] = (),
 ) -> tuple[Section, ...]:
     """A page of its own: the section, then what was run."""
-    from simval.report.render import study_blocks  # render imports this module
-
     first = next(iter(rectified.values()))
     run = [
         Text(
@@ -155,8 +159,6 @@ def write_rectified_report(
     reference: pd.DataFrame | None = None,
 ) -> tuple[Path, Path]:
     """Write the page as self-contained HTML and its Markdown twin; return both paths."""
-    from simval.report.render import suffixed, write_html_page, write_markdown_page
-
     html_path = suffixed(out, ".html")
     sections = rectified_sections(rectified, reference=reference, notes=notes)
     write_html_page(sections, path=html_path, title=title)

@@ -18,7 +18,8 @@ import pandas as pd
 
 from simval.aggregate import ACROSS, MIN_TASKS, SAMPLING_ERROR, TEST, Aggregate
 from simval.errors import DataError, OptionError
-from simval.report.blocks import Cell, Table, cell, interval
+from simval.report.blocks import Cell, Table, cell, interval, number
+from simval.report.pages import render_leaderboard
 from simval.results import (
     HEADLINE,
     HUMAN_ROW,
@@ -28,6 +29,7 @@ from simval.results import (
     check_references,
     rank,
     summary_table,
+    verdict_sentence,
 )
 
 GAIN = "ess_gain"
@@ -166,6 +168,57 @@ def legend(
     )
 
 
+SIGNS = {"best": "*", "tie": "~", "": ""}
+"""How plain text marks a cell: * best, ~ tied for best (bold and italic elsewhere)."""
+
+
+def leaderboard_text(
+    validations: Mapping[str, Validation], *, references: Sequence[str] = ()
+) -> str:
+    """The leaderboard as plain text (what ``simval validate``, ``bench`` and ``demo``
+    print): a row per headline metric with each simulator's value [CI] (``SIGNS``
+    marks), the fresh reference's value and the humans' own level [CI]; a legend line;
+    each formula's decision per simulator (``verdict_sentence``); each warning once,
+    naming the simulators it concerns unless it concerns them all."""
+    marks = leaderboard_marks(validations, references=references)
+    reference = summary_table(validations).loc[REFERENCE_ROW]
+    summaries = {name: v.summary() for name, v in validations.items()}
+    human = next(iter(summaries.values()))
+    rows = {
+        metric.label: {
+            **{
+                name: _value_cell(summary, metric.name).text
+                + SIGNS[marks.at[name, metric.name]]
+                for name, summary in summaries.items()
+            },
+            REFERENCE_ROW: number(reference[metric.name]),
+            HUMAN_ROW: _value_cell(human, metric.human).text if metric.human else "",
+        }
+        for metric in HEADLINE
+    }
+    never = ", ".join((*references, REFERENCE_ROW, HUMAN_ROW))
+    legend_line = (
+        "value [CI]; * best among the models, ~ tied for best (paired-difference CIs); "
+        f"{REFERENCE_ROW}: a perfect simulator's value; never marked: {never}"
+    )
+    lines = [pd.DataFrame.from_dict(rows, orient="index").to_string(), legend_line]
+    formulas = dict.fromkeys(
+        f for v in validations.values() for f in v.verdicts["formula"]
+    )
+    for formula in formulas:
+        for name, v in validations.items():
+            for row in v.verdicts[v.verdicts["formula"] == formula].to_dict("records"):
+                lines.append(verdict_sentence(row, simulator=name))
+    flagged: dict[str, list[str]] = {}
+    for name, v in validations.items():
+        for warning in v.notes.get("warnings", ()):
+            flagged.setdefault(warning, []).append(name)
+    for warning, names in flagged.items():
+        who = "" if len(names) == len(validations) else f" ({', '.join(names)})"
+        lines.append(f"warning{who}: {warning}")
+    return "\n".join(lines)
+
+
 def write_leaderboard(
     validations: Mapping[str, Validation],
     out_dir: str | Path,
@@ -185,8 +238,6 @@ def write_leaderboard(
     effective-sample-size gain over the formulas' terms (intercepts aside), what its
     answers are worth for valid inference; unmarked. Returns the (csv, md, html) paths.
     """
-    from simval.report.render import render_leaderboard
-
     check_validations(validations, references=references)
     marks = leaderboard_marks(validations, references=references)
     folder = Path(out_dir)
@@ -266,8 +317,6 @@ def write_aggregate_leaderboard(
     leaderboard marks it), the mean over the tasks [CI] (marked where distinguishable
     over the tasks), the tasks it is over and the tasks won. Returns the paths.
     """
-    from simval.report.render import render_leaderboard
-
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = tuple(folder / f"{stem}.{suffix}" for suffix in ("csv", "md", "html"))
@@ -294,7 +343,7 @@ def aggregate_table(result: Aggregate) -> Table:
             rows.append(
                 (
                     Cell(_aggregate_label(metric) if i == 0 else ""),
-                    Cell(better(metric, nominal=result.level) if i == 0 else ""),
+                    Cell(better(metric, nominal=1 - result.alpha) if i == 0 else ""),
                     Cell(name),
                     *(
                         Cell(
@@ -316,6 +365,32 @@ def aggregate_table(result: Aggregate) -> Table:
     )
 
 
+def aggregate_text(result: Aggregate) -> str:
+    """The leaderboard across tasks as plain text (what ``simval bench --task`` prints):
+    a row per headline metric with each row's mean over the tasks [CI], ``SIGNS``
+    marks over the tasks, and a legend line."""
+    across = result.table[result.table["task"] == ACROSS]
+    cells = across.set_index(["metric", "simulator"])
+    rows = {
+        metric.label: {
+            name: interval(
+                *cells.loc[(metric.name, name), ["value", "ci_low", "ci_high"]]
+            )
+            + SIGNS[cells.at[(metric.name, name), "mark"]]
+            for name in result.simulators
+        }
+        for metric in HEADLINE
+    }
+    legend_line = (
+        "mean [CI] over the tasks where defined; * best, ~ tied for best over the "
+        "tasks (t interval over the tasks' paired differences, T - 1 df; none below "
+        f"{MIN_TASKS} tasks); sign-F1, false-positive rate and coverage CIs over the "
+        "replicates only; each task's leaderboard and report in its folder"
+    )
+    table = pd.DataFrame.from_dict(rows, orient="index").to_string()
+    return f"mean over the tasks {', '.join(result.tasks)}:\n{table}\n{legend_line}"
+
+
 MONTE_CARLO = "†"
 """Marks the metrics whose standard errors cover the replicates only (Monte Carlo)."""
 
@@ -329,7 +404,7 @@ def _aggregate_label(metric: Metric) -> str:
 def aggregate_legend(result: Aggregate) -> str:
     """What the aggregate's cells, its uncertainty and its marks mean, the test behind
     the marks over the tasks among them."""
-    level = f"{result.level:.0%}"
+    level = f"{1 - result.alpha:.0%}"
     never = [*result.references, REFERENCE_ROW, HUMAN_ROW]
     if len(result.tasks) < MIN_TASKS:
         marks = (

@@ -16,13 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import jinja2
 import numpy as np
 import pandas as pd
-import scipy.stats
-from markupsafe import Markup
 
-from simval.errors import OptionError
 from simval.report import inference, plots
 from simval.report.blocks import (
     Block,
@@ -36,7 +32,6 @@ from simval.report.blocks import (
     Text,
     cell,
     interval,
-    md_escape,
     number,
     slug,
 )
@@ -45,6 +40,12 @@ from simval.report.leaderboard import (
     headline_table,
     leaderboard_marks,
     legend,
+)
+from simval.report.pages import (
+    study_blocks,
+    suffixed,
+    write_html_page,
+    write_markdown_page,
 )
 from simval.results import (
     CONSISTENT,
@@ -93,7 +94,7 @@ and the headline numbers on the first screen, the figures, then the declaration.
 
 
 def write_report(
-    validations: Mapping[str, Validation],
+    validations: Validation | Mapping[str, Validation],
     *,
     out: str | Path,
     title: str = TITLE,
@@ -104,7 +105,8 @@ def write_report(
     """Write ``out`` (a self-contained .html file) and its Markdown twin; return both paths.
 
     ``validations`` maps a display name to a Validation of that simulator against the
-    same humans, study and seed; everything the report shows comes from them.
+    same humans, study and seed, or is one Validation (named by its ``simulator``);
+    everything the report shows comes from them.
     ``references`` names the validations that are references (e.g. the resampling
     reference): shown beside the others, never marked best. The twin has the same stem
     with suffix .md, and its figures are PNG files in ``<stem>_figures/`` beside it.
@@ -122,7 +124,7 @@ def write_report(
 
 
 def write_html(
-    validations: Mapping[str, Validation],
+    validations: Validation | Mapping[str, Validation],
     *,
     out: str | Path,
     title: str = TITLE,
@@ -137,7 +139,7 @@ def write_html(
 
 
 def write_markdown(
-    validations: Mapping[str, Validation],
+    validations: Validation | Mapping[str, Validation],
     *,
     out: str | Path,
     title: str = TITLE,
@@ -151,17 +153,8 @@ def write_markdown(
     return path
 
 
-def render_leaderboard(table: Table, *, legend: str, fmt: str) -> str:
-    """A leaderboard page in ``fmt`` ("html" or "md")."""
-    return (
-        _environment(fmt)
-        .get_template(f"leaderboard.{fmt}.j2")
-        .render(title="simval leaderboard", table=table, legend=legend)
-    )
-
-
 def build_sections(
-    validations: Mapping[str, Validation],
+    validations: Validation | Mapping[str, Validation],
     *,
     references: Sequence[str] = (),
     notes: str | Sequence[str] = (),
@@ -174,6 +167,7 @@ def build_sections(
     They must share one study and one set of humans (``check_validations``);
     ``references`` as in ``write_report``; ``notes`` are listed under the headline table.
     """
+    validations = _named(validations)
     check_validations(validations, references=references)
     study = next(iter(validations.values())).study
     colors = plots.colors_for([HUMAN, *validations])
@@ -203,6 +197,15 @@ def build_sections(
     return tuple(sections)
 
 
+def _named(
+    validations: Validation | Mapping[str, Validation],
+) -> Mapping[str, Validation]:
+    """One Validation as a mapping that names it by its simulator, else as given."""
+    if isinstance(validations, Validation):
+        return {validations.simulator: validations}
+    return validations
+
+
 def _human_estimates(validation: Validation) -> pd.DataFrame:
     """Every human's estimates and intervals (all respondents) per formula and term."""
     rows = _overall_rows(validation.coefficients)
@@ -212,135 +215,12 @@ def _human_estimates(validation: Validation) -> pd.DataFrame:
     )[["formula", "term", "estimate", "ci_low", "ci_high"]]  # fmt: skip
 
 
-def figures_of(sections: Sequence[Section]) -> list[Figure]:
-    """The figures of a report, in order."""
-    return [b for s in sections for b in s.blocks if isinstance(b, Figure)]
-
-
-# --- writing ------------------------------------------------------------------------
-
-
-def write_html_page(sections, *, path: Path, title: str) -> None:
-    """Render the HTML page."""
-    text = (
-        _environment("html")
-        .get_template("report.html.j2")
-        .render(title=title, sections=sections)
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
-def write_markdown_page(sections, *, path: Path, title: str) -> None:
-    """Render the Markdown and write its figures to ``<stem>_figures/`` (stale PNGs
-    removed), linked by paths relative to the Markdown file."""
-    folder = path.with_name(f"{path.stem}_figures")
-    folder.mkdir(parents=True, exist_ok=True)
-    figures = figures_of(sections)
-    names = {f"{f.name}.png" for f in figures}
-    for old in folder.glob("*.png"):
-        if old.name not in names:
-            old.unlink()
-    for figure in figures:
-        (folder / f"{figure.name}.png").write_bytes(figure.png)
-    paths = {f.name: Markup(f"{folder.name}/{f.name}.png") for f in figures}
-    text = (
-        _environment("md")
-        .get_template("report.md.j2")
-        .render(title=title, sections=sections, paths=paths)
-    )
-    path.write_text(text, encoding="utf-8")
-
-
-def _environment(fmt: str) -> jinja2.Environment:
-    """Jinja2 with HTML autoescaping, or for Markdown with every value Markdown-escaped."""
-    common = {
-        "loader": jinja2.PackageLoader("simval.report", "templates"),
-        "undefined": jinja2.StrictUndefined,
-        "trim_blocks": True,
-        "lstrip_blocks": True,
-        "keep_trailing_newline": True,
-    }
-    if fmt == "html":
-        return jinja2.Environment(autoescape=True, **common)
-    return jinja2.Environment(autoescape=False, finalize=md_escape, **common)
-
-
 def _notes(notes: str | Sequence[str]) -> list[str]:
     """The notes as a list; a single string is one note."""
     return [notes] if isinstance(notes, str) else [str(n) for n in notes]
 
 
-def suffixed(out: str | Path, suffix: str) -> Path:
-    """``out`` as a Path, which must end in ``suffix``."""
-    path = Path(out)
-    if path.suffix.lower() != suffix:
-        raise OptionError(f"the report path {str(out)!r} must end in {suffix}")
-    return path
-
-
 # --- sections -----------------------------------------------------------------------
-
-
-def study_blocks(study: Study) -> list[Block]:
-    """Items, persona and treatment columns, arms, models, subgroups and coherence rules."""
-    treatment = (
-        (study.treatment,)
-        if isinstance(study.treatment, str)
-        else tuple(study.treatment or ())
-    )
-    blocks: list[Block] = [
-        Table(
-            ("item", "role", "question", "options (label = code)"),
-            tuple(
-                (
-                    Cell(i.name),
-                    Cell(i.role),
-                    Cell(i.text),
-                    Cell(
-                        f"{i.number.describe()} (a number item)"
-                        if i.is_number
-                        else "; ".join(
-                            f"{number(c)} = {label}" for label, c in i.options.items()
-                        )
-                    ),
-                )
-                for i in study.items
-            ),
-        ),
-        Text(", ".join(study.persona) or "none declared", lead="Persona columns"),
-        Text(", ".join(treatment) or "none", lead="Treatment column(s)"),
-    ]
-    if study.vignettes:
-        blocks.append(
-            Table(
-                ("arm", "vignette"),
-                tuple((Cell(arm), Cell(text)) for arm, text in study.vignettes.items()),
-            )
-        )
-    blocks.append(
-        Table(
-            ("formula", "family", "covariance", "equivalence margin (standardised)"),
-            tuple(
-                (Cell(m.formula), Cell(m.family), Cell(m.cov), cell(m.margin))
-                for m in study.models
-            ),
-        )
-        if study.models
-        else Text("The study declares no regression models.")
-    )
-    blocks.append(Text(", ".join(study.subgroups) or "none declared", lead="Subgroups"))
-    blocks.append(
-        Table(
-            ("belief", "action", "incoherent when"),
-            tuple(
-                (Cell(c.belief), Cell(c.action), Cell(c.rule)) for c in study.coherence
-            ),
-        )
-        if study.coherence
-        else Text("No belief–action coherence rules are declared.")
-    )
-    return blocks
 
 
 def _simulator_blocks(validations: Mapping[str, Validation]) -> list[Block]:
@@ -602,10 +482,7 @@ def _coefficient_blocks(
         terms = list(human["term"])
         shown = [t for t in terms if is_finding(t)]
         if shown:
-            differences = {
-                name: _interval(f, "diff", alpha=first.alpha)
-                for name, f in frames.items()
-            }
+            differences = {name: _interval(f, "diff") for name, f in frames.items()}
             blocks.append(
                 Figure(
                     f"{i:02d}-differences",
@@ -620,13 +497,8 @@ def _coefficient_blocks(
                     ),
                 )
             )
-            estimates = {HUMAN: _interval(human, "human", alpha=first.alpha)}
-            estimates.update(
-                {
-                    name: _interval(f, "sim", alpha=first.alpha)
-                    for name, f in frames.items()
-                }
-            )
+            estimates = {HUMAN: _interval(human, "human")}
+            estimates.update({name: _interval(f, "sim") for name, f in frames.items()})
             blocks.append(
                 Figure(
                     f"{i:02d}-coefficients",
@@ -698,20 +570,12 @@ def _estimate_cell(row: pd.Series, prefix: str) -> Cell:
     return Cell(f"{text} {mark}", numeric=True)
 
 
-def _interval(frame: pd.DataFrame, prefix: str, *, alpha: float) -> pd.DataFrame:
-    """estimate, low, high indexed by term from the human_*, sim_* or diff* columns; the
-    simulated interval is the mean estimate ± the normal quantile times its standard error."""
-    rows = frame.set_index("term")
-    if prefix == "sim":
-        estimate = rows["sim_estimate"].astype(float)
-        half = scipy.stats.norm.ppf(1 - alpha / 2) * rows["sim_std_error"].astype(float)
-        return pd.DataFrame(
-            {"estimate": estimate, "low": estimate - half, "high": estimate + half}
-        )
-    lead = "diff" if prefix == "diff" else "human_estimate"
-    ends = "diff" if prefix == "diff" else "human"
-    columns = {lead: "estimate", f"{ends}_ci_low": "low", f"{ends}_ci_high": "high"}
-    return rows[list(columns)].rename(columns=columns).astype(float)
+def _interval(frame: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    """estimate, low, high indexed by term from the coefficient table's human_*, sim_*
+    or diff* columns."""
+    lead = {"diff": "diff", "human": "human_estimate", "sim": "sim_estimate"}[prefix]
+    columns = {lead: "estimate", f"{prefix}_ci_low": "low", f"{prefix}_ci_high": "high"}
+    return frame.set_index("term")[list(columns)].rename(columns=columns).astype(float)
 
 
 def _distribution_blocks(
@@ -802,8 +666,9 @@ def _subgroup_blocks(validations: Mapping[str, Validation]) -> list[Block]:
             Text("No subgroups: the per-subgroup distances need declared subgroups.")
         ]
     order = list(dict.fromkeys(next(iter(cells.values()))["group"]))
-    sizes = _sizes(next(iter(cells.values())))
-    small = _small_groups(next(iter(cells.values())))
+    means = {n: _by_group(v.subgroup_jsd, "jsd") for n, v in validations.items()}
+    sizes = _by_group(first.subgroup_jsd, "n_human").to_dict()
+    small = {g for g, s in _by_group(first.subgroup_jsd, "small").items() if s}
     items = _item_order(first.study, next(iter(cells.values()))["item"].unique())
     counted = [g for g in order if g not in small]
     panels = {
@@ -815,7 +680,6 @@ def _subgroup_blocks(validations: Mapping[str, Validation]) -> list[Block]:
         .rename(index=lambda g: _sized(g, sizes.get(g)))
         for n, c in cells.items()
     }
-    means = {n: c.groupby("group", sort=False)["jsd"].mean() for n, c in cells.items()}
     blocks: list[Block] = [
         Text(
             "Jensen–Shannon distance between human and simulated answers within each "
@@ -852,7 +716,7 @@ def _subgroup_blocks(validations: Mapping[str, Validation]) -> list[Block]:
         (
             Cell("gap (worst − best)"),
             Cell("", numeric=True),
-            *(cell(_gap(means[n], counted)) for n in cells),
+            *(cell(v.summary()["subgroup_jsd_gap"]) for v in validations.values()),
         )
     )
     blocks.append(
@@ -1115,20 +979,10 @@ def _subgroup_rows(distributions: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _sizes(rows: pd.DataFrame) -> dict[str, float]:
-    """Human respondents per group (the most over the group's items)."""
-    return rows.groupby("group", sort=False)["n_human"].max().to_dict()
-
-
-def _small_groups(rows: pd.DataFrame) -> set[str]:
-    """Groups whose cells are flagged small."""
-    return set(rows.loc[rows["small"], "group"])
-
-
-def _gap(means: pd.Series, counted: Sequence[str]) -> float:
-    """Worst minus best mean over the counted (not small) groups, NaN with none."""
-    values = means.reindex(list(counted)).dropna()
-    return float(values.max() - values.min()) if len(values) else float("nan")
+def _by_group(table: pd.DataFrame, column: str) -> pd.Series:
+    """A column of ``Validation.subgroup_jsd`` by "subgroup=level"."""
+    labels = [_group_label(s, lvl) for s, lvl in zip(table["subgroup"], table["level"])]
+    return pd.Series(table[column].to_numpy(), index=labels)
 
 
 def _small_cell(value: float, *, small: bool) -> Cell:
