@@ -48,7 +48,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simval.simulators.hf import HFSimulator, parse_answer
+from simval.simulators.engine import parse_answer
+from simval.simulators.hf import HFSimulator
 from simval.study import Study
 from simval.tasks import load_task
 

@@ -34,6 +34,7 @@ from simval.metrics import (
 from simval.results import (
     OVERALL,
 )
+from simval.simulators.base import TrainedSimulator
 from simval.study import (
     Item,
     Study,
@@ -195,7 +196,9 @@ def cluster_column(study: Study, persona_columns: Sequence[str]) -> str | None:
 
 def check_no_leakage(human_df: pd.DataFrame, simulator: object) -> None:
     """Refuse to evaluate a fine-tuned simulator on respondents it was trained on."""
-    trained = getattr(simulator, "training_index", ())
+    trained = (
+        simulator.training_index if isinstance(simulator, TrainedSimulator) else ()
+    )
     seen = human_df.index[human_df.index.isin(list(trained))]
     if len(seen):
         shown = ", ".join(repr(label) for label in seen[:5])

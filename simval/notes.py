@@ -19,7 +19,7 @@ from simval.results import (
     MAX_FAILED_SHARE,
     OVERALL,
 )
-from simval.simulators.base import Simulator
+from simval.simulators.base import ParsingSimulator, Simulator
 
 FEW_CLUSTERS = 30
 """Cluster-robust errors with fewer clusters are unreliable; the notes warn."""
@@ -50,7 +50,9 @@ def reference_notes(recovery: pd.DataFrame, *, redraws: int) -> dict[str, Any]:
 def unparseable_counts(simulator: Simulator) -> Counter[str]:
     """The simulator's running count of unreadable answers per item (generate mode),
     copied; none for simulators that always answer with an option."""
-    return Counter(getattr(simulator, "unparseable", None) or {})
+    if not isinstance(simulator, ParsingSimulator):
+        return Counter()
+    return Counter(simulator.unparseable or {})
 
 
 def validation_notes(

@@ -69,7 +69,7 @@ from simval.results import (
     Validation,
     summary_table,
 )
-from simval.simulators.base import Simulator
+from simval.simulators.base import Simulator, StudySimulator
 from simval.study import (
     Study,
 )
@@ -202,10 +202,8 @@ def _bind_each(
     made: list[Binding] = []
     bindings = {}
     for name, simulator in simulators.items():
-        binding = bind(
-            formula_or_study, human_df, declared=getattr(simulator, "study", None),
-            **options,
-        )  # fmt: skip
+        declared = simulator.study if isinstance(simulator, StudySimulator) else None
+        binding = bind(formula_or_study, human_df, declared=declared, **options)
         bindings[name] = next((b for b in made if b.study == binding.study), binding)
         if bindings[name] is binding:
             made.append(binding)

@@ -8,9 +8,12 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from support import binomial_tolerance
 
 from simval import BootstrapSimulator, Item, OptionError, StudyError, validate
-from simval.simulators.hf import HFSimulator, parse_answer
+from simval.simulators import LLMSimulator, answers_by_scoring
+from simval.simulators.engine import parse_answer
+from simval.simulators.hf import HFSimulator
 from simval.simulators.prompts import PromptTemplate
 from simval.tasks import load_task
 
@@ -136,6 +139,14 @@ def test_bad_template_names_culprit(personas, make, tiny_model_dir, template, cu
         make(tiny_model_dir, template=template).prompt(personas.iloc[0], "share")
 
 
+def test_hf_simulator_keeps_the_llm_contract(make, tiny_model_dir):
+    """Every attribute callers read of a language-model simulator is declared."""
+    sim = make(tiny_model_dir)
+    assert isinstance(sim, LLMSimulator) and answers_by_scoring(sim)
+    assert sim.training_index == () and not sim.unparseable
+    assert not answers_by_scoring(make(tiny_model_dir, mode="generate"))
+
+
 def test_bad_options(make, tiny_model_dir):
     with pytest.raises(OptionError, match="mode"):
         make(tiny_model_dir, mode="chat")
@@ -143,6 +154,15 @@ def test_bad_options(make, tiny_model_dir):
         make(tiny_model_dir, batch_size=0)
     with pytest.raises(OptionError, match="workers"):
         make(tiny_model_dir, workers=0)
+    for options, culprit in (
+        ({"batch_size": True}, "batch_size=True"),
+        ({"temperature": 0}, "temperature=0"),
+        ({"top_p": 1.5}, "top_p=1.5"),
+        ({"top_p": 0}, "top_p=0"),
+        ({"max_new_tokens": True}, "max_new_tokens=True"),
+    ):
+        with pytest.raises(OptionError, match=rf"^{culprit} is not allowed; choose"):
+            make(tiny_model_dir, **options)
     with pytest.raises(StudyError, match="'worry'"):
         make(tiny_model_dir).prompt(pd.Series({"age": 30}), "worry")
 
@@ -220,7 +240,8 @@ def test_simulate_samples_from_the_probabilities(task, personas, make, tiny_mode
     observed = answers.value_counts(normalize=True).reindex(
         expected.index, fill_value=0
     )
-    np.testing.assert_allclose(observed, expected, atol=4 * math.sqrt(0.25 / 4000))
+    band = binomial_tolerance(expected, 4000)
+    assert (abs(observed - expected) <= band).all(), (observed, expected)
 
 
 def test_adapter_changes_the_model_and_the_cache_key(

@@ -26,6 +26,7 @@ import pytest
 
 from simval.errors import DataError, OptionError
 from simval.finetune import finetune, pilot
+from simval.simulators import LLMSimulator, answers_by_scoring
 from simval.simulators.hf import HFSimulator
 from simval.simulators.loading import resolve_model
 from simval.simulators.served import ServedSimulator, ServerError, public_url
@@ -393,6 +394,14 @@ def test_a_model_the_server_does_not_serve_is_named_at_once(
         )  # fmt: skip
 
 
+def test_served_simulator_keeps_the_llm_contract(vllm_url, served, tmp_path):
+    """Every attribute callers read of a language-model simulator is declared."""
+    sim = served(vllm_url, tmp_path)
+    assert isinstance(sim, LLMSimulator) and answers_by_scoring(sim)
+    assert sim.training_index == () and not sim.unparseable
+    assert not answers_by_scoring(served(vllm_url, tmp_path, mode="generate"))
+
+
 def test_bad_options_are_refused_before_any_request(task, tmp_path, monkeypatch):
     monkeypatch.delenv("SIMVAL_NO_SUCH_KEY", raising=False)
     for options, culprit in (
@@ -402,6 +411,10 @@ def test_bad_options_are_refused_before_any_request(task, tmp_path, monkeypatch)
         ({"api": "responses"}, "api"),
         ({"top_logprobs": 0}, "top_logprobs"),
         ({"api_key_env": "SIMVAL_NO_SUCH_KEY"}, "SIMVAL_NO_SUCH_KEY"),
+        # True is no whole number, and a timeout must be positive
+        ({"batch_size": True}, r"^batch_size=True is not allowed; choose a whole"),
+        ({"retries": True}, r"^retries=True is not allowed; choose a whole"),
+        ({"timeout": 0}, r"^timeout=0 is not allowed; choose a positive number"),
     ):
         with pytest.raises(OptionError, match=culprit):
             ServedSimulator(

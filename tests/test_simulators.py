@@ -15,7 +15,26 @@ from simval import (
     Simulator,
     SimulatorError,
 )
-from simval.simulators import check_output
+from simval.errors import OptionError
+from simval.simulators import (
+    LLMSimulator,
+    ModalSimulator,
+    ParsingSimulator,
+    ScoringSimulator,
+    StudySimulator,
+    TrainedSimulator,
+    answers_by_scoring,
+    check_output,
+    hf,
+    served,
+    specs,
+)
+from simval.simulators.specs import (
+    backend_of,
+    build_simulator,
+    parse_model_spec,
+    register_backend,
+)
 
 ITEMS = (
     Item("q", "Q?", {"a": 1, "b": 2, "c": 3}),
@@ -133,3 +152,84 @@ def test_a_wrong_index_is_named_as_the_data_has_it():
     output = pd.DataFrame({"q": [1, 2]}, index=np.array([3, 5]))
     with pytest.raises(SimulatorError, match=r"got 5, expected 7\)$"):
         check_output(output, personas=personas, items=items, simulator=object())
+
+
+class Scorer:
+    """A user's simulator that gives option probabilities and declares nothing else."""
+
+    def simulate(self, personas, items, *, seed=None):
+        return pd.DataFrame({item.name: 1 for item in items}, index=personas.index)
+
+    def predict_proba(self, personas, item):
+        return pd.DataFrame({1: 1.0}, index=personas.index)
+
+
+def test_callers_read_only_what_a_simulator_declares(human):
+    """A reference simulator declares only ``simulate``; a user's scorer scores unless
+    its mode says generate."""
+    reference = BootstrapSimulator(human)
+    capabilities = (
+        StudySimulator, ScoringSimulator, ModalSimulator, TrainedSimulator,
+        ParsingSimulator, LLMSimulator,
+    )  # fmt: skip
+    assert not any(isinstance(reference, c) for c in capabilities)
+    assert not answers_by_scoring(reference)
+    scorer = Scorer()
+    assert isinstance(scorer, ScoringSimulator) and answers_by_scoring(scorer)
+    assert not isinstance(scorer, ModalSimulator | LLMSimulator)
+    scorer.mode = "generate"
+    assert isinstance(scorer, ModalSimulator) and not answers_by_scoring(scorer)
+    scorer.mode = "score"
+    assert answers_by_scoring(scorer)
+
+
+class Recorder:
+    """Stands in for a backend's class: keeps the arguments it was built with."""
+
+    def __init__(self, *args, **options):
+        self.args, self.options = args, options
+
+
+def test_each_spec_is_built_by_the_backend_that_serves_it(monkeypatch):
+    monkeypatch.setattr(hf, "HFSimulator", Recorder)
+    monkeypatch.setattr(served, "ServedSimulator", Recorder)
+    study = object()
+    local = build_simulator(
+        parse_model_spec("a=default:adapters/x"), study=study, mode="generate",
+        api="chat", api_key_env="KEY",
+    )  # fmt: skip
+    assert backend_of(parse_model_spec("a=default:adapters/x")).name == "hf"
+    assert local.args == ("default",)
+    assert local.options == {
+        "study": study,
+        "adapter": "adapters/x",
+        "mode": "generate",
+    }
+    remote = build_simulator(
+        parse_model_spec("b=llama@http://gpu:8000/v1"), study=study, api="chat",
+        api_key_env="KEY",
+    )  # fmt: skip
+    assert backend_of(parse_model_spec("b=llama@http://gpu:8000/v1")).name == "served"
+    assert remote.args == ("http://gpu:8000/v1", "llama")
+    assert remote.options == {
+        "study": study, "mode": "score", "api": "chat", "api_key_env": "KEY",
+    }  # fmt: skip
+
+
+def test_a_new_backend_is_one_registration(monkeypatch):
+    """A backend registered later is asked first, for the specs it serves only."""
+    monkeypatch.setattr(specs, "BACKENDS", dict(specs.BACKENDS))
+    monkeypatch.setattr(hf, "HFSimulator", Recorder)
+
+    @register_backend("toy", serves=lambda spec: spec.model.startswith("toy/"))
+    def toy(spec, *, study, mode, **_served):
+        return Recorder(spec.model, study=study, mode=mode)
+
+    built = build_simulator(parse_model_spec("t=toy/x"), study="S", mode="generate")
+    assert (built.args, built.options) == (
+        ("toy/x",),
+        {"study": "S", "mode": "generate"},
+    )
+    assert backend_of(parse_model_spec("a=default")).name == "hf"
+    with pytest.raises(OptionError, match="backend named 'toy' is already registered"):
+        register_backend("toy", serves=lambda spec: True)(toy)

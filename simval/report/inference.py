@@ -36,6 +36,7 @@ from simval.report.pages import (
     write_html_page,
     write_markdown_page,
 )
+from simval.results import is_finding
 
 if TYPE_CHECKING:
     from simval.rectify import Rectified
@@ -103,7 +104,7 @@ def inference_blocks(
         terms = list(next(iter(tables.values()))["term"])
         if not terms:
             continue
-        shown = [t for t in terms if t != "Intercept"] or terms
+        shown = [t for t in terms if is_finding(t)] or terms
         series = _series(tables, reference=_reference(reference, formula))
         blocks.append(
             Figure(

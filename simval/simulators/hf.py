@@ -9,35 +9,37 @@ missing, never mapped to a valid option.
 
 Every model output goes to an on-disk store as each batch finishes, keyed by model,
 adapter, prompt and options (and seed and sample index for generated text), so an
-interrupted run resumes where it stopped and a repeated run makes no model call.
-torch and transformers are imported only when a simulator is built.
+interrupted run resumes where it stopped and a repeated run makes no model call; that
+loop is ``simval.simulators.engine``'s, this module scores token sequences and samples
+text. torch and transformers are imported only when a simulator is built.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-import re
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property, partial
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from simval.errors import OptionError, check_option
-from simval.progress import Progress
+from simval.errors import OptionError, check_count, check_option
 from simval.runtime import concurrently, scoring_workers
-from simval.simulators.base import Seed
 from simval.simulators.dependencies import require_llm
+from simval.simulators.engine import (
+    MODES,
+    Mode,
+    PromptedSimulator,
+    batches,
+    generation_settings,
+    scored_choices,
+)
 from simval.simulators.fingerprints import fingerprint
 from simval.simulators.loading import (
-    adapter_record,
-    cache_root,
     contiguous_head,
     load_causal_lm,
     merged_adapter,
@@ -49,79 +51,8 @@ from simval.simulators.prefixes import (
     prefix_groups,
     shared_length,
 )
-from simval.simulators.prompts import PromptRenderer, PromptTemplate, as_template
-from simval.simulators.store import ResultStore, result_key
-from simval.study import MAX_SCORED_VALUES, Item, Study
-
-Mode = Literal["score", "generate"]
-MODES = ("score", "generate")
-
-
-class PromptedSimulator:
-    """What every language-model simulator shares: the prompt and ``simulate``.
-
-    A subclass sets the attributes below and provides ``predict_proba`` (score mode)
-    and ``_generate_answers`` (generate mode, built on ``_generation_todo`` and
-    ``_parsed_answers``).
-    """
-
-    study: Study
-    mode: Mode
-    fingerprint: str
-    generation: dict[str, Any]
-    store: ResultStore
-    unparseable: Counter[str]
-    _render: PromptRenderer
-
-    def prompt(self, persona_row: pd.Series | dict, item: Item | str) -> str:
-        """The exact text sent to the model for this persona and item."""
-        return self._render(persona_row, self._item(item))
-
-    def simulate(
-        self, personas: pd.DataFrame, items: Sequence[Item], *, seed: Seed = None
-    ) -> pd.DataFrame:
-        """One answer per persona and item, drawn with ``seed``: in score mode sampled
-        from the option probabilities (so the cached model output is deterministic and
-        repeated draws stay distinct), in generate mode parsed from sampled text. A
-        number item too wide to score (``Item.choices`` None) is generated in either
-        mode."""
-        rng = np.random.default_rng(seed)
-        answers = {}
-        for item in items:
-            item = self._item(item)
-            if self.mode == "score" and item.choices is not None:
-                answers[item.name] = _sample(
-                    self.predict_proba(personas, item), rng=rng
-                )
-            else:
-                answers[item.name] = self._generate_answers(personas, item, rng=rng)
-        return pd.DataFrame(answers, index=personas.index)
-
-    def _item(self, item: Item | str) -> Item:
-        """The study's Item for a name (or the Item itself)."""
-        return self.study.item(item) if isinstance(item, str) else item
-
-    def _generation_todo(
-        self, personas: pd.DataFrame, item: Item, *, rng: np.random.Generator
-    ) -> tuple[list[str], dict[str, Any], list[tuple[str, str]]]:
-        """For generate mode: each persona's result key, the texts already stored, and
-        the (key, prompt) pairs still to sample (repeated personas get their own)."""
-        run_seed = int(rng.integers(2**63))
-        prompts = [self._render(row, item) for _, row in personas.iterrows()]
-        keys = generation_keys(
-            self.fingerprint, prompts, generation=self.generation, run_seed=run_seed
-        )
-        known = self.store.get_many(keys)
-        todo = [(k, p) for k, p in dict(zip(keys, prompts)).items() if k not in known]
-        return keys, known, todo
-
-    def _parsed_answers(
-        self, keys: list[str], known: dict[str, Any], item: Item
-    ) -> np.ndarray:
-        """The stored texts parsed to option codes; unparseable ones NaN and counted."""
-        codes = np.array([parse_answer(known[k], item) for k in keys], dtype=float)
-        self.unparseable[item.name] += int(np.isnan(codes).sum())
-        return codes
+from simval.simulators.prompts import PromptRenderer, PromptTemplate
+from simval.study import Item, Study
 
 
 class HFSimulator(PromptedSimulator):
@@ -236,29 +167,23 @@ class HFSimulator(PromptedSimulator):
     ) -> None:
         """Set the simulator up on a loaded model (``adapter``: the folder merged into
         it; ``label``: the model and adapter as the user named them)."""
-        self.study = study
-        self.mode = mode
+        self._setup(
+            study=study, mode=mode, label=label, adapter=adapter, template=template,
+            generation=generation, cache_dir=cache_dir, progress=progress,
+            quiet_total=batch_size,  # a single batch's worth: nothing long runs there
+        )  # fmt: skip
         self.batch_size = batch_size
         self.workers = workers
-        self.progress = progress
-        self.generation = generation
-        self.label = label
         self.model_name = lm.name_or_path
-        self.adapter = adapter
         self.model, self.tokenizer = contiguous_head(lm), tokenizer
         # the weights' precision changes the numbers, so it is part of every cache key
         self.precision = str(lm.dtype).removeprefix("torch.")
         self.fingerprint = (
             f"{fingerprint(self.model_name, adapter=adapter)}-{self.precision}"
         )
-        record = adapter_record(adapter) if adapter else {}
-        self.training_index = tuple(record.get("pilot_index", ()))
-        self.template = as_template(template)
         self._render = PromptRenderer(
             study=study, template=self.template, tokenizer=tokenizer
         )
-        self.store = ResultStore(cache_root(cache_dir) / "results.sqlite")
-        self.unparseable: Counter[str] = Counter()
         self._argument_names = _argument_names(lm)
 
     def __repr__(self) -> str:
@@ -270,40 +195,10 @@ class HFSimulator(PromptedSimulator):
             f"precision={self.precision!r})"
         )
 
-    # --- public API -------------------------------------------------------------------
-
-    def predict_proba(self, personas: pd.DataFrame, item: Item | str) -> pd.DataFrame:
-        """Per persona, the model's probability of each option (columns: option codes)."""
-        item = self._item(item)
-        choices = scored_choices(item)
-        prompts = [self._render(row, item) for _, row in personas.iterrows()]
-        probabilities = self._option_probabilities(prompts, item)
-        return pd.DataFrame(
-            probabilities, index=personas.index, columns=list(choices.values())
-        )
-
     # --- score mode -------------------------------------------------------------------
 
-    def _option_probabilities(self, prompts: list[str], item: Item) -> np.ndarray:
-        """Option probabilities per prompt, from the store or the model (unique prompts only)."""
-        labels = list(scored_choices(item))
-        keys = [result_key(self.fingerprint, "score", p, labels) for p in prompts]
-        known = self.store.get_many(keys)
-        todo = list(dict.fromkeys(p for p, k in zip(prompts, keys) if k not in known))
-        if todo:
-            for batch, scores in self._score_batches(todo, item=item):
-                values = {
-                    result_key(self.fingerprint, "score", p, labels): s.tolist()
-                    for p, s in zip(batch, scores)
-                }
-                self.store.put_many(values)
-                known.update(values)
-        return np.array([known[k] for k in keys], dtype=float).reshape(
-            len(prompts), len(labels)
-        )
-
-    def _score_batches(
-        self, prompts: list[str], *, item: Item
+    def _score_prompts(
+        self, prompts: list[str], item: Item
     ) -> Iterator[tuple[list[str], np.ndarray]]:
         """Yield (prompts, option probabilities) batch by batch, prompts sorted to share prefixes.
 
@@ -313,35 +208,25 @@ class HFSimulator(PromptedSimulator):
         numbers depend only on its batches, so a given worker count gives the same
         probabilities on every run (counts differ in the last float bits).
         """
-        encoded = {p: self._render.encode(p) for p in prompts}
-        options = {
-            p: [
-                self._render.answer_ids(p, encoded[p], label)
-                for label in scored_choices(item)
-            ]
-            for p in prompts
-        }
-        ordered = sorted(prompts, key=lambda p: encoded[p])
+        tokens = {p: self._render.option_ids(p, scored_choices(item)) for p in prompts}
+        ordered = sorted(prompts, key=lambda p: tokens[p][0])
         groups = prefix_groups(
-            [encoded[p] for p in ordered], batch_size=self.batch_size
+            [tokens[p][0] for p in ordered], batch_size=self.batch_size
         )
-        batches = [
+        runs = [
             [ordered[i] for i in batch]
             for batch in group_batches(groups, size=self.batch_size)
         ]
-        workers = min(self.workers or scoring_workers(), len(batches))
+        workers = min(self.workers or scoring_workers(), len(runs))
 
         def run(chunk: list[list[str]]) -> Iterator[tuple[list[str], np.ndarray]]:
             prefixes = _PrefixCache(forward=self._forward, device=self.model.device)
             for batch in chunk:
-                rows = [encoded[p] for p in batch]
-                yield batch, self._score(rows, [options[p] for p in batch], prefixes)
+                rows = [tokens[p][0] for p in batch]
+                yield batch, self._score(rows, [tokens[p][1] for p in batch], prefixes)
 
-        chunks = _contiguous_shares(batches, parts=workers)
-        with self._bar(f"scoring {item.name}", total=len(prompts)) as bar:
-            for batch, scores in concurrently([partial(run, c) for c in chunks]):
-                bar.update(len(batch))
-                yield batch, scores
+        chunks = _contiguous_shares(runs, parts=workers)
+        yield from concurrently([partial(run, c) for c in chunks])
 
     def _score(
         self,
@@ -401,24 +286,13 @@ class HFSimulator(PromptedSimulator):
 
     # --- generate mode ----------------------------------------------------------------
 
-    def _generate_answers(
-        self, personas: pd.DataFrame, item: Item, *, rng: np.random.Generator
-    ) -> np.ndarray:
-        """Sampled text per persona, parsed to option codes (NaN where unparseable)."""
-        keys, known, todo = self._generation_todo(personas, item, rng=rng)
-        batches = [
-            todo[i : i + self.batch_size] for i in range(0, len(todo), self.batch_size)
-        ]
-        with self._bar(f"generating {item.name}", total=len(todo)) as bar:
-            for batch in batches:
-                texts = self._generate(
-                    [p for _, p in batch], seeds=[k for k, _ in batch]
-                )
-                values = dict(zip([k for k, _ in batch], texts))
-                self.store.put_many(values)
-                known.update(values)
-                bar.update(len(batch))
-        return self._parsed_answers(keys, known, item)
+    def _generate_texts(
+        self, todo: list[tuple[str, str]]
+    ) -> Iterator[tuple[list[str], list[str]]]:
+        """Sampled text for each (key, prompt), ``batch_size`` prompts at a time."""
+        for batch in batches(todo, size=self.batch_size):
+            keys = [k for k, _ in batch]
+            yield keys, self._generate([p for _, p in batch], seeds=keys)
 
     def _generate(self, prompts: list[str], *, seeds: list[str]) -> list[str]:
         """Sample a continuation per prompt, each row with its own generator (batch-independent)."""
@@ -470,16 +344,6 @@ class HFSimulator(PromptedSimulator):
                     [mask, torch.ones(len(prompts), 1, dtype=mask.dtype)], dim=1
                 )
         return [self.tokenizer.decode(t, skip_special_tokens=True) for t in new]
-
-    # --- helpers ----------------------------------------------------------------------
-
-    def _bar(self, what: str, *, total: int) -> Progress:
-        """A progress bar over ``total`` prompts, named after this model; silent for a
-        single batch's worth (nothing long runs there) or with ``progress=False``."""
-        quiet = total <= self.batch_size or self.progress is False
-        return Progress(
-            desc=f"{self.label}: {what}", total=total, unit="prompts", enabled=not quiet
-        )
 
 
 class _PrefixCache:
@@ -647,8 +511,8 @@ def _settings(
     """HFSimulator's options, checked before any model loads."""
     check_option("mode", mode, MODES)
     for name, value in (("batch_size", batch_size), ("workers", workers)):
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise OptionError(f"{name}={value!r} must be a positive integer")
+        if value is not None:
+            check_count(name, value)
     return {
         "mode": mode,
         "batch_size": batch_size or 16,
@@ -657,108 +521,6 @@ def _settings(
             temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens
         ),
     }
-
-
-def generation_settings(
-    *, temperature: float, top_p: float, max_new_tokens: int
-) -> dict[str, Any]:
-    """Generate mode's sampling settings, checked: OptionError names any out of range."""
-    if not (temperature > 0 and 0 < top_p <= 1 and max_new_tokens >= 1):
-        raise OptionError(
-            f"need temperature > 0, 0 < top_p <= 1 and max_new_tokens >= 1; got "
-            f"temperature={temperature!r}, top_p={top_p!r}, max_new_tokens={max_new_tokens!r}"
-        )
-    return {
-        "temperature": temperature,
-        "top_p": top_p,
-        "max_new_tokens": max_new_tokens,
-    }
-
-
-def generation_keys(
-    fingerprint: str, prompts: list[str], *, generation: dict, run_seed: int
-) -> list[str]:
-    """Result-store keys of sampled answers: model, prompt, sampling settings, the run's
-    seed and the prompt's repeat number, so repeated personas get distinct draws."""
-    seen: Counter[str] = Counter()
-    keys = []
-    for prompt in prompts:
-        keys.append(
-            result_key(
-                fingerprint, "generate", prompt, generation, run_seed, seen[prompt]
-            )
-        )
-        seen[prompt] += 1
-    return keys
-
-
-def scored_choices(item: Item) -> dict[str, float]:
-    """The answers score mode ranks for ``item`` (``Item.choices``); an OptionError for a
-    number item too wide to score, which generate mode answers."""
-    if item.choices is None:
-        raise OptionError(
-            f"item {item.name!r} asks for {item.number.describe()}: too many values to "
-            f"score (at most {MAX_SCORED_VALUES}); simulate() generates its answers"
-        )
-    return item.choices
-
-
-def parse_answer(text: str, item: Item) -> float:
-    """The option code a free-text answer names, or NaN when it names none unambiguously.
-
-    In order: the whole answer is a label (case and surrounding punctuation ignored);
-    the answer starts with a label (the longest that fits, followed by a non-letter);
-    the answer starts with a number, read as the option's position as shown in the
-    prompt (1..k) or, failing that, as an option code. A number item's answer is the
-    first number in the text (``parse_number``).
-    """
-    if item.is_number:
-        return parse_number(text, item)
-    answer = text.strip().strip("\"'*`").strip()
-    lowered = answer.lower()
-    labels = {label.lower(): code for label, code in item.options.items()}
-    trimmed = lowered.rstrip(".!,;: ")
-    if trimmed in labels:
-        return float(labels[trimmed])
-    for label in sorted(labels, key=len, reverse=True):
-        if (
-            lowered.startswith(label)
-            and not lowered[len(label) : len(label) + 1].isalpha()
-        ):
-            return float(labels[label])
-    number = re.match(r"\(?(\d+(?:\.\d+)?)\b", answer)
-    if number:
-        value = float(number.group(1))
-        if value.is_integer() and 1 <= value <= len(item.codes):
-            return float(item.codes[int(value) - 1])
-        if value in item.codes:
-            return value
-    return float("nan")
-
-
-NUMBER = re.compile(
-    r"(?<![\w.])[-\u2212]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[-\u2212]?\d+(?:\.\d+)?|[-\u2212]?\.\d+"
-)
-"""A number as people write one: 42, -3, 0.5, .5, 1,200 (thousands separators)."""
-
-
-def parse_number(text: str, item: Item) -> float:
-    """The first number in a free-text answer to a number item, NaN when there is none
-    or when it lies off the item's scale (out of bounds, or not whole on a whole
-    scale): an answer off the scale is unparseable, never clipped or rounded."""
-    found = NUMBER.search(text)
-    if found is None:
-        return float("nan")
-    value = float(found.group(0).replace(",", "").replace("\u2212", "-"))
-    return float("nan") if item.number.invalid(np.array([value]))[0] else value
-
-
-def _sample(probabilities: pd.DataFrame, *, rng: np.random.Generator) -> np.ndarray:
-    """One option code per row, drawn from that row's probabilities."""
-    cumulative = probabilities.to_numpy().cumsum(axis=1)
-    draws = rng.random(len(probabilities))[:, None] * cumulative[:, -1:]
-    picked = (draws >= cumulative).sum(axis=1).clip(max=cumulative.shape[1] - 1)
-    return probabilities.columns.to_numpy()[picked]
 
 
 def _sample_token(

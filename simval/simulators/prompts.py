@@ -11,7 +11,7 @@ computes once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,6 +188,14 @@ class PromptRenderer:
         if joint[: len(prompt_ids)] == prompt_ids and len(joint) > len(prompt_ids):
             return joint[len(prompt_ids) :]
         return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def option_ids(
+        self, prompt: str, labels: Iterable[str]
+    ) -> tuple[list[int], list[list[int]]]:
+        """A prompt's token ids and each option label's ids as the answer to it: the
+        token sequences score mode rates."""
+        ids = self.encode(prompt)
+        return ids, [self.answer_ids(prompt, ids, label) for label in labels]
 
 
 def _missing(value: Any) -> bool:

@@ -9,9 +9,10 @@ exact scoring as in-process; ``generate`` samples an answer and parses it.
 
 Results go to the same result store as ``HFSimulator``'s, as each request returns,
 keyed by the server's model id (never its address or credentials), the adapter and the
-prompt, so an interrupted run resumes and a repeated run sends no request. Requests
-are batched, run ``concurrency`` at a time, and retried with exponential backoff and
-jitter on 429, 5xx, dropped connections and timeouts (honouring ``Retry-After``).
+prompt, so an interrupted run resumes and a repeated run sends no request (that loop is
+``simval.simulators.engine``'s; this module sends the requests). Requests are batched,
+run ``concurrency`` at a time, and retried with exponential backoff and jitter on 429,
+5xx, dropped connections and timeouts (honouring ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 import random
 import threading
 import time
-from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from functools import partial
 from pathlib import Path
@@ -29,30 +30,27 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-import pandas as pd
 
 from simval.errors import (
     MissingDependencyError,
     OptionError,
     SimvalError,
+    check_count,
+    check_number,
     check_option,
 )
-from simval.progress import Progress
-from simval.simulators.fingerprints import adapter_fingerprint
-from simval.simulators.hf import (
+from simval.simulators.engine import (
     MODES,
     Mode,
     PromptedSimulator,
+    batches,
     generation_settings,
     scored_choices,
 )
-from simval.simulators.loading import (
-    adapter_record,
-    cache_root,
-    resolve_model,
-)
-from simval.simulators.prompts import PromptRenderer, PromptTemplate, as_template
-from simval.simulators.store import ResultStore, result_key
+from simval.simulators.fingerprints import adapter_fingerprint
+from simval.simulators.loading import resolve_model
+from simval.simulators.prompts import PromptRenderer, PromptTemplate
+from simval.simulators.store import result_key
 from simval.study import Item, Study
 
 Api = Literal["completions", "chat"]
@@ -121,38 +119,36 @@ class ServedSimulator(PromptedSimulator):
             ("retries", retries, 0),
             ("top_logprobs", top_logprobs, 1),
         ):
-            if not isinstance(value, int) or value < least:
-                raise OptionError(f"{name}={value!r} must be a whole number >= {least}")
+            check_count(name, value, at_least=least)
+        check_number("timeout", timeout, above=0)
         if api_key_env is not None and not os.environ.get(api_key_env):
             raise OptionError(
                 f"api_key_env={api_key_env!r}: that environment variable is not set"
             )
-        self.study = study
-        self.mode = mode
+        generation = generation_settings(
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens
+        )
         self.api = api
         self.top_logprobs = top_logprobs
         self.concurrency = concurrency
         self.batch_size = batch_size
-        self.progress = progress
-        self.generation = generation_settings(
-            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens
-        )
         self.server = public_url(base_url)
         self.model_name = model
-        self.label = f"{model} @ {self.server}"
         self._client = _Client(
             base_url, api_key_env=api_key_env, timeout=timeout, retries=retries
         )
         entry, listed = self._served_model()
         if adapter is None and entry.get("parent") and _local_dir(entry.get("root")):
             adapter = entry["root"]  # a LoRA module the server loaded from this machine
-        self.adapter = None if adapter is None else str(Path(adapter).resolve())
+        self._setup(
+            study=study, mode=mode, label=f"{model} @ {self.server}",
+            adapter=None if adapter is None else str(Path(adapter).resolve()),
+            template=template, generation=generation, cache_dir=cache_dir,
+            progress=progress, quiet_total=0,
+        )  # fmt: skip
         self.serial_scoring = (
             bool(entry.get("parent")) if serial_scoring is None else serial_scoring
         )
-        record = adapter_record(self.adapter) if self.adapter else {}
-        self.training_index = tuple(record.get("pilot_index", ()))
-        self.template = as_template(template)
         renderer = PromptRenderer(
             study=study,
             template=self.template,
@@ -163,8 +159,6 @@ class ServedSimulator(PromptedSimulator):
             ),
         )
         self._render = renderer if api == "completions" else _ChatPrompt(renderer)
-        self.store = ResultStore(cache_root(cache_dir) / "results.sqlite")
-        self.unparseable: Counter[str] = Counter()
         adapter_id = adapter_fingerprint(self.adapter) if self.adapter else None
         # what the server runs (never its address): the model, its weights, the adapter
         self.fingerprint = result_key(
@@ -178,41 +172,37 @@ class ServedSimulator(PromptedSimulator):
             f"mode={self.mode!r}, api={self.api!r})"
         )
 
-    # --- public API -------------------------------------------------------------------
+    # --- score mode -------------------------------------------------------------------
 
-    def predict_proba(self, personas: pd.DataFrame, item: Item | str) -> pd.DataFrame:
-        """Per persona, the model's probability of each option (columns: option codes)."""
-        item = self._item(item)
+    @property
+    def _score_kind(self) -> str:
+        """Exact scoring and the chat API's first-token reading are kept apart."""
+        return "score" if self.api == "completions" else "first-token"
+
+    def _check_scoring(self, item: Item) -> None:
+        """Scoring needs score mode, and the chat API's one-token labels."""
         if self.mode != "score":
             raise OptionError(
                 f"predict_proba needs mode='score'; this simulator has mode={self.mode!r}"
             )
-        choices = scored_choices(item)
         if self.api == "chat":
             _check_one_word_labels(item)
-        prompts = [self._render(row, item) for _, row in personas.iterrows()]
-        labels = list(choices)
-        keys = [self._score_key(p, labels) for p in prompts]
-        known = self.store.get_many(keys)
-        todo = list(dict.fromkeys(p for p, k in zip(prompts, keys) if k not in known))
+
+    def _score_prompts(
+        self, prompts: list[str], item: Item
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """Option probabilities as requests return: a chat request per prompt, or a
+        completions request per ``batch_size`` prompts; one request at a time under
+        ``serial_scoring``."""
         if self.api == "chat":  # a chat request holds one conversation
-            jobs = [partial(self._first_token_scores, p, item) for p in todo]
+            jobs = [partial(self._first_token_scores, p, item) for p in prompts]
         else:
             jobs = [
                 partial(self._score, batch, item, self._option_sequences(batch, item))
-                for batch in self._batches(todo)
+                for batch in batches(prompts, size=self.batch_size)
             ]
-        self._run(
-            jobs,
-            what=f"scoring {item.name}",
-            total=len(todo),
-            known=known,
-            concurrency=1 if self.serial_scoring else self.concurrency,
-        )
-        probabilities = np.array([known[k] for k in keys], dtype=float)
-        return pd.DataFrame(
-            probabilities, index=personas.index, columns=list(choices.values())
-        )
+        concurrency = 1 if self.serial_scoring else self.concurrency
+        yield from self._requests(jobs, concurrency=concurrency)
 
     # --- requests ---------------------------------------------------------------------
 
@@ -229,41 +219,14 @@ class ServedSimulator(PromptedSimulator):
             )
         return entry, listed
 
-    def _score_key(self, prompt: str, labels: list[str]) -> str:
-        """Result-store key of one prompt's option probabilities (exact scoring and the
-        chat API's first-token reading are kept apart)."""
-        kind = "score" if self.api == "completions" else "first-token"
-        return result_key(self.fingerprint, kind, prompt, labels)
-
-    def _batches(self, prompts: list[Any]) -> list[list[Any]]:
-        """``prompts`` in requests of ``batch_size``."""
-        return [
-            prompts[i : i + self.batch_size]
-            for i in range(0, len(prompts), self.batch_size)
-        ]
-
-    def _run(
-        self,
-        jobs: list[Any],
-        *,
-        what: str,
-        total: int,
-        known: dict[str, Any],
-        concurrency: int | None = None,
-    ) -> None:
-        """Run request jobs ``concurrency`` (default: the simulator's) at a time,
-        storing each one's results as it returns; a failure is raised after the jobs in
-        flight are stored, saying how many results this run saved."""
+    def _requests(
+        self, jobs: list[Callable[[], tuple[list[str], Any]]], *, concurrency: int
+    ) -> Iterator[tuple[list[str], Any]]:
+        """Run request jobs ``concurrency`` at a time, yielding each one's (keys or
+        prompts, results) as it returns, for the caller to store; a failure is raised
+        after the jobs in flight are yielded, saying how many results this run saved."""
         saved = 0
-        with (
-            Progress(
-                desc=f"{self.label}: {what}",
-                total=total,
-                unit="prompts",
-                enabled=self.progress is not False and total > 0,
-            ) as bar,
-            ThreadPoolExecutor(max_workers=concurrency or self.concurrency) as pool,
-        ):
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
             stop = threading.Event()  # set by the first failing job, in its thread
             futures = [pool.submit(_unless_stopped, job, stop) for job in jobs]
             failure: ServerError | None = None
@@ -279,11 +242,8 @@ class ServedSimulator(PromptedSimulator):
                     continue
                 if done is None:  # started after another failed, sent nothing
                     continue
-                values, prompts = done
-                self.store.put_many(values)
-                known.update(values)
-                saved += len(values)
-                bar.update(prompts)
+                yield done
+                saved += len(done[0])
         if failure is not None:
             raise ServerError(
                 f"{failure} ({saved} results of this run were saved; rerun to resume)"
@@ -296,9 +256,8 @@ class ServedSimulator(PromptedSimulator):
         tokenised here, in the calling thread, before any request runs."""
         sequences, spans = [], []
         for prompt in prompts:
-            ids = self._render.encode(prompt)
-            for label in scored_choices(item):
-                option = self._render.answer_ids(prompt, ids, label)
+            ids, options = self._render.option_ids(prompt, scored_choices(item))
+            for option in options:
                 sequences.append(ids + option)
                 spans.append((len(ids), len(option)))
         return sequences, spans
@@ -308,7 +267,7 @@ class ServedSimulator(PromptedSimulator):
         prompts: list[str],
         item: Item,
         tokens: tuple[list[list[int]], list[tuple[int, int]]],
-    ) -> tuple[dict[str, Any], int]:
+    ) -> tuple[list[str], np.ndarray]:
         """Option probabilities for ``prompts``: one completions request holding every
         (prompt + option) token sequence (``tokens``, from ``_option_sequences``), or
         one request per sequence under ``serial_scoring``, echoing the
@@ -324,15 +283,11 @@ class ServedSimulator(PromptedSimulator):
             ]
         ).reshape(len(prompts), len(labels))
         scores = np.exp(totals - totals.max(axis=1, keepdims=True))
-        scores /= scores.sum(axis=1, keepdims=True)
-        values = {
-            self._score_key(p, labels): s.tolist() for p, s in zip(prompts, scores)
-        }
-        return values, len(prompts)
+        return prompts, scores / scores.sum(axis=1, keepdims=True)
 
     def _first_token_scores(
         self, prompt: str, item: Item
-    ) -> tuple[dict[str, Any], int]:
+    ) -> tuple[list[str], np.ndarray]:
         """Option probabilities for one chat prompt from the first answer token's
         ``top_logprobs``: each option's probability is that of the token equal to its
         label; an option not listed gets the smallest listed probability (an upper
@@ -363,7 +318,7 @@ class ServedSimulator(PromptedSimulator):
         floor = min(t["logprob"] for t in listed)
         totals = np.array([found.get(label, floor) for label in labels])
         scores = np.exp(totals - totals.max())
-        return {self._score_key(prompt, labels): (scores / scores.sum()).tolist()}, 1
+        return [prompt], (scores / scores.sum())[None]
 
     def _echoed(self, sequences: list[list[int]]) -> list[dict[str, Any]]:
         """The completions reply's choices for ``sequences``, in order, each with the
@@ -381,11 +336,13 @@ class ServedSimulator(PromptedSimulator):
         )
         return sorted(reply.get("choices", []), key=lambda c: c.get("index", 0))
 
-    def _generate_answers(
-        self, personas: pd.DataFrame, item: Item, *, rng: np.random.Generator
-    ) -> np.ndarray:
-        """Sampled text per persona, parsed to option codes (NaN where unparseable)."""
-        keys, known, todo = self._generation_todo(personas, item, rng=rng)
+    # --- generate mode ----------------------------------------------------------------
+
+    def _generate_texts(
+        self, todo: list[tuple[str, str]]
+    ) -> Iterator[tuple[list[str], list[str]]]:
+        """Sampled texts as requests return: a chat request per prompt, or a
+        completions request per ``batch_size`` prompts (tokenised here)."""
         if self.api == "chat":
             jobs = [partial(self._chat_generate, key, p) for key, p in todo]
         else:
@@ -393,14 +350,13 @@ class ServedSimulator(PromptedSimulator):
                 partial(
                     self._generate, batch, [self._render.encode(p) for _, p in batch]
                 )
-                for batch in self._batches(todo)
+                for batch in batches(todo, size=self.batch_size)
             ]
-        self._run(jobs, what=f"generating {item.name}", total=len(todo), known=known)
-        return self._parsed_answers(keys, known, item)
+        yield from self._requests(jobs, concurrency=self.concurrency)
 
     def _generate(
         self, batch: list[tuple[str, str]], ids: list[list[int]]
-    ) -> tuple[dict[str, Any], int]:
+    ) -> tuple[list[str], list[str]]:
         """One sampled continuation per (key, prompt), each seeded from its key; ``ids``:
         the prompts' tokens, made in the calling thread."""
         values = {}
@@ -417,9 +373,9 @@ class ServedSimulator(PromptedSimulator):
                 },
             )
             values[key] = reply["choices"][0]["text"]
-        return values, len(batch)
+        return list(values), list(values.values())
 
-    def _chat_generate(self, key: str, prompt: str) -> tuple[dict[str, Any], int]:
+    def _chat_generate(self, key: str, prompt: str) -> tuple[list[str], list[str]]:
         """One sampled chat reply for ``prompt`` (seeded from its key)."""
         reply = self._client.post(
             "/chat/completions",
@@ -432,7 +388,7 @@ class ServedSimulator(PromptedSimulator):
                 "seed": int(key[:15], 16),
             },
         )
-        return {key: reply["choices"][0]["message"]["content"] or ""}, 1
+        return [key], [reply["choices"][0]["message"]["content"] or ""]
 
 
 class _ChatPrompt:
