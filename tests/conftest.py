@@ -1,8 +1,10 @@
-"""Shared fixtures: tiny Llama-architecture causal LMs built offline in a second or two.
+"""Shared fixtures: a private answer cache, the example task's respondents as a CSV, and
+tiny Llama-architecture causal LMs built offline in a second or two.
 
-torch and transformers are imported inside the fixtures, so test modules that do
+torch and transformers are imported inside the model fixtures, so test modules that do
 not use them stay fast. When torch is missing the fixtures fail (they never skip):
-the test command installs the LLM extras.
+the test command installs the LLM extras. Seeded processes and the binomial tolerance
+live in tests/support.py and tests/calibration.py.
 """
 
 from __future__ import annotations
@@ -113,6 +115,26 @@ def _build_tiny_llama(folder: Path, *, chat_template: bool, seed: int) -> Path:
     assert (retokenizer.chat_template is not None) == chat_template
     assert retokenizer.pad_token == PAD and retokenizer.eos_token == EOS
     return folder
+
+
+@pytest.fixture
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh answer cache for this test (``SIMVAL_CACHE_DIR``), so no test reads
+    answers another stored or writes into the user's cache."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("SIMVAL_CACHE_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def example_csv(tmp_path: Path) -> Path:
+    """The example task's first 120 respondents as a CSV (``respondent`` ids first), as
+    the commands read a researcher's data."""
+    from simval.tasks import load_task
+
+    path = tmp_path / "people.csv"
+    load_task("example").human.iloc[:120].to_csv(path, index_label="respondent")
+    return path
 
 
 @pytest.fixture(scope="session")

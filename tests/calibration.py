@@ -1,15 +1,18 @@
 """How the verdict behaves on data with known effects: a calibration run.
 
-Two known data-generating processes (an ordinal outcome fitted by OLS, a binary one
-fitted by logit, each with two real effects) and simulators that draw from them
-perfectly or with a known departure: effects attenuated by half, twice the noise
-variance (OLS), or half the personas left unanswered. ``calibration_run`` validates
-one simulator against many human data sets drawn from the process;
+Known data-generating processes (``STUDIES``: an ordinal outcome fitted by OLS and a
+binary one by logit, each with two real effects; ordered logit and probit, a
+multinomial logit, a weighted logit, and OLS and logit with four terms) and simulators
+that draw from them perfectly or with a known departure: effects attenuated by half,
+twice the noise variance, or half the personas left unanswered. ``calibration_run``
+validates one simulator against many human data sets drawn from the process;
 ``calibration_table`` summarises the rates that docs/metrics.md documents and
 tests/test_calibration.py checks with binomial tolerances. The resampling reference
-(``BootstrapSimulator``) is included to show why it is no perfect simulator.
+(``BootstrapSimulator``) is included to show why it is no perfect simulator. The OLS
+process is also the known study of tests/test_report.py and tests/test_bench_tasks.py.
 
-``python -m simval.calibration`` prints the table.
+It lives beside the tests, not in the installed package: only the tests and the
+documented tables use it. ``python benchmarks/bench_calibration.py 200`` prints the table.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
 from simval.results import (
     CONSISTENT,
@@ -294,8 +298,6 @@ def _row(result: Validation, *, alpha: float) -> dict:
 
 def _first_replicate_covers(result, *, term: str, alpha: float) -> bool:
     """Whether replicate 0's difference CI for ``term`` contains 0."""
-    from scipy.stats import norm
-
     reps = result.replicate_coefficients
     rep = reps[(reps["rep"] == 0) & (reps["term"] == term)]
     if rep.empty:
@@ -348,24 +350,3 @@ DECISION_RATE_SETTINGS = tuple(
     (family, n) for family in ("ols4", "logit4") for n in (150, 300, 1000, 3000)
 )
 """The decision-rate table of docs/metrics.md: four terms, from 150 to 3,000 humans."""
-
-
-if __name__ == "__main__":
-    import sys
-
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 300
-    if len(sys.argv) > 2 and sys.argv[2] == "decisions":
-        table = calibration_table(
-            kinds=("perfect", "attenuated"), settings=DECISION_RATE_SETTINGS,
-            datasets=count, reps=20,
-        )  # fmt: skip
-    else:
-        table = calibration_table(
-            settings=(("ols", 200), ("logit", 300), ("ols", 2000)), datasets=count
-        )
-    cells = [
-        [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
-        for row in table.to_numpy()
-    ]
-    for row in [list(table.columns), ["---"] * len(table.columns), *cells]:
-        print("| " + " | ".join(row) + " |")
