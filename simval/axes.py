@@ -25,15 +25,8 @@ from simval.metrics import (
     weighted_mean,
     weighted_variance,
 )
-from simval.results import (
-    OVERALL,
-)
-from simval.study import (
-    MAX_OBSERVED_OPTIONS,
-    Coherence,
-    Item,
-    plain_number,
-)
+from simval.results import OVERALL
+from simval.study import MAX_OBSERVED_OPTIONS, Coherence, Item, plain_number
 
 # --- distributions, variance, heterogeneity, coherence ------------------------------
 

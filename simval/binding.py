@@ -19,21 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simval.errors import (
-    DataError,
-    OptionError,
-    StudyError,
-    check_count,
-)
-from simval.families import (
-    CLUSTER_PREFIX,
-)
-from simval.metrics import (
-    NumberScale,
-)
-from simval.results import (
-    OVERALL,
-)
+from simval.errors import DataError, OptionError, StudyError, check_count
+from simval.families import CLUSTER_PREFIX
+from simval.metrics import NumberScale
+from simval.results import OVERALL
 from simval.simulators.base import TrainedSimulator
 from simval.study import (
     Item,

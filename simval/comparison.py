@@ -20,10 +20,7 @@ import numpy as np
 import pandas as pd
 
 from simval.binding import Binding, Key, Split, bind
-from simval.errors import (
-    DataError,
-    EstimationError,
-)
+from simval.errors import DataError, EstimationError
 from simval.families import family_of
 from simval.metrics import (
     TERM_COLUMNS,
@@ -37,17 +34,8 @@ from simval.metrics import (
     wald_equality,
 )
 from simval.regression import Fit, fit
-from simval.results import (
-    OVERALL,
-    UNDETERMINED,
-    decide,
-    is_finding,
-)
-from simval.study import (
-    Model,
-    Study,
-    formula_variables,
-)
+from simval.results import OVERALL, UNDETERMINED, decide, is_finding
+from simval.study import Model, Study, formula_variables
 
 MIN_EVENTS_PER_PARAMETER = 10
 """A binary-outcome model's cell is also ``small`` when its rarer outcome has fewer than

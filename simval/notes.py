@@ -15,10 +15,7 @@ from simval.binding import Binding, Key, overall_rows
 from simval.comparison import MIN_EVENTS_PER_PARAMETER, few_events
 from simval.metrics import nan_mean
 from simval.regression import Fit
-from simval.results import (
-    MAX_FAILED_SHARE,
-    OVERALL,
-)
+from simval.results import MAX_FAILED_SHARE, OVERALL
 from simval.simulators.base import ParsingSimulator, Simulator
 
 FEW_CLUSTERS = 30

@@ -31,11 +31,7 @@ from simval.headline import HEADLINE, HUMAN_LEVELS, METRICS
 from simval.metrics import NumberScale, incoherence_flags_each
 from simval.progress import progress as progress_bar
 from simval.simulators.base import Simulator, check_output
-from simval.study import (
-    Coherence,
-    Item,
-    Study,
-)
+from simval.study import Coherence, Item, Study
 
 
 @dataclass(frozen=True)

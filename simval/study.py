@@ -30,12 +30,7 @@ from simval.errors import (
     check_option,
     plain,
 )
-from simval.families import (
-    CLUSTER_PREFIX,
-    Family,
-    check_cov,
-    family_of,
-)
+from simval.families import CLUSTER_PREFIX, Family, check_cov, family_of
 from simval.formulas import formula_variables, outcome_of
 
 Role = Literal["belief", "action", "outcome", "other"]

@@ -40,16 +40,8 @@ from simval.binding import (
     split_cells,
 )
 from simval.comparison import coefficient_tables, fit_humans, verdict_table
-from simval.errors import (
-    SimulatorError,
-    check_alpha,
-    check_count,
-    check_seed,
-    refuse,
-)
-from simval.metrics import (
-    nan_mean,
-)
+from simval.errors import SimulatorError, check_alpha, check_count, check_seed, refuse
+from simval.metrics import nan_mean
 from simval.notes import reference_notes, unparseable_counts, validation_notes, versions
 from simval.regression import Fit
 from simval.resampling import (
@@ -70,9 +62,7 @@ from simval.results import (
     summary_table,
 )
 from simval.simulators.base import Simulator, StudySimulator
-from simval.study import (
-    Study,
-)
+from simval.study import Study
 
 __all__ = [
     "NOT_FINDINGS",
