@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from simval.errors import DataError, OptionError
+from simval.errors import DataError, OptionError, check_alpha
 from simval.results import (
     HEADLINE,
     HUMAN_ROW,
@@ -93,7 +93,7 @@ class Aggregate:
       the t interval ci_low, ci_high with df = T − 1 (``TEST``; NaN below
       ``MIN_TASKS``) and n_tasks (T, the tasks where both are defined).
     - ``tasks``: the task names, in order; ``simulators``: the row names, in order;
-      ``references``: rows shown and never marked; ``level``: the CIs' level.
+      ``references``: rows shown and never marked; ``alpha``: the CIs are 1 − alpha.
     """
 
     table: pd.DataFrame
@@ -101,7 +101,7 @@ class Aggregate:
     tasks: tuple[str, ...]
     simulators: tuple[str, ...]
     references: tuple[str, ...]
-    level: float
+    alpha: float
 
 
 def aggregate(
@@ -112,11 +112,11 @@ def aggregate(
     """Summarise task -> (name -> Validation) over the tasks; ``references`` (e.g. the
     resampling reference) are shown and never marked. Every task must hold the same
     names, validated with the same alpha."""
-    tasks, names, level = _check(validations, references=references)
+    tasks, names, alpha = _check(validations, references=references)
     rows = [*names, REFERENCE_ROW, HUMAN_ROW]
     per_task = pd.concat(
         [
-            _task_rows(validations[task], task=task, references=references, level=level)
+            _task_rows(validations[task], task=task, references=references, alpha=alpha)
             for task in tasks
         ],
         ignore_index=True,
@@ -126,23 +126,22 @@ def aggregate(
         [
             row
             for metric in HEADLINE
-            for row in _differences(validations, competing, metric=metric, level=level)
+            for row in _differences(validations, competing, metric=metric, alpha=alpha)
         ],
         columns=DIFFERENCE_COLUMNS,
     )
-    across = _across_rows(per_task, differences, rows=rows, level=level)
+    across = _across_rows(per_task, differences, rows=rows, alpha=alpha)
     table = pd.concat([per_task, across], ignore_index=True)
     return Aggregate(
         table=table[list(TABLE_COLUMNS)], differences=differences, tasks=tasks,
-        simulators=tuple(rows), references=tuple(references), level=level,
+        simulators=tuple(rows), references=tuple(references), alpha=alpha,
     )  # fmt: skip
 
 
 def _check(
     validations: Mapping[str, Mapping[str, Validation]], *, references: Sequence[str]
 ) -> tuple[tuple[str, ...], tuple[str, ...], float]:
-    """The tasks, the names every task holds (in order) and the CIs' level (1 − the
-    shared alpha); a clear error for no task, different names or alphas, unknown
+    """The tasks, the names every task holds (in order) and their shared alpha; a clear error for no task, different names or alphas, unknown
     references."""
     if not isinstance(validations, Mapping) or not validations:
         raise OptionError("aggregate needs a non-empty mapping of task -> validations")
@@ -165,7 +164,7 @@ def _check(
             "validate every task with one alpha"
         )
     check_references(references, names=names)
-    return tasks, names, 1 - alphas.pop()
+    return tasks, names, alphas.pop()
 
 
 def _task_rows(
@@ -173,11 +172,11 @@ def _task_rows(
     *,
     task: str,
     references: Sequence[str],
-    level: float,
+    alpha: float,
 ) -> pd.DataFrame:
     """One task's leaderboard, tidy: every row's value, SE, CI and ``rank`` mark."""
     values = summary_table(validations)
-    marks = rank(validations, level=level, references=references)
+    marks = rank(validations, level=1 - alpha, references=references)
     human = next(iter(validations.values()))
     out = []
     for name in values.index:
@@ -221,7 +220,7 @@ def _differences(
     competing: Sequence[str],
     *,
     metric: Metric,
-    level: float,
+    alpha: float,
 ) -> list[dict[str, object]]:
     """Each competing simulator against the lowest mean score on ``metric`` over the
     tasks (``compare_over_tasks`` on the tasks' scores)."""
@@ -233,24 +232,26 @@ def _differences(
         index=list(validations),
         columns=list(competing),
     )
-    return compare_over_tasks(scores, metric=metric.name, level=level).to_dict(
+    return compare_over_tasks(scores, metric=metric.name, alpha=alpha).to_dict(
         "records"
     )
 
 
 def compare_over_tasks(
-    scores: pd.DataFrame, *, metric: str, level: float
+    scores: pd.DataFrame, *, metric: str, alpha: float = 0.05
 ) -> pd.DataFrame:
     """Per simulator (a column of ``scores``, a row per task, lower is better, NaN where
     undefined), its paired score differences with the lowest mean score, summarised over
     the tasks where both are defined by ``TEST``: their mean, SD / sqrt(T) and the t
-    interval with T − 1 degrees of freedom (NaN below ``MIN_TASKS`` tasks).
+    (1 − ``alpha``) interval with T − 1 degrees of freedom (NaN below ``MIN_TASKS``
+    tasks).
 
     The tasks are a sample of the tasks one could have run: a difference that is large
     on one task and reversed on another is not shown by a mean that its tasks' own
     standard errors call precise. The per-task differences vary by their sampling error
     (humans' and replicates') and by the task, and their spread measures both.
     """
+    check_alpha(alpha)
     best = leader({name: _mean(scores[name].tolist()) for name in scores.columns})
     if best is None:
         return pd.DataFrame(columns=DIFFERENCE_COLUMNS)
@@ -260,7 +261,7 @@ def compare_over_tasks(
             continue
         paired = (scores[name] - scores[best]).to_numpy(dtype=float)
         paired = paired[np.isfinite(paired)]
-        mean, se, low, high = _t_interval(paired, level=level)
+        mean, se, low, high = _t_interval(paired, alpha=alpha)
         rows.append(
             {
                 "metric": metric, "simulator": name, "best": best,
@@ -272,9 +273,9 @@ def compare_over_tasks(
 
 
 def _t_interval(
-    values: np.ndarray, *, level: float
+    values: np.ndarray, *, alpha: float
 ) -> tuple[float, float, float, float]:
-    """Mean, SE (SD / sqrt(n)) and the t interval with n − 1 degrees of freedom; the
+    """Mean, SE (SD / sqrt(n)) and the (1 − alpha) t interval, n − 1 degrees of freedom; the
     interval is NaN below ``MIN_TASKS`` values, the mean NaN for none."""
     if len(values) == 0:
         return math.nan, math.nan, math.nan, math.nan
@@ -286,7 +287,7 @@ def _t_interval(
     )
     if len(values) < MIN_TASKS:
         return mean, se, math.nan, math.nan
-    half = float(scipy.stats.t.ppf((1 + level) / 2, len(values) - 1)) * se
+    half = float(scipy.stats.t.ppf(1 - alpha / 2, len(values) - 1)) * se
     return mean, se, mean - half, mean + half
 
 
@@ -304,12 +305,12 @@ def _across_rows(
     differences: pd.DataFrame,
     *,
     rows: Sequence[str],
-    level: float,
+    alpha: float,
 ) -> pd.DataFrame:
     """Per row and metric, the mean of the tasks' values with its combined SE and CI
     (the sampling error of the mean over these tasks; what it covers), the tasks it is
     over, the tasks won and the across-task mark."""
-    z = scipy.stats.norm.ppf((1 + level) / 2)
+    z = scipy.stats.norm.ppf(1 - alpha / 2)
     marks = across_marks(differences)
     out = []
     for name in rows:

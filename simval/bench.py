@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -24,7 +23,16 @@ import numpy as np
 import pandas as pd
 
 from simval.aggregate import Aggregate, aggregate
-from simval.errors import ModelError, OptionError, SimvalError, check_option
+from simval.errors import (
+    OptionError,
+    SimvalError,
+    check_alpha,
+    check_count,
+    check_number,
+    check_option,
+    check_seed,
+    refuse,
+)
 from simval.families import PPI_FAMILIES
 from simval.finetune import finetune, pilot
 from simval.formulas import formula_variables
@@ -38,14 +46,16 @@ from simval.results import (
     summary_table,
 )
 from simval.runtime import side_by_side
-from simval.simulators.base import Simulator
+from simval.simulators.base import Simulator, answers_by_scoring
 from simval.simulators.fingerprints import fingerprint
-from simval.simulators.loading import (
-    RECORD,
-    adapter_record,
-    resolve_model,
-)
+from simval.simulators.loading import RECORD, resolve_model
 from simval.simulators.reference import BootstrapSimulator
+from simval.simulators.specs import (
+    ModelSpec,
+    build_simulator,
+    check_specs,
+    pilot_rows_of,
+)
 from simval.study import Study
 from simval.tasks import REAL_TASKS, SIMULATED_TASKS, TASKS, Task, load_task
 
@@ -67,87 +77,8 @@ reference shown beside the models, never ranked. The perfect-simulator benchmark
 the ``fresh reference`` row (the fresh-sample reference every validation runs)."""
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """One leaderboard entry: a display name, a model (folder, hub id or "default") and
-    an adapter folder, or a model served at ``server`` (an OpenAI-compatible API root);
-    ``pilot``: fine-tune the model on each task's pilot first (``bench_task``)."""
-
-    name: str
-    model: str
-    adapter: str | None = None
-    server: str | None = None
-    pilot: bool = False
-
-
-PILOT = "pilot"
-"""The adapter of a spec that asks for fine-tuning on each task's pilot
-(``tuned=default:pilot``); an adapter folder of that name is written ``./pilot``."""
-
 PILOT_SHARE = 0.1
 """The share of a task's respondents a ``:pilot`` spec is fine-tuned on (the paper's 10%)."""
-
-SPEC_FORMS = "NAME=PATH, NAME=PATH:ADAPTER, NAME=PATH:pilot or NAME=SERVED_MODEL@URL"
-
-
-def parse_model_spec(text: str) -> ModelSpec:
-    """Parse ``NAME=PATH[:ADAPTER]`` (``smollm=default:adapters/smollm-pilot``),
-    ``NAME=PATH:pilot`` (fine-tuned on each task's pilot) or ``NAME=SERVED_MODEL@URL``
-    (``big=llama-70b@http://gpu-box:8000/v1``)."""
-    name, equals, rest = text.partition("=")
-    served = re.fullmatch(r"([^@]+)@(https?://\S+)", rest.strip())
-    if served:
-        model, server, adapter = served.group(1), served.group(2), ""
-    else:
-        model, _, adapter = rest.partition(":")
-        server = None
-    if not equals or not name.strip() or not model.strip():
-        raise OptionError(f"--model {text!r} must read {SPEC_FORMS}, e.g. base=default")
-    tuned = adapter.strip() == PILOT
-    return ModelSpec(
-        name=name.strip(), model=model.strip(),
-        adapter=None if tuned else adapter.strip() or None, server=server, pilot=tuned,
-    )  # fmt: skip
-
-
-def check_specs(specs: Sequence[ModelSpec]) -> None:
-    """Specs benchmarked together: at least one, distinct names, at most one fine-tuned
-    on the pilot (its adapter is ``adapter`` in the task's folder), every adapter
-    folder present."""
-    names = [spec.name for spec in specs]
-    if not names:
-        raise OptionError("give at least one --model NAME=PATH to benchmark")
-    if len(set(names)) < len(names):
-        raise OptionError(f"--model names must differ; got {', '.join(names)}")
-    tuned = [spec.name for spec in specs if spec.pilot]
-    if len(tuned) > 1:
-        raise OptionError(
-            f"at most one --model may be fine-tuned on the pilot; got {', '.join(tuned)}"
-        )
-    pilot_rows_of(list(specs))
-
-
-def build_simulator(
-    spec: ModelSpec,
-    *,
-    study: Study,
-    mode: str = "score",
-    api: str = "completions",
-    api_key_env: str | None = None,
-) -> Simulator:
-    """The simulator a spec names, answering in ``mode``: in-process (``HFSimulator``)
-    or served (``ServedSimulator`` through ``api``, with the API key from
-    ``api_key_env``)."""
-    if spec.server:
-        from simval.simulators.served import ServedSimulator
-
-        return ServedSimulator(
-            spec.server, spec.model, study=study, mode=mode, api=api,
-            api_key_env=api_key_env,
-        )  # fmt: skip
-    from simval.simulators.hf import HFSimulator
-
-    return HFSimulator(spec.model, study=study, adapter=spec.adapter, mode=mode)
 
 
 @dataclass(frozen=True)
@@ -168,6 +99,15 @@ class Benchmark:
     human: pd.DataFrame
     rectified: dict[str, Rectified]
     inference_note: str | None = None
+
+    def inference_text(self) -> str:
+        """What each simulator's answers were worth for valid inference, as plain text
+        (what the commands print after the leaderboard): ``inference_note``, then each
+        simulator's ``Rectified.lines``, named."""
+        lines = [self.inference_note] if self.inference_note else []
+        for name, result in self.rectified.items():
+            lines.extend(f"{name}: {line}" for line in result.lines())
+        return "\n".join(lines)
 
 
 def bench(
@@ -195,11 +135,15 @@ def bench(
     reserved = (RESAMPLING, REFERENCE_ROW, HUMAN_ROW)
     taken = [name for name in simulators if name in reserved]
     if taken:
-        raise OptionError(
-            f"simulator name {taken[0]!r} is reserved ({', '.join(map(repr, reserved))})"
-        )
+        others = ", ".join(map(repr, reserved))
+        raise refuse("simulator name", taken[0], f"a name other than {others}")
+    check_count("reps", reps)
+    check_count("resamples", resamples, at_least=0)
+    check_alpha(alpha)
+    check_seed("seed", seed)
+    if inference_share is not None:
+        check_number("inference_share", inference_share, above=0, below=1)
     # statsmodels loads when something is compared, not for the command's help
-    from simval.rectify import rectify
     from simval.validate import validate
 
     for simulator in simulators.values():
@@ -214,46 +158,68 @@ def bench(
             )  # fmt: skip
     rectified, skipped = {}, None
     if inference_share is not None:
-        labeled, rest = pilot(human_df, frac=inference_share, seed=seed)
-        personas = rest.drop(columns=list(study.item_names))
-        rectifiable = tuple(m for m in study.models if m.family in PPI_FAMILIES)
-        if study.weight is not None:
-            skipped = (
-                f"valid inference skipped: the study's survey weights ({study.weight!r}) "
-                "are beyond PPI++ here, which assumes equally weighted humans"
-            )
-            simulators = {}
-        elif len(labeled) < MIN_LABELED:
-            skipped = (
-                f"valid inference skipped: {inference_share:.0%} of {len(human_df)} "
-                f"respondents is {len(labeled)} labeled humans, fewer than {MIN_LABELED}"
-            )
-            simulators = {}
-        elif len(rectifiable) < len(study.models):
-            left = [m for m in study.models if m not in rectifiable]
-            skipped = "valid inference (PPI++) does not cover " + "; ".join(
-                f"{m.formula} (family {m.family})" for m in left
-            )
-            simulators = simulators if rectifiable else {}
-            study = dataclasses.replace(study, models=rectifiable)
-        for name, simulator in simulators.items():
-            with phase(f"rectifying with {name}", enabled=progress):
-                rectified[name] = rectify(
-                    study, labeled, simulator, unlabeled=personas, alpha=alpha,
-                    seed=seed, progress=progress,
-                )  # fmt: skip
+        rectified, skipped = _put_to_use(
+            simulators, human_df, study, share=inference_share, alpha=alpha,
+            seed=seed, progress=progress,
+        )  # fmt: skip
     return Benchmark(
         leaderboard=summary_table(validations), validations=validations, human=human_df,
         rectified=rectified, inference_note=skipped,
     )  # fmt: skip
 
 
+def _put_to_use(
+    simulators: Mapping[str, Simulator],
+    human_df: pd.DataFrame,
+    study: Study,
+    *,
+    share: float,
+    alpha: float,
+    seed: int,
+    progress: bool | None,
+) -> tuple[dict[str, Rectified], str | None]:
+    """Each simulator's ``rectify`` result with ``share`` of the respondents labeled
+    (drawn with ``seed``) and the others' personas simulated-only, on the models PPI++
+    covers; and why valid inference was skipped or limited (None where it was not)."""
+    from simval.rectify import rectify
+
+    labeled, rest = pilot(human_df, frac=share, seed=seed)
+    personas = rest.drop(columns=list(study.item_names))
+    rectifiable = tuple(m for m in study.models if m.family in PPI_FAMILIES)
+    skipped = None
+    if study.weight is not None:
+        skipped = (
+            f"valid inference skipped: the study's survey weights ({study.weight!r}) "
+            "are beyond PPI++ here, which assumes equally weighted humans"
+        )
+        simulators = {}
+    elif len(labeled) < MIN_LABELED:
+        skipped = (
+            f"valid inference skipped: {share:.0%} of {len(human_df)} "
+            f"respondents is {len(labeled)} labeled humans, fewer than {MIN_LABELED}"
+        )
+        simulators = {}
+    elif len(rectifiable) < len(study.models):
+        left = [m for m in study.models if m not in rectifiable]
+        skipped = "valid inference (PPI++) does not cover " + "; ".join(
+            f"{m.formula} (family {m.family})" for m in left
+        )
+        simulators = simulators if rectifiable else {}
+        study = dataclasses.replace(study, models=rectifiable)
+    rectified = {}
+    for name, simulator in simulators.items():
+        with phase(f"rectifying with {name}", enabled=progress):
+            rectified[name] = rectify(
+                study, labeled, simulator, unlabeled=personas, alpha=alpha,
+                seed=seed, progress=progress,
+            )  # fmt: skip
+    return rectified, skipped
+
+
 def prescore(simulator: Simulator, human_df: pd.DataFrame, study: Study) -> None:
     """Score every item for every respondent, if ``simulator`` scores options, so that
     validating it reads its answers from the result store."""
-    if getattr(simulator, "mode", "score") == "score" and hasattr(
-        simulator, "predict_proba"
-    ):
+    if answers_by_scoring(simulator):
         for item in study.items:
             if item.choices is not None:  # a wide number scale is generated instead
                 simulator.predict_proba(human_df, item)
@@ -270,8 +236,7 @@ def evaluation_sample(
     people = human_df.drop(index=[i for i in exclude if i in human_df.index])
     if n is None or n >= len(people):
         return people
-    if n < 10:
-        raise OptionError(f"n={n} is too few respondents to compare; use at least 10")
+    check_count("n", n, at_least=10)
     picked = np.random.default_rng(seed).choice(len(people), size=n, replace=False)
     return people.iloc[np.sort(picked)]
 
@@ -305,17 +270,6 @@ def write_outputs(
         "leaderboard_markdown": md,
         "leaderboard_html": board,
     }
-
-
-def pilot_rows_of(specs: list[ModelSpec]) -> set[Any]:
-    """Every respondent any of the adapters was trained on (they must not be evaluated)."""
-    rows: set[Any] = set()
-    for spec in specs:
-        if spec.adapter:
-            if not Path(spec.adapter).is_dir():
-                raise ModelError(f"adapter folder {spec.adapter!r} does not exist")
-            rows |= set(adapter_record(spec.adapter).get("pilot_index", ()))
-    return rows
 
 
 def existing_adapter(
@@ -399,6 +353,8 @@ def demo(
     from simval.simulators.hf import HFSimulator
     from simval.simulators.loading import load_causal_lm
 
+    check_count("reps", reps)
+    check_number("pilot_frac", pilot_frac, above=0, below=1)
     task = load_task("disclosure", seed=seed)
     study = decision_study(task.study)
     pilot_df, _ = pilot(task.human, frac=pilot_frac, seed=seed)
@@ -513,6 +469,7 @@ def bench_task(
     was trained on is left out before ``n`` are drawn to compare on.
     """
     check_specs(models)
+    check_count("reps", reps)
     out = Path(out_dir)
     pilot_df, compared = task_samples(task, models, n=n, seed=seed)
     specs, notes = list(models), []
@@ -553,7 +510,7 @@ def task_samples(
     """The pilot a ``:pilot`` spec trains on (None without one) and the respondents
     compared: every adapter's pilot left out, then ``n`` drawn; checked, as validate
     would check them (``check_human_models``), before any model is loaded."""
-    from simval.validate import check_human_models
+    from simval.comparison import check_human_models
 
     left_out = pilot_rows_of(list(models))
     pilot_df = task_pilot(task, seed=seed) if any(s.pilot for s in models) else None

@@ -31,9 +31,10 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from simval.errors import OptionError
+from simval.errors import OptionError, check_alpha, check_number, refuse
 from simval.ppi import Components
 from simval.rectify import COMPONENTS, ERRORS, Rectified, check_inputs, rectify
+from simval.results import is_finding
 from simval.study import Study
 
 __all__ = ["Plan", "Tradeoff", "finetune_or_rectify", "plan"]
@@ -96,6 +97,15 @@ class Plan:
             f"{row['safe_cost']:,.0f})."
         )
 
+    def to_text(self) -> str:
+        """The plan as plain text (what ``simval plan`` prints): a ``sentence`` per
+        term, intercepts aside."""
+        rows = self.table[self.table["term"].map(is_finding).astype(bool)]
+        return "\n".join(
+            self.sentence(formula, term)
+            for formula, term in zip(rows["formula"], rows["term"])
+        )
+
 
 def plan(
     pilot: Rectified,
@@ -124,19 +134,12 @@ def plan(
     ((name, value),) = given.items()
     costs = (("cost_human", cost_human), ("cost_simulated", cost_simulated))
     for label, number in (*given.items(), *costs):
-        if (
-            isinstance(number, bool)
-            or not isinstance(number, int | float)
-            or not (0 < number < math.inf)
-        ):
-            raise OptionError(f"{label}={number!r} must be a positive number")
-    alpha = pilot.alpha if alpha is None else alpha
-    if not 0 < alpha < 1:
-        raise OptionError(f"alpha={alpha!r} must lie strictly between 0 and 1")
+        check_number(label, number, above=0)
+    alpha = check_alpha(pilot.alpha if alpha is None else alpha)
     if isinstance(assurance, bool) or not (
         isinstance(assurance, int | float) and 0.5 <= assurance < 1
     ):
-        raise OptionError(f"assurance={assurance!r} must be a number in [0.5, 1)")
+        raise refuse("assurance", assurance, "a number in [0.5, 1)")
     if pilot.components.empty:
         raise OptionError("the pilot has no estimable term to plan for")
     z = scipy.stats.norm.ppf(1 - alpha / 2)
@@ -326,7 +329,8 @@ class Tradeoff:
         from simval.report import plots
 
         rows = self.table[
-            (self.table["formula"] == formula) & (self.table["term"] != "Intercept")
+            (self.table["formula"] == formula)
+            & self.table["term"].map(is_finding).astype(bool)
         ]
         if rows.empty:
             raise OptionError(f"the trade-off has no terms of {formula!r}")
@@ -344,6 +348,14 @@ class Tradeoff:
             "labeled data (dashed: all of them labeled, no simulator)",
             refline=self.humans,
         )  # fmt: skip
+
+    def to_text(self) -> str:
+        """The table as plain text (what ``simval plan --fractions`` prints): per
+        fraction and term (intercepts aside), the humans fine-tuned on and labeled and
+        the effective sample size."""
+        shown = self.table[self.table["term"].map(is_finding).astype(bool)]
+        columns = ["fraction", "n_finetune", "n_labeled", "formula", "term"]
+        return shown[[*columns, "effective_n"]].to_string(index=False)
 
 
 def finetune_or_rectify(
@@ -370,11 +382,8 @@ def finetune_or_rectify(
     from simval.simulators.hf import HFSimulator
 
     shares = [float(f) for f in fractions]
-    bad = [f for f in shares if not 0 <= f < 1]
-    if bad or not shares:
-        raise OptionError(
-            f"fractions={list(fractions)!r} must be numbers in [0, 1), at least one"
-        )
+    if not shares or not all(0 <= f < 1 for f in shares):
+        raise refuse("fractions", list(fractions), "numbers in [0, 1), at least one")
     check_inputs(study, human_df, unlabeled=unlabeled, alpha=alpha)
     rows = []
     for fraction in sorted(set(shares)):

@@ -19,6 +19,10 @@ Simulated-only personas come from one of two places:
   (``ppi.ppi_fit(arms=...)``). What this gains is the variance due to which arm each
   human drew, as regression adjustment does in an experiment; without a treatment
   there is nothing to gain and it is refused.
+
+``split_labeled`` makes a study of this from the humans alone: a random share of them
+labeled, the others' personas simulated-only, and every human's own fit kept to judge
+the rectified estimates by (what ``simval rectify --labeled-frac`` runs).
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -35,17 +38,32 @@ import pandas as pd
 import scipy.special
 import scipy.stats
 
-from simval.errors import DataError, EstimationError, OptionError
+from simval.binding import check_no_leakage
+from simval.errors import (
+    DataError,
+    EstimationError,
+    OptionError,
+    check_alpha,
+    check_count,
+    check_option,
+    refuse,
+)
 from simval.families import CLUSTER_PREFIX, PPI_FAMILIES
+from simval.finetune import pilot
 from simval.formulas import formula_variables
 from simval.ppi import Estimate, Lam, Rows, ppi_fit
 from simval.progress import progress as progress_bar
 from simval.regression import fit
-from simval.simulators.base import Simulator, check_output
-from simval.study import Item, Model, Study
-from simval.validate import categorical_items, check_no_leakage, formula_study
+from simval.results import is_finding
+from simval.simulators.base import (
+    Simulator,
+    StudySimulator,
+    answers_by_scoring,
+    check_output,
+)
+from simval.study import Item, Model, Study, categorical_items, formula_study
 
-__all__ = ["Rectified", "check_inputs", "rectify"]
+__all__ = ["LabeledSplit", "Rectified", "check_inputs", "rectify", "split_labeled"]
 
 METHODS = ("classical", "naive", "rectified")
 """Humans only; simulated-only respondents only; PPI++ on both."""
@@ -89,7 +107,9 @@ COMPONENT_COLUMNS = (
     *ERRORS,
 )  # fmt: skip
 
-ROBUST = "robust"
+SANDWICH = "HC0"
+"""The covariance a model is rectified with unless it clusters (``fit``'s name for the
+sandwich without a small-sample factor, which PPI++'s variance is at λ = 0)."""
 OVERALL_LAM = "tuned_overall"
 """``lam`` value: one λ per model, minimising its terms' summed variance (ppi-python's
 default criterion); rectify's ``"tuned"`` tunes λ for each term. Either is tuned at
@@ -147,10 +167,7 @@ class Rectified:
         rows = self._slopes()
         rows = rows[rows["formula"] == formula]
         if rows.empty:
-            raise OptionError(
-                f"{formula!r} is not a formula of this result; formulas: "
-                + ", ".join(self.table["formula"].unique())
-            )
+            check_option("formula", formula, self.table["formula"].unique())
         n, N = int(rows["n_human"].iloc[0]), int(rows["n_unlabeled"].iloc[0])
         effective = _median(rows["effective_n"])
         return (
@@ -182,16 +199,14 @@ class Rectified:
                 )
         return tuple(failed)
 
-    def to_html(self, path: str | Path, *, name: str = "simulator", **kw: Any) -> Path:
-        """Write the valid-inference report (self-contained HTML and a Markdown twin,
-        ``simval.report.inference.write_rectified_report``); return the HTML's path."""
-        from simval.report.inference import write_rectified_report
-
-        return write_rectified_report({name: self}, out=path, **kw)[0]
+    def lines(self) -> tuple[str, ...]:
+        """Each formula's ``sentence``, then the ``caveats``."""
+        formulas = dict.fromkeys(self.table["formula"])
+        return (*(self.sentence(formula) for formula in formulas), *self.caveats())
 
     def _slopes(self) -> pd.DataFrame:
         """The table without intercepts (what the headline numbers summarise)."""
-        return self.table[self.table["term"] != "Intercept"]
+        return self.table[self.table["term"].map(is_finding).astype(bool)]
 
 
 def rectify(
@@ -201,7 +216,7 @@ def rectify(
     *,
     unlabeled: int | pd.DataFrame,
     family: str = "ols",
-    cov: str = ROBUST,
+    cov: str = SANDWICH,
     items: Sequence[str] | None = None,
     treatment: Sequence[str] | str | None = None,
     alpha: float = 0.05,
@@ -218,9 +233,9 @@ def rectify(
     simulator's expected answers where it gives option probabilities
     (``predict_proba``, in score mode), else the mean of ``samples`` sampled answers;
     an item a formula uses as a factor (``C(item)``) takes the most likely answer.
-    ``cov``: ``"robust"`` (sandwich) or ``"cluster:<column>"`` (labeled rows summed
-    within clusters); with a study, each model's own ``cluster:`` covariance, else
-    robust. ``treatment``: the arm column(s) of a formula (a study declares its own).
+    ``cov``: ``"HC0"`` (the sandwich, as ``fit`` names it) or ``"cluster:<column>"``
+    (labeled rows summed within clusters); with a study, each model's own ``cluster:``
+    covariance, else the sandwich. ``treatment``: the arm column(s) of a formula (a study declares its own).
     ``lam``: ``"tuned"`` (each term's estimate from the fit whose λ minimises that
     term's variance, so no term pays for another's), ``"tuned_overall"`` (one λ per
     model minimising its terms' summed variance, ppi-python's default criterion) or a
@@ -269,6 +284,62 @@ def rectify(
     )  # fmt: skip
 
 
+# --- a labeled subsample of the humans ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabeledSplit:
+    """Some of the humans as the labeled data, the others' personas as the
+    simulated-only respondents, and every human's own fit to judge the result by.
+
+    ``labeled``: the humans drawn (answers included): ``rectify``'s ``human_df``.
+    ``unlabeled``: the other humans' personas, their answers dropped: ``rectify``'s
+    ``unlabeled`` (standard PPI, as the personas come from the same population).
+    ``reference``: each model fitted to all the humans (``Fit.table``'s columns and
+    ``formula``; declared missing codes blanked, as ``rectify`` blanks them), what the
+    report and ``Rectified.to_text`` show as "all humans". ``n_human``: all the humans.
+    """
+
+    labeled: pd.DataFrame
+    unlabeled: pd.DataFrame
+    reference: pd.DataFrame
+    n_human: int
+
+
+def split_labeled(
+    study: Study,
+    human_df: pd.DataFrame,
+    *,
+    frac: float | None = None,
+    n: int | None = None,
+    seed: int | None = 0,
+) -> LabeledSplit:
+    """Label a random ``frac`` (or ``n``) of the humans, drawn with ``seed``; the others'
+    personas become the simulated-only respondents and all of them the reference.
+
+    How good is rectifying on a few humans? Here the answer is known: the fit to every
+    human. Respondents a fine-tuned simulator was trained on must be left out of
+    ``human_df`` first: ``rectify`` refuses them as labeled data
+    (``simval.bench.evaluation_sample(exclude=...)`` drops them).
+    """
+    labeled, rest = pilot(human_df, frac=frac, n=n, seed=seed)
+    everyone = study.blank_missing(human_df)
+    reference = pd.concat(
+        [
+            fit(m.formula, everyone, family=m.family, cov=m.cov).table.assign(
+                formula=m.formula
+            )
+            for m in study.models
+        ]
+    )
+    return LabeledSplit(
+        labeled=labeled,
+        unlabeled=rest.drop(columns=list(study.item_names)),
+        reference=reference,
+        n_human=len(human_df),
+    )
+
+
 # --- checks before any work ---------------------------------------------------------------
 
 
@@ -284,7 +355,7 @@ def check_inputs(
     refuse bad input before it loads a model."""
     _setup(
         formula_or_study, human_df, None, unlabeled=unlabeled, family="ols",
-        cov=ROBUST, items=None, treatment=None, alpha=alpha, lam=lam, samples=1,
+        cov=SANDWICH, items=None, treatment=None, alpha=alpha, lam=lam, samples=1,
     )  # fmt: skip
 
 
@@ -316,20 +387,16 @@ def _setup(
     samples: object,
 ) -> _Setup:
     """Resolve the study and check every input against the human data."""
-    if not 0 < alpha < 1:
-        raise OptionError(f"alpha={alpha!r} must lie strictly between 0 and 1")
+    check_alpha(alpha)
     if lam not in ("tuned", OVERALL_LAM) and not (
         isinstance(lam, int | float) and not isinstance(lam, bool) and 0 <= lam <= 1
     ):
-        raise OptionError(
-            f"lam={lam!r} must be 'tuned', {OVERALL_LAM!r} or a number in [0, 1]"
-        )
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise OptionError(f"samples={samples!r} must be an integer of at least 1")
-    if cov != ROBUST and not (isinstance(cov, str) and cov.startswith(CLUSTER_PREFIX)):
-        raise OptionError(
-            f"cov={cov!r} is not allowed; choose 'robust' or 'cluster:<column>'"
-        )
+        raise refuse("lam", lam, f"'tuned', {OVERALL_LAM!r} or a number in [0, 1]")
+    check_count("samples", samples)
+    if cov != SANDWICH and not (
+        isinstance(cov, str) and cov.startswith(CLUSTER_PREFIX)
+    ):
+        raise refuse("cov", cov, "'HC0' (the sandwich) or 'cluster:<column>'")
     if not isinstance(human_df, pd.DataFrame) or human_df.empty:
         raise DataError("the human data is empty")
     if not human_df.index.is_unique:
@@ -340,7 +407,7 @@ def _setup(
     )  # fmt: skip
     if simulator is not None:
         check_no_leakage(human_df, simulator)
-        if not callable(getattr(simulator, "simulate", None)):
+        if not isinstance(simulator, Simulator):
             raise OptionError(
                 f"{type(simulator).__name__} has no simulate(personas, items, *, seed)"
             )
@@ -382,16 +449,17 @@ def _study(
 ) -> Study:
     """The study to rectify: the one given, or a one-model study of the formula."""
     if isinstance(formula_or_study, Study):
-        if (family, cov, items, treatment) != ("ols", ROBUST, None, None):
+        if (family, cov, items, treatment) != ("ols", SANDWICH, None, None):
             raise OptionError(
                 "family, cov, items and treatment come from the study; leave them unset"
             )
         study = formula_or_study
         study.check_data(human_df)
     else:
+        declared = simulator.study if isinstance(simulator, StudySimulator) else None
         base = formula_study(
-            formula_or_study, human_df, declared=getattr(simulator, "study", None),
-            family=family, cov="HC0" if cov == ROBUST else cov, items=items,
+            formula_or_study, human_df, declared=declared, family=family, cov=cov,
+            items=items,
         )  # fmt: skip
         arms = (treatment,) if isinstance(treatment, str) else tuple(treatment or ())
         absent = [c for c in arms if c not in human_df.columns]
@@ -409,7 +477,7 @@ def _study(
 def _fit_cov(model: Model, persona_columns: Sequence[str]) -> str:
     """The covariance a model is rectified with: its clustering, else the sandwich."""
     if not model.cov.startswith(CLUSTER_PREFIX):
-        return "HC0"
+        return SANDWICH
     column = model.cov.removeprefix(CLUSTER_PREFIX)
     if column not in persona_columns:
         raise DataError(
@@ -436,8 +504,8 @@ def _check_unlabeled(
             )
         return
     if isinstance(unlabeled, bool) or not isinstance(unlabeled, int) or unlabeled < 1:
-        raise OptionError(
-            f"unlabeled={unlabeled!r} must be a persona frame or a positive number"
+        raise refuse(
+            "unlabeled", unlabeled, "a persona frame or a whole number of at least 1"
         )
     if not study.treatment:
         raise OptionError(
@@ -548,7 +616,9 @@ def _predictions(
     """Per persona and item, the expected answer (the most likely one for a factor),
     from option probabilities where the simulator gives them (a number item too wide
     to score aside), else from samples (a number item's mean answer)."""
-    scored = [i for i in items if _scores(simulator) and i.choices is not None]
+    scored = [
+        i for i in items if answers_by_scoring(simulator) and i.choices is not None
+    ]
     drawn = [i for i in items if i not in scored]
     columns = {}
     steps = progress_bar(
@@ -621,17 +691,9 @@ def _summarise(
     return np.where(missing, np.nan, value)
 
 
-def _scores(simulator: object) -> bool:
-    """Whether the simulator answers from option probabilities (``predict_proba``, in
-    score mode where it has modes): else its sampled answers are averaged."""
-    return callable(getattr(simulator, "predict_proba", None)) and (
-        getattr(simulator, "mode", "score") == "score"
-    )
-
-
 def _prediction_kind(simulator: object, *, samples: int) -> str:
     """How the predictions were made, in words (for the result and its report)."""
-    if _scores(simulator):
+    if answers_by_scoring(simulator):
         return "expected answers from the simulator's option probabilities"
     return f"mean of {samples} sampled answers per persona"
 

@@ -7,15 +7,18 @@ the CLI's outputs."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
+from calibration import STUDIES, answers, personas
 from support import binomial_tolerance
 
-from simval import FunctionSimulator, Item, MarginalSimulator, Model, Study
+from simval import FunctionSimulator, MarginalSimulator
 from simval.aggregate import (
     ACROSS,
     MIN_TASKS,
@@ -26,9 +29,8 @@ from simval.aggregate import (
 )
 from simval.bench import (
     RESAMPLING,
-    ModelSpec,
+    bench,
     bench_tasks,
-    parse_model_spec,
     pilot_note,
     task_names,
 )
@@ -38,6 +40,7 @@ from simval.finetune import pilot
 from simval.report import leaderboard_marks, write_aggregate_leaderboard
 from simval.results import HEADLINE, HUMAN_ROW, REFERENCE_ROW, paired_deltas
 from simval.simulators.loading import adapter_record
+from simval.simulators.specs import ModelSpec, parse_model_spec
 from simval.tasks import REAL_TASKS, TASKS, load_task
 from simval.validate import validate
 
@@ -45,39 +48,24 @@ FAST = {"reps": 4, "resamples": 40, "seed": 0}
 Z = scipy.stats.norm.ppf(0.975)
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SIMVAL_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest.py
 
 
 def known_task(*, n: int, seed: int, subgroups: tuple[str, ...] = ()):
-    """A study whose truth is known (y on 0..8 from x and g plus noise), its humans, and
-    simulators: two that draw from the truth (seeds apart), one that ignores x and g."""
-    study = Study(
-        items=(Item("y", "y", {str(c): c for c in range(9)}),),
-        persona=("x", "g"),
-        models=(Model("y ~ x + g"),),
-        subgroups=subgroups,
-    )
-
-    def answers(people: pd.DataFrame, seed) -> pd.Series:
-        rng = np.random.default_rng(seed)
-        latent = (
-            4 + 0.5 * people["x"] - 0.8 * people["g"] + rng.normal(size=len(people))
-        )
-        return pd.Series(np.clip(np.round(latent), 0, 8), index=people.index)
+    """The known OLS process of tests/calibration.py (y on 0..8 from x and g), n humans
+    drawn from ``seed``, and three simulators: two that draw from the truth (seeds
+    apart), one that ignores x and g."""
+    study = dataclasses.replace(STUDIES["ols"], subgroups=subgroups)
 
     def truth(offset: int):
         def simulate(personas: pd.DataFrame, seed) -> pd.DataFrame:
-            return pd.DataFrame(
-                {"y": answers(personas, seed + offset)}, index=personas.index
-            )
+            y = answers(personas, family="ols", seed=seed + offset)
+            return pd.DataFrame({"y": y}, index=personas.index)
 
         return FunctionSimulator(simulate)
 
-    rng = np.random.default_rng(seed)
-    people = pd.DataFrame({"x": rng.normal(size=n), "g": rng.integers(0, 2, size=n)})
-    human = people.assign(y=answers(people, seed + 100))
+    people = personas(n, seed=seed, family="ols")
+    human = people.assign(y=answers(people, family="ols", seed=seed + 100))
     simulators = {
         "perfect": truth(0),
         "perfect too": truth(1000),
@@ -115,7 +103,7 @@ def across(result, name: str, metric: str) -> pd.Series:
 
 def test_the_aggregate_by_hand_against_the_per_task_leaderboards(tmp_path, validations):
     result = aggregate(validations)
-    assert result.tasks == ("one", "two", "three") and result.level == 0.95
+    assert result.tasks == ("one", "two", "three") and result.alpha == 0.05
     names = ("perfect", "perfect too", "marginal", REFERENCE_ROW, HUMAN_ROW)
     assert result.simulators == names
     csv, _, _ = write_aggregate_leaderboard(result, tmp_path)
@@ -256,7 +244,7 @@ def test_consistent_differences_are_marked_inconsistent_ones_are_not():
     0.175, 0.059, 0.429): a t(4) interval of about [−0.05, 0.39] includes 0, so nothing
     is best; five differences of about the same mean that agree across tasks are."""
     issue = [-0.032, 0.210, 0.175, 0.059, 0.429]
-    found = compare_over_tasks(scores_of(issue), metric="sign_f1", level=0.95)
+    found = compare_over_tasks(scores_of(issue), metric="sign_f1", alpha=0.05)
     row = found.iloc[0]
     assert row["best"] == "a" and row["simulator"] == "b" and row["df"] == 4
     half = scipy.stats.t.ppf(0.975, 4) * np.std(issue, ddof=1) / math.sqrt(5)
@@ -264,7 +252,7 @@ def test_consistent_differences_are_marked_inconsistent_ones_are_not():
     assert row["ci_high"] == pytest.approx(np.mean(issue) + half)  # 0.385
     assert across_marks(found) == {("a", "sign_f1"): "tie", ("b", "sign_f1"): "tie"}
     consistent = np.random.default_rng(3).normal(0.17, 0.03, size=5)
-    found = compare_over_tasks(scores_of(consistent), metric="sign_f1", level=0.95)
+    found = compare_over_tasks(scores_of(consistent), metric="sign_f1", alpha=0.05)
     assert found.iloc[0]["ci_low"] > 0
     assert across_marks(found) == {("a", "sign_f1"): "best"}
 
@@ -281,7 +269,7 @@ def test_no_false_best_beyond_alpha_when_the_difference_varies_between_tasks():
     for _ in range(trials):
         errors = rng.uniform(0.02, 0.08, size=5)
         differences = rng.normal(0, 0.15, size=5) + rng.normal(0, 1, size=5) * errors
-        found = compare_over_tasks(scores_of(differences), metric="m", level=0.95)
+        found = compare_over_tasks(scores_of(differences), metric="m", alpha=0.05)
         marked += "best" in across_marks(found).values()
         naive += abs(differences.mean()) > z * math.sqrt(np.sum(errors**2)) / 5
     assert marked / trials <= 0.05 + binomial_tolerance(0.05, trials)
@@ -301,6 +289,36 @@ def test_bad_aggregate_input(validations):
         )
     with pytest.raises(OptionError, match="'nope'"):
         aggregate(validations, references=("nope",))
+
+
+class Unasked:
+    """A scoring simulator that must not be asked: bench checks its settings first."""
+
+    mode = "score"
+
+    def predict_proba(self, personas, item):
+        raise AssertionError("scored before the settings were checked")
+
+    def simulate(self, personas, items, *, seed=None):
+        raise AssertionError("asked before the settings were checked")
+
+
+@pytest.mark.parametrize(
+    "change, refused",
+    [
+        ({"reps": 0}, "reps=0 is not allowed; choose a whole number of at least 1"),
+        ({"resamples": -1}, "resamples=-1 is not allowed"),
+        ({"alpha": 1.0}, "alpha=1.0 is not allowed; choose a number strictly between"),
+        ({"seed": -1}, "seed=-1 is not allowed"),
+        ({"inference_share": 1.5}, "inference_share=1.5 is not allowed"),
+        ({"simulators": {HUMAN_ROW: Unasked()}}, "simulator name='human' is not"),
+    ],
+)
+def test_bench_refuses_bad_settings_before_asking_any_simulator(change, refused):
+    task = load_task("example")
+    arguments = {"simulators": {"m": Unasked()}, **change}
+    with pytest.raises(OptionError, match=f"^{re.escape(refused)}"):
+        bench(human_df=task.human, study=task.study, **arguments)
 
 
 def test_task_names_expand_suites_once_each():

@@ -14,11 +14,12 @@ import pandas as pd
 import pytest
 import typer
 
-from simval.bench import RESAMPLING, ModelSpec, parse_model_spec
+from simval.bench import RESAMPLING
 from simval.cli import app, main
 from simval.errors import OptionError, check_option
 from simval.results import HEADLINE, HUMAN_ROW, REFERENCE_ROW
 from simval.simulators.loading import adapter_record
+from simval.simulators.specs import ModelSpec, parse_model_spec
 from simval.study import Study
 from simval.tasks import load_task, read_human
 
@@ -28,16 +29,7 @@ PLAN = f"plan {EXAMPLE} --human h.csv --model m --unlabeled 9"
 COSTS = "--cost-human 5 --cost-simulated 1"
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SIMVAL_CACHE_DIR", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def example_csv(tmp_path):
-    path = tmp_path / "people.csv"
-    load_task("example").human.iloc[:120].to_csv(path, index_label="respondent")
-    return path
+pytestmark = pytest.mark.usefixtures("private_cache")  # conftest.py
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -96,7 +88,7 @@ def test_bad_model_spec(text):
         ),
         (
             f"finetune {EXAMPLE} --human h.csv --model m --pilot-frac 1.5 --out a",
-            "--pilot-frac 1.5 must lie strictly between 0 and 1",
+            "--pilot-frac=1.5 is not allowed; choose a number strictly between 0 and 1",
         ),
         (
             f"finetune {EXAMPLE} --human h.csv --model m --pilot-n 0 --out a",
@@ -104,7 +96,7 @@ def test_bad_model_spec(text):
         ),
         (
             f"finetune {EXAMPLE} --human h.csv --model m --pilot-n 9 --lr 0 --out a",
-            "--lr 0",
+            "--lr=0.0 is not allowed; choose a positive number",
         ),
         (
             f"finetune {EXAMPLE} --human h.csv --model m --pilot-n 9 --layers 0 --out a",
@@ -124,18 +116,24 @@ def test_bad_model_spec(text):
         ),
         (f"{RECTIFY} --out r.html", "one source"),
         (f"{RECTIFY} --unlabeled 9 --personas p.csv --out r.html", "one source"),
-        (f"{RECTIFY} --labeled-frac 2 --out r.html", "--labeled-frac 2"),
-        (f"{RECTIFY} --unlabeled 9 --lam 3 --out r.html", "--lam 3"),
+        (
+            f"{RECTIFY} --labeled-frac 2 --out r.html",
+            "--labeled-frac=2.0 is not allowed; choose a number strictly between 0 and 1",
+        ),
+        (
+            f"{RECTIFY} --unlabeled 9 --lam 3 --out r.html",
+            "--lam='3' is not allowed; choose tuned, tuned_overall or a number in [0, 1]",
+        ),
         (f"{RECTIFY} --unlabeled 9 --out r.csv", ".html"),
         (f"{RECTIFY} --unlabeled 9 --out r.html", "h.csv"),
         (f"{PLAN} --cost-human 5 --cost-simulated 1 --out p.csv", "exactly one of"),
         (
             f"{PLAN} --cost-human 0 --cost-simulated 1 --budget 10 --out p.csv",
-            "--cost-human 0",
+            "--cost-human=0.0 is not allowed; choose a positive number",
         ),
         (
             f"{PLAN} --budget 9 --fractions 0,1.5 {COSTS} --out p.csv",
-            "--fractions 0,1.5",
+            "--fractions='0,1.5' is not allowed; choose comma-separated numbers",
         ),
         ("task nope --out o", "'nope'"),
         ("task disclosure", "--out"),
@@ -456,7 +454,7 @@ def test_bench_trains_a_pilot_model_as_its_flags_say(capsys, tmp_path, tiny_mode
     assert (record["layers"], record["epochs"], record["batch_size"]) == (1, 1, 8)
     assert record["lr"] == 2e-3
     code, _, err = run(capsys, "bench", *flags, "--lr", "0", "--out", tmp_path / "c")
-    assert code == 2 and "--lr 0 must be a positive number" in err
+    assert code == 2 and "--lr=0.0 is not allowed; choose a positive number" in err
 
 
 def test_bench_rectifies_with_a_tenth_of_the_respondents(
@@ -509,7 +507,6 @@ def test_simval_demo_on_the_default_model(capsys, tmp_path, monkeypatch):
     fine-tuning moves the default model toward the humans' answer distributions (the
     source paper's headline), every phase reports its progress, and a rerun is served
     from the cache (no training, no scoring)."""
-    monkeypatch.setenv("SIMVAL_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)  # --out as a new user types it: a relative folder
     code, out, err = run(capsys, "demo", "--out", "demo")
     assert code == 0, err

@@ -255,7 +255,7 @@ def test_bad_options_are_refused(pilot, options, culprit):
         plan(pilot, **arguments)
 
 
-def test_finetune_or_rectify_splits_the_humans(tmp_path, tiny_model_dir, monkeypatch):
+def test_finetune_or_rectify_splits_the_humans(tmp_path, tiny_model_dir, private_cache):
     """Each fraction fine-tunes on its own pilot and labels the rest (never the same
     person twice: rectify refuses an adapter's pilot as labeled data); fraction 0 is
     the base model with every human; the figure has a bar group per term."""
@@ -263,7 +263,6 @@ def test_finetune_or_rectify_splits_the_humans(tmp_path, tiny_model_dir, monkeyp
     from simval.simulators.loading import adapter_record
     from simval.tasks import load_task
 
-    monkeypatch.setenv("SIMVAL_CACHE_DIR", str(tmp_path / "cache"))
     task = load_task("example")
     humans, frame = task.human.iloc[:80], task.human.iloc[80:280]
     personas = frame.drop(columns=list(task.study.item_names))

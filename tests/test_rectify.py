@@ -13,20 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.special
+from support import binomial_tolerance
 
 from simval.errors import DataError, OptionError, SimvalError
 from simval.ppi import Rows, ppi_fit
-from simval.rectify import TABLE_COLUMNS, Rectified, rectify
+from simval.rectify import TABLE_COLUMNS, Rectified, rectify, split_labeled
 from simval.regression import fit as fit_model
+from simval.report import rectified_text, write_rectified_report
 from simval.simulators.reference import FunctionSimulator
 from simval.study import Item, Model, Study
 
 ALPHA = 0.1
-
-
-def binomial_tolerance(p: float, trials: int, *, z: float = 4.0) -> float:
-    """Half-width of a two-sided band for an observed rate: z binomial standard errors."""
-    return z * math.sqrt(p * (1 - p) / trials)
 
 
 # --- a world: a belief (1-5) and an action (0/1), a persona the formula leaves out --------
@@ -446,23 +443,21 @@ def test_small_labeled_samples_are_warned_of_in_the_table_caveats_and_report(tmp
         assert "rarer answer for 4 coefficients (under 10 per" in warning
         assert ("near separation" in warning) == separated, warning
         assert f"{formula}: warning: {warning}." in result.caveats()
-    markdown = result.to_html(tmp_path / "r.html").with_suffix(".md").read_text()
+    paths = write_rectified_report({"simulator": result}, out=tmp_path / "r.html")
+    markdown = paths[1].read_text()
     assert "Small labeled sample: " in markdown and "near separation" in markdown
 
 
 def test_the_command_prints_the_small_sample_warning(
-    capsys, tmp_path, tiny_model_dir, monkeypatch
+    capsys, tmp_path, tiny_model_dir, private_cache, example_csv
 ):
     """simval rectify with 30 labeled humans prints the logit's warning."""
     from simval.cli import main
     from simval.tasks import load_task
 
-    monkeypatch.setenv("SIMVAL_CACHE_DIR", str(tmp_path / "cache"))
     task = load_task("example")
-    path = tmp_path / "people.csv"
-    task.human.iloc[:120].to_csv(path, index_label="respondent")
     code = main(
-        ["rectify", "simval/tasks/example/study.yaml", "--human", str(path),
+        ["rectify", "simval/tasks/example/study.yaml", "--human", str(example_csv),
          "--model", str(tiny_model_dir), "--labeled-n", "30",
          "--out", str(tmp_path / "r.html")]
     )  # fmt: skip
@@ -470,6 +465,69 @@ def test_the_command_prints_the_small_sample_warning(
     assert code == 0
     logit = next(m.formula for m in task.study.models if m.family == "logit")
     assert f"{logit}: warning: " in out and "per coefficient" in out
+
+
+def test_split_labeled_labels_some_and_fits_every_human():
+    """The labeled humans and the others' personas partition the humans; the
+    reference is each model's fit to all of them, declared missing codes blanked
+    as rectify blanks them (a 9 would otherwise be an answer of 9)."""
+    rng = np.random.default_rng(11)
+    humans = people(rng, 200)
+    humans.loc[humans.index[:15], "belief"] = 9  # "don't know"
+    study = dataclasses.replace(
+        STUDY, items=(dataclasses.replace(BELIEF, missing={"don't know": 9}), ACT)
+    )
+    split = split_labeled(study, humans, frac=0.25, seed=3)
+    assert (len(split.labeled), len(split.unlabeled), split.n_human) == (50, 150, 200)
+    assert sorted([*split.labeled.index, *split.unlabeled.index]) == list(humans.index)
+    assert list(split.unlabeled.columns) == ["x", "z", "arm"]
+    formula = study.models[0].formula
+    blanked = humans.assign(belief=humans["belief"].mask(humans["belief"] == 9))
+    expected = fit_model(formula, blanked, family="logit", cov="HC1").table
+    pd.testing.assert_frame_equal(
+        split.reference.drop(columns="formula").reset_index(drop=True), expected
+    )
+    assert set(split.reference["formula"]) == {formula}
+    again = split_labeled(study, humans, frac=0.25, seed=3)
+    pd.testing.assert_frame_equal(again.labeled, split.labeled)
+    with pytest.raises(OptionError, match="frac"):
+        split_labeled(study, humans, frac=1.5)
+
+
+def test_the_labeled_split_from_python_prints_what_the_command_prints(
+    capsys, tmp_path, tiny_model_dir, monkeypatch
+):
+    """simval rectify --labeled-frac 0.3 is split_labeled, rectify and to_text: the
+    same labeled humans, the same estimates and the same printed table."""
+    from simval.cli import main
+    from simval.simulators.hf import HFSimulator
+    from simval.tasks import load_task, read_human
+
+    monkeypatch.setenv("SIMVAL_CACHE_DIR", str(tmp_path / "cache"))
+    task = load_task("example")
+    path = tmp_path / "people.csv"
+    task.human.iloc[:120].to_csv(path, index_label="respondent")
+    code = main(
+        ["rectify", "simval/tasks/example/study.yaml", "--human", str(path),
+         "--model", str(tiny_model_dir), "--labeled-frac", "0.3",
+         "--out", str(tmp_path / "r.html")]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0
+    split = split_labeled(task.study, read_human(path), frac=0.3, seed=0)
+    simulator = HFSimulator(str(tiny_model_dir), study=task.study)
+    result = rectify(
+        task.study, split.labeled, simulator, unlabeled=split.unlabeled, seed=0,
+        progress=False,
+    )  # fmt: skip
+    text = rectified_text(result, reference=split.reference)
+    assert printed.startswith(text + "\n")
+    assert "all humans" in text.splitlines()[len(result.lines())]
+    table = pd.read_csv(tmp_path / "r.csv")
+    assert set(table["n_human"]) == {36} and set(table["n_unlabeled"]) == {84}
+    np.testing.assert_allclose(
+        table["rectified_estimate"], result.table["rectified_estimate"], rtol=1e-12
+    )
 
 
 def test_a_formula_with_a_treatment_argument():
@@ -499,6 +557,8 @@ class Trained(WorldSimulator):
     [
         ({"lam": 2.0}, OptionError, "lam"),
         ({"cov": "HC3"}, OptionError, "cov"),
+        ({"cov": "robust"}, OptionError,
+         r"^cov='robust' is not allowed; choose 'HC0' \(the sandwich\) or 'cluster:<column>'$"),
         ({"samples": 0}, OptionError, "samples"),
         ({"alpha": 1.5}, OptionError, "alpha"),
         ({"unlabeled": 0}, OptionError, "unlabeled"),
@@ -539,14 +599,14 @@ def test_bad_input_fails_before_any_simulation(change, error, culprit):
 
 
 def test_the_report_shows_every_interval_and_the_sentence(tmp_path):
-    """Rectified.to_html: the guarantee, the sentence, one forest plot and a table per
+    """The rectified report of one simulator: the guarantee, the sentence, one forest plot and a table per
     formula with every method's interval; no absolute path of the machine."""
     rng = np.random.default_rng(9)
     result = rectify(
         STUDY, people(rng, 200), WorldSimulator("good"), unlabeled=600, progress=False
     )
-    html = result.to_html(tmp_path / "r.html", name="good")
-    markdown = html.with_suffix(".md").read_text()
+    html, md = write_rectified_report({"good": result}, out=tmp_path / "r.html")
+    markdown = md.read_text()
     formula = STUDY.models[0].formula
     assert result.sentence(formula).split(":")[1].strip() in markdown.replace("\\", "")
     for header in (

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from simval.rectify import Rectified
 from simval.report import plots
 from simval.report.blocks import (
     Block,
@@ -37,9 +37,6 @@ from simval.report.pages import (
     write_markdown_page,
 )
 from simval.results import is_finding
-
-if TYPE_CHECKING:
-    from simval.rectify import Rectified
 
 TITLE = "Valid inference"
 
@@ -236,3 +233,33 @@ def _interval_cell(row: Mapping, prefix: str) -> Cell:
         ),
         numeric=True,
     )
+
+
+def rectified_text(result: Rectified, *, reference: pd.DataFrame | None = None) -> str:
+    """A ``Rectified`` as plain text (what ``simval rectify`` prints): its ``lines()``,
+    then a row per (term, formula) with each method's estimate [CI] and the gain; with
+    ``reference`` (``rectify.LabeledSplit.reference``), every human's own estimate
+    first."""
+    known = (
+        {}
+        if reference is None
+        else reference.set_index(["formula", "term"]).to_dict("index")
+    )
+    rows = {}
+    for row in result.table.to_dict("records"):
+        shown = {}
+        if known:
+            full = known[row["formula"], row["term"]]
+            shown[ALL_HUMANS] = interval(
+                full["estimate"], full["ci_low"], full["ci_high"]
+            )
+        for method, label in METHOD_LABELS.items():
+            shown[label] = interval(
+                row[f"{method}_estimate"],
+                row[f"{method}_ci_low"],
+                row[f"{method}_ci_high"],
+            )
+        shown["gain"] = f"{row['gain']:.2f}"
+        rows[f"{row['term']} ({row['formula']})"] = shown
+    table = pd.DataFrame.from_dict(rows, orient="index").to_string()
+    return "\n".join((*result.lines(), table))
