@@ -44,7 +44,7 @@ DEMO_FLAGS = " ".join(
 """The finetune flags that train as ``simval demo`` does (``simval.bench.DEMO_TRAINING``)."""
 
 Reps = Annotated[int, option("N", "Replicate synthetic samples per simulator.", min=1)]
-Seed = Annotated[int, option("SEED", "Seed of every random step.")]
+Seed = Annotated[int, option("SEED", "Seed of every random step.", min=0)]
 Count = Annotated[
     int | None,
     option("N", "Compare on this many respondents, drawn at random (default: all).",
@@ -154,7 +154,9 @@ TaskFolder = Annotated[
     option("FOLDER", "Folder for study.yaml and data.csv (made if missing; existing "
            "files are never overwritten)."),
 ]  # fmt: skip
-PopulationSeed = Annotated[int, option("SEED", "Seed of the simulated population.")]
+PopulationSeed = Annotated[
+    int, option("SEED", "Seed of the simulated population.", min=0)
+]
 AdapterFolder = Annotated[
     Path, option("FOLDER", "Folder the LoRA adapter is written to.")
 ]

@@ -136,6 +136,8 @@ def test_bad_model_spec(text):
             "--fractions='0,1.5' is not allowed; choose comma-separated numbers",
         ),
         ("task nope --out o", "'nope'"),
+        ("task example --seed -1 --out o", "--seed"),
+        (f"{RECTIFY} --unlabeled 9 --seed -1 --out r.html", "--seed"),
         ("task disclosure", "--out"),
         ("frobnicate", "frobnicate"),
     ],
