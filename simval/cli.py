@@ -137,13 +137,13 @@ def validate_command(
     chosen = flags.ModelFlags(model, adapter, mode, api, api_key_env)
     pilot = pilot_rows_of([chosen.spec()])
     compared = evaluation_sample(people, exclude=pilot, n=n, seed=seed)
-    missing = _echo_missing_personas(declared, compared)
+    _echo_missing_personas(declared, compared)
     # bench, not validate: the model beside the resampling reference on the same
     # seed, then put to use for valid inference, is what this command reports
     result = bench(
         {"model": chosen.simulator(declared)}, compared, declared, reps=reps, seed=seed
     )
-    notes = [f"Respondents: {len(compared)} from {human}.", *missing]
+    notes = [f"Respondents: {len(compared)} from {human}."]
     if result.inference_note:
         notes.append(f"{result.inference_note.capitalize()}.")
     if pilot:
@@ -516,14 +516,13 @@ def _study_and_human(study: Path, human: Path) -> tuple[Study, pd.DataFrame]:
     return declared, people
 
 
-def _echo_missing_personas(declared: Study, compared: pd.DataFrame) -> tuple[str, ...]:
+def _echo_missing_personas(declared: Study, compared: pd.DataFrame) -> None:
     """Say how many compared respondents miss persona values and what is done with them
-    (``Study.missing_persona_note``); the note, if any, for the report's notes."""
+    (``Study.missing_persona_note``; the report repeats it from the validations'
+    notes)."""
     note = declared.missing_persona_note(compared)
-    if note is None:
-        return ()
-    typer.echo(note)
-    return (note,)
+    if note is not None:
+        typer.echo(note)
 
 
 def _check_suffix(path: Path, suffix: str) -> None:

@@ -580,6 +580,23 @@ def test_a_validation_saved_before_the_simulated_interval_renders_the_same(
     assert first.read_text(encoding="utf-8") == second.read_text(encoding="utf-8")
 
 
+def test_the_report_repeats_the_missing_persona_note_from_python(tmp_path, task):
+    """A report written from Python says which respondents miss persona values, as
+    the validation's notes do (no side input from the command needed)."""
+    holes = task.human.copy()
+    holes.loc[holes.index[:2], "age"] = np.nan
+    found = validate(task.study, holes, MarginalSimulator(holes), **FAST)
+    note = found.notes["missing_personas"]
+    assert note.startswith("2 respondents have missing persona values (age: 2)")
+    page = write_html(found, out=tmp_path / "r.html").read_text(encoding="utf-8")
+    assert html.unescape(page).count(note) == 1
+    clean = write_html(
+        validate(task.study, task.human, MarginalSimulator(task.human), **FAST),
+        out=tmp_path / "clean.html",
+    ).read_text(encoding="utf-8")
+    assert "Persona values" in page and "Persona values" not in clean
+
+
 def test_one_validation_writes_its_reports(tmp_path, validations):
     """One Validation, named by its simulator, or a mapping naming it (the library
     writes no report: ``simval.report`` reads it)."""

@@ -286,6 +286,8 @@ def _simulator_blocks(validations: Mapping[str, Validation]) -> list[Block]:
     )
     if first.notes.get("missing_answers"):
         blocks.append(Text(first.notes["missing_answers"], lead="Human answers"))
+    if first.notes.get("missing_personas"):
+        blocks.append(Text(first.notes["missing_personas"], lead="Persona values"))
     if first.notes.get("weights"):
         blocks.append(Text(first.notes["weights"], lead="Survey weights"))
     warnings = tuple(
