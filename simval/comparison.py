@@ -433,10 +433,10 @@ def _reach(
     }
 
 
-def _small(plan: Binding, model: Model, human: Fit, rows: pd.DataFrame) -> bool:
+def _small(binding: Binding, model: Model, human: Fit, rows: pd.DataFrame) -> bool:
     """A cell too small to judge: under ``min_subgroup_n`` respondents, or too few
     events per coefficient (``few_events``)."""
-    return len(rows) < plan.min_subgroup_n or few_events(model, human, rows)
+    return len(rows) < binding.min_subgroup_n or few_events(model, human, rows)
 
 
 def few_events(model: Model, human: Fit, rows: pd.DataFrame) -> bool:

@@ -609,7 +609,7 @@ def draw_rows(
 
 
 def simulate_replicates(
-    plan: Binding,
+    binding: Binding,
     simulator: Simulator,
     personas: pd.DataFrame,
     draws: Sequence[np.ndarray],
@@ -631,14 +631,16 @@ def simulate_replicates(
     )  # fmt: skip
     for positions, seed in steps:
         drawn = personas.iloc[positions]
-        answers = simulator.simulate(drawn, plan.study.items, seed=seed)
+        answers = simulator.simulate(drawn, binding.study.items, seed=seed)
         answers = check_output(
-            answers, personas=drawn, items=plan.study.items, simulator=simulator
+            answers, personas=drawn, items=binding.study.items, simulator=simulator
         )
         # a declared non-answer (a resampled human's "don't know") is a missing answer
-        sample = pd.concat([drawn, plan.study.blank_missing(answers)], axis=1)
-        if plan.cluster is not None:
-            sample[plan.cluster] = cluster_draw_ids(drawn[plan.cluster], positions)
+        sample = pd.concat([drawn, binding.study.blank_missing(answers)], axis=1)
+        if binding.cluster is not None:
+            sample[binding.cluster] = cluster_draw_ids(
+                drawn[binding.cluster], positions
+            )
         samples.append(sample)
     return samples
 
