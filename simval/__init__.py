@@ -58,7 +58,9 @@ sys.modules[__name__].__class__ = _Package
 def _submodules() -> set[str]:
     """The public submodules and subpackages (``metrics``, ``report``, ...), listed
     from the package's folder without importing them."""
-    return {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    return {
+        m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")
+    }
 
 
 def __getattr__(name: str) -> object:
