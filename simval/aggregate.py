@@ -23,11 +23,10 @@ import pandas as pd
 import scipy.stats
 
 from simval.errors import DataError, OptionError, check_alpha
+from simval.headline import HEADLINE, Metric
 from simval.results import (
-    HEADLINE,
     HUMAN_ROW,
     REFERENCE_ROW,
-    Metric,
     Validation,
     best_marks,
     check_references,

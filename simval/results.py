@@ -23,9 +23,7 @@ import scipy.stats
 
 from simval.errors import DataError, OptionError
 from simval.families import EQUATION_SEPARATOR, THRESHOLD_PREFIX
-
-# HUMAN_LEVELS and Metric: re-exported for the readers that import them from here
-from simval.headline import HEADLINE, HUMAN_LEVELS, METRICS, Direction, Metric  # noqa: F401
+from simval.headline import HEADLINE, METRICS, Direction
 from simval.metrics import simulated_interval
 from simval.study import Study, study_from_dict, study_to_dict
 

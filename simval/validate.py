@@ -334,7 +334,7 @@ def fresh_reference(
 
     Known limit: answer vectors are reused, so a replicate holds fewer distinct answer
     patterns than a fresh sample; for patterns, entropy and incoherence the humans' own
-    value is the reference (``results.HEADLINE``).
+    value is the reference (``headline.HEADLINE``).
     """
     check_count("reps", reps)
     check_seed("seed", seed)

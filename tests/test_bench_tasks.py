@@ -37,8 +37,9 @@ from simval.bench import (
 from simval.cli import main
 from simval.errors import DataError, EstimationError, OptionError
 from simval.finetune import pilot
+from simval.headline import HEADLINE
 from simval.report import leaderboard_marks, write_aggregate_leaderboard
-from simval.results import HEADLINE, HUMAN_ROW, REFERENCE_ROW, paired_deltas
+from simval.results import HUMAN_ROW, REFERENCE_ROW, paired_deltas
 from simval.simulators.loading import adapter_record
 from simval.simulators.specs import ModelSpec, parse_model_spec
 from simval.tasks import REAL_TASKS, TASKS, load_task

@@ -17,7 +17,8 @@ import typer
 from simval.bench import RESAMPLING
 from simval.cli import app, main
 from simval.errors import OptionError, check_option
-from simval.results import HEADLINE, HUMAN_ROW, REFERENCE_ROW
+from simval.headline import HEADLINE
+from simval.results import HUMAN_ROW, REFERENCE_ROW
 from simval.simulators.loading import adapter_record
 from simval.simulators.specs import ModelSpec, parse_model_spec
 from simval.study import Study

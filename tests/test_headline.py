@@ -16,12 +16,20 @@ import pytest
 from simval import MarginalSimulator
 from simval.comparison import REPLICATE_SCORES
 from simval.errors import OptionError
-from simval.headline import BUILT_IN, HEADLINE, Metric, mean_over_items, registered
+from simval.headline import (
+    BUILT_IN,
+    HEADLINE,
+    HUMAN_LEVELS,
+    METRICS,
+    Metric,
+    mean_over_items,
+    registered,
+)
 from simval.metrics import geometric_mean, nan_mean
 from simval.report import write_html, write_leaderboard
 from simval.report.blocks import interval, md_escape, number
 from simval.report.leaderboard import leaderboard_text
-from simval.results import HUMAN_LEVELS, METRICS, REFERENCE_ROW, summary_table
+from simval.results import REFERENCE_ROW, summary_table
 from simval.simulators import BootstrapSimulator
 from simval.tasks import load_task
 from simval.validate import validate

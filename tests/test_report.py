@@ -26,6 +26,7 @@ from calibration import STUDIES, answers, known_simulator, personas
 import simval
 from simval import Item, MarginalSimulator
 from simval.errors import DataError, OptionError
+from simval.headline import HEADLINE
 from simval.report import (
     SECTION_TITLES,
     build_sections,
@@ -40,7 +41,6 @@ from simval.report.blocks import md_escape, number
 from simval.report.pages import figures_of
 from simval.report.render import CAVEAT
 from simval.results import (
-    HEADLINE,
     HUMAN_ROW,
     REFERENCE_ROW,
     Validation,

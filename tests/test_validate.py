@@ -26,7 +26,8 @@ from simval import (
     Validation,
     validate,
 )
-from simval.results import HEADLINE, HUMAN_LEVELS, decide
+from simval.headline import HEADLINE, HUMAN_LEVELS
+from simval.results import decide
 from simval.tasks import load_task
 from simval.validate import OVERALL, compare, validate_each
 

@@ -1,6 +1,6 @@
 """The leaderboard: simulators side by side on the headline metrics, the best ones marked.
 
-The metrics, their labels and what "better" means come from ``simval.results.HEADLINE``;
+The metrics, their labels and what "better" means come from ``simval.headline.HEADLINE``;
 the marks from ``simval.results.rank``: "best" (bold) for a simulator distinguishable
 from every other by a paired-difference CI, "tie" (italic) for the best and every
 simulator not distinguishable from it. The fresh-sample reference, the humans' own
@@ -18,13 +18,12 @@ import pandas as pd
 
 from simval.aggregate import ACROSS, MIN_TASKS, SAMPLING_ERROR, TEST, Aggregate
 from simval.errors import DataError, OptionError
+from simval.headline import HEADLINE, Metric
 from simval.report.blocks import Cell, Table, cell, interval, number
 from simval.report.pages import render_leaderboard
 from simval.results import (
-    HEADLINE,
     HUMAN_ROW,
     REFERENCE_ROW,
-    Metric,
     Validation,
     check_references,
     rank,
