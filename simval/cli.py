@@ -1,7 +1,7 @@
 """The ``simval`` command: task, validate, finetune, rectify, plan, bench and demo.
 
 Each command checks its flags, calls the library and prints with the library's own
-renderers (``leaderboard_text``, ``aggregate_text``, ``Rectified.to_text``,
+renderers (``leaderboard_text``, ``aggregate_text``, ``report.rectified_text``,
 ``Plan.to_text``); the workflows live in the library. Exit status 0 on success (bare
 ``simval`` prints the help), 2 on bad input with one line on stderr naming the
 culprit (checked before any model is loaded where possible), 1 on anything else.

@@ -297,7 +297,7 @@ class LabeledSplit:
     ``unlabeled`` (standard PPI, as the personas come from the same population).
     ``reference``: each model fitted to all the humans (``Fit.table``'s columns and
     ``formula``; declared missing codes blanked, as ``rectify`` blanks them), what the
-    report and ``Rectified.to_text`` show as "all humans". ``n_human``: all the humans.
+    report and ``report.rectified_text`` show as "all humans". ``n_human``: all the humans.
     """
 
     labeled: pd.DataFrame

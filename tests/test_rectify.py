@@ -495,18 +495,16 @@ def test_split_labeled_labels_some_and_fits_every_human():
 
 
 def test_the_labeled_split_from_python_prints_what_the_command_prints(
-    capsys, tmp_path, tiny_model_dir, monkeypatch
+    capsys, tmp_path, tiny_model_dir, private_cache, example_csv
 ):
-    """simval rectify --labeled-frac 0.3 is split_labeled, rectify and to_text: the
-    same labeled humans, the same estimates and the same printed table."""
+    """simval rectify --labeled-frac 0.3 is split_labeled, rectify and rectified_text:
+    the same labeled humans, the same estimates and the same printed table."""
     from simval.cli import main
     from simval.simulators.hf import HFSimulator
     from simval.tasks import load_task, read_human
 
-    monkeypatch.setenv("SIMVAL_CACHE_DIR", str(tmp_path / "cache"))
     task = load_task("example")
-    path = tmp_path / "people.csv"
-    task.human.iloc[:120].to_csv(path, index_label="respondent")
+    path = example_csv
     code = main(
         ["rectify", "simval/tasks/example/study.yaml", "--human", str(path),
          "--model", str(tiny_model_dir), "--labeled-frac", "0.3",
