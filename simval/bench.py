@@ -5,8 +5,10 @@ respondents next to the resampling reference and returns the leaderboard and the
 validations a report reads (each carries its own option shares, decisions and its
 fresh-sample reference values); ``bench_task`` runs it on a built-in task from model
 specs (fine-tuning on the task's pilot where a spec asks) and writes its outputs;
-``bench_tasks`` does so for several tasks and summarises them (``simval.aggregate``);
-``demo`` compares the default model before and after fine-tuning on a 10% pilot.
+``bench_study`` does the same on a researcher's own study and respondents
+(``own_task``); ``bench_tasks`` does so for several tasks and summarises them
+(``simval.aggregate``); ``demo`` compares the default model before and after
+fine-tuning on a 10% pilot.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ import numpy as np
 import pandas as pd
 
 from simval.aggregate import Aggregate, aggregate
+from simval.defaults import (
+    DEMO_RESPONDENTS,
+    DEMO_TRAINING,
+    PILOT_SHARE,
+    TASK_SUITES,
+    TASKS,
+)
 from simval.errors import (
     OptionError,
     SimvalError,
@@ -36,7 +45,8 @@ from simval.errors import (
 from simval.families import PPI_FAMILIES
 from simval.finetune import finetune, pilot
 from simval.formulas import formula_variables
-from simval.progress import phase
+from simval.outputs import seen_from
+from simval.progress import phase, quiet
 from simval.results import (
     HUMAN_ROW,
     OVERALL,
@@ -54,10 +64,11 @@ from simval.simulators.specs import (
     ModelSpec,
     build_simulator,
     check_specs,
+    parse_model_spec,
     pilot_rows_of,
 )
 from simval.study import Study
-from simval.tasks import REAL_TASKS, SIMULATED_TASKS, TASKS, Task, load_task
+from simval.tasks import Task, load_task, read_human
 
 if TYPE_CHECKING:
     from simval.rectify import Rectified
@@ -75,10 +86,6 @@ fine-tuning pilot was 10%; the same budget of humans put to another use)."""
 is centred on them and looks closer to them than any independent sample could; a
 reference shown beside the models, never ranked. The perfect-simulator benchmark is
 the ``fresh reference`` row (the fresh-sample reference every validation runs)."""
-
-
-PILOT_SHARE = 0.1
-"""The share of a task's respondents a ``:pilot`` spec is fine-tuned on (the paper's 10%)."""
 
 
 @dataclass(frozen=True)
@@ -146,8 +153,9 @@ def bench(
     # statsmodels loads when something is compared, not for the command's help
     from simval.validate import validate
 
-    for simulator in simulators.values():
-        prescore(simulator, human_df, study)
+    with quiet(progress):  # the simulators' own scoring bars
+        for simulator in simulators.values():
+            prescore(simulator, human_df, study)
     everyone = {**simulators, RESAMPLING: BootstrapSimulator(human_df)}
     validations = {}
     for name, simulator in everyone.items():
@@ -242,20 +250,27 @@ def evaluation_sample(
 
 
 def write_outputs(
-    result: Benchmark, *, task: Task, out_dir: str | Path, notes: tuple[str, ...] = ()
+    result: Benchmark,
+    *,
+    task: Task,
+    out_dir: str | Path,
+    notes: tuple[str, ...] = (),
+    title: str | None = None,
 ) -> dict[str, Path]:
-    """The report (HTML + Markdown) and the leaderboard (CSV, Markdown, HTML) in ``out_dir``."""
+    """The report (HTML + Markdown) and the leaderboard (CSV, Markdown, HTML) in
+    ``out_dir``; the report titled ``title``, else by the task (``benchmark_title``)."""
     from simval.report import write_leaderboard, write_report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    notes = (*notes, f"Respondents: {len(result.human)} from {task.source}.")
+    source = seen_from(out, task.source) if Path(task.source).is_file() else task.source
+    notes = (*notes, f"Respondents: {len(result.human)} from {source}.")
     if result.inference_note:
         notes = (*notes, f"{result.inference_note.capitalize()}.")
     html, markdown = write_report(
         result.validations,
         out=out / "report.html",
-        title=f"simval benchmark: the {task.name} task",
+        title=title or benchmark_title(task),
         notes=notes,
         references=(RESAMPLING,),
         rectified=result.rectified,
@@ -270,6 +285,14 @@ def write_outputs(
         "leaderboard_markdown": md,
         "leaderboard_html": board,
     }
+
+
+def benchmark_title(task: Task) -> str:
+    """The report's default title: "the beps task" for a built-in task, the study's own
+    name (its file's stem) for a researcher's study."""
+    return "simval benchmark: " + (
+        f"the {task.name} task" if task.name in TASKS else task.name
+    )
 
 
 def existing_adapter(
@@ -297,17 +320,6 @@ def existing_adapter(
     }
     return out_dir if all(made.get(k) == v for k, v in same.items()) else None
 
-
-DEMO_RESPONDENTS = 300
-"""Holdout respondents the demo compares on: enough that the humans' own disclosure
-models find effects (2 significant terms in each formula on the demo's 300; at 60,
-none), few enough that a 2-core CPU scores both models in about 2.5 core-minutes."""
-
-DEMO_TRAINING = {"epochs": 2, "layers": 4, "batch_size": 16, "lr": 1e-3}
-"""The demo's LoRA run: LoRA on the last 4 of SmolLM2's 30 blocks (the blocks below run
-forward only), two epochs at a raised learning rate, whole (item, arm) groups per
-batch: cheap enough for the five-minute demo (docs/runs.md), still moving the model
-visibly."""
 
 DEMO_DTYPE = "fast"
 """The demo scores in bfloat16 where the CPU computes it natively (1.6x faster scoring
@@ -458,9 +470,11 @@ def bench_task(
     api_key_env: str | None = None,
     cache_dir: str | Path | None = None,
     progress: bool | None = None,
+    title: str | None = None,
     **training: Any,
 ) -> tuple[Benchmark, dict[str, Path]]:
-    """Benchmark ``models`` on ``task``; write its report and leaderboard in ``out_dir``.
+    """Benchmark ``models`` on ``task``; write its report (titled ``title``, else by the
+    task) and leaderboard in ``out_dir``.
 
     A spec asking for the pilot (``NAME=PATH:pilot``) is first LoRA-fine-tuned, as
     ``demo`` does, on a random ``PILOT_SHARE`` of the task's respondents drawn with
@@ -501,7 +515,8 @@ def bench_task(
         simulators, compared, task.study, reps=reps, seed=seed, progress=progress
     )
     notes = (*notes, *([missing] if missing else []))
-    return result, write_outputs(result, task=task, out_dir=out, notes=notes)
+    paths = write_outputs(result, task=task, out_dir=out, notes=notes, title=title)
+    return result, paths
 
 
 def task_samples(
@@ -509,25 +524,72 @@ def task_samples(
 ) -> tuple[pd.DataFrame | None, pd.DataFrame]:
     """The pilot a ``:pilot`` spec trains on (None without one) and the respondents
     compared: every adapter's pilot left out, then ``n`` drawn; checked, as validate
-    would check them (``check_human_models``), before any model is loaded."""
-    from simval.comparison import check_human_models
-
+    would check them (``check_sample``), before any model is loaded."""
     left_out = pilot_rows_of(list(models))
     pilot_df = task_pilot(task, seed=seed) if any(s.pilot for s in models) else None
     if pilot_df is not None:
         left_out |= set(pilot_df.index)
     compared = evaluation_sample(task.human, exclude=left_out, n=n, seed=seed)
-    try:
-        check_human_models(task.study, compared)
-    except SimvalError as exc:
-        raise type(exc)(
-            f"the {task.name} task, on the {len(compared)} respondents compared: {exc}"
-        ) from exc
+    what = f"the {task.name} task" if task.name in TASKS else task.source
+    check_sample(task.study, compared, what=what)
     return pilot_df, compared
 
 
-TASK_SUITES = {"real": REAL_TASKS, "simulated": SIMULATED_TASKS, "all": TASKS}
-"""Names that stand for several tasks in ``bench_tasks``."""
+def check_sample(study: Study, compared: pd.DataFrame, *, what: str) -> None:
+    """Run every data check and fit the humans' own models on the respondents compared
+    (``check_human_models``), before any simulator is built, so a study its data
+    cannot estimate fails at once; the error names ``what`` and the sample's size."""
+    from simval.comparison import check_human_models
+
+    try:
+        check_human_models(study, compared)
+    except SimvalError as exc:
+        raise type(exc)(
+            f"{what}, on the {len(compared)} respondents compared: {exc}"
+        ) from exc
+
+
+def own_task(
+    study: Study | str | Path,
+    human: str | Path | pd.DataFrame,
+    *,
+    name: str | None = None,
+    source: str | None = None,
+) -> Task:
+    """A researcher's own study (a ``Study`` or its YAML file) and respondents (a data
+    file or a DataFrame, checked against the study) as a ``Task`` that ``bench_task``
+    ranks models on exactly as on a built-in one. ``name`` (default: the study file's
+    stem, else "study") names it in the report; ``source`` (default: the data file,
+    else "a DataFrame") says where the respondents come from."""
+    declared = study if isinstance(study, Study) else Study.from_yaml(study)
+    if name is None:
+        name = "study" if isinstance(study, Study) else Path(study).stem
+    people = read_human(human)
+    if source is None:
+        source = "a DataFrame" if isinstance(human, pd.DataFrame) else str(human)
+    declared.check_data(people, what=source)
+    return Task(name=name, study=declared, human=people, source=source, simulated=False)
+
+
+def bench_study(
+    study: Study | str | Path,
+    human: str | Path | pd.DataFrame,
+    models: Sequence[ModelSpec | str],
+    *,
+    out_dir: str | Path,
+    name: str | None = None,
+    **options: Any,
+) -> tuple[Benchmark, dict[str, Path]]:
+    """Rank ``models`` (``ModelSpec``s or ``NAME=SPEC`` texts, as ``--model`` takes) on
+    your own study and respondents, as ``bench_task`` ranks them on a built-in task:
+    a ``NAME=PATH:pilot`` model is fine-tuned on a random ``PILOT_SHARE`` pilot, every
+    adapter's pilot is left out, and every model is compared on the same remaining
+    respondents (``n`` of them if given), paired. ``options``: ``bench_task``'s
+    keywords. Returns the benchmark and the paths of its report and leaderboard."""
+    specs = [m if isinstance(m, ModelSpec) else parse_model_spec(m) for m in models]
+    check_specs(specs)
+    task = own_task(study, human, name=name)
+    return bench_task(task, specs, out_dir=out_dir, **options)
 
 
 def task_names(names: Sequence[str]) -> tuple[str, ...]:

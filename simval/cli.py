@@ -1,4 +1,4 @@
-"""The ``simval`` command: task, validate, finetune, rectify, plan, bench and demo.
+"""The ``simval`` command: task, init, validate, finetune, rectify, plan, bench and demo.
 
 Each command checks its flags, calls the library and prints with the library's own
 renderers (``leaderboard_text``, ``aggregate_text``, ``report.rectified_text``,
@@ -15,23 +15,31 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from typer.core import TyperCommand
 
+# what the flags and the help need only: the commands import the library when they run
 from simval import cli_flags as flags
-from simval.bench import DEMO_RESPONDENTS, DEMO_TRAINING
-from simval.errors import OptionError, SimvalError, check_number, refuse
-from simval.finetune import finetune
+from simval.defaults import (
+    DEMO_RESPONDENTS,
+    DEMO_TRAINING,
+    FINETUNE_DEFAULTS,
+    TASK_SUITES,
+)
+from simval.errors import OptionError, SimvalError, check_number
+from simval.outputs import check_output, seen_from
 from simval.runtime import prepare_torch
-from simval.study import Study
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from simval.bench import Benchmark
     from simval.rectify import LabeledSplit, Rectified
+    from simval.simulators.specs import ModelSpec
+    from simval.study import Study
+    from simval.tasks import Task
 
 app = typer.Typer(
     add_completion=False,
@@ -104,6 +112,7 @@ def task_command(
     population, or a real survey's respondents) to try validate, finetune and bench on."""
     from simval.tasks import load_task, write_task
 
+    check_output(out, folder=True)
     loaded = load_task(task, seed=seed)
     study, data = write_task(loaded, out_dir=out)
     kind = (
@@ -119,31 +128,58 @@ def task_command(
     )
 
 
+@app.command("init", cls=_Command)
+def init_command(data: flags.SurveyFile, out: flags.DraftFolder) -> None:
+    """Draft a study.yaml from a survey file: items, options and missing codes from its
+    value labels, persona columns and their prompt text, a model to fill in."""
+    from simval.draft import write_draft
+
+    check_output(out, folder=True)
+    path, draft = write_draft(data, out_dir=out)
+    if note := draft.survey.reading_note:
+        typer.echo(note)
+    study = draft.study
+    left = ", ".join(draft.left_out) or "none"
+    items, persona = len(study.items), len(study.persona)
+    typer.echo(
+        f"study: {path} ({items} item{'s' * (items != 1)}, {persona} persona "
+        f"column{'s' * (persona != 1)}; left out: {left})\n"
+        "next: edit the guesses its comments name, then: "
+        f"simval validate {path} --human {data} --model default --out report.html"
+    )
+
+
 @app.command("validate", cls=_Command)
 def validate_command(
     study: flags.StudyFile, human: flags.Human, model: flags.ModelOrServed,
     out: flags.HtmlReport, adapter: flags.Adapter = None,
     mode: flags.AnswerMode = "score", api: flags.ServedApi = "completions",
     api_key_env: flags.ApiKeyEnv = None, reps: flags.Reps = 20, seed: flags.Seed = 0,
-    n: flags.Count = None,
+    n: flags.Count = None, dry_run: flags.DryRun = False, price: flags.Price = None,
+    title: flags.Title = None,
 ) -> None:  # fmt: skip
     """Compare one model's simulated respondents with the humans; write a report."""
-    from simval.bench import RESAMPLING, bench, evaluation_sample
+    from simval.bench import RESAMPLING, bench, check_sample, evaluation_sample
     from simval.report import write_report
     from simval.simulators.specs import pilot_rows_of
 
-    _check_suffix(out, ".html")
+    check_output(out, suffix=".html")
     declared, people = _study_and_human(study, human)
     chosen = flags.ModelFlags(model, adapter, mode, api, api_key_env)
-    pilot = pilot_rows_of([chosen.spec()])
+    spec = chosen.spec()  # named by its model and adapter
+    pilot = pilot_rows_of([spec])
     compared = evaluation_sample(people, exclude=pilot, n=n, seed=seed)
+    check_sample(declared, compared, what=str(human))  # before the model loads
     _echo_missing_personas(declared, compared)
+    if dry_run:  # every check has run; the model would load next
+        _dry_run("validate", chosen, declared, [compared], reps=reps, price=price)
     # bench, not validate: the model beside the resampling reference on the same
     # seed, then put to use for valid inference, is what this command reports
     result = bench(
-        {"model": chosen.simulator(declared)}, compared, declared, reps=reps, seed=seed
-    )
-    notes = [f"Respondents: {len(compared)} from {human}."]
+        {spec.name: chosen.simulator(declared)}, compared, declared, reps=reps,
+        seed=seed,
+    )  # fmt: skip
+    notes = [f"Respondents: {len(compared)} from {seen_from(out.parent, human)}."]
     if result.inference_note:
         notes.append(f"{result.inference_note.capitalize()}.")
     if pilot:
@@ -151,7 +187,8 @@ def validate_command(
             f"{len(pilot)} pilot respondents the adapter was trained on are left out."
         )
     paths = write_report(
-        result.validations, out=out, title=f"simval report: {study.name}", notes=notes,
+        result.validations, out=out, title=title or f"simval report: {_study_name(study)}",
+        notes=notes,
         references=(RESAMPLING,), rectified=result.rectified,
     )  # fmt: skip
     _echo_benchmark(result)
@@ -170,21 +207,24 @@ def finetune_command(
     study: flags.StudyFile, human: flags.Human, model: flags.Model,
     out: flags.AdapterFolder, pilot_frac: flags.PilotFrac = None,
     pilot_n: flags.PilotN = None, strategy: flags.PilotStrategy = "random",
-    by: flags.By = None, epochs: flags.Epochs = flags.TRAINING["epochs"].default,
-    lr: flags.LearningRate = flags.TRAINING["lr"].default,
-    layers: flags.Layers = flags.TRAINING["layers"].default,
-    batch_size: flags.BatchSize = flags.TRAINING["batch_size"].default,
-    seed: flags.Seed = 0,
+    by: flags.By = None, epochs: flags.Epochs = FINETUNE_DEFAULTS["epochs"],
+    lr: flags.LearningRate = FINETUNE_DEFAULTS["lr"],
+    layers: flags.Layers = FINETUNE_DEFAULTS["layers"],
+    batch_size: flags.BatchSize = FINETUNE_DEFAULTS["batch_size"],
+    seed: flags.Seed = 0, dry_run: flags.DryRun = False,
 ) -> None:  # fmt: skip
     """Fine-tune a LoRA adapter on a pilot; flag values are checked before any file is read."""
-    from simval.finetune import pilot
+    from simval.bench import check_sample
+    from simval.finetune import finetune, pilot
 
+    check_output(out, folder=True)
     if (pilot_frac is None) == (pilot_n is None):
         raise OptionError("give exactly one of --pilot-frac and --pilot-n")
     if pilot_frac is not None:
         check_number("--pilot-frac", pilot_frac, above=0, below=1)
     check_number("--lr", lr, above=0)
     declared, people = _study_and_human(study, human)
+    check_sample(declared, people, what=str(human))  # before the model loads
     columns = by or list(declared.treatment) or None
     if strategy != "random" and not columns:
         raise OptionError(
@@ -199,11 +239,11 @@ def finetune_command(
             people, frac=pilot_frac, n=pilot_n, strategy=strategy, seed=seed,
             by=None if strategy == "random" else columns,
         )  # fmt: skip
+    training = {"epochs": epochs, "lr": lr, "layers": layers, "batch_size": batch_size}
     with _training_flags():
-        folder = finetune(
-            model, pilot_df, declared, out, epochs=epochs, lr=lr, layers=layers,
-            batch_size=batch_size, seed=seed,
-        )  # fmt: skip
+        if dry_run:  # every check has run; the model would load next
+            _dry_run_finetune(model, pilot_df, declared, seed=seed, **training)
+        folder = finetune(model, pilot_df, declared, out, seed=seed, **training)
     typer.echo(
         f"adapter: {folder} (trained on {len(pilot_df)} respondents; "
         f"{len(holdout)} held out for validation)"
@@ -219,6 +259,8 @@ def rectify_command(
     lam: flags.Lam = "tuned", alpha: flags.Alpha = 0.05,
     mode: flags.AnswerMode = "score", api: flags.ServedApi = "completions",
     api_key_env: flags.ApiKeyEnv = None, seed: flags.Seed = 0,
+    dry_run: flags.DryRun = False, price: flags.Price = None,
+    title: flags.Title = None,
 ) -> None:  # fmt: skip
     """Valid estimates of the study's formulas from humans plus simulated-only
     respondents (PPI++); write a report.
@@ -228,15 +270,19 @@ def rectify_command(
     """
     from simval.report.inference import rectified_text, write_rectified_report
 
-    _check_suffix(out, ".html")
+    check_output(out, suffix=".html")
+    chosen = flags.ModelFlags(model, adapter, mode, api, api_key_env)
     job = _rectify_job(
-        study, human, flags.ModelFlags(model, adapter, mode, api, api_key_env),
+        study, human, chosen,
         labeled_frac=labeled_frac, labeled_n=labeled_n, unlabeled=unlabeled,
-        personas=personas, lam=lam, alpha=alpha, seed=seed,
+        personas=personas, lam=lam, alpha=alpha, seed=seed, dry_run=dry_run,
+        report_folder=out.parent,
+        price=price,
     )  # fmt: skip
     reference = job.split.reference if job.split else None
     paths = write_rectified_report(
-        {"model": job.result}, out=out, title=f"simval valid inference: {study.name}",
+        {chosen.spec().name: job.result}, out=out,
+        title=title or f"simval valid inference: {_study_name(study)}",
         notes=job.notes, reference=reference,
     )  # fmt: skip
     table = out.with_suffix(".csv")
@@ -252,18 +298,19 @@ def plan_command(
     out: flags.PlanOut, effective_n: flags.EffectiveN = None,
     half_width: flags.HalfWidth = None, budget: flags.Budget = None,
     adapter: flags.Adapter = None, unlabeled: flags.Unlabeled = None,
-    personas: flags.Personas = None, fractions: flags.Fractions = None,
+    personas: flags.Personas = None, labeled_frac: flags.Labeled = None,
+    labeled_n: flags.LabeledN = None, fractions: flags.Fractions = None,
     layers: flags.PlanLayers = DEMO_TRAINING["layers"], alpha: flags.Alpha = 0.05,
     mode: flags.AnswerMode = "score", api: flags.ServedApi = "completions",
     api_key_env: flags.ApiKeyEnv = None, seed: flags.Seed = 0,
 ) -> None:  # fmt: skip
     """How many humans and simulated respondents to use, from a pilot: the humans
     given here, with the simulator's answers for them and for simulated-only personas
-    (--unlabeled or --personas). Give exactly one of --effective-n, --half-width and
-    --budget."""
+    (--unlabeled, --personas, or --labeled-frac / --labeled-n: the other humans'
+    personas). Give exactly one of --effective-n, --half-width and --budget."""
     from simval.plan import plan
 
-    _check_suffix(out, ".csv")
+    check_output(out, suffix=".csv")
     targets = {"effective_n": effective_n, "half_width": half_width, "budget": budget}
     if sum(v is not None for v in targets.values()) != 1:
         raise OptionError(
@@ -276,12 +323,14 @@ def plan_command(
         raise OptionError("--fractions fine-tunes a local base model: drop --adapter")
     job = _rectify_job(
         study, human, flags.ModelFlags(model, adapter, mode, api, api_key_env),
-        labeled_frac=None, labeled_n=None, unlabeled=unlabeled, personas=personas,
-        lam="tuned", alpha=alpha, seed=seed,
+        labeled_frac=labeled_frac, labeled_n=labeled_n, unlabeled=unlabeled,
+        personas=personas, lam="tuned", alpha=alpha, seed=seed,
+        report_folder=out.parent,
     )  # fmt: skip
     found = plan(
         job.result, cost_human=cost_human, cost_simulated=cost_simulated, **targets
     )
+    out.parent.mkdir(parents=True, exist_ok=True)  # as the other commands' outputs
     found.table.to_csv(out, index=False)
     typer.echo(found.to_text())
     typer.echo(f"plan: {out}")
@@ -301,10 +350,16 @@ def bench_command(
     lr: flags.LearningRate = DEMO_TRAINING["lr"],
     layers: flags.Layers = DEMO_TRAINING["layers"],
     batch_size: flags.BatchSize = DEMO_TRAINING["batch_size"],
+    title: flags.Title = None, dry_run: flags.DryRun = False,
+    price: flags.Price = None,
 ) -> None:  # fmt: skip
-    """Rank language models on built-in tasks: a leaderboard (CSV, Markdown, HTML) and a report.
+    """Rank language models on built-in tasks or your own study: a leaderboard (CSV,
+    Markdown, HTML) and a report.
 
-    simval bench TASK ranks them on one task. With --task (repeatable, or a suite such
+    simval bench TASK ranks them on one task; simval bench STUDY.yaml --human FILE on
+    your own study, every model on the same respondents (any :pilot model's pilot left
+    out for all), e.g. simval bench study.yaml --human data.csv --model base=default
+    --model tuned=default:pilot --out bench. With --task (repeatable, or a suite such
     as --task real), each task is benchmarked into FOLDER/TASK and FOLDER holds the
     leaderboard across the tasks: per metric and model each task's value [CI], the
     mean over the tasks with a CI from the tasks' own standard errors (independent
@@ -315,17 +370,25 @@ def bench_command(
     fine-tuned=default:pilot --out bench-real. A :pilot model trains as simval demo's
     does unless --epochs, --lr, --layers or --batch-size say otherwise.
     """
-    from simval.bench import bench_task, bench_tasks
+    from simval.bench import bench_task, bench_tasks, own_task
     from simval.report.leaderboard import aggregate_text
     from simval.simulators.specs import check_specs, parse_model_spec
     from simval.tasks import load_task
 
+    check_output(out, folder=True)
     if task is not None and tasks:
         raise OptionError("give the task as TASK or with --task, not both")
     if task is None and not tasks:
         raise OptionError("give a task: simval bench TASK, or --task TASK per task")
     if tasks and human is not None:
         raise OptionError("--human goes with one task: simval bench TASK --human FILE")
+    if tasks and title is not None:
+        raise OptionError("--title goes with one task: simval bench TASK --title TEXT")
+    own = flags.study_path(task) if task is not None else None
+    if own is not None and human is None:
+        raise OptionError(
+            f"simval bench {own} needs --human FILE: your respondents to compare with"
+        )
     specs = [parse_model_spec(text) for text in model]
     check_number("--lr", lr, above=0)
     options = {
@@ -333,14 +396,26 @@ def bench_command(
         "epochs": epochs, "lr": lr, "layers": layers, "batch_size": batch_size,
     }  # fmt: skip
     if tasks:
+        if dry_run:  # every check has run; the models would load next
+            _dry_run_bench(tasks, specs, seed=seed, price=price, **options)
         with _training_flags():
             across, paths = bench_tasks(tasks, specs, out_dir=out, seed=seed, **options)
         typer.echo(aggregate_text(across.aggregate))
     else:
         check_specs(specs)
-        loaded = load_task(task, seed=seed, human=human)
+        if own is not None:
+            declared, people = _study_and_human(own, human)
+            loaded = own_task(
+                declared, people, name=_study_name(own), source=str(human)
+            )
+        else:
+            loaded = load_task(task, seed=seed, human=human)
+        if dry_run:  # every check has run; the models would load next
+            _dry_run_bench([loaded], specs, seed=seed, price=price, **options)
         with _training_flags():
-            result, paths = bench_task(loaded, specs, out_dir=out, seed=seed, **options)
+            result, paths = bench_task(
+                loaded, specs, out_dir=out, seed=seed, title=title, **options
+            )
         _echo_missing_personas(loaded.study, result.human)
         _echo_benchmark(result)
     typer.echo("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
@@ -361,6 +436,7 @@ def demo_command(
     from simval.bench import demo, human_findings
     from simval.progress import duration
 
+    check_output(out, folder=True)
     started = time.perf_counter()
     typer.echo(
         "simval demo: the disclosure task (a SIMULATED reference population of 929, "
@@ -399,10 +475,14 @@ def _rectify_job(
     lam: str,
     alpha: float,
     seed: int,
+    report_folder: Path,
+    dry_run: bool = False,
+    price: float | None = None,
 ) -> _RectifyJob:
-    """Check every flag and file, then load the model and rectify: the humans minus
-    those the adapter was trained on (``evaluation_sample``), labeled all or a random
-    share (``split_labeled``), against the simulated-only source the flags name."""
+    """Check every flag and file and fit the humans' own models (``check_inputs``),
+    then load the model and rectify: the humans minus those the adapter was trained
+    on (``evaluation_sample``), labeled all or a random share (``split_labeled``),
+    against the simulated-only source the flags name."""
     from simval.bench import evaluation_sample
     from simval.rectify import check_inputs, rectify, split_labeled
     from simval.simulators.specs import pilot_rows_of
@@ -423,9 +503,16 @@ def _rectify_job(
             "FILE.csv, or --labeled-frac / --labeled-n (the other humans' personas)"
         )
     declared, people = _study_and_human(study, human)
+    if unlabeled is not None and not declared.treatment:
+        raise OptionError(
+            f"--unlabeled {unlabeled} re-draws the humans' personas under a "
+            f"re-randomised treatment, and {study} declares none: give --personas "
+            "FILE.csv (personas drawn from the population independently of the humans) "
+            "or --labeled-frac / --labeled-n (the other humans' personas)"
+        )
     trained = pilot_rows_of([model.spec()])
     people = evaluation_sample(people, exclude=trained)
-    notes = [f"Humans: {len(people)} from {human}."]
+    notes = [f"Humans: {len(people)} from {seen_from(report_folder, human)}."]
     if trained:
         notes.append(
             f"{len(trained)} respondents the adapter was trained on are left out."
@@ -449,10 +536,15 @@ def _rectify_job(
     simulated: int | pd.DataFrame
     if personas is not None:
         simulated = read_human(personas)
-        notes.append(f"Simulated-only personas: {len(simulated)} from {personas}.")
+        notes.append(
+            f"Simulated-only personas: {len(simulated)} from "
+            f"{seen_from(report_folder, personas)}."
+        )
     else:
         simulated = unlabeled if unlabeled is not None else split.unlabeled
     check_inputs(declared, labeled, unlabeled=simulated, lam=weight, alpha=alpha)
+    if dry_run:  # every check has run; the model would load next
+        _dry_run_rectify(model, declared, labeled, simulated, price=price)
     result = rectify(
         declared, labeled, model.simulator(declared), unlabeled=simulated,
         lam=weight, alpha=alpha, seed=seed,
@@ -491,6 +583,93 @@ def _finetune_or_rectify(
         typer.echo(f"figure: {figure}")
 
 
+def _dry_run(
+    command: str,
+    chosen: flags.ModelFlags,
+    study: Study,
+    frames: list[pd.DataFrame],
+    *,
+    reps: int = 0,
+    price: float | None,
+) -> NoReturn:
+    """--dry-run: load the model, print what the run would ask of it (``frames``: the
+    personas it asks about; answers drawn per generated item as a validation of
+    ``reps`` replicates draws them) and how long it would take from a warm-up
+    (``simval.forecast``), and stop with exit status 0."""
+    from simval.forecast import bench_generated, loaded, scoring_forecast
+
+    generated = bench_generated(study, n=len(frames[0]), reps=reps)
+    simulator, seconds = loaded(lambda: chosen.simulator(study))
+    forecast = scoring_forecast(
+        simulator, command=command, frames=frames, generated=generated, price=price,
+        load_seconds=seconds,
+    )  # fmt: skip
+    typer.echo(forecast.to_text())
+    raise typer.Exit()
+
+
+def _dry_run_rectify(
+    chosen: flags.ModelFlags,
+    study: Study,
+    labeled: pd.DataFrame,
+    unlabeled: int | pd.DataFrame,
+    *,
+    price: float | None,
+) -> NoReturn:
+    """--dry-run of rectify: load the model, print what ``rectify`` would ask of it
+    (``simval.forecast.rectify_forecast``: the items its formulas use, for the
+    personas it asks about), and stop with exit status 0."""
+    from simval.forecast import loaded, rectify_forecast
+
+    simulator, seconds = loaded(lambda: chosen.simulator(study))
+    forecast = rectify_forecast(
+        simulator, labeled=labeled, unlabeled=unlabeled, price=price,
+        load_seconds=seconds,
+    )  # fmt: skip
+    typer.echo(forecast.to_text())
+    raise typer.Exit()
+
+
+def _dry_run_finetune(
+    model: str, pilot_df: pd.DataFrame, study: Study, **settings: Any
+) -> NoReturn:
+    """--dry-run of finetune: its steps and their time from a couple of measured
+    steps (``simval.forecast.finetune_forecast``), then stop with exit status 0."""
+    from simval.forecast import finetune_forecast
+
+    typer.echo(finetune_forecast(model, pilot_df, study, **settings).to_text())
+    raise typer.Exit()
+
+
+def _dry_run_bench(
+    tasks: list[Task] | list[str],
+    specs: list[ModelSpec],
+    *,
+    seed: int,
+    price: float | None,
+    n: int | None,
+    reps: int,
+    **options: Any,
+) -> NoReturn:
+    """--dry-run of bench: per task (a name or suite is loaded) and model, what the run
+    would ask and how long it would take (``simval.forecast.bench_forecasts``; a
+    ``:pilot`` model's fine-tuning first), then stop with exit status 0."""
+    from simval.forecast import bench_forecasts, total_text
+    from simval.tasks import load_task
+
+    training = {key: options.pop(key) for key in DEMO_TRAINING}
+    forecasts = []
+    for task in tasks:
+        for name in TASK_SUITES.get(task, (task,)) if isinstance(task, str) else [task]:
+            chosen = load_task(name, seed=seed) if isinstance(name, str) else name
+            forecasts += bench_forecasts(
+                chosen, specs, n=n, reps=reps, seed=seed, price=price,
+                training=training, **options,
+            )  # fmt: skip
+    typer.echo(total_text(forecasts))
+    raise typer.Exit()
+
+
 def _echo_benchmark(result: Benchmark) -> None:
     """The leaderboard of a benchmark's validations, the resampling reference never
     marked (``leaderboard_text``), then what each model was worth for valid inference."""
@@ -508,12 +687,27 @@ def _study_and_human(study: Path, human: Path) -> tuple[Study, pd.DataFrame]:
     Every problem with the study file (missing, not UTF-8, broken YAML, a wrong field)
     is a one-line SimvalError from ``Study.from_yaml`` that names the file.
     """
+    from simval.study import Study
     from simval.tasks import read_human
 
     declared = Study.from_yaml(study)
     people = read_human(human)
-    declared.check_data(people, what=str(human))
-    return declared, people
+    if note := people.attrs.get("reading_note"):
+        typer.echo(note)
+    coded = declared.coded(people, what=str(human))
+    if coded.note:
+        typer.echo(coded.note)
+    declared.check_data(coded.data, what=str(human))
+    return declared, coded.data
+
+
+def _study_name(study: Path) -> str:
+    """What a report calls the study: its file's stem, or its folder's name for a file
+    called study.yaml (what ``simval init`` and ``simval task`` write), so that
+    mystudy/study.yaml reads "mystudy", not "study"."""
+    study = Path(study)
+    folder = study.resolve().parent.name
+    return folder if study.stem == "study" and folder else study.stem
 
 
 def _echo_missing_personas(declared: Study, compared: pd.DataFrame) -> None:
@@ -523,12 +717,6 @@ def _echo_missing_personas(declared: Study, compared: pd.DataFrame) -> None:
     note = declared.missing_persona_note(compared)
     if note is not None:
         typer.echo(note)
-
-
-def _check_suffix(path: Path, suffix: str) -> None:
-    """--out must name a file of the kind the command writes."""
-    if path.suffix.lower() != suffix:
-        raise refuse("--out", str(path), f"a path ending in {suffix}")
 
 
 def main(argv: list[str] | None = None) -> int:

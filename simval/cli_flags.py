@@ -8,23 +8,28 @@ the commands how flags go together.
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from simval.bench import DEMO_TRAINING, PILOT_SHARE, TASK_SUITES
-from simval.errors import refuse
-from simval.finetune import Strategy, finetune
-from simval.simulators.hf import Mode
-from simval.simulators.served import Api
-from simval.simulators.specs import ModelSpec, build_simulator, parse_model_spec
-from simval.tasks import TASKS
+# the flags' names and defaults only: pandas, scipy and torch load with the commands
+from simval.defaults import (
+    DEMO_TRAINING,
+    PILOT_SHARE,
+    TASK_SUITES,
+    TASKS,
+    Api,
+    Mode,
+    Strategy,
+)
+from simval.errors import OptionError, refuse
 
 if TYPE_CHECKING:
     from simval.simulators.base import Simulator
+    from simval.simulators.specs import ModelSpec
     from simval.study import Study
 
 
@@ -36,8 +41,6 @@ def option(metavar: str, help: str, *flags: str, **kw: Any) -> Any:
 
 SUITES = "; ".join(f"{name}: {' '.join(tasks)}" for name, tasks in TASK_SUITES.items())
 """The task suites ``simval bench --task`` takes, with the tasks each stands for."""
-TRAINING = inspect.signature(finetune).parameters
-"""``simval.finetune.finetune``'s keywords: the finetune command's defaults are its own."""
 DEMO_FLAGS = " ".join(
     f"--{key.replace('_', '-')} {value}" for key, value in DEMO_TRAINING.items()
 )
@@ -63,8 +66,8 @@ TaskName = Annotated[
 ]
 Human = Annotated[
     Path,
-    option("FILE.csv", "CSV of the human respondents: persona, treatment and item "
-           "columns."),
+    option("FILE", "The human respondents: persona, treatment and item columns, in a "
+           "CSV (any separator), Stata .dta, SPSS .sav or Parquet file."),
 ]  # fmt: skip
 Model = Annotated[
     str,
@@ -115,6 +118,10 @@ BatchSize = Annotated[
 HtmlReport = Annotated[
     Path, option("REPORT.html", "Report to write (.html; a .md twin goes beside it).")
 ]
+Title = Annotated[
+    str | None,
+    option("TEXT", "The report's title (default: simval's, naming the study or task)."),
+]
 Labeled = Annotated[
     float | None,
     option("FRAC", "Use this share of the humans (drawn at random) as the labeled "
@@ -129,7 +136,8 @@ LabeledN = Annotated[
 Unlabeled = Annotated[
     int | None,
     option("N", "Simulated-only respondents: N of the humans' personas re-drawn with "
-           "the treatment re-randomised.", "--unlabeled", min=1),
+           "the treatment re-randomised (a study with a treatment; without one, "
+           "give --personas or --labeled-frac).", "--unlabeled", min=1),
 ]  # fmt: skip
 Personas = Annotated[
     Path | None,
@@ -153,6 +161,19 @@ TaskFolder = Annotated[
     Path,
     option("FOLDER", "Folder for study.yaml and data.csv (made if missing; existing "
            "files are never overwritten)."),
+]  # fmt: skip
+SurveyFile = Annotated[
+    Path,
+    typer.Argument(
+        metavar="DATA",
+        help="The survey's respondents: .csv (any delimiter), .dta, .sav or .parquet, "
+        "with value labels where the file has them.",
+    ),
+]
+DraftFolder = Annotated[
+    Path,
+    option("FOLDER", "Folder for the drafted study.yaml (made if missing; an existing "
+           "study.yaml is never overwritten)."),
 ]  # fmt: skip
 PopulationSeed = Annotated[
     int, option("SEED", "Seed of the simulated population.", min=0)
@@ -209,7 +230,8 @@ ModelSpecs = Annotated[
     list[str],
     option("NAME=PATH[:ADAPTER]", "Once per model to rank: its name, model (PATH may "
            "be default) and optional LoRA adapter folder, or :pilot to LoRA-fine-tune "
-           f"the model on a random {PILOT_SHARE:.0%} pilot of each task first (as "
+           f"the model on a random {PILOT_SHARE:.0%} pilot of each task (or your "
+           "study's respondents) first (as "
            "simval demo does; the pilot left out of that task's comparison; the "
            "adapter in the task's folder); or NAME=SERVED_MODEL@URL for a model on an "
            "OpenAI-compatible server (vLLM, SGLang: URL like http://host:8000/v1)."),
@@ -223,7 +245,8 @@ OneTask = Annotated[
     str | None,
     typer.Argument(
         metavar="TASK",
-        help=f"One built-in task: {' or '.join(TASKS)} (or give --task).",
+        help=f"One built-in task: {' or '.join(TASKS)} (or give --task); or your own "
+        "study's YAML file (STUDY.yaml, with --human).",
     ),
 ]
 Tasks = Annotated[
@@ -233,8 +256,8 @@ Tasks = Annotated[
 ]  # fmt: skip
 OwnHuman = Annotated[
     Path | None,
-    option("FILE.csv", "Your own respondents (CSV) instead of the task's own "
-           "(simulated or real); one TASK only."),
+    option("FILE", "Your own respondents (CSV, .dta, .sav or Parquet) instead of the "
+           "task's own (simulated or real); one TASK only; required with a STUDY.yaml."),
 ]  # fmt: skip
 DemoOut = Annotated[
     Path, option("FOLDER", "Folder for the report, leaderboard and adapter.")
@@ -242,6 +265,49 @@ DemoOut = Annotated[
 DemoCount = Annotated[
     int, option("N", "Holdout respondents to compare on.", "--n", min=10)
 ]
+DryRun = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Check every flag and file, then print what the "
+                 "run would ask of the model (prompts not yet in the result store; "
+                 "requests and tokens for a served model) and its estimated time from "
+                 "a short measured warm-up (which loads the model), and stop."),
+]  # fmt: skip
+Price = Annotated[
+    float | None,
+    option("PRICE", "With --dry-run: the price per million tokens, to forecast the "
+           "cost of a served model's tokens.", "--price", min=0),
+]  # fmt: skip
+
+
+def study_path(task: str) -> Path | None:
+    """bench's TASK as a study file: a path that exists or ends in .yaml/.yml and is not
+    a built-in task's name (a folder named like a task, as ``simval task`` writes,
+    still means the task); None for a task name."""
+    path = Path(task)
+    if task in TASKS or not (path.exists() or path.suffix.lower() in (".yaml", ".yml")):
+        return None
+    return path
+
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+"""What the model ``default`` is, as reports and leaderboards name it."""
+
+
+def simulator_name(spec: ModelSpec) -> str:
+    """A simulator's name in leaderboards and reports: the served model's name
+    (nothing of its URL, so never a credential), or the local model's name (the last
+    part of its folder or hub id; ``default`` is SmolLM2-135M-Instruct) and its
+    adapter folder's name: "SmolLM2-135M-Instruct + pilot10". No machine path."""
+    if spec.server:
+        return spec.model
+    model = DEFAULT_MODEL_NAME if spec.model == "default" else _last_part(spec.model)
+    return model + (f" + {_last_part(spec.adapter)}" if spec.adapter else "")
+
+
+def _last_part(path: str) -> str:
+    """A folder's or hub id's last part (of the resolved folder: "." is the current
+    folder's name)."""
+    return Path(path).expanduser().resolve().name or path
 
 
 def fractions(text: str | None) -> list[float]:
@@ -284,16 +350,25 @@ class ModelFlags:
     api_key_env: str | None = None
 
     def spec(self) -> ModelSpec:
-        """--model as a spec named "model": a served SERVED_MODEL@URL, else a local
-        model with the --adapter folder."""
-        spec = parse_model_spec(f"model={self.model}")
-        if spec.server:
-            return spec
-        adapter = str(self.adapter) if self.adapter else None
-        return ModelSpec("model", self.model, adapter)
+        """--model as a spec named by its model and adapter (``simulator_name``): a
+        served SERVED_MODEL@URL, else a local model with the --adapter folder."""
+        from simval.simulators.specs import ModelSpec, parse_model_spec
+
+        try:
+            spec = parse_model_spec(f"model={self.model}")
+        except OptionError as exc:  # name the flag as typed, not the spec made of it
+            raise OptionError(
+                str(exc).replace("--model model=", "--model ").replace("model=", "")
+            ) from exc
+        if not spec.server:
+            adapter = str(self.adapter) if self.adapter else None
+            spec = ModelSpec("model", self.model, adapter)
+        return dataclasses.replace(spec, name=simulator_name(spec))
 
     def simulator(self, study: Study) -> Simulator:
         """The simulator of ``spec()`` for ``study``; loads the model."""
+        from simval.simulators.specs import build_simulator
+
         return build_simulator(
             self.spec(), study=study, mode=self.mode, api=self.api,
             api_key_env=self.api_key_env,

@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from simval.binding import Binding, Key, Split, bind
-from simval.errors import DataError, EstimationError
+from simval.errors import DataError, EstimationError, FormulaError, plain
 from simval.families import family_of
+from simval.formulas import has_intercept, rhs_factors
 from simval.metrics import (
     TERM_COLUMNS,
     Recovery,
@@ -71,6 +72,7 @@ def fit_humans(binding: Binding, *, alpha: float) -> dict[Key, Fit | str]:
     The overall human fit must succeed: if the study's own model cannot be estimated
     on the human data, that is an error in the input, raised here.
     """
+    check_model_data(binding)
     fits: dict[Key, Fit | str] = {}
     for model in binding.study.models:
         for (subgroup, level), rows in binding.cells.items():
@@ -92,9 +94,89 @@ def fit_humans(binding: Binding, *, alpha: float) -> dict[Key, Fit | str]:
 
 def check_human_models(study: Study, human_df: pd.DataFrame) -> None:
     """Raise what ``validate`` would raise on these humans before it asks a simulator
-    anything: bad data, or a model of the study that cannot be estimated on them
-    (overall), so a long run fails at once instead of after hours of work."""
+    anything: bad data (``Study.check_data``, ``check_model_data``), or a model of the
+    study that cannot be estimated on them (overall: a separated logit, a constant
+    outcome), so a long run fails at once instead of after hours of work. Commands
+    call it on the respondents they compare before they load a model."""
     fit_humans(bind(study, human_df, subgroups=()), alpha=0.05)
+
+
+def check_model_data(binding: Binding) -> None:
+    """Refuse, naming the column or term, what would leave a model of the study
+    unestimable on the humans, or silently smaller: a column a formula reads that is
+    missing on every row, text in a column a formula uses as a number, and a factor
+    with one level (or, beside an intercept, a number with one value) in the rows a
+    fit uses, which the fit would drop as aliased instead of estimating."""
+    rows, items = binding.human, set(binding.study.item_names)
+    for model in binding.study.models:
+        used = sorted(formula_variables(model.formula) & set(rows.columns))
+        for column in used:
+            if rows[column].isna().all():
+                raise DataError(  # (an item with no answer: Study.check_data)
+                    f"column {column!r} is missing on every row of the human data; "
+                    f"formula {model.formula!r} needs it"
+                )
+        factors = rhs_factors(model.formula)
+        for expr, columns in factors.items():
+            if not _is_wrapped(expr):
+                for column in sorted(columns - items):
+                    _check_numeric(rows[column], column=column, formula=model.formula)
+        complete = rows[used].dropna()
+        for expr, columns in factors.items():
+            values = complete[next(iter(columns))].unique() if len(columns) == 1 else ()
+            if len(values) != 1:
+                continue
+            if _is_factor(expr, columns, rows):
+                raise FormulaError(
+                    f"{expr} has one level ({plain(values[0])}) in the human data: a "
+                    "formula term needs two; drop it or use more respondents"
+                )
+            if has_intercept(model.formula):
+                raise FormulaError(
+                    f"{expr} has one value ({plain(values[0])}) in the human data: a "
+                    "formula term needs it to vary; drop it or use more respondents"
+                )
+
+
+def _is_factor(expr: str, columns: set[str], rows: pd.DataFrame) -> bool:
+    """Whether a formula factor is categorical: ``C(...)``, or a column of text,
+    categories or booleans (which the formula expands into levels)."""
+    if _is_wrapped(expr):
+        return True
+    if expr not in columns or expr not in rows.columns:
+        return False
+    values = rows[expr]
+    return pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(
+        values
+    )
+
+
+def _is_wrapped(expr: str) -> bool:
+    """Whether a formula factor is written as a factor: ``C(...)``."""
+    return expr.replace(" ", "").startswith("C(")
+
+
+def _check_numeric(values: pd.Series, *, column: str, formula: str) -> None:
+    """Refuse text in a column of numbers a formula uses as a number: a few words
+    ("forty" among ages), or numbers stored as text; either would make the whole
+    column a factor, one level per value."""
+    if pd.api.types.is_numeric_dtype(values):
+        return
+    present = values.dropna()
+    text = pd.to_numeric(present, errors="coerce").isna()
+    if not len(present) or text.mean() >= 0.5:  # a column of words: a factor
+        return
+    if not text.any():
+        raise DataError(
+            f"column {column!r} holds numbers as text ({plain(present.iloc[0])}, ...); "
+            f"formula {formula!r} uses it as a number: convert it with pd.to_numeric"
+        )
+    row = text.index[text.to_numpy()][0]
+    raise DataError(
+        f"column {column!r} has non-numeric value {plain(present[row])} (row "
+        f"{plain(row)}); formula {formula!r} uses it as a number: correct it or "
+        "leave it blank"
+    )
 
 
 def coefficient_tables(

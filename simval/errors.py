@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-
-import numpy as np
+from numbers import Integral, Real
 
 
 class SimvalError(ValueError):
@@ -68,11 +67,7 @@ def check_option(name: str, value: object, allowed: Iterable[object]) -> None:
 def check_count(name: str, value: object, *, at_least: int = 1) -> int:
     """``value`` as an int, or OptionError unless it is a whole number (an int, not a
     bool) of at least ``at_least``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | np.integer)
-        or value < at_least
-    ):
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < at_least:
         raise refuse(name, value, f"a whole number of at least {at_least}")
     return int(value)
 
@@ -88,7 +83,7 @@ def check_number(
     ``above`` and ``below`` (a bool is not a number here)."""
     if (
         isinstance(value, bool)
-        or not isinstance(value, int | float | np.integer | np.floating)
+        or not isinstance(value, Real)
         or not above < value < below
     ):
         if below == math.inf:
@@ -108,9 +103,11 @@ def check_alpha(value: object, *, name: str = "alpha") -> float:
 def check_seed(name: str, value: object) -> None:
     """Raise OptionError unless ``value`` seeds numpy: None, a non-negative whole
     number or a ``numpy.random.Generator``."""
+    import numpy as np
+
     if value is None or isinstance(value, np.random.Generator):
         return
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
         raise refuse(
             name, value, "None, a non-negative whole number or a numpy Generator"
         )
@@ -119,4 +116,8 @@ def check_seed(name: str, value: object) -> None:
 def plain(value: object) -> str:
     """``repr(value)``, but a numpy scalar as the Python value it holds (``7``, not
     ``np.int64(7)``), so a message shows a value as the user's data has it."""
-    return repr(value.item() if isinstance(value, np.generic) else value)
+    item = getattr(value, "item", None)  # a numpy scalar (numpy loads only when used)
+    plain_value = (
+        item() if callable(item) and getattr(value, "ndim", None) == 0 else value
+    )
+    return repr(plain_value)

@@ -14,12 +14,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
 
-from simval.errors import DataError, OptionError, check_option
+from simval.defaults import FINETUNE_DEFAULTS, Strategy
+from simval.errors import DataError, OptionError, check_count, check_option
+from simval.outputs import check_output
 from simval.progress import Progress
 from simval.simulators.fingerprints import fingerprint
 from simval.simulators.hf import _argument_names
@@ -33,8 +35,7 @@ from simval.simulators.prefixes import common_prefix, prefix_groups
 from simval.simulators.prompts import PromptRenderer, PromptTemplate, as_template
 from simval.study import Item, Study, plain_number
 
-Strategy = Literal["random", "balanced", "per_arm"]
-STRATEGIES = ("random", "balanced", "per_arm")
+STRATEGIES = get_args(Strategy)
 MIN_PILOT_ROWS = 10
 """Fewer respondents than this is too few to train on (the source study used about 30)."""
 IGNORE = -100
@@ -183,14 +184,14 @@ def finetune(
     r: int = 8,
     alpha: int = 16,
     dropout: float = 0.05,
-    epochs: int = 3,
-    lr: float = 2e-4,
-    batch_size: int = 8,
+    epochs: int = FINETUNE_DEFAULTS["epochs"],
+    lr: float = FINETUNE_DEFAULTS["lr"],
+    batch_size: int = FINETUNE_DEFAULTS["batch_size"],
     seed: int = 0,
     progress: bool | None = None,
     template: str | PromptTemplate | None = None,
     cache_dir: str | Path | None = None,
-    layers: int | None = None,
+    layers: int | None = FINETUNE_DEFAULTS["layers"],
     dtype: str = "auto",
 ) -> Path:
     """Train a LoRA adapter on the pilot's real answers; return the adapter folder.
@@ -207,8 +208,11 @@ def finetune(
     fixes LoRA's initial weights, dropout masks and batch order; torch's global random
     state is left as it was. The folder loads with
     ``HFSimulator(model, adapter=path, study=...)`` and holds ``simval_finetune.json``,
-    the record of how it was made.
+    the record of how it was made. ``out_dir`` is checked before training
+    (``check_output``), so an adapter is never trained that cannot be written.
     """
+    out = check_output(out_dir, flag="out_dir", folder=True)
+    check_count("seed", seed, at_least=0)
     check_pilot(pilot_df, study)
     settings = {"r": r, "alpha": alpha, "dropout": dropout, "epochs": epochs, "lr": lr}
     _check_settings(**settings, batch_size=batch_size)
@@ -239,7 +243,6 @@ def finetune(
             lora, examples, pad=tokenizer.pad_token_id, epochs=epochs, lr=lr,
             batch_size=batch_size, seed=seed, progress=progress,
         )  # fmt: skip
-    out = Path(out_dir)
     lora.save_pretrained(out)
     resolved = resolve_model(model, cache_dir=cache_dir)
     record = {

@@ -22,7 +22,13 @@ from formulaic.utils.code import sanitize_variable_names
 
 from simval.errors import FormulaError
 
-__all__ = ["formula_variables", "outcome_of", "parse_formula"]
+__all__ = [
+    "formula_variables",
+    "has_intercept",
+    "outcome_of",
+    "parse_formula",
+    "rhs_factors",
+]
 
 
 def parse_formula(formula: str) -> Formula:
@@ -71,6 +77,25 @@ def outcome_of(formula: str) -> str:
             f"formula {formula!r} must have exactly one outcome on its left side"
         )
     return outcome.pop()
+
+
+def rhs_factors(formula: str) -> dict[str, set[str]]:
+    """Each factor on the right of ``formula`` (``C(gender)``, ``age``, ``np.log(x)``),
+    once, in order, with the data variables it reads: what a data check names when a
+    term cannot be estimated."""
+    parsed = parse_formula(formula)
+    return {
+        factor.expr: _factor_variables(factor, formula=formula)
+        for term in _terms(getattr(parsed, "rhs", parsed))
+        for factor in term.factors
+        if factor.eval_method in (Factor.EvalMethod.LOOKUP, Factor.EvalMethod.PYTHON)
+    }
+
+
+def has_intercept(formula: str) -> bool:
+    """Whether the right of ``formula`` keeps its intercept (no ``- 1`` or ``+ 0``)."""
+    parsed = parse_formula(formula)
+    return any(str(term) == "1" for term in _terms(getattr(parsed, "rhs", parsed)))
 
 
 def _terms(part: object) -> Iterator[Term]:

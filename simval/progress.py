@@ -5,13 +5,16 @@ through ``progress``: on a terminal a tqdm bar with counts and an ETA; when stde
 is not a terminal (a job script, CI, output piped to a file) a plain line every
 ``LOG_INTERVAL`` seconds instead of carriage-return redraws, so a log shows that
 work goes on and how far it is. Either way a phase ends with one line naming what
-was done and how long it took. ``enabled=False`` silences it; ``None`` (the default
-everywhere) shows it.
+was done and how long it took. ``enabled=False`` silences it and every bar and phase
+that runs inside it (a simulator's scoring bars inside validate's replicates, say,
+whatever the simulator's own ``progress``), so ``progress=False`` on any call silences
+the whole call; ``None`` (the default everywhere) shows it.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -23,6 +26,19 @@ LOG_INTERVAL = 30.0
 """Seconds between plain progress lines when stderr is not a terminal."""
 
 T = TypeVar("T")
+
+_silenced = threading.local()
+"""Per thread, how many silenced bars and phases are open: while any is, every bar and
+phase started in that thread is silent too."""
+
+
+def silenced() -> bool:
+    """Whether a silenced bar or phase is open in this thread."""
+    return getattr(_silenced, "depth", 0) > 0
+
+
+def _silence(change: int) -> None:
+    _silenced.depth = getattr(_silenced, "depth", 0) + change
 
 
 class Progress(tqdm):
@@ -42,13 +58,17 @@ class Progress(tqdm):
         stream = sys.stderr
         self._plain = not _is_terminal(stream)
         self._started = time.perf_counter()
+        quiet = enabled is False or silenced()
+        self._silencing = quiet
+        if quiet:
+            _silence(+1)  # until closed, whatever runs inside is silent too
         super().__init__(
             iterable,
             desc=desc,
             total=total,
             unit=unit,
             file=stream,
-            disable=enabled is False,
+            disable=quiet,
             leave=False,
             mininterval=LOG_INTERVAL if self._plain else 0.1,
             maxinterval=LOG_INTERVAL if self._plain else 10.0,
@@ -68,6 +88,9 @@ class Progress(tqdm):
 
     def close(self) -> None:
         """Close the bar and write the summary line (once)."""
+        if getattr(self, "_silencing", False):
+            self._silencing = False
+            _silence(-1)
         if self.disable:
             return
         done, unit = self.n, self.unit
@@ -97,9 +120,14 @@ def progress(
 
 @contextmanager
 def phase(desc: str, *, enabled: bool | None = None) -> Iterator[None]:
-    """A step without counts (loading a model): a start line, then ``desc: done in 3.2 s``."""
-    if enabled is False:
-        yield
+    """A step without counts (loading a model): a start line, then ``desc: done in 3.2 s``;
+    with ``enabled=False`` silent, and so is every bar and phase inside it."""
+    if enabled is False or silenced():
+        _silence(+1)
+        try:
+            yield
+        finally:
+            _silence(-1)
         return
     started = time.perf_counter()
     sys.stderr.write(f"{desc} ...\n")
@@ -107,6 +135,21 @@ def phase(desc: str, *, enabled: bool | None = None) -> Iterator[None]:
     yield
     sys.stderr.write(f"{desc}: done in {duration(time.perf_counter() - started)}\n")
     sys.stderr.flush()
+
+
+@contextmanager
+def quiet(enabled: bool | None = False) -> Iterator[None]:
+    """Every bar and phase inside silent where ``enabled`` is False (a call's
+    ``progress=False`` around work that has no bar of its own, such as loading or
+    pre-scoring); shown as they would be otherwise."""
+    if enabled is not False:
+        yield
+        return
+    _silence(+1)
+    try:
+        yield
+    finally:
+        _silence(-1)
 
 
 def duration(seconds: float) -> str:

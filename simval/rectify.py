@@ -17,8 +17,13 @@ Simulated-only personas come from one of two places:
   answers; their mean then depends on which humans were sampled, so the variance
   centres each human's predicted gradient on its mean over the arms
   (``ppi.ppi_fit(arms=...)``). What this gains is the variance due to which arm each
-  human drew, as regression adjustment does in an experiment; without a treatment
-  there is nothing to gain and it is refused.
+  human drew, as regression adjustment does in an experiment. Without a treatment
+  (an observational study) it is refused: the humans' personas re-drawn estimate the
+  simulator's mean over the labeled humans themselves, so the rectified estimate is
+  the humans-only one plus resampling noise (the centred gradients are zero: the
+  tuned λ is 0, the gain 1), and personas drawn from any model fitted to the humans
+  are not the population's, which biases it under a biased simulator. An
+  observational study needs a persona frame, or ``split_labeled``.
 
 ``split_labeled`` makes a study of this from the humans alone: a random share of them
 labeled, the others' personas simulated-only, and every human's own fit kept to judge
@@ -27,6 +32,7 @@ the rectified estimates by (what ``simval rectify --labeled-frac`` runs).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -39,6 +45,7 @@ import scipy.special
 import scipy.stats
 
 from simval.binding import check_no_leakage
+from simval.comparison import check_human_models
 from simval.errors import (
     DataError,
     EstimationError,
@@ -54,7 +61,13 @@ from simval.formulas import formula_variables
 from simval.ppi import Estimate, Lam, Rows, ppi_fit
 from simval.progress import progress as progress_bar
 from simval.regression import fit
-from simval.results import is_finding
+from simval.results import (
+    identity_of,
+    interval_text,
+    is_finding,
+    number,
+    summary_html,
+)
 from simval.simulators.base import (
     Simulator,
     StudySimulator,
@@ -204,6 +217,27 @@ class Rectified:
         formulas = dict.fromkeys(self.table["formula"])
         return (*(self.sentence(formula) for formula in formulas), *self.caveats())
 
+    def _repr_html_(self) -> str:
+        """Jupyter's display: ``lines()``, then a row per formula and term with the
+        humans-only and rectified estimates [CI] and the gain."""
+        return summary_html(
+            heading=f"Rectified estimates with {self.simulator}",
+            about=f"{self.n_human} humans, {self.n_unlabeled} simulated-only "
+            f"respondents, {1 - self.alpha:.0%} intervals",
+            lines=self.lines(),
+            columns=("formula", "term", "humans only [CI]", "rectified [CI]", "gain"),
+            labels=2,
+            rows=[
+                (row["formula"], row["term"],
+                 interval_text(row["classical_estimate"], row["classical_ci_low"],
+                               row["classical_ci_high"]),
+                 interval_text(row["rectified_estimate"], row["rectified_ci_low"],
+                               row["rectified_ci_high"]),
+                 number(row["gain"], digits=2))
+                for row in self.table.to_dict("records")
+            ],
+        )  # fmt: skip
+
     def _slopes(self) -> pd.DataFrame:
         """The table without intercepts (what the headline numbers summarise)."""
         return self.table[self.table["term"].map(is_finding).astype(bool)]
@@ -229,7 +263,8 @@ def rectify(
     the simulator's answers for them and ``unlabeled`` simulated-only respondents.
 
     ``unlabeled``: a persona frame, or a number of the humans' personas re-drawn with
-    the treatment re-randomised (see the module docstring). Predictions are the
+    the treatment re-randomised (a study with a treatment only; see the module
+    docstring). Predictions are the
     simulator's expected answers where it gives option probabilities
     (``predict_proba``, in score mode), else the mean of ``samples`` sampled answers;
     an item a formula uses as a factor (``C(item)``) takes the most likely answer.
@@ -280,7 +315,7 @@ def rectify(
         simulator=repr(simulator),
         predictions=_prediction_kind(simulator, samples=samples),
         not_estimable=not_estimable,
-        notes={"rows": notes},
+        notes={"rows": notes, "identity": identity_of(simulator)},
     )  # fmt: skip
 
 
@@ -323,6 +358,7 @@ def split_labeled(
     (``simval.bench.evaluation_sample(exclude=...)`` drops them).
     """
     labeled, rest = pilot(human_df, frac=frac, n=n, seed=seed)
+    _check_humans(study, human_df, who="all the humans")
     everyone = study.blank_missing(human_df)
     reference = pd.concat(
         [
@@ -351,12 +387,29 @@ def check_inputs(
     lam: Lam | Literal["tuned_overall"] = "tuned",
     alpha: float = 0.05,
 ) -> None:
-    """Every check ``rectify`` makes that needs no simulator, so that a command can
-    refuse bad input before it loads a model."""
-    _setup(
+    """Every check ``rectify`` makes that needs no simulator, and every model's
+    data checks and fit to the humans (``comparison.check_human_models``, as
+    ``validate`` makes them), so that a command refuses bad input (and a model the
+    humans cannot estimate) before it loads a model."""
+    setup = _setup(
         formula_or_study, human_df, None, unlabeled=unlabeled, family="ols",
         cov=SANDWICH, items=None, treatment=None, alpha=alpha, lam=lam, samples=1,
     )  # fmt: skip
+    _check_humans(setup.study, human_df, who="the labeled humans")
+
+
+def _check_humans(study: Study, human_df: pd.DataFrame, *, who: str) -> None:
+    """Each model's data checks and fit to ``who`` (``check_human_models``, one model
+    at a time, as each may cluster on its own column), the failing formula named."""
+    for model in study.models:
+        alone = dataclasses.replace(study, models=(model,))
+        try:
+            check_human_models(alone, human_df)
+        except (EstimationError, DataError) as exc:
+            named = model.formula in str(exc)
+            raise type(exc)(
+                str(exc) if named else f"{model.formula!r} on {who}: {exc}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -509,10 +562,11 @@ def _check_unlabeled(
         )
     if not study.treatment:
         raise OptionError(
-            f"unlabeled={unlabeled} re-draws the humans' personas with the treatment "
-            "re-randomised, but no treatment is declared (pass treatment=, or give "
-            "unlabeled a persona frame drawn from the population): re-drawn personas "
-            "alone add nothing to the humans"
+            f"unlabeled={unlabeled} re-draws the humans' personas under a re-randomised "
+            "treatment, and none is declared: pass unlabeled=<DataFrame> of personas "
+            "drawn from the population independently of the humans, or label some "
+            "humans with split_labeled and pass its .unlabeled (re-drawn personas "
+            "alone add only noise)"
         )
 
 
@@ -623,7 +677,7 @@ def _predictions(
     columns = {}
     steps = progress_bar(
         scored, desc=f"rectify: {simulator!r} answers", total=len(scored),
-        unit="items", enabled=progress and bool(scored),
+        unit="items", enabled=(progress is not False) and bool(scored),
     )  # fmt: skip
     for item in steps:
         probabilities = simulator.predict_proba(personas, item).to_numpy(dtype=float)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from html import escape
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,11 @@ class Validation:
       its replicates), reference_recovery (per formula, the reference's coverage,
       false-positive rate, Wald p and failed share), warnings (few clusters, subgroup cells the human model cannot fit); ``versions``: package versions; ``fingerprint``: SHA-256 of the
       human data.
+    - ``identity``: what the simulator was (``identity_of``: model, adapter, dtype,
+      mode and, for a served model, API; empty for simulators without one and for
+      validations saved before it was kept); ``prompts``: item -> the prompt the
+      simulator was shown for the first human respondent (``example_prompts``; empty
+      for simulators that read no prompt).
     """
 
     study: Study
@@ -131,6 +137,8 @@ class Validation:
     notes: dict[str, Any]
     versions: dict[str, str]
     fingerprint: str
+    identity: dict[str, str] = field(default_factory=dict)
+    prompts: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float]:
         """Headline numbers over all respondents, flat: each metric with ``_ci_low``,
@@ -143,6 +151,41 @@ class Validation:
             if row.metric in METRICS:
                 out[f"{row.metric}_reference"] = row.reference
         return out
+
+    @property
+    def summary_table(self) -> pd.DataFrame:
+        """``summary()`` as a tidy frame, a row per headline metric and then the humans'
+        own levels: metric, label, value, ci_low, ci_high, reference (the metric's value
+        for a perfect simulator; NaN for the humans' levels)."""
+        table = self.headline[["metric", "label", "value", "ci_low", "ci_high"]].copy()
+        table["reference"] = [
+            reference if metric in METRICS else math.nan
+            for metric, reference in zip(
+                self.headline["metric"], self.headline["reference"]
+            )
+        ]
+        return table.reset_index(drop=True)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: the simulator, each formula's verdict sentence and the
+        headline metrics with their CIs, numbers as the report prints them."""
+        shown = ", ".join(f"{k} {v}" for k, v in self.identity.items())
+        return summary_html(
+            heading=f"Validation of {self.simulator}",
+            about=f"{shown + '; ' if shown else ''}{self.n_human} humans, "
+            f"{self.reps} replicates, alpha {number(self.alpha)}, seed {self.seed}",
+            lines=[
+                verdict_sentence(row, simulator=self.simulator)
+                for row in self.verdicts.to_dict("records")
+            ]
+            or ["The study declares no regression models."],
+            columns=("metric", "value [CI]", REFERENCE_ROW),
+            rows=[
+                (row.label, interval_text(row.value, row.ci_low, row.ci_high),
+                 number(row.reference))
+                for row in self.summary_table.itertuples(index=False)
+            ],
+        )  # fmt: skip
 
     def decision(self, formula: str) -> str:
         """The three-way decision for ``formula`` (one of ``DECISIONS``)."""
@@ -174,6 +217,8 @@ class Validation:
         raw = json.loads(text)
         values: dict[str, Any] = {}
         for f in fields(cls):
+            if f.name not in raw and f.name in ("identity", "prompts"):
+                continue  # saved before simulators were described: left empty
             value = raw[f.name]
             if f.name == "study":
                 value = study_from_dict(value)
@@ -204,6 +249,92 @@ class Validation:
         return cells.agg(
             n_human=("n_human", "max"), small=("small", "any"), jsd=("jsd", "mean")
         ).reset_index()[columns]
+
+
+def identity_of(simulator: Any) -> dict[str, str]:
+    """What a report names a simulator by: its ``identity`` record (a frozen dataclass
+    or mapping of model, adapter, dtype, mode, api) as text, fields without a value
+    left out; empty for a simulator without one (``BootstrapSimulator``)."""
+    record = getattr(simulator, "identity", None)
+    if record is None:
+        return {}
+    values = asdict(record) if is_dataclass(record) else dict(record)
+    return {str(k): str(v) for k, v in values.items() if v not in (None, "")}
+
+
+def example_prompts(
+    simulator: Any, personas: pd.DataFrame, items: Sequence[Any]
+) -> dict[str, str]:
+    """Per item, the prompt ``simulator`` is shown for the first persona row (the first
+    human respondent); empty for a simulator that reads no prompt."""
+    prompt = getattr(simulator, "prompt", None)
+    if prompt is None or personas.empty:
+        return {}
+    first = personas.iloc[0]
+    return {item.name: str(prompt(first, item)) for item in items}
+
+
+def summary_html(
+    *,
+    heading: str,
+    about: str,
+    lines: Sequence[str],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    labels: int = 1,
+) -> str:
+    """A compact HTML summary for Jupyter (``_repr_html_`` of ``Validation`` and
+    ``Rectified``): a bold heading and what it is about, sentences as a list, then a
+    table whose first ``labels`` cells are text, the others right-aligned numbers;
+    every text escaped."""
+    items = "".join(f"<li>{escape(line)}</li>" for line in lines)
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    right = ' style="text-align:right"'
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td{right if k >= labels else ''}>{escape(str(c))}</td>"
+            for k, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return (
+        f"<div><p><strong>{escape(heading)}</strong> ({escape(about)})</p>"
+        f"<ul>{items}</ul><table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{body}</tbody></table></div>"
+    )
+
+
+def number(value: float | None, *, digits: int | None = 3) -> str:
+    """A number for display, the one formatter of every report, leaderboard and summary:
+    an integer (Python or numpy) without decimals, a float to ``digits`` places (so a
+    column of one quantity reads alike: 0.000 beside 0.370; ``digits=0`` for counts
+    held as floats), NaN or None as a dash. ``digits=None``: as short as exact (an
+    option code: 1, 2.5)."""
+    if value is None or (isinstance(value, float | np.floating) and math.isnan(value)):
+        return "–"
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return f"{int(value):d}"
+    value = float(value)
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    if digits is None:
+        return str(int(value)) if value.is_integer() else f"{value:g}"
+    text = f"{value:.{digits}f}"
+    return "0" + text[2:] if text.startswith("-0") and float(text) == 0 else text
+
+
+def interval_text(
+    value: float, low: float, high: float, *, digits: int | None = 3
+) -> str:
+    """ "value [low, high]" (``number``), or the value alone when the interval is missing."""
+    if any(v is None or math.isnan(float(v)) for v in (low, high)):
+        return number(value, digits=digits)
+    return (
+        f"{number(value, digits=digits)} "
+        f"[{number(low, digits=digits)}, {number(high, digits=digits)}]"
+    )
 
 
 # --- decisions --------------------------------------------------------------------------

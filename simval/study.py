@@ -9,6 +9,8 @@ must be declared, so mistakes surface before any model is loaded.
 from __future__ import annotations
 
 import ast
+import difflib
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,6 +39,40 @@ Role = Literal["belief", "action", "outcome", "other"]
 ROLES: tuple[str, ...] = get_args(Role)
 ARM_SEPARATOR = " | "
 """Joins a factorial design's levels into the arm name its vignette is keyed by."""
+
+
+MAX_LABEL_CHARS = 300
+"""The longest option (or missing answer) label accepted: every label is scored as a
+token sequence after every prompt, and a 10,000-character label hung scoring at 5.8 GB."""
+
+MAX_TEXT_CHARS = 5_000
+"""The longest item text, vignette, ``persona_text`` or persona value accepted: each is
+part of every prompt that shows it (a page of text is about 3,000 characters)."""
+
+
+def did_you_mean(name: object, candidates: Iterable[object]) -> str:
+    """`` (did you mean 'Age'?)`` naming the candidate closest to ``name`` (difflib, case
+    ignored), or an empty string when none is close: the end of a message about a
+    name that is not there."""
+    names = {str(c).casefold(): str(c) for c in candidates}
+    close = difflib.get_close_matches(
+        str(name).casefold(), list(names), n=1, cutoff=0.7
+    )
+    return f" (did you mean {names[close[0]]!r}?)" if close else ""
+
+
+def _named(names: Iterable[object], candidates: Iterable[object]) -> str:
+    """``names`` listed with a ``did_you_mean`` after each (one line)."""
+    candidates = tuple(candidates)
+    return ", ".join(f"{n}{did_you_mean(n, candidates)}" for n in names)
+
+
+def _too_long(text: str, *, limit: int) -> str | None:
+    """What a message says of a ``text`` over ``limit`` characters (its start and its
+    length, against the limit); None when it is within."""
+    if len(text) <= limit:
+        return None
+    return f"{text[:30]!r}... is {len(text):,} characters; the limit is {limit:,}"
 
 
 MAX_SCORED_VALUES = 11
@@ -99,6 +135,22 @@ def plain_number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
+def _code_label(code: object) -> str:
+    """The label of a missing code listed without one (``missing: [8]``): the code."""
+    number = isinstance(code, int | float) and not isinstance(code, bool)
+    return plain_number(code) if number and math.isfinite(code) else str(code)
+
+
+def no_code_message(kind: str, label: object, *, item: str) -> str:
+    """The error for an option (or missing answer) whose code is empty, which is what
+    YAML makes of ``Hillary Clinton:`` with no value or of an unquoted comma in a
+    flow mapping (``{Clinton, Hillary: 1}`` reads ``Clinton`` without a code)."""
+    return (
+        f"{kind} {label!r} of item {item!r} has no code (write it as 'label: code'); "
+        "quote labels that contain commas or colons"
+    )
+
+
 @dataclass(frozen=True)
 class Item:
     """One survey question: its text, its ordered answer options (label -> code) and its role.
@@ -108,7 +160,8 @@ class Item:
     whether a simulator can score them or must generate them).
 
     ``missing``: the codes the data uses for a non-answer (label -> code, e.g.
-    ``{"Don't know": 8, "Refused": 9}``). They are valid in the data, never offered to a
+    ``{"Don't know": 8, "Refused": 9}``, or a list of codes, each its own label:
+    ``[8, 9]``). They are valid in the data, never offered to a
     simulator, and count as a missing answer: each is left out of that item's metrics
     and of every fit that uses the item (``Study.blank_missing``), and validate's notes
     say how many there were (``Study.missing_answers_note``). NaN is always missing.
@@ -128,6 +181,8 @@ class Item:
                     f"item {self.name!r}: its {what} must be text, got {_shown(value)}"
                 )
         check_option(f"role of item {self.name!r}", self.role, ROLES)
+        if long := _too_long(self.text, limit=MAX_TEXT_CHARS):
+            raise StudyError(f"item {self.name!r}: its text {long}")
         if not isinstance(self.options, Mapping):
             raise StudyError(
                 f"item {self.name!r}: options must map each label to its code, "
@@ -144,6 +199,8 @@ class Item:
                     f"item {self.name!r}: option label {label!r} is not text (YAML reads "
                     "unquoted yes/no/on/off/true/false as booleans: quote the label)"
                 )
+            if code is None:
+                raise StudyError(no_code_message("option", label, item=self.name))
             if (
                 isinstance(code, bool)
                 or not isinstance(code, int | float)
@@ -159,6 +216,9 @@ class Item:
                 )
             seen[code] = label
         self._check_missing(seen)
+        for label in (*self.options, *self.missing):
+            if long := _too_long(str(label), limit=MAX_LABEL_CHARS):
+                raise StudyError(f"item {self.name!r}: option label {long}")
 
     def _check_number(self) -> None:
         """A number scale replaces the options: a ``Number`` (or its fields), bounds in
@@ -207,14 +267,23 @@ class Item:
             )
 
     def _check_missing(self, options: dict[float, str]) -> None:
-        """Missing codes are numbers that no option uses, with labels of their own."""
+        """Missing codes are numbers that no option uses, with labels of their own (a
+        list of codes, ``missing: [8, 9]``, labels each code by itself)."""
+        if isinstance(self.missing, list | tuple):
+            object.__setattr__(
+                self, "missing", {_code_label(c): c for c in self.missing}
+            )
         if not isinstance(self.missing, Mapping):
             raise StudyError(
-                f"item {self.name!r}: missing must map each label to its code, "
-                f"got {_shown(self.missing)}"
+                f"item {self.name!r}: missing must map each label to its code (or list "
+                f"the codes), got {_shown(self.missing)}"
             )
         object.__setattr__(self, "missing", dict(self.missing))
         for label, code in self.missing.items():
+            if code is None:
+                raise StudyError(
+                    no_code_message("missing answer", label, item=self.name)
+                )
             if isinstance(code, bool) or not isinstance(code, int | float):
                 raise StudyError(
                     f"item {self.name!r}: missing answer {label!r} has code {code!r}; "
@@ -396,7 +465,8 @@ class Study:
             if item.name == name:
                 return item
         raise StudyError(
-            f"the study has no item {name!r}; items: {', '.join(self.item_names)}"
+            f"the study has no item {name!r}{did_you_mean(name, self.item_names)}; "
+            f"items: {', '.join(self.item_names)}"
         )
 
     def items_with_role(self, role: Role) -> tuple[Item, ...]:
@@ -409,12 +479,16 @@ class Study:
         valid answer codes."""
         if len(df) == 0:
             raise DataError(f"{what} has no respondents (no rows)")
-        missing = [
-            c for c in (*self.persona_columns, *self.item_names) if c not in df.columns
-        ]
+        needed = (*self.persona_columns, *self.item_names)
+        missing = [c for c in needed if c not in df.columns]
         if missing:
-            raise DataError(f"{what} lacks the study's column(s): {', '.join(missing)}")
+            raise DataError(
+                _wrong_separator(df, missing=missing, needed=needed, what=what)
+                or f"{what} lacks the study's column(s): {_named(missing, df.columns)}"
+            )
         check_codes(df, self.items, what=what)
+        self._check_answered(df, what=what)
+        self._check_persona_lengths(df, what=what)
         if self.weight is not None:
             self._check_weight_column(df, what=what)
         if self.treatment and self.vignettes:
@@ -425,6 +499,48 @@ class Study:
                     f"{what}: treatment column(s) {columns} hold arm(s) with no vignette: "
                     f"{', '.join(repr(a) for a in unknown)}"
                 )
+
+    def _check_answered(self, df: pd.DataFrame, *, what: str) -> None:
+        """Every item has at least one answer: an item no human answered (every value
+        blank or a declared missing code) has nothing to compare a simulator with."""
+        answered = self.blank_missing(df[list(self.item_names)]).notna().any()
+        if not answered.all():
+            name = answered.index[~answered][0]
+            raise DataError(
+                f"{what}: item {name!r} is missing on every row (each value blank or a "
+                "declared missing code): fix the column, or drop the item from the study"
+            )
+
+    def _check_persona_lengths(self, df: pd.DataFrame, *, what: str) -> None:
+        """Every persona value a prompt shows is at most ``MAX_TEXT_CHARS`` long."""
+        for column in self.persona_columns:
+            values = df[column]
+            if pd.api.types.is_numeric_dtype(values):
+                continue
+            lengths = values.dropna().astype(str).str.len()
+            if len(lengths) and lengths.max() > MAX_TEXT_CHARS:
+                row = lengths.idxmax()
+                raise DataError(
+                    f"{what}: column {column!r}, row {plain(row)}: its value "
+                    f"{_too_long(str(values[row]), limit=MAX_TEXT_CHARS)}"
+                )
+
+    def coded(self, df: pd.DataFrame, *, what: str = "human data") -> Coded:
+        """``df`` with answers given as option labels (``"Agree"`` for 4) replaced by
+        their codes, and which items were: a column is mapped only when every answer
+        is one of the item's labels (case and spacing aside) or one of its codes; a
+        column with other text is left for ``check_data`` to refuse, showing the
+        mapping it expects."""
+        mapped = {}
+        for item in self.items:
+            if item.is_number or item.name not in df.columns:
+                continue
+            codes = _codes_of(df[item.name], item)
+            if codes is not None:
+                mapped[item.name] = codes
+        return Coded(
+            data=df.assign(**mapped) if mapped else df, mapped=tuple(mapped), what=what
+        )
 
     def _check_weight_column(self, df: pd.DataFrame, *, what: str) -> None:
         """The study's weight column: present, with a positive weight on every row."""
@@ -500,13 +616,15 @@ class Study:
         file that cannot be read, YAML syntax (with its line and column), and a
         field of the wrong type or an inconsistent declaration (its usual error).
         """
-        raw = _read_yaml(Path(path))
+        raw, node = _read_yaml(Path(path))
         if not isinstance(raw, dict):
             raise StudyError(f"{path}: expected a mapping at the top level")
+        _check_codes_given(node, path=path)
         try:
-            return study_from_dict(raw)
+            return study_from_dict(raw, lines=_entry_lines(node))
         except SimvalError as exc:  # same kind of error, now naming the file
-            raise type(exc)(f"{path}: {exc}") from exc
+            where = "" if str(exc).startswith("line ") else ":"
+            raise type(exc)(f"{path}{where} {exc}") from exc
 
     def to_yaml(self, path: str | Path) -> None:
         """Write the study to a YAML file that ``from_yaml`` reads back to an equal study."""
@@ -514,8 +632,78 @@ class Study:
         Path(path).write_text(text, encoding="utf-8")
 
 
-def _read_yaml(path: Path) -> object:
-    """Parse the YAML file at ``path``; StudyError naming the file (and line) when it cannot."""
+@dataclass(frozen=True, eq=False)
+class Coded:
+    """Data whose answers were coded (``Study.coded``): ``data``, and the items in
+    ``mapped`` whose answers were given as option labels (``what`` names the data)."""
+
+    data: pd.DataFrame
+    mapped: tuple[str, ...]
+    what: str
+
+    @property
+    def note(self) -> str | None:
+        """One line saying which columns were mapped (None when none was)."""
+        if not self.mapped:
+            return None
+        return (
+            f"{self.what}: answers given as option labels were mapped to their codes "
+            f"in column(s) {', '.join(self.mapped)}."
+        )
+
+
+def _normal(value: object) -> str:
+    """A label as ``Study.coded`` matches it: case and runs of spaces ignored."""
+    return " ".join(str(value).split()).casefold()
+
+
+def _label_codes(item: Item) -> dict[str, float]:
+    """Each option and missing label of ``item``, as ``_normal`` writes it, to its code."""
+    return {_normal(k): v for k, v in {**item.options, **item.missing}.items()}
+
+
+def _codes_of(values: pd.Series, item: Item) -> pd.Series | None:
+    """``values`` as codes where they are text holding at least one of ``item``'s labels
+    and nothing but its labels and codes; None otherwise (numbers, or other text)."""
+    if pd.api.types.is_numeric_dtype(values) and not isinstance(
+        values.dtype, pd.CategoricalDtype
+    ):
+        return None
+    present = values.dropna().astype(object)
+    labels = _label_codes(item)
+    keys = present.map(_normal)
+    labelled = keys.isin(list(labels))
+    numeric = pd.to_numeric(present.where(~labelled), errors="coerce")
+    if not labelled.any() or not (labelled | numeric.notna()).all():
+        return None
+    codes = numeric.where(~labelled, keys.map(labels)).astype(float)
+    out = pd.Series(np.nan, index=values.index).astype(float)
+    out[codes.index] = codes
+    whole = out.notna().all() and (out == out.round()).all()
+    return out.astype("int64") if whole else out
+
+
+def _wrong_separator(
+    df: pd.DataFrame, *, missing: Sequence[str], needed: Sequence[str], what: str
+) -> str | None:
+    """The message for data read with the wrong separator: most of the study's columns
+    missing and a single column whose header holds a ``;``, tab or ``|`` (None if not)."""
+    if len(df.columns) != 1 or 2 * len(missing) < len(needed):
+        return None
+    header = str(df.columns[0])
+    separator = next((c for c in (";", "\t", "|") if c in header), None)
+    if separator is None:
+        return None
+    return (
+        f"{what} has a single column, {_shown(header)}, where the study needs "
+        f"{len(needed)}: it looks read with the wrong separator; its header holds "
+        f"{separator!r}, so read it with sep={separator!r}"
+    )
+
+
+def _read_yaml(path: Path) -> tuple[object, yaml.Node | None]:
+    """Parse the YAML file at ``path`` into its data and its node tree (which knows the
+    line of every entry); StudyError naming the file (and line) when it cannot."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -527,11 +715,59 @@ def _read_yaml(path: Path) -> object:
             f"{path}: cannot read the study file ({exc.strerror or exc})"
         ) from None
     try:
-        return yaml.safe_load(text)
+        return _load(text)
     except yaml.MarkedYAMLError as exc:
         raise StudyError(_yaml_problem(path, exc)) from None
     except yaml.YAMLError as exc:  # e.g. a control character (a ReaderError)
         raise StudyError(f"{path}: {str(exc).strip().splitlines()[0]}") from None
+
+
+def _load(text: str) -> tuple[object, yaml.Node | None]:
+    """``yaml.safe_load`` of ``text``, and the node tree it was built from."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        return (None if node is None else loader.construct_document(node)), node
+    finally:
+        loader.dispose()
+
+
+def _field(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    """The value node of ``key`` in a mapping node (None when absent or not a mapping)."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    return next((v for k, v in node.value if k.value == key), None)
+
+
+def _entry_lines(node: yaml.Node | None) -> dict[str, tuple[int, ...]]:
+    """The 1-based line of each entry of the ``items``, ``models`` and ``coherence``
+    lists, so an error in one names its line."""
+    lines = {}
+    for key in ("items", "models", "coherence"):
+        entries = _field(node, key)
+        if isinstance(entries, yaml.SequenceNode):
+            lines[key] = tuple(e.start_mark.line + 1 for e in entries.value)
+    return lines
+
+
+def _check_codes_given(node: yaml.Node | None, *, path: str | Path) -> None:
+    """Refuse an option or missing answer with an empty code, naming its line: YAML
+    reads ``Hillary Clinton:`` with no value, or the ``Clinton`` of an unquoted
+    ``{Clinton, Hillary: 1}``, as a label whose code is null."""
+    items = _field(node, "items")
+    for entry in items.value if isinstance(items, yaml.SequenceNode) else ():
+        name = _field(entry, "name")
+        item = name.value if isinstance(name, yaml.ScalarNode) else "?"
+        for key, kind in (("options", "option"), ("missing", "missing answer")):
+            answers = _field(entry, key)
+            for label, code in (
+                answers.value if isinstance(answers, yaml.MappingNode) else ()
+            ):
+                if code.tag == "tag:yaml.org,2002:null":
+                    raise StudyError(
+                        f"{path} line {label.start_mark.line + 1}: "
+                        + no_code_message(kind, label.value, item=item)
+                    )
 
 
 def _yaml_problem(path: Path, exc: yaml.MarkedYAMLError) -> str:
@@ -564,26 +800,76 @@ def rule_variables(rule: str) -> set[str]:
     }
 
 
-def invalid_codes_message(values: pd.Series, item: Item, *, what: str) -> str | None:
+def invalid_codes_message(
+    values: pd.Series, item: Item, *, what: str, data: bool = False
+) -> str | None:
     """Describe the non-missing values that are not among ``item``'s option codes (not
-    on its number scale), or None."""
+    on its number scale), or None. For a ``data`` file's values the message ends with
+    the fix: the label -> code mapping for text, ``missing:`` for an undeclared whole
+    number (a simulator's output gets neither: it breaks its contract)."""
     numeric = pd.to_numeric(values, errors="coerce")
     if item.number is not None:
-        return _invalid_numbers_message(values, numeric, item, what=what)
+        return _invalid_numbers_message(values, numeric, item, what=what, data=data)
     valid = (*item.codes, *item.missing.values())
     bad = values[~numeric.isin(valid) & values.notna()]
     if not len(bad):
         return None
+    text = bad[numeric[bad.index].isna()]
+    if data and len(text):
+        return _labels_message(text, item, what=what)
     shown = ", ".join(plain(v) for v in pd.unique(bad)[:5])
     codes = ", ".join(plain(c) for c in item.codes)
+    hint = _missing_hint(numeric[bad.index], item) if data else ""
     return (
         f"{what}: item {item.name!r} holds value(s) {shown} that are not among its "
-        f"option codes [{codes}]"
+        f"option codes [{codes}]{hint}"
+    )
+
+
+def _missing_hint(numbers: pd.Series, item: Item) -> str:
+    """The fix for whole numbers no option (or scale) allows: declare them missing
+    (beside the item's own missing codes, where it has some)."""
+    shown = pd.unique(numbers)[:5]
+    if not all(float(v).is_integer() for v in shown):
+        return ""
+    listed = ", ".join(plain_number(v) for v in shown)
+    if item.missing:
+        codes = {**item.missing, **{plain_number(v): v for v in shown}}
+        listed = ", ".join(
+            f"{json.dumps(k)}: {plain_number(v)}" for k, v in codes.items()
+        )
+        fix = f"missing: {{{listed}}}"
+    else:
+        fix = f"missing: [{listed}]"
+    if len(shown) == 1:
+        return f"; if {plain_number(shown[0])} means no answer, declare it: {fix}"
+    return f"; if they mean no answer, declare them: {fix}"
+
+
+def _labels_message(text: pd.Series, item: Item, *, what: str) -> str:
+    """The refusal of text answers, with the label -> code mapping the item expects:
+    labels to code (``Study.coded``, which the command line applies), or values that
+    are neither labels nor codes."""
+    mapping = ", ".join(
+        f"{label!r} = {plain_number(code)}"
+        for label, code in {**item.options, **item.missing}.items()
+    )
+    known = text.map(_normal).isin(list(_label_codes(item)))
+    if known.all():
+        shown = ", ".join(plain(v) for v in pd.unique(text)[:3])
+        return (
+            f"{what}: item {item.name!r} holds option labels ({shown}) where codes are "
+            f"expected; code them with Study.coded(df) (mapping {mapping})"
+        )
+    shown = ", ".join(plain(v) for v in pd.unique(text[~known])[:5])
+    return (
+        f"{what}: item {item.name!r} holds value(s) {shown} that are neither its "
+        f"option codes nor its labels; expected {mapping}"
     )
 
 
 def _invalid_numbers_message(
-    values: pd.Series, numeric: pd.Series, item: Item, *, what: str
+    values: pd.Series, numeric: pd.Series, item: Item, *, what: str, data: bool
 ) -> str | None:
     """``invalid_codes_message`` of a number item: values off its scale, missing codes
     aside."""
@@ -595,9 +881,11 @@ def _invalid_numbers_message(
     if not off.any():
         return None
     shown = ", ".join(plain(v) for v in pd.unique(values[off])[:5])
+    numbers = numeric[off]
+    hint = _missing_hint(numbers, item) if data and numbers.notna().all() else ""
     return (
         f"{what}: item {item.name!r} holds value(s) {shown} that are not "
-        f"{item.number.describe()}"
+        f"{item.number.describe()}{hint}"
     )
 
 
@@ -606,7 +894,7 @@ def check_codes(df: pd.DataFrame, items: Iterable[Item], *, what: str) -> None:
     for item in items:
         if item.name not in df.columns:
             raise DataError(f"{what} has no column for item {item.name!r}")
-        message = invalid_codes_message(df[item.name], item, what=what)
+        message = invalid_codes_message(df[item.name], item, what=what, data=True)
         if message:
             raise DataError(message)
 
@@ -638,32 +926,39 @@ def _check_study(study: Study) -> None:
         unknown = sorted(formula_variables(model.formula) - declared)
         if unknown:
             raise StudyError(
-                f"formula {model.formula!r} names undeclared variable(s): {', '.join(unknown)}"
+                f"formula {model.formula!r} names undeclared variable(s): "
+                f"{_named(unknown, declared)}"
             )
         if model.outcome not in names:
             raise StudyError(
-                f"formula {model.formula!r}: outcome {model.outcome!r} is not one of the items"
+                f"formula {model.formula!r}: outcome {model.outcome!r} is not one of "
+                f"the items{did_you_mean(model.outcome, names)}"
             )
         cluster = model.cov.removeprefix(CLUSTER_PREFIX)
         if model.cov.startswith(CLUSTER_PREFIX) and cluster not in columns:
             raise StudyError(
                 f"model {model.formula!r}: cov={model.cov!r} clusters on {cluster!r}, which "
-                f"is not a persona or treatment column "
+                f"is not a persona or treatment column{did_you_mean(cluster, columns)} "
                 f"(declared: {', '.join(sorted(columns)) or 'none'})"
             )
     for pair in study.coherence:
         for role, name in (("belief", pair.belief), ("action", pair.action)):
             if name not in names:
-                raise StudyError(f"coherence {role} {name!r} is not one of the items")
+                raise StudyError(
+                    f"coherence {role} {name!r} is not one of the items"
+                    f"{did_you_mean(name, names)}"
+                )
         unknown = sorted(rule_variables(pair.rule) - declared)
         if unknown:
             raise StudyError(
-                f"coherence rule {pair.rule!r} names undeclared variable(s): {', '.join(unknown)}"
+                f"coherence rule {pair.rule!r} names undeclared variable(s): "
+                f"{_named(unknown, declared)}"
             )
     for subgroup in study.subgroups:
         if subgroup not in columns:
             raise StudyError(
-                f"subgroup {subgroup!r} is not a persona or treatment column "
+                f"subgroup {subgroup!r} is not a persona or treatment column"
+                f"{did_you_mean(subgroup, columns)} "
                 f"(declared: {', '.join(sorted(columns)) or 'none'})"
             )
 
@@ -700,7 +995,9 @@ def _check_vignettes(study: Study) -> None:
         raise StudyError(
             "the study has vignettes but no treatment column to pick them by"
         )
-    for arm in study.vignettes:
+    for arm, text in study.vignettes.items():
+        if long := _too_long(text, limit=MAX_TEXT_CHARS):
+            raise StudyError(f"vignette {arm!r}: its text {long}")
         levels = arm.split(ARM_SEPARATOR.strip())
         if len(levels) != len(study.treatment):
             raise StudyError(
@@ -716,6 +1013,8 @@ def _check_persona_text(study: Study) -> None:
         return
     if not isinstance(study.persona_text, str):
         raise StudyError(f"persona_text must be text, got {_shown(study.persona_text)}")
+    if long := _too_long(study.persona_text, limit=MAX_TEXT_CHARS):
+        raise StudyError(f"persona_text {long}")
     environment = jinja2.Environment()
     try:
         parsed = environment.parse(study.persona_text)
@@ -724,7 +1023,7 @@ def _check_persona_text(study: Study) -> None:
     unknown = sorted(jinja2.meta.find_undeclared_variables(parsed) - set(study.persona))
     if unknown:
         raise StudyError(
-            f"persona_text names {', '.join(unknown)}, which "
+            f"persona_text names {_named(unknown, study.persona)}, which "
             f"{'is' if len(unknown) == 1 else 'are'} not persona column(s) "
             f"(persona: {', '.join(study.persona) or 'none'})"
         )
@@ -790,38 +1089,62 @@ _STUDY_KEYS = (
 )
 
 
-def study_from_dict(raw: Mapping) -> Study:
+def study_from_dict(
+    raw: Mapping, *, lines: Mapping[str, Sequence[int]] | None = None
+) -> Study:
     """Build a Study from the dict layout of ``study_to_dict``; unknown keys are errors.
 
     A field of the wrong type (``items: 3``, ``persona: {a: 1}``) is a StudyError
-    naming the field, not a TypeError from deep inside.
+    naming the field, not a TypeError from deep inside. ``lines``: the file line of
+    each entry of ``items``, ``models`` and ``coherence`` (``Study.from_yaml``), so an
+    error in an entry starts with ``line N:``.
     """
+    lines = lines or {}
     unknown = sorted(str(key) for key in set(raw) - set(_STUDY_KEYS))
     if unknown:
         raise StudyError(
             f"unknown study field(s): {', '.join(unknown)}; known: {', '.join(_STUDY_KEYS)}"
         )
     return Study(
-        items=_entries(raw, key="items", cls=Item, what="item"),
+        items=_entries(raw, key="items", cls=Item, what="item", lines=lines),
         persona=_names(raw, key="persona"),
         treatment=_names(raw, key="treatment"),
         vignettes=_vignettes(raw),
-        models=_entries(raw, key="models", cls=Model, what="model"),
+        models=_entries(raw, key="models", cls=Model, what="model", lines=lines),
         subgroups=_names(raw, key="subgroups"),
-        coherence=_entries(raw, key="coherence", cls=Coherence, what="coherence"),
+        coherence=_entries(
+            raw, key="coherence", cls=Coherence, what="coherence", lines=lines
+        ),
         persona_text=raw.get("persona_text"),
         weight=raw.get("weight"),
     )
 
 
-def _entries(raw: Mapping, *, key: str, cls: type, what: str) -> tuple:
-    """The ``key`` field: a list of mappings, each built into a ``cls``."""
+def _entries(
+    raw: Mapping,
+    *,
+    key: str,
+    cls: type,
+    what: str,
+    lines: Mapping[str, Sequence[int]],
+) -> tuple:
+    """The ``key`` field: a list of mappings, each built into a ``cls`` (an error in
+    one starts with its line, where ``lines`` knows it)."""
     value = raw.get(key)
     if value is None:
         return ()
     if not isinstance(value, list):
         raise StudyError(f"{key} must be a list of {what} entries, got {_shown(value)}")
-    return tuple(_build(cls, entry, what) for entry in value)
+    where = lines.get(key, ())
+    built = []
+    for i, entry in enumerate(value):
+        try:
+            built.append(_build(cls, entry, what))
+        except SimvalError as exc:
+            if i >= len(where):
+                raise
+            raise type(exc)(f"line {where[i]}: {exc}") from exc
+    return tuple(built)
 
 
 def _names(raw: Mapping, *, key: str) -> tuple[str, ...]:
@@ -916,13 +1239,14 @@ def formula_study(
     missing = sorted(formula_variables(formula) - set(human_df.columns))
     if missing:
         raise FormulaError(
-            f"formula {formula!r} names column(s) not in the human data: {', '.join(missing)}"
+            f"formula {formula!r} names column(s) not in the human data: "
+            f"{_named(missing, human_df.columns)}"
         )
     names = list(dict.fromkeys([outcome_of(formula), *(items or ())]))
     absent = [n for n in names if n not in human_df.columns]
     if absent:
         raise DataError(
-            f"item(s) {', '.join(absent)} are not columns of the human data"
+            f"item(s) {_named(absent, human_df.columns)} are not columns of the human data"
         )
     known = set(declared.item_names) if isinstance(declared, Study) else set()
     outcome = human_df[names[0]]

@@ -59,6 +59,8 @@ from simval.results import (
     NOT_FINDINGS,
     OVERALL,
     Validation,
+    example_prompts,
+    identity_of,
     summary_table,
 )
 from simval.simulators.base import Simulator, StudySimulator
@@ -298,6 +300,8 @@ def _validation(
         ),
         versions=dict(versions()),
         fingerprint=binding.fingerprint,
+        identity=identity_of(simulator),
+        prompts=example_prompts(simulator, binding.personas, binding.study.items),
     )
 
 

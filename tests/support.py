@@ -47,3 +47,12 @@ def r_reference(name: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         pd.read_csv(REFERENCE / f"{name}_{part}.csv")
         for part in ("data", "cases", "reference")
     )
+
+
+def run(capsys, *argv: object) -> tuple[int, str, str]:
+    """``simval ARGV`` in this process: its exit status, stdout and stderr."""
+    from simval.cli import main
+
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err

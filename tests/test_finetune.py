@@ -186,6 +186,21 @@ def test_bad_hyperparameters(split, tmp_path, no_model_load, setting):
         finetune("unused", split[0], STUDY, tmp_path, **setting)
 
 
+def test_an_out_dir_that_cannot_be_written_is_refused_before_training(
+    split, tmp_path, no_model_load
+):
+    """Today's loss: a trained adapter with nowhere to go. A path under a regular file,
+    or a file where the folder should be, is refused first; so is a negative seed."""
+    blocker = tmp_path / "report.html"
+    blocker.write_text("a file")
+    with pytest.raises(OptionError, match=rf"^out_dir {blocker}/adapter: .* is a file"):
+        finetune("unused", split[0], STUDY, blocker / "adapter")
+    with pytest.raises(OptionError, match=r"is a file, not a folder"):
+        finetune("unused", split[0], STUDY, blocker)
+    with pytest.raises(OptionError, match=r"^seed=-1 is not allowed"):
+        finetune("unused", split[0], STUDY, tmp_path / "adapter", seed=-1)
+
+
 # --- training examples and the adapter -----------------------------------------------
 
 

@@ -574,6 +574,19 @@ def test_missing_persona_values_are_said_to_be_not_stated(task, make, tiny_model
     assert "not stated" in text and "nan" not in text.lower().split()
 
 
+def test_whole_numbers_held_as_floats_read_as_whole_numbers(task, make, tiny_model_dir):
+    """A numeric persona column with a blank is read as floats: the prompt still says
+    34, not 34.0, and a fraction stays a fraction."""
+    sim = make(tiny_model_dir)
+    column = next(c for c in task.study.persona if c == "age")
+    persona = task.human.iloc[0].copy().astype(object)
+    item = task.study.items[0]
+    persona[column] = 34.0
+    assert "34" in sim.prompt(persona, item) and "34.0" not in sim.prompt(persona, item)
+    persona[column] = 34.5
+    assert "34.5" in sim.prompt(persona, item)
+
+
 # --- number items ----------------------------------------------------------------------
 
 

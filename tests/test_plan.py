@@ -21,7 +21,13 @@ from simval.ppi import Rows, ppi_fit
 from simval.rectify import rectify
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_rectify import STUDY, WorldSimulator, people
+from test_rectify import (
+    OBSERVATIONAL_FORMULAS,
+    STUDY,
+    WorldSimulator,
+    observational_files,
+    people,
+)
 
 
 @pytest.fixture(scope="module")
@@ -290,3 +296,53 @@ def test_finetune_or_rectify_splits_the_humans(tmp_path, tiny_model_dir, private
             model=tiny_model_dir,
             fractions=(1.0,),
         )
+
+
+# --- an observational study on the command line ---------------------------------------------
+
+PLAN_TARGET = ["--cost-human", "10", "--cost-simulated", "0.02", "--effective-n", "500"]
+
+
+def test_an_observational_plan_refuses_unlabeled_naming_the_flags(
+    capsys, tmp_path, monkeypatch
+):
+    """simval plan --unlabeled on a study without a treatment (the README's first plan
+    on an observational study): exit 2, one line naming --personas FILE.csv and
+    --labeled-frac, before any model loads."""
+    from simval.cli import main
+    from simval.cli_flags import ModelFlags
+
+    monkeypatch.setattr(ModelFlags, "simulator", lambda self, study: pytest.fail())
+    study, human, _ = observational_files(tmp_path)
+    code = main(
+        ["plan", str(study), "--human", str(human), "--model", "m", "--unlabeled",
+         "2000", *PLAN_TARGET, "--out", str(tmp_path / "plan.csv")]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "give --personas FILE.csv" in err and "--labeled-frac / --labeled-n" in err
+
+
+@pytest.mark.parametrize("source", ["--personas", "--labeled-frac"])
+def test_an_observational_study_is_planned_from_personas_or_a_labeled_split(
+    capsys, tmp_path, tiny_model_dir, private_cache, source
+):
+    """simval plan on a study without a treatment, its pilot's simulated-only
+    personas from --personas FILE.csv or --labeled-frac 0.5: a plan per term of both
+    formulas that reaches the target at the pilot's estimates."""
+    from simval.cli import main
+
+    study, human, personas = observational_files(tmp_path)
+    given = [source, str(personas) if source == "--personas" else "0.5"]
+    code = main(
+        ["plan", str(study), "--human", str(human), "--model", str(tiny_model_dir),
+         *given, *PLAN_TARGET, "--out", str(tmp_path / "plan.csv")]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    table = pd.read_csv(tmp_path / "plan.csv")
+    assert list(table.columns) == list(PLAN_COLUMNS)
+    assert set(table["formula"]) == OBSERVATIONAL_FORMULAS
+    assert (table["effective_n"] >= 500 - 1e-6).all(), table["effective_n"]
+    assert (table["cost"] <= table["humans_only_cost"] + 1e-6).all()
+    assert "Intercept in" not in out and "age in share ~ concern + age: " in out

@@ -8,11 +8,17 @@ import sys
 import time
 
 import pytest
+from fake_lm import UniformLM
 
 from simval import progress as progress_module
+from simval.bench import bench
 from simval.errors import OptionError
-from simval.progress import duration, phase, progress
+from simval.finetune import finetune
+from simval.progress import Progress, duration, phase, progress
+from simval.rectify import rectify
 from simval.runtime import thread_count
+from simval.tasks import load_task
+from simval.validate import validate
 
 
 def test_a_log_gets_plain_periodic_lines_and_a_summary(capsys, monkeypatch):
@@ -34,6 +40,71 @@ def test_silenced_progress_writes_nothing(capsys):
         pass
     with phase("quiet step", enabled=False):
         pass
+    assert capsys.readouterr().err == ""
+
+
+def test_a_silenced_bar_or_phase_silences_everything_inside_it(capsys):
+    """What runs inside a silenced bar or phase (a simulator's own bars inside a
+    silenced validation, whatever the simulator was told) is silent; after it, bars
+    show again."""
+    for _ in progress(range(2), desc="outer", enabled=False):
+        for _ in progress(range(2), desc="inner"):
+            pass
+        with phase("inner step"):
+            pass
+    with phase("outer step", enabled=False), Progress(desc="inner bar", total=1) as bar:
+        bar.update(1)
+    with Progress(desc="fine-tuning", total=1, enabled=False) as bar:
+        for _ in progress(range(1), desc="inner"):
+            bar.update(1)
+    assert capsys.readouterr().err == ""
+    for _ in progress(range(1), desc="shown again"):
+        pass
+    assert "shown again: 1 it in" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load_task("example")
+
+
+FAST = {"reps": 2, "resamples": 10, "seed": 0}
+
+
+def test_progress_false_silences_validate_and_rectify(capsys, tmp_path, task):
+    """A language-model simulator left at ``progress=None`` shows its scoring bars; the
+    call's ``progress=False`` silences them, and everything else, in validate and
+    rectify (validate's scoring bars once ignored it)."""
+    simulator = UniformLM(study=task.study, cache_dir=tmp_path)
+    validate(task.study, task.human, simulator, **FAST)
+    shown = capsys.readouterr().err
+    assert "default: scoring concern" in shown and "replicates" in shown
+    simulator = UniformLM(study=task.study, cache_dir=tmp_path / "again")
+    validate(task.study, task.human, simulator, progress=False, **FAST)
+    assert capsys.readouterr().err == ""
+    rectify(
+        task.study, task.human.iloc[:300], simulator,
+        unlabeled=task.human.iloc[300:], progress=False,
+    )  # fmt: skip
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_false_silences_finetune(capsys, tmp_path, task, tiny_model_dir):
+    """Loading the model, then training: not a line (its bar shows by default)."""
+    pilot = task.human.iloc[:12]
+    for shown, out in ((None, "shown"), (False, "silent")):
+        finetune(
+            tiny_model_dir, pilot, task.study, tmp_path / out, epochs=1, seed=0,
+            progress=shown, cache_dir=tmp_path / "cache",
+        )  # fmt: skip
+        err = capsys.readouterr().err
+        assert ("fine-tuning on" in err) is (shown is None), err
+
+
+def test_progress_false_silences_bench(capsys, tmp_path, task):
+    """bench's pre-scoring of every respondent, then its validations and rectify."""
+    simulator = UniformLM(study=task.study, cache_dir=tmp_path)
+    bench({"lm": simulator}, task.human, task.study, progress=False, **FAST)
     assert capsys.readouterr().err == ""
 
 

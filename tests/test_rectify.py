@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,9 +16,15 @@ import pytest
 import scipy.special
 from support import binomial_tolerance
 
-from simval.errors import DataError, OptionError, SimvalError
+from simval.errors import DataError, EstimationError, OptionError, SimvalError
 from simval.ppi import Rows, ppi_fit
-from simval.rectify import TABLE_COLUMNS, Rectified, rectify, split_labeled
+from simval.rectify import (
+    TABLE_COLUMNS,
+    Rectified,
+    check_inputs,
+    rectify,
+    split_labeled,
+)
 from simval.regression import fit as fit_model
 from simval.report import rectified_text, write_rectified_report
 from simval.simulators.reference import FunctionSimulator
@@ -564,7 +571,7 @@ class Trained(WorldSimulator):
         ({"family": "probit"}, OptionError, "come from the study"),
         ({"simulator": Trained("good")}, DataError, "fine-tuning pilot"),
         ({"study": "act ~ C(arm) + belief + x", "family": "logit"}, OptionError,
-         "no treatment"),
+         "none is declared: pass unlabeled=<DataFrame>"),
         ({"study": "act ~ C(arm) + belief", "family": "logit", "treatment": "group"},
          DataError, "group"),
         ({"study": dataclasses.replace(STUDY, models=(
@@ -697,3 +704,310 @@ def test_a_continuous_outcome_is_rectified_from_mean_simulated_numbers():
     row = result.table.set_index("term").loc["x"]
     assert abs(row["rectified_estimate"] - 0.5) < 4 * row["rectified_std_error"]
     assert row["rectified_std_error"] < row["classical_std_error"]
+
+
+# --- an observational study: no treatment ---------------------------------------------------
+
+VOTE = Item("vote", "Did you vote in the last election?", {"No": 0, "Yes": 1})
+SURVEY = Study(
+    items=(BELIEF, VOTE),
+    persona=("x", "age", "veteran", "z"),
+    models=(
+        Model("vote ~ x + age + veteran", "logit", "HC1"),
+        Model("belief ~ x + veteran", "ols", "HC1"),
+    ),
+)
+"""A survey with no treatment: numeric personas x and age, a rare dummy (7% veterans)
+and z, which the formulas leave out and the simulator reads."""
+
+
+def survey_personas(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    """n personas of the survey's population."""
+    return pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "age": rng.integers(18, 91, size=n).astype(float),
+            "veteran": (rng.random(n) < 0.07).astype(float),
+            "z": rng.normal(size=n),
+        }
+    )
+
+
+def survey_belief(personas: pd.DataFrame, *, biased: bool = False) -> np.ndarray:
+    """An ordered logit of the belief on the personas (steeper and shifted if biased)."""
+    latent = (
+        0.6 * personas["x"] + 0.9 * personas["z"] + 0.8 * personas["veteran"]
+        - 0.01 * (personas["age"] - 50)
+    ).to_numpy()  # fmt: skip
+    if biased:
+        latent = 1.5 * latent + 0.7
+    cdf = scipy.special.expit(CUTS[None, :] - latent[:, None])
+    return np.diff(np.column_stack([np.zeros(len(latent)), cdf, np.ones(len(latent))]))
+
+
+def survey_vote(personas: pd.DataFrame, *, biased: bool = False) -> np.ndarray:
+    """The probability of voting (pulled towards 1/2 if biased)."""
+    p = scipy.special.expit(
+        -0.4 + 0.5 * personas["x"] + 0.03 * (personas["age"] - 50)
+        + 0.9 * personas["veteran"] + personas["z"]
+    ).to_numpy()  # fmt: skip
+    return 0.5 + 0.4 * (p - 0.5) if biased else p
+
+
+def surveyed(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    """n respondents of the survey: personas, belief and vote."""
+    personas = survey_personas(rng, n)
+    shares = survey_belief(personas)
+    belief = 1 + (rng.random(n)[:, None] > shares.cumsum(axis=1)).sum(axis=1)
+    return personas.assign(belief=belief, vote=rng.binomial(1, survey_vote(personas)))
+
+
+class SurveySimulator(WorldSimulator):
+    """The survey's own option probabilities (``good``) or distorted ones
+    (``biased``); answers sampled from them (``WorldSimulator.simulate``)."""
+
+    def predict_proba(self, personas: pd.DataFrame, item: Item) -> pd.DataFrame:
+        biased = self.kind == "biased"
+        if item.name == "belief":
+            values = survey_belief(personas, biased=biased)
+        else:
+            p = survey_vote(personas, biased=biased)
+            values = np.column_stack([1 - p, p])
+        return pd.DataFrame(values, index=personas.index, columns=list(item.codes))
+
+
+@functools.cache
+def survey_truth() -> np.ndarray:
+    """Both formulas' population coefficients, from fits to a million respondents."""
+    population = surveyed(np.random.default_rng(0), 1_000_000)
+    return np.concatenate(
+        [
+            fit_model(m.formula, population, family=m.family, cov="HC0").table[
+                "estimate"
+            ]
+            for m in SURVEY.models
+        ]
+    )
+
+
+@pytest.mark.parametrize("kind", ["good", "biased"])
+@pytest.mark.parametrize("source", ["persona frame", "labeled split"])
+def test_an_observational_study_covers_with_a_persona_frame_or_a_labeled_split(
+    source, kind
+):
+    """No treatment: the simulated-only personas come from the population,
+    independently of the labeled humans, either as a persona frame (--personas) or as
+    the other humans of a random split (--labeled-frac). Each term's rectified
+    interval, the rare dummy's included, covers at the nominal rate within a two-sided
+    binomial band; the biased simulator's simulated-only intervals do not; the good
+    simulator narrows every interval against the humans-only one."""
+    seed = {"persona frame": 61, "labeled split": 63}[source] + (kind == "biased")
+    rng = np.random.default_rng(seed)
+    simulator = SurveySimulator(kind)
+    datasets = 200
+    covered = naive_covered = 0
+    ratios = []
+    for _ in range(datasets):
+        if source == "persona frame":
+            humans, frame = surveyed(rng, 300), survey_personas(rng, 1200)
+        else:
+            split = split_labeled(
+                SURVEY, surveyed(rng, 1500), frac=0.2, seed=int(rng.integers(2**31))
+            )
+            humans, frame = split.labeled, split.unlabeled
+        result = rectify(
+            SURVEY, humans, simulator, unlabeled=frame, alpha=ALPHA,
+            seed=int(rng.integers(2**31)), progress=False,
+        )  # fmt: skip
+        table = result.table
+        assert (len(humans), len(table)) == (300, 7), result.not_estimable
+        low, high = table["rectified_ci_low"], table["rectified_ci_high"]
+        covered += ((low <= survey_truth()) & (survey_truth() <= high)).to_numpy()
+        low, high = table["naive_ci_low"], table["naive_ci_high"]
+        naive_covered += ((low <= survey_truth()) & (survey_truth() <= high)).to_numpy()
+        ratios.append(table["rectified_std_error"] / table["classical_std_error"])
+    rate = covered / datasets
+    band = binomial_tolerance(1 - ALPHA, datasets)
+    assert np.all(np.abs(rate - (1 - ALPHA)) <= band), rate
+    ratio = np.median(ratios, axis=0)
+    if kind == "biased":  # the x terms of both formulas
+        assert (naive_covered[[1, 5]] / datasets < 0.5).all(), naive_covered
+    else:
+        assert np.all(ratio < 1), ratio
+
+
+def test_an_observational_study_refuses_re_drawn_personas_naming_the_fix():
+    """unlabeled=<number> without a treatment is refused before the simulator is asked,
+    in Python's words: a persona DataFrame, or split_labeled's unlabeled personas."""
+
+    class Counting(SurveySimulator):
+        calls = 0
+
+        def predict_proba(self, personas, item):
+            Counting.calls += 1
+            return super().predict_proba(personas, item)
+
+    humans = surveyed(np.random.default_rng(9), 200)
+    with pytest.raises(OptionError) as caught:
+        rectify(SURVEY, humans, Counting("good"), unlabeled=500, progress=False)
+    message = str(caught.value)
+    assert message.startswith("unlabeled=500 re-draws the humans' personas")
+    assert "unlabeled=<DataFrame>" in message and "split_labeled" in message
+    assert "\n" not in message and Counting.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "culprit"),
+    [
+        ({"act": np.nan}, DataError, r"item 'act' is missing on every row"),
+        ({"x": np.nan}, DataError, r"'x' .*'act ~ C\(arm\) \+ belief \+ x'"),
+        ("separated", EstimationError,
+         r"^'act ~ C\(arm\) \+ belief \+ x' on the labeled humans: .*separat"),
+    ],
+)  # fmt: skip
+def test_check_inputs_fits_the_humans_own_models(change, error, culprit):
+    """check_inputs (what a command runs before it loads a model) makes validate's
+    data checks and fits every model to the humans, and refuses a column a formula
+    cannot use or a model they cannot estimate, naming the formula."""
+    humans = people(np.random.default_rng(8), 100)
+    check_inputs(STUDY, humans, unlabeled=500)
+    if change == "separated":
+        broken = humans.assign(act=(humans["x"] > 0).astype(int))
+    else:
+        broken = humans.assign(**change)
+    with pytest.raises(error, match=culprit):
+        check_inputs(STUDY, broken, unlabeled=500)
+
+
+# --- an observational study on the command line ---------------------------------------------
+
+OBSERVATIONAL_YAML = """\
+items:
+  - name: concern
+    text: How concerned are you about what happens to your email address once you share it?
+    options: {Not at all: 1, Slightly: 2, Somewhat: 3, Very: 4, Extremely: 5}
+  - name: share
+    text: Do you usually enter your email address to read an article?
+    options: {"No": 0, "Yes": 1}
+persona: [age, age_band, gender]
+models:
+  - formula: share ~ concern + age
+    family: logit
+  - formula: concern ~ C(gender) + age
+    family: ols
+"""
+OBSERVATIONAL_FORMULAS = {"share ~ concern + age", "concern ~ C(gender) + age"}
+
+
+def observational_files(folder: Path) -> tuple[Path, Path, Path]:
+    """The example task's respondents as an observational survey (no treatment): its
+    study.yaml, 120 of them as the humans and 300 others' personas, as files."""
+    from simval.tasks import load_task
+
+    people_ = load_task("example").human.drop(columns="arm")
+    study, human, personas = (
+        folder / "study.yaml", folder / "data.csv", folder / "personas.csv"
+    )  # fmt: skip
+    study.write_text(OBSERVATIONAL_YAML)
+    people_.iloc[:120].to_csv(human, index_label="respondent")
+    people_.iloc[120:420][["age", "age_band", "gender"]].to_csv(personas, index=False)
+    return study, human, personas
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fail the test if a command loads its model."""
+    from simval.cli_flags import ModelFlags
+
+    def loaded(self, study):
+        pytest.fail("the model was loaded")
+
+    monkeypatch.setattr(ModelFlags, "simulator", loaded)
+
+
+def test_an_observational_study_refuses_unlabeled_naming_the_flags(
+    capsys, tmp_path, no_model
+):
+    """simval rectify --unlabeled on a study without a treatment: exit 2, one line in
+    the command's words (--personas FILE.csv, --labeled-frac), before any model."""
+    from simval.cli import main
+
+    study, human, _ = observational_files(tmp_path)
+    code = main(
+        ["rectify", str(study), "--human", str(human), "--model", "m",
+         "--unlabeled", "2000", "--out", str(tmp_path / "r.html")]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "--unlabeled 2000 re-draws the humans' personas" in err
+    assert "give --personas FILE.csv" in err and "--labeled-frac / --labeled-n" in err
+    assert "unlabeled=" not in err and "treatment=" not in err
+
+
+def _example_with(frame_change: str, example_csv: Path) -> Path:
+    """The example respondents with one thing broken, as a new CSV beside them."""
+    people_ = pd.read_csv(example_csv, index_col="respondent")
+    if frame_change == "separated at 20":
+        people_ = people_.iloc[:20]
+        people_["share"] = (people_["age"] > people_["age"].median()).astype(int)
+    else:
+        people_[frame_change] = np.nan
+    path = example_csv.with_name("broken.csv")
+    people_.to_csv(path, index_label="respondent")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("broken", "culprit"),
+    [
+        ("concern", "'concern' is missing on every row"),
+        ("gender", "'gender' is missing on every row"),
+        ("separated at 20", "'share ~ C(arm) + concern + trust + age' on "),
+    ],
+)
+@pytest.mark.parametrize("source", ["--unlabeled", "--labeled-frac"])
+def test_the_humans_own_fits_run_before_the_model_loads(
+    capsys, tmp_path, example_csv, no_model, broken, culprit, source
+):
+    """simval rectify on humans whose own model cannot be fitted (an all-missing item
+    or persona column, a logit the humans separate): exit 2 with one line naming the
+    culprit, and the model never loads."""
+    from simval.cli import main
+
+    human = _example_with(broken, example_csv)
+    code = main(
+        ["rectify", "simval/tasks/example/study.yaml", "--human", str(human),
+         "--model", "m", source, "50" if source == "--unlabeled" else "0.5",
+         "--out", str(tmp_path / "r.html")]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert culprit in err, err
+    if broken == "separated at 20":  # a split checks every human first (its reference)
+        who = "the labeled humans" if source == "--unlabeled" else "all the humans"
+        assert f"on {who}: logit model of 'share' cannot be estimated" in err, err
+
+
+@pytest.mark.parametrize("source", ["--personas", "--labeled-frac"])
+def test_an_observational_study_is_rectified_from_personas_or_a_labeled_split(
+    capsys, tmp_path, tiny_model_dir, private_cache, source
+):
+    """simval rectify on a study without a treatment, with --personas FILE.csv (300
+    personas) or --labeled-frac 0.5 (60 labeled, the other 60's personas): a report and
+    a table with both formulas' terms and their simulated-only rows."""
+    from simval.cli import main
+
+    study, human, personas = observational_files(tmp_path)
+    given = [source, str(personas) if source == "--personas" else "0.5"]
+    code = main(
+        ["rectify", str(study), "--human", str(human), "--model", str(tiny_model_dir),
+         *given, "--out", str(tmp_path / "r.html")]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    table = pd.read_csv(tmp_path / "r.csv")
+    assert set(table["formula"]) == OBSERVATIONAL_FORMULAS
+    expected = (120, 300) if source == "--personas" else (60, 60)
+    assert set(zip(table["n_human"], table["n_unlabeled"])) == {expected}
+    assert table["rectified_std_error"].gt(0).all()
+    assert (tmp_path / "r.html").stat().st_size > 1000 and "report:" in out

@@ -22,11 +22,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from calibration import STUDIES, answers, known_simulator, personas
+from fake_lm import UniformLM
 
 import simval
 from simval import Item, MarginalSimulator
 from simval.errors import DataError, OptionError
 from simval.headline import HEADLINE
+from simval.rectify import rectify
 from simval.report import (
     SECTION_TITLES,
     build_sections,
@@ -38,12 +40,15 @@ from simval.report import (
     write_report,
 )
 from simval.report.blocks import md_escape, number
+from simval.report.inference import write_rectified_report
 from simval.report.pages import figures_of
 from simval.report.render import CAVEAT
 from simval.results import (
     HUMAN_ROW,
     REFERENCE_ROW,
     Validation,
+    example_prompts,
+    identity_of,
     rank,
     summary_table,
     verdict_sentence,
@@ -101,8 +106,10 @@ def data_uris(page: str) -> list[bytes]:
 
 
 def section(page: str, title: str) -> str:
-    """The HTML of one section of a report."""
-    return page.split(f"<h2>{html.escape(title)}</h2>")[1].split("</section>")[0]
+    """The HTML of one section of a report, without the spans that keep each CI on
+    one line (``value [low, high]`` reads as it is written)."""
+    part = page.split(f"<h2>{html.escape(title)}</h2>")[1].split("</section>")[0]
+    return re.sub(r'<span class="ci">(.*?)</span>', r"\1", part)
 
 
 def table_rows(fragment: str) -> dict[str, list[str]]:
@@ -450,6 +457,21 @@ def test_small_subgroup_cells_are_marked_and_left_out_of_the_gap(tmp_path, task)
         v.summary()["subgroup_jsd_gap"], abs=5e-4
     )
     assert "age_band=18-34 (small)" in table_rows(section(page, "Heterogeneity"))
+    # the decision table: a small cell is undetermined whatever its Wald p, and says so
+    decisions = subgroups.split("The decision per formula within each subgroup")[1]
+    small = re.findall(r'<td class="small">([^<]*age_band=18-34[^<]*)</td><td[^>]*>'
+                       r'[^<]*</td><td class="small">([^<]*)</td>', decisions)  # fmt: skip
+    assert small and all(
+        cell.startswith("undetermined, too small to judge (Wald p")
+        and cell.endswith("; not acted on) (small)")
+        for _, cell in small
+    ), small
+    rule = html.unescape(
+        decisions.split("<strong>(small)</strong>: ")[1].split("</p>")[0]
+    )
+    assert "fewer than 200 human respondents" in rule
+    assert "fewer than 10 humans giving the rarer answer per coefficient" in rule
+    assert "events-per-parameter rule" in rule and "not acted on" in rule
 
 
 def test_warnings_and_nonresponse_are_shown(tmp_path, validations):
@@ -673,3 +695,240 @@ def test_import_simval_stays_free_of_matplotlib_and_figures_skip_pyplot():
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- what was compared: identity, prompts, persona text, title, numbers, Jupyter --------
+
+
+@pytest.fixture(scope="module")
+def described(tmp_path_factory, task, validations):
+    """The floor's numbers under three names: a fine-tuned model whose adapter sits
+    beside the report (written with an absolute path, as ``simval demo --out /abs``
+    does), a served model, and the resampling reference, which has no identity; the
+    study with a persona phrase."""
+    folder = tmp_path_factory.mktemp("described")
+    study = dataclasses.replace(
+        task.study, persona_text="a {{ age }}-year-old {{ gender | lower }}"
+    )
+    lm = UniformLM(
+        study=study, cache_dir=folder / "cache", adapter=folder / "runs" / "adapter"
+    )
+    personas = task.human[[*study.persona, *study.treatment]]
+    prompts = example_prompts(lm, personas, study.items)
+    served = {
+        "model": "llama-3-8b",
+        "dtype": "as served",
+        "mode": "score",
+        "api": "completions at http://10.0.0.5:8000/v1",
+    }
+    named = {
+        RESAMPLING: dataclasses.replace(validations[RESAMPLING], study=study),
+        "fine-tuned": dataclasses.replace(
+            validations[FLOOR], study=study, identity=identity_of(lm), prompts=prompts
+        ),
+        "served": dataclasses.replace(
+            validations[FLOOR], study=study, identity=served, prompts=prompts
+        ),
+    }
+    out = (folder / "runs" / "report.html").resolve()
+    paths = write_report(named, out=out, references=(RESAMPLING,), title="CCES 2016")
+    return folder, prompts, [p.read_text(encoding="utf-8") for p in paths]
+
+
+def test_report_names_each_simulator_by_model_adapter_dtype_mode_and_api(
+    described, task
+):
+    folder, _, (page, md) = described
+    rows = table_rows(section(page, "Simulators compared"))
+    assert rows["fine-tuned"] == [
+        "SmolLM2-135M-Instruct (default)", "adapter", "float32", "score", "–"
+    ]  # fmt: skip
+    assert rows["served"] == [
+        "llama-3-8b", "none", "as served", "score",
+        "completions at http://10.0.0.5:8000/v1",
+    ]  # fmt: skip
+    assert rows[RESAMPLING][0] == html.escape(repr(BootstrapSimulator(task.human)))
+    assert rows[RESAMPLING][1:] == ["–"] * 4
+    assert "| fine-tuned | SmolLM2-135M-Instruct (default) | adapter | float32 |" in md
+    for text in (page, md):
+        assert str(folder) not in text and str(folder.resolve()) not in text
+
+
+def test_the_adapter_is_shown_relative_to_the_report(tmp_path, validations):
+    """Beside, below or above the report's folder: a relative path, never the machine's."""
+    identity = {"model": "default", "adapter": str(tmp_path / "a" / "adapter"),
+                "dtype": "bfloat16", "mode": "score"}  # fmt: skip
+    named = {"m": dataclasses.replace(validations[FLOOR], identity=identity)}
+    for out, shown in (
+        (tmp_path / "a" / "report.html", "adapter"),
+        (tmp_path / "b" / "c" / "report.html", "../../a/adapter"),
+        (tmp_path / "report.html", "a/adapter"),
+    ):
+        page = write_html(named, out=out).read_text(encoding="utf-8")
+        assert table_rows(section(page, "Simulators compared"))["m"][1] == shown
+        assert str(tmp_path) not in page
+
+
+def test_one_example_prompt_per_item_and_the_persona_text(described, task):
+    """Each item's prompt for the first human respondent, once for the two simulators
+    shown the same text, exactly as sent (line breaks kept); the persona phrase."""
+    _, prompts, (page, md) = described
+    assert set(prompts) == set(task.study.item_names)
+    assert "a 67-year-old male" in prompts["concern"]
+    compared = section(page, "Simulators compared")
+    for item, prompt in prompts.items():
+        assert f"<strong>{item} (fine-tuned, served)</strong>" in compared
+        assert compared.count(f"<pre>{html.escape(prompt)}</pre>") == 1
+        assert f"**{item} (fine-tuned, served)**\n\n```text\n{prompt}\n```" in md
+    phrase = "a {{ age }}-year-old {{ gender | lower }}"
+    assert f"<strong>Persona text</strong>: {html.escape(phrase)}" in section(
+        page, "The study"
+    )
+    assert "**Persona text**: a {{ age }}-year-old {{ gender \\| lower }}" in md
+
+
+def test_a_title_of_ones_own(described, tmp_path, validations):
+    _, _, (page, md) = described
+    assert "<title>CCES 2016</title>" in page and "<h1>CCES 2016</h1>" in page
+    assert md.startswith("# CCES 2016\n")
+    default = write_html(validations, out=tmp_path / "r.html").read_text()
+    assert "<title>simval replication report</title>" in default
+
+
+@pytest.mark.parametrize("command", ["validate", "rectify", "bench"])
+def test_the_commands_take_a_title(command):
+    from typer.testing import CliRunner
+
+    from simval.cli import app
+
+    shown = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
+    assert shown.exit_code == 0 and "--title TEXT" in shown.output
+
+
+def test_saves_from_before_identities_read_back_empty(validations):
+    floor = dataclasses.replace(
+        validations[FLOOR], identity={"model": "m", "mode": "score"},
+        prompts={"concern": "Question?\nAnswer:"},
+    )  # fmt: skip
+    again = Validation.from_json(floor.to_json())
+    assert again.identity == floor.identity and again.prompts == floor.prompts
+    old = json.loads(floor.to_json())
+    del old["identity"], old["prompts"]
+    again = Validation.from_json(json.dumps(old))
+    assert again.identity == {} and again.prompts == {}
+
+
+def test_one_number_formatter():
+    """A float always to its digits (λ 0 reads 0.000 beside 0.370), integers bare."""
+    assert [number(x) for x in (0.0, 0.37, -0.0001, 2.0, 1 / 3)] == [
+        "0.000", "0.370", "0.000", "2.000", "0.333"
+    ]  # fmt: skip
+    assert [number(x) for x in (0, np.int64(312), np.nan, None, np.inf)] == [
+        "0", "312", "–", "–", "∞"
+    ]  # fmt: skip
+    assert number(312.0, digits=0) == "312" and number(0.456, digits=2) == "0.46"
+    assert number(2.0, digits=None) == "2" and number(2.5, digits=None) == "2.5"
+
+
+RIGHT = ' style="text-align:right"'
+
+
+def test_validation_displays_in_jupyter(validations):
+    floor = validations[FLOOR]
+    shown = floor._repr_html_()
+    for row in floor.verdicts.to_dict("records"):
+        assert html.escape(verdict_sentence(row, simulator=floor.simulator)) in shown
+    table = floor.summary_table
+    assert list(table.columns) == [
+        "metric", "label", "value", "ci_low", "ci_high", "reference"
+    ]  # fmt: skip
+    assert list(table["metric"]) == list(floor.headline["metric"])
+    assert isinstance(floor.summary(), dict)
+    summary = floor.summary()
+    for row in table.itertuples(index=False):
+        assert row.value == summary[row.metric] or np.isnan(row.value)
+        value = f"{number(row.value)} [{number(row.ci_low)}, {number(row.ci_high)}]"
+        if np.isnan(row.ci_low):
+            value = number(row.value)
+        assert f"<td>{html.escape(row.label)}</td><td{RIGHT}>{value}</td>" in shown
+    assert shown.count("<tr>") == len(table) + 1
+
+
+@pytest.fixture(scope="module")
+def rectified(tmp_path_factory, task):
+    """PPI++ with a simulator that predicts every human alike: λ is 0 for every term
+    (its answers carry no information), the case that once printed "0" beside "0.370"."""
+    folder = tmp_path_factory.mktemp("rectified")
+    lm = UniformLM(study=task.study, cache_dir=folder / "cache")
+    return rectify(
+        task.study, task.human.iloc[:300], lm, unlabeled=task.human.iloc[300:],
+        progress=False,
+    )  # fmt: skip
+
+
+def test_rectified_numbers_read_alike(tmp_path, rectified):
+    page, md = (
+        p.read_text(encoding="utf-8")
+        for p in write_rectified_report({"lm": rectified}, out=tmp_path / "r.html")
+    )
+    table = page.split("<h3>")[1].split("</table>")[0]  # the first formula's table
+    header = re.findall(r"<th>(.*?)</th>", table)
+    body = table.split("<tbody>")[1]
+    cells = [
+        re.findall(r"<td[^>]*>(.*?)</td>", row)[header.index("λ")]
+        for row in re.findall(r"<tr>(.*?)</tr>", body)
+    ]
+    assert cells and all(re.fullmatch(r"-?\d+\.\d{3}", c) for c in cells), cells
+    assert "0.000" in cells
+    assert "λ: tuned." in html.unescape(page) and "λ: tuned." in md
+
+
+def test_rectified_names_its_simulator_relative_to_the_page(tmp_path, rectified):
+    identity = {"model": "default", "adapter": str(tmp_path / "adapter"),
+                "dtype": "float32", "mode": "score"}  # fmt: skip
+    known = dataclasses.replace(
+        rectified, notes={**rectified.notes, "identity": identity}
+    )
+    written, _ = write_rectified_report({"lm": known}, out=tmp_path / "out" / "r.html")
+    page = written.read_text(encoding="utf-8")
+    assert (
+        "<strong>lm: model default, adapter ../adapter, dtype float32, mode score"
+        "</strong>" in page
+    )
+    assert str(tmp_path) not in page
+
+
+def test_rectified_displays_in_jupyter(rectified):
+    shown = rectified._repr_html_()
+    for line in rectified.lines():
+        assert f"<li>{html.escape(line)}</li>" in shown
+    assert shown.count("<tr>") == len(rectified.table) + 1
+    first = rectified.table.iloc[0]
+    assert f"<td>{html.escape(first['term'])}</td>" in shown
+    assert number(first["gain"], digits=2) in shown
+
+
+def test_a_simulator_says_what_it_is(tmp_path, task, tiny_model_dir):
+    """A local model folder as its absolute path (a report shows it relative to
+    itself), the weights' precision, the mode; a served model by its name, with the
+    API and the server's address (``public_url``: no credentials)."""
+    from simval.simulators.hf import HFSimulator
+
+    hf = HFSimulator(
+        tiny_model_dir, study=task.study, cache_dir=tmp_path, dtype="float32"
+    )
+    assert identity_of(hf) == {
+        "model": str(Path(tiny_model_dir).resolve()),
+        "dtype": "float32",
+        "mode": "score",
+    }
+    served = UniformLM(study=task.study, cache_dir=tmp_path, adapter=tmp_path / "lora")
+    served.server, served.api, served.model_name = "http://h:8000/v1", "chat", "lora"
+    del served.precision
+    assert identity_of(served) == {
+        "model": "lora",
+        "adapter": str((tmp_path / "lora").resolve()),
+        "dtype": "as served",
+        "mode": "score",
+        "api": "chat at http://h:8000/v1",
+    }

@@ -1,7 +1,10 @@
 """The written report and leaderboard pages open in a real browser (headless Chromium):
-no console error, every figure decodes and takes up space on the page, and the report
+no console error, every figure decodes and takes up space on the page, the report
 leads with the answer: each formula's decision on the first screen of a 1280x800 window,
-above the figures and the study's declaration, with the one-line caveat.
+above the figures and the study's declaration, with the one-line caveat; and every
+table and example prompt fits the page's width in that window (the replication report
+with its valid-inference section, and the valid-inference page with every human's
+estimates beside, its widest table).
 
 Needs the Debian packages chromium and chromium-driver and the Python package
 selenium; Selenium Manager is never used (the driver path is given), so nothing is
@@ -14,8 +17,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from fake_lm import UniformLM
 
-from simval.report import write_leaderboard, write_report
+from simval.rectify import rectify, split_labeled
+from simval.report import write_leaderboard, write_rectified_report, write_report
 from simval.results import verdict_sentence
 from simval.simulators import BootstrapSimulator, MarginalSimulator
 from simval.tasks import load_task
@@ -50,6 +55,13 @@ return {screen: window.innerHeight,
         caveatLines: text.getClientRects().length,
         figure: top(document.querySelector("img")),
         study: top(document.getElementById("the-study"))};
+"""
+WIDTHS = """
+return Array.from(document.querySelectorAll("table, pre")).map(el => ({
+  what: el.tagName + " after " + (el.previousElementSibling || {}).textContent,
+  width: el.getBoundingClientRect().width,
+  scroll: el.scrollWidth,
+  room: el.parentElement.clientWidth}));
 """
 IMAGES = """
 return Array.from(document.images).map(img => {
@@ -99,20 +111,44 @@ def validations():
 
 
 @pytest.fixture(scope="module")
-def pages(tmp_path_factory, validations) -> dict[str, tuple[Path, int]]:
-    """The report and the leaderboard, with their figure counts (two forest plots per
-    model, a bar chart per item, the heatmap, variance, coherence, two heterogeneity)."""
+def rectified(tmp_path_factory):
+    """A language-model simulator's valid inference on half the example's humans, the
+    other half's personas simulated-only; every human's own fit beside."""
+    task = load_task("example")
+    split = split_labeled(task.study, task.human, frac=0.5, seed=0)
+    lm = UniformLM(study=task.study, cache_dir=tmp_path_factory.mktemp("cache"))
+    result = rectify(
+        task.study, split.labeled, lm, unlabeled=split.unlabeled, progress=False
+    )
+    return result, split.reference
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory, validations, rectified) -> dict[str, tuple[Path, int]]:
+    """The report (with a valid-inference section), the leaderboard and the
+    valid-inference page, with their figure counts (two forest plots per model, a bar
+    chart per item, the heatmap, variance, coherence, two heterogeneity; one forest
+    plot per model for valid inference)."""
     study = next(iter(validations.values())).study
     folder = tmp_path_factory.mktemp("pages")
+    result, reference = rectified
     report, _ = write_report(
-        validations, out=folder / "report.html", references=("resampling",)
-    )
-    figures = 2 * len(study.models) + len(study.items) + 5
+        validations, out=folder / "report.html", references=("resampling",),
+        rectified={"floor": result},
+    )  # fmt: skip
+    figures = 3 * len(study.models) + len(study.items) + 5
     _, _, board = write_leaderboard(validations, folder, references=("resampling",))
-    return {"report": (report, figures), "leaderboard": (board, 0)}
+    inference, _ = write_rectified_report(
+        {"floor": result}, out=folder / "rectified.html", reference=reference
+    )
+    return {
+        "report": (report, figures),
+        "leaderboard": (board, 0),
+        "rectified": (inference, len(study.models)),
+    }
 
 
-@pytest.mark.parametrize("page", ["report", "leaderboard"])
+@pytest.mark.parametrize("page", ["report", "leaderboard", "rectified"])
 def test_page_loads_cleanly_with_every_figure_drawn(browser, pages, page):
     path, figures = pages[page]
     browser.get_log("browser")  # drop anything logged before this page
@@ -158,3 +194,16 @@ def test_decisions_lead_the_first_screen(browser, pages, validations):
     assert max(tops["sentences"]) < tops["caveat"] < tops["table"] < tops["screen"]
     assert tops["table"] < tops["figure"] < tops["study"]
     assert tops["caveatLines"] == 1, "the caveat takes more than one line"
+
+
+@pytest.mark.parametrize("page", ["report", "rectified"])
+def test_every_table_fits_the_page_at_1280_pixels(browser, pages, page):
+    """No table or prompt wider than the column it sits in, none scrolling sideways:
+    nothing is cut off (the valid-inference table once lost its effective n and gain)."""
+    browser.get(pages[page][0].as_uri())
+    assert browser.execute_script("return window.innerWidth") == WINDOW[0]
+    boxes = browser.execute_script(WIDTHS)
+    assert len(boxes) > 3
+    for box in boxes:
+        assert box["width"] <= box["room"] + 0.5, f"{box['what']} is too wide: {box}"
+        assert box["scroll"] <= box["room"] + 0.5, f"{box['what']} overflows: {box}"

@@ -26,10 +26,11 @@ import pytest
 
 from simval.errors import DataError, OptionError
 from simval.finetune import finetune, pilot
+from simval.outputs import redact
 from simval.simulators import LLMSimulator, answers_by_scoring
 from simval.simulators.hf import HFSimulator
 from simval.simulators.loading import resolve_model
-from simval.simulators.served import ServedSimulator, ServerError, public_url
+from simval.simulators.served import ServedSimulator, ServerError
 from simval.study import Item
 from simval.tasks import load_task
 from simval.validate import validate
@@ -423,11 +424,25 @@ def test_bad_options_are_refused_before_any_request(task, tmp_path, monkeypatch)
             )  # fmt: skip
 
 
-def test_public_url_drops_credentials_query_and_fragment():
-    assert (
-        public_url("https://user:pw@api.example.org:8443/v1/?key=s#x")
-        == "https://api.example.org:8443/v1"
-    )
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("https://user:pw@api.example.org:8443/v1/?key=s#x", "https://api.example.org:8443/v1"),
+        ("htp://user:SECRET@host/v1", "htp://host/v1"),
+        ("http://u:SE/CR?ET#x@host:8000/v1", "http://host:8000/v1"),
+        ("user:SECRET@host:8000/v1", "host:8000/v1"),
+        ("see 'HTTP://u:SECRET@h/v1' and http://h2/v1?api_key=SECRET", "see 'HTTP://h/v1' and http://h2/v1"),
+        ("no address here", "no address here"),
+    ],
+)  # fmt: skip
+def test_redact_drops_credentials_query_and_fragment(url, shown):
+    assert redact(url) == shown
+
+
+def test_a_bad_scheme_is_refused_before_any_request_without_its_credentials(task):
+    with pytest.raises(OptionError, match="http:// or https://") as failure:
+        ServedSimulator("htp://user:SECRET@host/v1", SERVED_NAME, study=task.study)
+    assert "SECRET" not in str(failure.value) and "htp://host/v1" in str(failure.value)
 
 
 # The tests below stop the base server or use the LoRA server: they come last.

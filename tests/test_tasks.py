@@ -15,6 +15,7 @@ import simval.tasks
 from simval import BootstrapSimulator, DataError, StudyError
 from simval.bench import task_pilot
 from simval.comparison import check_human_models
+from simval.defaults import discover_tasks
 from simval.metrics import heterogeneity
 from simval.regression import fit
 from simval.simulators.hf import HFSimulator
@@ -157,7 +158,7 @@ def _task_folder(
         (folder / module).write_text("")
 
 
-def test_adding_a_task_is_adding_a_folder(tmp_path, monkeypatch):
+def test_adding_a_task_is_adding_a_folder(tmp_path):
     """A new folder with a study.yaml and population.py or respondents.py is found with
     its kind and placed by its ``ORDER``; one with both or neither is refused, named."""
     root = tmp_path / "newtasks"
@@ -167,14 +168,13 @@ def test_adding_a_task_is_adding_a_folder(tmp_path, monkeypatch):
     _task_folder(root, "survey", order=2, modules=("respondents.py",))
     _task_folder(root, "pilot", order=1, modules=("population.py",))
     _task_folder(root, "later", order=2, modules=("population.py",))
-    monkeypatch.syspath_prepend(tmp_path)
-    found = simval.tasks._discover(root, package="newtasks")
+    found = discover_tasks(root)
     assert found == {"pilot": True, "later": True, "survey": False}
     assert list(found) == ["pilot", "later", "survey"]  # by ORDER, then name
     both = ("population.py", "respondents.py")
     _task_folder(root, "ambiguous", order=3, modules=both)
     with pytest.raises(StudyError, match="ambiguous.*population.py.*respondents.py"):
-        simval.tasks._discover(root, package="newtasks")
+        discover_tasks(root)
 
 
 def test_prompt_shows_the_factorial_arms_vignette(task, tiny_model_dir, tmp_path):

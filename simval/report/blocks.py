@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 from markupsafe import Markup
 
 from simval.report.plots import png
+from simval.results import interval_text, number
 
 if TYPE_CHECKING:
     import matplotlib.figure
@@ -53,6 +53,21 @@ class Bullets:
 
     items: tuple[Text, ...]
     kind: ClassVar[str] = "bullets"
+
+
+@dataclass(frozen=True)
+class Preformatted:
+    """Text shown exactly as it is, line breaks kept (a prompt); ``lead`` names it."""
+
+    text: str
+    lead: str = ""
+    kind: ClassVar[str] = "preformatted"
+
+    @property
+    def fence(self) -> str:
+        """A Markdown code fence longer than any run of backticks in the text."""
+        runs = re.findall(r"`+", self.text)
+        return "`" * max(3, 1 + max((len(r) for r in runs), default=0))
 
 
 MARKS = ("", "best", "tie", "small")
@@ -109,7 +124,7 @@ class Figure:
         return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
 
 
-Block = Text | Callout | Heading | Bullets | Table | Figure
+Block = Text | Callout | Heading | Bullets | Preformatted | Table | Figure
 
 
 @dataclass(frozen=True)
@@ -130,29 +145,13 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
 
 
-def number(value: float | None, *, digits: int = 3) -> str:
-    """A number for display: integers without decimals, others to ``digits`` places, NaN as a dash."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    value = float(value)
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.{digits}f}"
+interval = interval_text
+"""``value [low, high]`` with ``number`` (the report's name for ``results.interval_text``)."""
 
 
-def cell(value: float | None, *, mark: str = "", digits: int = 3) -> Cell:
-    """A numeric cell."""
+def cell(value: float | None, *, mark: str = "", digits: int | None = 3) -> Cell:
+    """A numeric cell (``number``)."""
     return Cell(number(value, digits=digits), mark=mark, numeric=True)
-
-
-def interval(value: float, low: float, high: float, *, digits: int = 3) -> str:
-    """ "value [low, high]", or the value alone when the interval is missing."""
-    if any(v is None or math.isnan(float(v)) for v in (low, high)):
-        return number(value, digits=digits)
-    return (
-        f"{number(value, digits=digits)} "
-        f"[{number(low, digits=digits)}, {number(high, digits=digits)}]"
-    )
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#~])")

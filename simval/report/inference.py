@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from simval.rectify import Rectified
+from simval.rectify import EVENTS_PER_TERM, Rectified
 from simval.report import plots
 from simval.report.blocks import (
     Block,
@@ -29,8 +29,10 @@ from simval.report.blocks import (
     Text,
     cell,
     interval,
+    number,
 )
 from simval.report.pages import (
+    described,
     study_blocks,
     suffixed,
     write_html_page,
@@ -56,6 +58,18 @@ GUARANTEE = (
     "the population the simulated-only personas come from and the simulator was not "
     "trained on them; simulated-only intervals carry no such guarantee."
 )
+
+
+SMALL_SAMPLE_RULE = (
+    "A labeled sample is small when it has fewer than "
+    f"{EVENTS_PER_TERM} events per coefficient: for a binary outcome, fewer than "
+    f"{EVENTS_PER_TERM} humans giving the rarer answer per coefficient, otherwise fewer "
+    f"than {EVENTS_PER_TERM} humans per coefficient (the events-per-parameter rule, "
+    "Peduzzi et al. 1996), or when the humans-only fit nearly separates the outcome. "
+    "Its intervals, and the rectified ones built on it, are then large-sample "
+    "approximations that may cover less often than stated."
+)
+"""What a "Small labeled sample" callout means (``simval.rectify.EVENTS_PER_TERM``)."""
 
 
 def inference_blocks(
@@ -98,6 +112,8 @@ def inference_blocks(
         blocks.extend(
             Callout(f"Small labeled sample: {warning}.") for warning in warned
         )
+        if warned:
+            blocks.append(Text(SMALL_SAMPLE_RULE))
         terms = list(next(iter(tables.values()))["term"])
         if not terms:
             continue
@@ -122,14 +138,17 @@ def rectified_sections(
     *,
     reference: pd.DataFrame | None = None,
     notes: Sequence[str] = (),
+    folder: str | Path | None = None,
 ) -> tuple[Section, ...]:
-    """A page of its own: the section, then what was run."""
+    """A page of its own: the section, then what was run. ``folder``: where the page
+    is written; a simulator's paths are shown relative to it."""
     first = next(iter(rectified.values()))
     run = [
         Text(
             f"{r.n_human} humans; simulated-only personas: {r.n_unlabeled} "
-            f"({r.unlabeled}); predictions: {r.predictions}; λ: {r.lam}.",
-            lead=f"{name}: {r.simulator}",
+            f"({r.unlabeled}); predictions: {r.predictions}; λ: "
+            f"{r.lam if isinstance(r.lam, str) else number(r.lam)}.",
+            lead=f"{name}: {described(r.simulator, identity=_identity(r), folder=folder)}",
         )
         for name, r in rectified.items()
     ]
@@ -158,11 +177,18 @@ def write_rectified_report(
 ) -> tuple[Path, Path]:
     """Write the page as self-contained HTML and its Markdown twin; return both paths."""
     html_path = suffixed(out, ".html")
-    sections = rectified_sections(rectified, reference=reference, notes=notes)
+    sections = rectified_sections(
+        rectified, reference=reference, notes=notes, folder=html_path.parent
+    )
     write_html_page(sections, path=html_path, title=title)
     md_path = html_path.with_suffix(".md")
     write_markdown_page(sections, path=md_path, title=title)
     return html_path, md_path
+
+
+def _identity(result: Rectified) -> dict[str, str]:
+    """The simulator's identity a ``Rectified`` carries in its notes (empty if none)."""
+    return dict(result.notes.get("identity", {}) or {})
 
 
 def _series(
@@ -259,7 +285,7 @@ def rectified_text(result: Rectified, *, reference: pd.DataFrame | None = None) 
                 row[f"{method}_ci_low"],
                 row[f"{method}_ci_high"],
             )
-        shown["gain"] = f"{row['gain']:.2f}"
+        shown["gain"] = number(row["gain"], digits=2)
         rows[f"{row['term']} ({row['formula']})"] = shown
     table = pd.DataFrame.from_dict(rows, orient="index").to_string()
     return "\n".join((*result.lines(), table))

@@ -7,7 +7,8 @@ imports another to write a page.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import jinja2
@@ -96,6 +97,58 @@ def suffixed(out: str | Path, suffix: str) -> Path:
     return path
 
 
+IDENTITY_FIELDS = {
+    "model": "model",
+    "adapter": "adapter",
+    "dtype": "dtype",
+    "mode": "mode",
+    "api": "API",
+}
+"""A simulator's identity (``simval.results.identity_of``) as the report names it."""
+
+PATH_FIELDS = ("model", "adapter")
+"""Identity fields that may hold a folder of this machine: shown relative to the report."""
+
+
+def shown_path(value: str, *, folder: str | Path | None) -> str:
+    """An absolute path relative to ``folder`` (where the report is written; the current
+    folder if None), so a report never holds a path of this machine; else as it is."""
+    if not os.path.isabs(value):
+        return value
+    start = Path(folder).resolve() if folder is not None else Path.cwd()
+    return Path(os.path.relpath(value, start)).as_posix()
+
+
+def identity_cells(
+    identity: Mapping[str, str], *, folder: str | Path | None
+) -> dict[str, str]:
+    """A simulator's identity for display, in ``IDENTITY_FIELDS`` order: folders
+    relative to the report's ``folder``, "none" for a missing adapter, the API only
+    where there is one (a served model); empty without an identity."""
+    if not identity:
+        return {}
+    shown = {}
+    for key in IDENTITY_FIELDS:
+        value = identity.get(key)
+        if value is None:
+            if key != "api":
+                shown[key] = "none" if key == "adapter" else "–"
+            continue
+        shown[key] = shown_path(value, folder=folder) if key in PATH_FIELDS else value
+    return shown
+
+
+def described(
+    simulator: str, *, identity: Mapping[str, str], folder: str | Path | None
+) -> str:
+    """A simulator in words: its identity ("model SmolLM2-135M-Instruct, adapter
+    adapter, dtype bfloat16, mode score"), else its repr."""
+    cells = identity_cells(identity, folder=folder)
+    if not cells:
+        return simulator
+    return ", ".join(f"{IDENTITY_FIELDS[k]} {v}" for k, v in cells.items())
+
+
 def study_blocks(study: Study) -> list[Block]:
     """Items, persona and treatment columns, arms, models, subgroups and coherence rules."""
     treatment = (
@@ -115,7 +168,8 @@ def study_blocks(study: Study) -> list[Block]:
                         f"{i.number.describe()} (a number item)"
                         if i.is_number
                         else "; ".join(
-                            f"{number(c)} = {label}" for label, c in i.options.items()
+                            f"{number(c, digits=None)} = {label}"
+                            for label, c in i.options.items()
                         )
                     ),
                 )
@@ -123,6 +177,13 @@ def study_blocks(study: Study) -> list[Block]:
             ),
         ),
         Text(", ".join(study.persona) or "none declared", lead="Persona columns"),
+        Text(
+            f"{study.persona_text} (how a simulated respondent is described: the "
+            "prompt fills it in from the persona columns)"
+            if study.persona_text
+            else "none: the prompt lists every persona column as a 'name: value' line",
+            lead="Persona text",
+        ),
         Text(", ".join(treatment) or "none", lead="Treatment column(s)"),
     ]
     if study.vignettes:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from simval.comparison import MIN_EVENTS_PER_PARAMETER
 from simval.report import inference, plots
 from simval.report.blocks import (
     Block,
@@ -27,6 +28,7 @@ from simval.report.blocks import (
     Cell,
     Figure,
     Heading,
+    Preformatted,
     Section,
     Table,
     Text,
@@ -42,6 +44,9 @@ from simval.report.leaderboard import (
     legend,
 )
 from simval.report.pages import (
+    IDENTITY_FIELDS,
+    described,
+    identity_cells,
     study_blocks,
     suffixed,
     write_html_page,
@@ -115,8 +120,9 @@ def write_report(
     """
     html_path = suffixed(out, ".html")
     sections = build_sections(
-        validations, references=references, notes=notes, rectified=rectified
-    )
+        validations, references=references, notes=notes, rectified=rectified,
+        folder=html_path.parent,
+    )  # fmt: skip
     write_html_page(sections, path=html_path, title=title)
     md_path = html_path.with_suffix(".md")
     write_markdown_page(sections, path=md_path, title=title)
@@ -133,7 +139,9 @@ def write_html(
 ) -> Path:
     """Only the self-contained HTML report (keywords as ``write_report``)."""
     path = suffixed(out, ".html")
-    sections = build_sections(validations, references=references, notes=notes)
+    sections = build_sections(
+        validations, references=references, notes=notes, folder=path.parent
+    )
     write_html_page(sections, path=path, title=title)
     return path
 
@@ -148,7 +156,9 @@ def write_markdown(
 ) -> Path:
     """Only the Markdown report and its figure folder (keywords as ``write_report``)."""
     path = suffixed(out, ".md")
-    sections = build_sections(validations, references=references, notes=notes)
+    sections = build_sections(
+        validations, references=references, notes=notes, folder=path.parent
+    )
     write_markdown_page(sections, path=path, title=title)
     return path
 
@@ -159,6 +169,7 @@ def build_sections(
     references: Sequence[str] = (),
     notes: str | Sequence[str] = (),
     rectified: Mapping[str, Rectified] | None = None,
+    folder: str | Path | None = None,
 ) -> tuple[Section, ...]:
     """Every section of the report, in ``SECTION_TITLES`` order, from the validations alone
     (and, with ``rectified``, a "Valid inference" section after the coefficients, every
@@ -166,8 +177,10 @@ def build_sections(
 
     They must share one study and one set of humans (``check_validations``);
     ``references`` as in ``write_report``; ``notes`` are listed under the headline table.
+    ``folder``: where the report is written (default: the current folder); a
+    simulator's model and adapter folders are shown relative to it.
     """
-    validations = _named(validations)
+    validations = _named(validations, folder=folder)
     check_validations(validations, references=references)
     study = next(iter(validations.values())).study
     colors = plots.colors_for([HUMAN, *validations])
@@ -181,7 +194,7 @@ def build_sections(
         _coherence_blocks(validations, colors=colors),
         _heterogeneity_blocks(validations, colors=colors),
         study_blocks(study),
-        _simulator_blocks(validations),
+        _simulator_blocks(validations, folder=folder),
     )
     sections = [Section(t, tuple(b)) for t, b in zip(SECTION_TITLES, blocks)]
     if rectified:
@@ -198,11 +211,15 @@ def build_sections(
 
 
 def _named(
-    validations: Validation | Mapping[str, Validation],
+    validations: Validation | Mapping[str, Validation], *, folder: str | Path | None
 ) -> Mapping[str, Validation]:
-    """One Validation as a mapping that names it by its simulator, else as given."""
+    """One Validation as a mapping that names it by its simulator (its identity, paths
+    relative to ``folder``, else its repr), else as given."""
     if isinstance(validations, Validation):
-        return {validations.simulator: validations}
+        name = described(
+            validations.simulator, identity=validations.identity, folder=folder
+        )
+        return {name: validations}
     return validations
 
 
@@ -223,15 +240,19 @@ def _notes(notes: str | Sequence[str]) -> list[str]:
 # --- sections -----------------------------------------------------------------------
 
 
-def _simulator_blocks(validations: Mapping[str, Validation]) -> list[Block]:
-    """Who was compared, on how many humans; the simulators' nonresponse, unparseable
-    answers and warnings; the package versions and which human data it was."""
+def _simulator_blocks(
+    validations: Mapping[str, Validation], *, folder: str | Path | None
+) -> list[Block]:
+    """Who was compared: each simulator's model, adapter, dtype, mode (and API) with
+    folders relative to the report, on how many humans, with an example prompt per
+    item; the simulators' nonresponse, unparseable answers and warnings; the package
+    versions and which human data it was."""
     first = next(iter(validations.values()))
     blocks: list[Block] = [
+        _identity_table(validations, folder=folder),
         Table(
             (
                 "name",
-                "simulator",
                 "human respondents",
                 "replicates",
                 "alpha",
@@ -241,12 +262,11 @@ def _simulator_blocks(validations: Mapping[str, Validation]) -> list[Block]:
             tuple(
                 (
                     Cell(name),
-                    Cell(v.simulator),
-                    cell(v.n_human),
-                    cell(v.reps),
+                    cell(v.n_human, digits=0),
+                    cell(v.reps, digits=0),
                     cell(v.alpha),
                     Cell("none" if v.seed is None else str(v.seed), numeric=True),
-                    cell(v.min_subgroup_n),
+                    cell(v.min_subgroup_n, digits=0),
                 )
                 for name, v in validations.items()
             ),
@@ -260,6 +280,7 @@ def _simulator_blocks(validations: Mapping[str, Validation]) -> list[Block]:
             "like fresh respondents from the human population: its values are the "
             f"{REFERENCE_ROW} column of the headline table."
         ),
+        *_prompt_blocks(validations),
     ]
     items = list(first.study.item_names)
     nonresponse = {n: v.notes.get("nonresponse", {}) for n, v in validations.items()}
@@ -310,6 +331,64 @@ def _simulator_blocks(validations: Mapping[str, Validation]) -> list[Block]:
             lead="Computed with",
         )
     )
+    return blocks
+
+
+def _identity_table(
+    validations: Mapping[str, Validation], *, folder: str | Path | None
+) -> Table:
+    """A row per simulator: its model, adapter, dtype and mode (the API for a served
+    model), folders relative to ``folder``; a simulator without an identity (the
+    resampling reference) by its repr."""
+    shown = {
+        name: identity_cells(v.identity, folder=folder)
+        for name, v in validations.items()
+    }
+    keys = [
+        key
+        for key in IDENTITY_FIELDS
+        if key != "api" or any(key in cells for cells in shown.values())
+    ]
+    return Table(
+        ("name", *(IDENTITY_FIELDS[key] for key in keys)),
+        tuple(
+            (
+                Cell(name),
+                *(
+                    Cell(shown[name].get(key, "–"))
+                    if shown[name]
+                    else Cell(v.simulator if key == "model" else "–")
+                    for key in keys
+                ),
+            )
+            for name, v in validations.items()
+        ),
+    )
+
+
+def _prompt_blocks(validations: Mapping[str, Validation]) -> list[Block]:
+    """Per item, the prompt each simulator was shown for the first human respondent,
+    once for the simulators shown the same text; nothing without prompts."""
+    items = dict.fromkeys(i for v in validations.values() for i in v.prompts)
+    if not items:
+        return []
+    blocks: list[Block] = [
+        Text(
+            "what each language model was shown for the first human respondent, per "
+            "item, exactly as sent (chat template included); every respondent's prompt "
+            "is built the same way from their persona.",
+            lead="Example prompts",
+        )
+    ]
+    for item in items:
+        texts: dict[str, list[str]] = {}
+        for name, v in validations.items():
+            if item in v.prompts:
+                texts.setdefault(v.prompts[item], []).append(name)
+        blocks.extend(
+            Preformatted(text, lead=f"{item} ({', '.join(names)})")
+            for text, names in texts.items()
+        )
     return blocks
 
 
@@ -422,9 +501,9 @@ def _decision_table(validations: Mapping[str, Validation], formula: str) -> Tabl
                 cell(row["margin"]),
                 cell(row["equivalence_bound"]),
                 Cell(_attainable(row)),
-                cell(row["n_terms"]),
-                cell(row["nobs_human"]),
-                cell(row["nobs_sim"]),
+                cell(row["n_terms"], digits=0),
+                cell(row["nobs_human"], digits=0),
+                cell(row["nobs_sim"], digits=0),
                 _percent(row["failed_share"]),
             )
             for name, row in rows.items()
@@ -435,7 +514,7 @@ def _decision_table(validations: Mapping[str, Validation], formula: str) -> Tabl
 def _wald_df(row: pd.Series) -> str:
     """The Wald test's degrees of freedom: terms, and the denominator's (∞: chi-squared)."""
     nu = row["wald_denominator_df"]
-    return f"{row['wald_df']:.0f}, {'∞' if np.isinf(nu) else f'{nu:.0f}'}"
+    return f"{number(row['wald_df'], digits=0)}, {number(nu, digits=0)}"
 
 
 def _attainable(row: pd.Series) -> str:
@@ -526,7 +605,7 @@ def _coefficient_table(terms: list[str], frames: Mapping[str, pd.DataFrame]) -> 
             row = frame.loc[term]
             # n_reps counts the replicates that estimated the term, n_failed the others
             total = row["n_reps"] + row["n_failed"]
-            failed = f"{number(row['n_failed'])} of {number(total)}"
+            failed = f"{number(row['n_failed'], digits=0)} of {number(total, digits=0)}"
             if row["n_failed"] and row.get("failure"):
                 failed += f" ({row['failure']})"
             rows.append(
@@ -646,7 +725,7 @@ def _distribution_blocks(
                 ("option", *values),
                 tuple(
                     (
-                        Cell(f"{label} ({number(code)})"),
+                        Cell(f"{label} ({number(code, digits=None)})"),
                         *(_percent(values[n][k]) for n in values),
                     )
                     for k, (label, code) in enumerate(zip(labels, codes))
@@ -709,7 +788,7 @@ def _subgroup_blocks(validations: Mapping[str, Validation]) -> list[Block]:
             Cell(
                 f"{g} (small)" if g in small else g, mark="small" if g in small else ""
             ),
-            cell(sizes.get(g, np.nan)),
+            cell(sizes.get(g, np.nan), digits=0),
             *(_small_cell(means[n].get(g, np.nan), small=g in small) for n in cells),
         )
         for g in order
@@ -758,7 +837,7 @@ def _subgroup_decisions(
             (
                 Cell(formula),
                 Cell(f"{group} (small)" if small else group, mark="small" if small else ""),
-                cell(n),
+                cell(n, digits=0),
                 *(
                     _decision_cell(r.loc[key], small=small) if key in r.index
                     else Cell("–")
@@ -766,6 +845,7 @@ def _subgroup_decisions(
                 ),
             )
         )  # fmt: skip
+    min_n = next(iter(validations.values())).min_subgroup_n
     blocks: list[Block] = [
         Text(
             "The decision per formula within each subgroup level, with its Wald p and "
@@ -774,12 +854,27 @@ def _subgroup_decisions(
         ),
         Table(("formula", "subgroup level", "n human", *recovery), tuple(rows)),
     ]
+    if bool(first["small"].astype(bool).any()):
+        blocks.append(Text(small_decision_rule(min_n), lead="(small)"))
     if failures:
         blocks.append(
             Text("why the human model could not be estimated.", lead="No decision")
         )
         blocks.append(Bullets(tuple(failures)))
     return blocks
+
+
+def small_decision_rule(min_n: int) -> str:
+    """What "(small)" means beside a subgroup decision: the rule, with its numbers."""
+    return (
+        f"a subgroup level is too small to judge when it has fewer than {min_n} human "
+        f"respondents (min_subgroup_n) or, for a binary outcome, fewer than "
+        f"{MIN_EVENTS_PER_PARAMETER} humans giving the rarer answer per coefficient "
+        "estimated (the events-per-parameter rule, Peduzzi et al. 1996: below it a "
+        "logit's estimates and Wald test are unreliable). Its decision is undetermined "
+        "whatever its Wald p: that p is shown for information, not acted on, and left "
+        "out of the Holm adjustment."
+    )
 
 
 def _decision_cell(row: pd.Series, *, small: bool) -> Cell:
@@ -795,6 +890,14 @@ def _decision_cell(row: pd.Series, *, small: bool) -> Cell:
             )
             if p != "–"
         ]
+        if small:
+            shown = [*shown, "not acted on"] if shown else []
+            return Cell(
+                f"{row['decision']}, too small to judge"
+                + (f" ({'; '.join(shown)})" if shown else "")
+                + " (small)",
+                mark="small",
+            )
         text = row["decision"] + (f" ({'; '.join(shown)})" if shown else "")
     return Cell(f"{text} (small)" if small else text, mark="small" if small else "")
 
@@ -929,7 +1032,7 @@ def _heterogeneity_blocks(
                         f"{g} (small)" if small[k] else g,
                         mark="small" if small[k] else "",
                     ),
-                    cell(first["n_human"].iloc[k]),
+                    cell(first["n_human"].iloc[k], digits=0),
                     *(
                         _small_cell(values[k], small=small[k])
                         for values in columns.values()
@@ -1011,7 +1114,7 @@ def _p_text(value) -> str:
     """A p-value for a table: <0.001 or three decimals, a dash when missing."""
     if value is None or pd.isna(value):
         return "–"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
+    return "<0.001" if value < 0.001 else number(float(value))
 
 
 def _p_cell(value) -> Cell:
@@ -1040,7 +1143,7 @@ def _group_label(subgroup: str, level: str) -> str:
 
 def _sized(group: str, n: float | None) -> str:
     """A group's label with its number of human respondents: "gender=Woman (n=312)"."""
-    return f"{group} (n={number(n)})"
+    return f"{group} (n={number(n, digits=0)})"
 
 
 def _percent(value: float) -> Cell:

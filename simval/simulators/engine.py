@@ -20,22 +20,42 @@ import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
 
+from simval.defaults import Mode
 from simval.errors import OptionError, check_count, check_number, refuse
 from simval.progress import Progress
 from simval.simulators.base import Seed
-from simval.simulators.loading import adapter_record, cache_root
+from simval.simulators.loading import adapter_record
 from simval.simulators.prompts import PromptTemplate, as_template
-from simval.simulators.store import ResultStore, result_key
+from simval.simulators.store import ResultStore, result_key, store_path
 from simval.study import MAX_SCORED_VALUES, Item, Study
 
-Mode = Literal["score", "generate"]
-MODES = ("score", "generate")
+MODES = get_args(Mode)
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+"""What ``model="default"`` is, as a report names it."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a simulator is, as a report names it: ``model`` (a hub id or the served
+    name as given, a local folder as its absolute path, which reports show relative
+    to themselves), ``adapter`` (its folder, absolute; None for the base model),
+    ``dtype`` (the weights' precision; "as served" over HTTP), ``mode`` (score or
+    generate) and, for a served model, ``api`` (the API and the server's address,
+    never its credentials)."""
+
+    model: str
+    adapter: str | None
+    dtype: str
+    mode: str
+    api: str | None = None
 
 
 class PromptedSimulator(ABC):
@@ -90,11 +110,31 @@ class PromptedSimulator(ABC):
         record = adapter_record(adapter) if adapter else {}
         self.training_index = tuple(record.get("pilot_index", ()))
         self.template = as_template(template)
-        self.store = ResultStore(cache_root(cache_dir) / "results.sqlite")
+        self.store = ResultStore(store_path(cache_dir))
         self.unparseable = Counter()
         self._quiet_total = quiet_total
 
     # --- public API -------------------------------------------------------------------
+
+    @property
+    def identity(self) -> Identity:
+        """The model, adapter, dtype, mode and (served) API this simulator answers with
+        (``Identity``); ``simval.results.identity_of`` keeps it on a Validation."""
+        model = self.label.partition(" + ")[0]
+        served = getattr(self, "server", None)
+        if served is not None:
+            model = getattr(self, "model_name", model)
+        elif model == "default":
+            model = f"{DEFAULT_MODEL_NAME} (default)"
+        elif Path(model).expanduser().is_dir():
+            model = str(Path(model).expanduser().resolve())
+        return Identity(
+            model=model,
+            adapter=self.adapter,
+            dtype=str(getattr(self, "precision", "as served")),
+            mode=self.mode,
+            api=None if served is None else f"{getattr(self, 'api', '')} at {served}",
+        )
 
     def prompt(self, persona_row: pd.Series | dict, item: Item | str) -> str:
         """The exact text sent to the model for this persona and item."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+import numpy as np
 import pandas as pd
 
 from simval.errors import StudyError
@@ -42,6 +43,11 @@ DEFAULT_USER = """\
 {% endfor %}{% endif %}"""
 
 PLAIN_ANSWER_CUE = "\nAnswer:"
+
+MAX_PROMPT_CHARS = 20_000
+"""The longest prompt (system and user turns together) a renderer writes: a model scores
+every option after it, and memory grows with its length (``study.MAX_LABEL_CHARS`` and
+``study.MAX_TEXT_CHARS`` bound its parts when the study is loaded)."""
 
 RENDERED_LIMIT = 200_000
 """Rendered prompts a PromptRenderer remembers before it starts afresh (bounds memory)."""
@@ -107,12 +113,8 @@ class PromptRenderer:
         return self._messages(self._values(persona), self.study.arm_of(persona), item)
 
     def _values(self, persona: Mapping[str, Any] | pd.Series) -> dict[str, Any]:
-        """The persona values a prompt shows (missing ones as ``NOT_STATED``)."""
-        return {
-            c: NOT_STATED if _missing(persona[c]) else persona[c]
-            for c in self.study.persona
-            if c in persona
-        }
+        """The persona values a prompt shows (``shown_value``)."""
+        return {c: shown_value(persona[c]) for c in self.study.persona if c in persona}
 
     def _messages(
         self, values: dict[str, Any], arm: str | None, item: Item
@@ -135,6 +137,12 @@ class PromptRenderer:
             raise StudyError(
                 f"prompt template for item {item.name!r}: {exc.message}"
             ) from exc
+        if len(system) + len(user) > MAX_PROMPT_CHARS:
+            raise StudyError(
+                f"the prompt for item {item.name!r} is {len(system) + len(user):,} "
+                f"characters; the limit is {MAX_PROMPT_CHARS:,} (shorten the template, "
+                "vignette or persona text)"
+            )
         return [
             {"role": "system", "content": system},
             {"role": "user", "content": user},
@@ -196,6 +204,17 @@ class PromptRenderer:
         token sequences score mode rates."""
         ids = self.encode(prompt)
         return ids, [self.answer_ids(prompt, ids, label) for label in labels]
+
+
+def shown_value(value: Any) -> Any:
+    """A persona value as a prompt shows it: a missing one as ``NOT_STATED``, a whole
+    number held as a float (a numeric column with a blank reads as floats) as a whole
+    number, "24" years old rather than "24.0"; anything else as it is."""
+    if _missing(value):
+        return NOT_STATED
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return int(value)
+    return value
 
 
 def _missing(value: Any) -> bool:

@@ -20,17 +20,19 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, get_args
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import numpy as np
 
+from simval.defaults import Api
 from simval.errors import (
     MissingDependencyError,
     OptionError,
@@ -39,6 +41,7 @@ from simval.errors import (
     check_number,
     check_option,
 )
+from simval.outputs import redact
 from simval.simulators.engine import (
     MODES,
     Mode,
@@ -53,8 +56,7 @@ from simval.simulators.prompts import PromptRenderer, PromptTemplate
 from simval.simulators.store import result_key
 from simval.study import Item, Study
 
-Api = Literal["completions", "chat"]
-APIS = ("completions", "chat")
+APIS = get_args(Api)
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 """HTTP statuses worth retrying: the server is busy, overloaded or restarting."""
@@ -121,6 +123,11 @@ class ServedSimulator(PromptedSimulator):
         ):
             check_count(name, value, at_least=least)
         check_number("timeout", timeout, above=0)
+        if urlsplit(base_url.strip()).scheme.lower() not in ("http", "https"):
+            raise OptionError(
+                f"base_url {redact(base_url)!r}: a server's address starts with "
+                "http:// or https://, e.g. http://host:8000/v1"
+            )
         if api_key_env is not None and not os.environ.get(api_key_env):
             raise OptionError(
                 f"api_key_env={api_key_env!r}: that environment variable is not set"
@@ -132,7 +139,7 @@ class ServedSimulator(PromptedSimulator):
         self.top_logprobs = top_logprobs
         self.concurrency = concurrency
         self.batch_size = batch_size
-        self.server = public_url(base_url)
+        self.server = redact(base_url)
         self.model_name = model
         self._client = _Client(
             base_url, api_key_env=api_key_env, timeout=timeout, retries=retries
@@ -468,15 +475,6 @@ def _local_dir(path: str | None) -> bool:
     return bool(path) and Path(path).is_dir()
 
 
-def public_url(url: str) -> str:
-    """``url`` without user name, password, query or fragment: safe to show and store."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
-
-
 def _tokenizer(name: str | Path, *, cache_dir: str | Path | None) -> Any:
     """The served model's tokenizer from this machine (``"default"``: the embedded model's)."""
     from transformers import AutoTokenizer
@@ -509,13 +507,24 @@ class _Client:
                 f"served models need httpx; install it with: {SERVED_INSTALL}"
             ) from exc
         self._httpx = httpx
-        self.server = public_url(base_url)
+        self.server = redact(base_url)
         headers, auth = {}, None
         parts = urlsplit(base_url.rstrip("/"))
         if api_key_env:
             headers["Authorization"] = f"Bearer {os.environ[api_key_env]}"
         elif parts.username:  # credentials in the URL: HTTP basic authentication
             auth = (parts.username, parts.password or "")
+        # a server's reply may quote them (an API key "sk-...abc" in a 401's message)
+        self._secrets = [
+            secret
+            for secret in (
+                os.environ[api_key_env] if api_key_env else None,
+                parts.username and unquote(parts.username),
+                parts.password and unquote(parts.password),
+                *(value for _, value in parse_qsl(parts.query)),
+            )
+            if secret
+        ]
         self._http = httpx.Client(
             base_url=self.server, headers=headers, auth=auth, timeout=timeout
         )
@@ -549,7 +558,7 @@ class _Client:
                 problem = f"HTTP {reply.status_code}"
                 if reply.status_code not in RETRY_STATUSES:
                     raise ServerError(
-                        f"{self.server}{path}: {problem}: {_message(reply)}"
+                        f"{self.server}{path}: {problem}: {self._hidden(_message(reply))}"
                         + _endpoint_hint(path, reply.status_code)
                     )
                 wait = _retry_after(reply.headers.get("retry-after"))
@@ -558,6 +567,14 @@ class _Client:
         raise ServerError(
             f"{self.server}{path}: {problem} after {self.retries + 1} attempts"
         )
+
+    def _hidden(self, text: str) -> str:
+        """A server's ``text`` with this client's key, user name, password and query
+        values (each where it stands as a whole word), and any URL's credentials,
+        blanked out."""
+        for secret in self._secrets:
+            text = re.sub(rf"(?<!\w){re.escape(secret)}(?!\w)", "***", text)
+        return redact(text)
 
 
 def _endpoint_hint(path: str, status: int) -> str:

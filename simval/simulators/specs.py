@@ -6,7 +6,9 @@ Each backend is one ``register_backend`` entry (a name, which specs it serves, a
 constructor), as lm-evaluation-harness registers its ``LM`` backends; backends are
 asked newest first, so one registered later (in its own module) can take over a kind
 of spec from the in-process fallback. Constructors import their backend lazily, which
-keeps ``import simval`` free of torch and httpx.
+keeps ``import simval`` free of torch and httpx. A server address is shown only through
+``redact``: the user name, password, query and fragment of a URL never reach a message,
+a progress line or a report.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from simval.errors import ModelError, OptionError
+from simval.outputs import redact
 from simval.simulators.loading import adapter_record
+from simval.simulators.store import check_store
 
 if TYPE_CHECKING:
     from simval.simulators.base import Simulator
@@ -37,6 +41,21 @@ class ModelSpec:
     server: str | None = None
     pilot: bool = False
 
+    def __str__(self) -> str:
+        """The spec as the user wrote it, with the server's address ``redact``-ed."""
+        if self.server:
+            return f"{self.name}={self.model}@{redact(self.server)}"
+        tail = f":{PILOT}" if self.pilot else f":{self.adapter}" if self.adapter else ""
+        return f"{self.name}={self.model}{tail}"
+
+    def __repr__(self) -> str:
+        """The fields, with the server's address ``redact``-ed."""
+        server = redact(self.server) if self.server else None
+        return (
+            f"ModelSpec(name={self.name!r}, model={self.model!r}, "
+            f"adapter={self.adapter!r}, server={server!r}, pilot={self.pilot!r})"
+        )
+
 
 PILOT = "pilot"
 """The adapter of a spec that asks for fine-tuning on each task's pilot
@@ -50,14 +69,23 @@ def parse_model_spec(text: str) -> ModelSpec:
     ``NAME=PATH:pilot`` (fine-tuned on each task's pilot) or ``NAME=SERVED_MODEL@URL``
     (``big=llama-70b@http://gpu-box:8000/v1``)."""
     name, equals, rest = text.partition("=")
-    served = re.fullmatch(r"([^@]+)@(https?://\S+)", rest.strip())
+    served = re.fullmatch(r"([^@]+)@(https?://\S+)", rest.strip(), re.IGNORECASE)
     if served:
         model, server, adapter = served.group(1), served.group(2), ""
     else:
         model, _, adapter = rest.partition(":")
         server = None
     if not equals or not name.strip() or not model.strip():
-        raise OptionError(f"--model {text!r} must read {SPEC_FORMS}, e.g. base=default")
+        raise OptionError(
+            f"--model {redact(text)!r} must read {SPEC_FORMS}, e.g. base=default"
+        )
+    if not served and "@" in model and not Path(model.strip()).exists():
+        model, _, address = rest.partition("@")
+        raise OptionError(
+            f"--model {name.strip()}={model.strip()}@{redact(address.strip())}: a "
+            "server's address starts with http:// or https://, e.g. "
+            f"{name.strip()}={model.strip()}@http://host:8000/v1"
+        )
     tuned = adapter.strip() == PILOT
     return ModelSpec(
         name=name.strip(), model=model.strip(),
@@ -133,7 +161,7 @@ def backend_of(spec: ModelSpec) -> Backend:
     for backend in reversed(BACKENDS.values()):
         if backend.serves(spec):
             return backend
-    raise OptionError(f"--model {spec.name}={spec.model}: no backend serves it")
+    raise OptionError(f"--model {spec}: no backend serves it")
 
 
 def build_simulator(
@@ -148,6 +176,7 @@ def build_simulator(
     or served (``ServedSimulator`` through ``api``, with the API key from
     ``api_key_env``)."""
     build = backend_of(spec).build
+    check_store()  # a broken result store is named before any model loads
     return build(spec, study=study, mode=mode, api=api, api_key_env=api_key_env)
 
 

@@ -19,41 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from simval.errors import DataError, StudyError, check_option
+from simval.data import read_survey
+from simval.defaults import REAL_TASKS, SIMULATED_TASKS, TASKS
+from simval.errors import DataError, check_option
 from simval.study import Study
 
 _HERE = Path(__file__).parent
-
-
-def _discover(root: Path = _HERE, *, package: str = __name__) -> dict[str, bool]:
-    """Each task folder under ``root`` (the package ``package``) -> whether its
-    respondents are simulated, sorted by the folders' ``ORDER`` (then name).
-
-    A folder with a study.yaml is a task; a simulated one has population.py, a real one
-    respondents.py. A folder with both or neither is refused, naming it.
-    """
-    found: dict[str, tuple[int, bool]] = {}
-    for declaration in root.glob("*/study.yaml"):
-        folder = declaration.parent
-        simulated = (folder / "population.py").is_file()
-        if simulated == (folder / "respondents.py").is_file():
-            raise StudyError(
-                f"task folder {folder}: give it population.py (simulated respondents) "
-                "or respondents.py (real ones), not both or neither"
-            )
-        order = importlib.import_module(f"{package}.{folder.name}").ORDER
-        found[folder.name] = (order, simulated)
-    ordered = sorted(found, key=lambda name: (found[name][0], name))
-    return {name: found[name][1] for name in ordered}
-
-
-_SIMULATED = _discover()
-SIMULATED_TASKS = tuple(name for name, simulated in _SIMULATED.items() if simulated)
-"""The tasks whose respondents are a simulated reference population, in ``ORDER``."""
-REAL_TASKS = tuple(name for name, simulated in _SIMULATED.items() if not simulated)
-"""The tasks whose respondents are real survey respondents, in ``ORDER``."""
-TASKS = (*SIMULATED_TASKS, *REAL_TASKS)
-"""Every built-in task: the simulated ones first."""
 
 
 @dataclass(frozen=True)
@@ -115,19 +86,21 @@ def write_task(task: Task, *, out_dir: str | Path) -> tuple[Path, Path]:
 
 
 def read_human(human: str | Path | pd.DataFrame) -> pd.DataFrame:
-    """Respondents from a CSV file (a ``respondent`` column becomes the index) or a DataFrame.
+    """Respondents from a data file (CSV with any delimiter, .dta, .sav, Parquet: see
+    ``simval.data.read_survey``; labelled answers stay codes) or a DataFrame; a
+    ``respondent`` column becomes the index.
 
-    A file with a header but no rows is refused here, naming it, before anything else runs.
+    A file with a header but no rows is refused here, naming it, before anything else
+    runs. How a CSV file was split, when not on commas, is in
+    ``people.attrs["reading_note"]`` for a command to print.
     """
     if isinstance(human, pd.DataFrame):
         return human
     path = Path(human)
     if not path.is_file():
         raise DataError(f"human data file {str(path)!r} does not exist")
-    try:
-        people = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read human data {str(path)!r} as CSV: {exc}") from exc
+    survey = read_survey(path)
+    people = survey.frame
     if len(people) == 0:
         raise DataError(
             f"human data {str(path)!r} has a header but no respondents (no rows)"
@@ -136,4 +109,6 @@ def read_human(human: str | Path | pd.DataFrame) -> pd.DataFrame:
         if not people["respondent"].is_unique:
             raise DataError(f"{str(path)!r}: column 'respondent' has repeated ids")
         people = people.set_index("respondent")
+    if survey.reading_note:
+        people.attrs["reading_note"] = survey.reading_note
     return people
