@@ -164,7 +164,7 @@ def no_model_load(monkeypatch):
     [
         (
             lambda d: d.assign(fruit=float("nan")),
-            "no pilot respondent answered.*'fruit'",
+            "the pilot: item 'fruit' is missing on every row",
         ),
         (lambda d: d.assign(colour=d["colour"].replace({2: 9})), "'colour'.*9"),
         (lambda d: d.head(4), "4 respondents"),
