@@ -164,6 +164,7 @@ def validate_command(
     from simval.simulators.specs import pilot_rows_of
 
     check_output(out, suffix=".html")
+    prices = flags.price(price)
     declared, people = _study_and_human(study, human)
     chosen = flags.ModelFlags(model, adapter, mode, api, api_key_env)
     spec = chosen.spec()  # named by its model and adapter
@@ -172,7 +173,7 @@ def validate_command(
     check_sample(declared, compared, what=str(human))  # before the model loads
     _echo_missing_personas(declared, compared)
     if dry_run:  # every check has run; the model would load next
-        _dry_run("validate", chosen, declared, [compared], reps=reps, price=price)
+        _dry_run("validate", chosen, declared, [compared], reps=reps, price=prices)
     # bench, not validate: the model beside the resampling reference on the same
     # seed, then put to use for valid inference, is what this command reports
     result = bench(
@@ -277,7 +278,7 @@ def rectify_command(
         labeled_frac=labeled_frac, labeled_n=labeled_n, unlabeled=unlabeled,
         personas=personas, lam=lam, alpha=alpha, seed=seed, dry_run=dry_run,
         report_folder=out.parent,
-        price=price,
+        price=flags.price(price),
     )  # fmt: skip
     reference = job.split.reference if job.split else None
     paths = write_rectified_report(
@@ -376,6 +377,7 @@ def bench_command(
     from simval.tasks import load_task
 
     check_output(out, folder=True)
+    prices = flags.price(price)
     if task is not None and tasks:
         raise OptionError("give the task as TASK or with --task, not both")
     if task is None and not tasks:
@@ -397,7 +399,7 @@ def bench_command(
     }  # fmt: skip
     if tasks:
         if dry_run:  # every check has run; the models would load next
-            _dry_run_bench(tasks, specs, seed=seed, price=price, **options)
+            _dry_run_bench(tasks, specs, seed=seed, price=prices, **options)
         with _training_flags():
             across, paths = bench_tasks(tasks, specs, out_dir=out, seed=seed, **options)
         typer.echo(aggregate_text(across.aggregate))
@@ -411,7 +413,7 @@ def bench_command(
         else:
             loaded = load_task(task, seed=seed, human=human)
         if dry_run:  # every check has run; the models would load next
-            _dry_run_bench([loaded], specs, seed=seed, price=price, **options)
+            _dry_run_bench([loaded], specs, seed=seed, price=prices, **options)
         with _training_flags():
             result, paths = bench_task(
                 loaded, specs, out_dir=out, seed=seed, title=title, **options
@@ -477,7 +479,7 @@ def _rectify_job(
     seed: int,
     report_folder: Path,
     dry_run: bool = False,
-    price: float | None = None,
+    price: tuple[float, float] | None = None,
 ) -> _RectifyJob:
     """Check every flag and file and fit the humans' own models (``check_inputs``),
     then load the model and rectify: the humans minus those the adapter was trained
@@ -590,7 +592,7 @@ def _dry_run(
     frames: list[pd.DataFrame],
     *,
     reps: int = 0,
-    price: float | None,
+    price: tuple[float, float] | None,
 ) -> NoReturn:
     """--dry-run: load the model, print what the run would ask of it (``frames``: the
     personas it asks about; answers drawn per generated item as a validation of
@@ -614,7 +616,7 @@ def _dry_run_rectify(
     labeled: pd.DataFrame,
     unlabeled: int | pd.DataFrame,
     *,
-    price: float | None,
+    price: tuple[float, float] | None,
 ) -> NoReturn:
     """--dry-run of rectify: load the model, print what ``rectify`` would ask of it
     (``simval.forecast.rectify_forecast``: the items its formulas use, for the
@@ -646,7 +648,7 @@ def _dry_run_bench(
     specs: list[ModelSpec],
     *,
     seed: int,
-    price: float | None,
+    price: tuple[float, float] | None,
     n: int | None,
     reps: int,
     **options: Any,

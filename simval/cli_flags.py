@@ -77,7 +77,7 @@ ModelOrServed = Annotated[
     str,
     option("MODEL", 'A model folder, a cached hub id, "default" (SmolLM2-135M), or '
            "SERVED_MODEL@URL for a model on an OpenAI-compatible server (vLLM, SGLang; "
-           "URL like http://host:8000/v1).", "--model"),
+           "URL like http://host:8000/v1; replicas: URL1,URL2).", "--model"),
 ]  # fmt: skip
 ApiKeyEnv = Annotated[
     str | None,
@@ -234,7 +234,8 @@ ModelSpecs = Annotated[
            "study's respondents) first (as "
            "simval demo does; the pilot left out of that task's comparison; the "
            "adapter in the task's folder); or NAME=SERVED_MODEL@URL for a model on an "
-           "OpenAI-compatible server (vLLM, SGLang: URL like http://host:8000/v1)."),
+           "OpenAI-compatible server (vLLM, SGLang: URL like http://host:8000/v1; "
+           "replicas of one server: URL1,URL2)."),
 ]  # fmt: skip
 BenchOut = Annotated[
     Path,
@@ -273,9 +274,10 @@ DryRun = Annotated[
                  "a short measured warm-up (which loads the model), and stop."),
 ]  # fmt: skip
 Price = Annotated[
-    float | None,
-    option("PRICE", "With --dry-run: the price per million tokens, to forecast the "
-           "cost of a served model's tokens.", "--price", min=0),
+    str | None,
+    option("IN[,OUT]", "With --dry-run: the price per million prompt tokens and per "
+           "million completion tokens (one number prices both), to forecast the cost "
+           "of a served model's tokens.", "--price"),
 ]  # fmt: skip
 
 
@@ -323,6 +325,22 @@ def fractions(text: str | None) -> list[float]:
             "--fractions", text, "comma-separated numbers in [0, 1), e.g. 0,0.25,0.5"
         )
     return shares
+
+
+def price(text: str | None) -> tuple[float, float] | None:
+    """--price: IN or IN,OUT, numbers of at least 0 per million tokens."""
+    if text is None:
+        return None
+    try:
+        parts = [float(part) for part in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or not all(0 <= part < float("inf") for part in parts):
+        raise refuse(
+            "--price", text, "IN or IN,OUT: the price per million prompt tokens and "
+            "per million completion tokens, numbers of at least 0, e.g. 2.5,10",
+        )  # fmt: skip
+    return parts[0], parts[-1]
 
 
 def lam(text: str) -> float | str:

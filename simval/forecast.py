@@ -7,13 +7,17 @@ score mode the replicates re-read the stored probabilities. Generated answers (g
 mode, or a number item too wide to score) are drawn afresh for every replicate and
 sample, so they are counted as the run draws them. The time is the prompts times the
 time per prompt of a short warm-up on real prompts (``WARMUP`` of them; nothing is
-stored), and for a served model the cost is the tokens sent times ``--price`` per
-million. A fine-tuning run is its steps times the time of measured training steps.
+stored). For a served model the cost is its prompt tokens and its completion tokens
+at ``--price IN[,OUT]`` per million each. A chat API's server applies its own chat
+template, so its prompt tokens are counted with the model's tokenizer where the
+simulator holds one, else estimated (``chat_prompt_tokens``). A fine-tuning run is its
+steps times the time of measured training steps.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from simval.simulators.engine import PromptedSimulator
+    from simval.simulators.option_requests import OptionRequests
     from simval.simulators.specs import ModelSpec
     from simval.study import Item, Study
     from simval.tasks import Task
@@ -38,6 +43,18 @@ WARMUP_STEPS = 2
 """Training steps the fine-tuning warm-up times."""
 RECTIFY_SAMPLES = 10
 """The answer sets ``simval.rectify`` draws per persona where it cannot score."""
+CHARS_PER_TOKEN = 4
+"""Characters per token of English text, to estimate a chat API's prompt tokens
+without the model's tokenizer (OpenAI's rule of thumb for its models)."""
+MESSAGE_TOKENS = 4
+"""Tokens a chat message adds beyond its text (the chat format's 3 and its role) and
+``REPLY_TOKENS`` those priming the reply, as OpenAI's cookbook counts its chat models."""
+REPLY_TOKENS = 3
+ESTIMATE = (
+    f"estimated: characters / {CHARS_PER_TOKEN} per message, plus {MESSAGE_TOKENS} "
+    f"per message and {REPLY_TOKENS} per request; no tokenizer for this model here"
+)
+"""How a chat API's prompt tokens were counted without a tokenizer, as printed."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +65,14 @@ class Forecast:
     "steps"); ``stored``: prompts the result store already holds (free);
     ``generated``: how many of the asks are generated answers (drawn afresh per
     replicate and sample, counted as the run draws them). ``tokens``:
-    the tokens those calls send (prompt plus each option scored), None where not
-    counted; ``requests``: HTTP requests to a served model (None in-process).
-    ``seconds_each``: the measured time per prompt or step over ``warmup`` of them,
-    after a load of ``load_seconds``. ``price``: per million tokens. ``bound``: the
+    the tokens those calls send (prompt plus each option scored; for a served model
+    its prompt tokens), None where not counted; ``estimated``: how they were estimated
+    where they could not be counted (None: counted); ``completion_tokens``: the tokens
+    a served model is asked to generate (``completion_note`` says per what; an upper
+    bound where answers are generated), None in-process; ``requests``: HTTP requests
+    to a served model (None in-process). ``seconds_each``: the measured time per
+    prompt or step over ``warmup`` of them, after a load of ``load_seconds``.
+    ``price``: per million (prompt, completion) tokens (``prices``). ``bound``: the
     count is an upper bound (a persona file whose arms are drawn at random).
     """
 
@@ -62,8 +83,11 @@ class Forecast:
     unit: str = "prompts"
     generated: int = 0
     tokens: int | None = None
+    estimated: str | None = None
+    completion_tokens: int | None = None
+    completion_note: str = ""
     requests: int | None = None
-    price: float | None = None
+    price: tuple[float, float] | None = None
     seconds_each: float | None = None
     warmup: int = 0
     load_seconds: float | None = None
@@ -71,10 +95,12 @@ class Forecast:
 
     @property
     def cost(self) -> float | None:
-        """The tokens at ``price`` per million (None without a price or a count)."""
+        """The prompt and completion tokens, each at its ``price`` per million (None
+        without a price or a count)."""
         if self.price is None or self.tokens is None:
             return None
-        return self.tokens / 1e6 * self.price
+        prompt, completion = self.price
+        return (self.tokens * prompt + (self.completion_tokens or 0) * completion) / 1e6
 
     @property
     def seconds(self) -> float | None:
@@ -101,11 +127,21 @@ class Forecast:
                 )
         if self.requests is not None:
             lines.append(f"  requests: {up_to}{self.requests:,}")
-        if self.tokens is not None:
+        about = "about " if self.estimated else up_to
+        if self.tokens is not None and self.completion_tokens is None:
             lines.append(f"  tokens: {up_to}{self.tokens:,}")
-        if self.cost is not None:
+        elif self.tokens is not None:
+            how = f" ({self.estimated})" if self.estimated else ""
+            lines.append(f"  prompt tokens: {about}{self.tokens:,}{how}")
+            most = "at most " if self.generated or self.bound else ""
             lines.append(
-                f"  cost: {self.cost:,.4f} at {self.price:g} per million tokens"
+                f"  completion tokens: {most}{self.completion_tokens:,} "
+                f"({self.completion_note})"
+            )
+        if self.cost is not None:
+            most = "at most " if self.generated else up_to
+            lines.append(
+                f"  cost: {about or most}{self.cost:,.4f} at {price_text(self.price)}"
             )
         if self.seconds is not None:
             loaded = (
@@ -122,6 +158,63 @@ class Forecast:
         return "\n".join(lines)
 
 
+def prices(price: float | Sequence[float] | None) -> tuple[float, float] | None:
+    """``price`` as (per million prompt tokens, per million completion tokens): one
+    number prices both, a pair each; None stays None. Providers price the two apart."""
+    if price is None:
+        return None
+    pair = [price, price] if _number(price) else price
+    if not (
+        isinstance(pair, list | tuple) and len(pair) == 2 and all(map(_number, pair))
+    ):
+        raise refuse(
+            "price", price, "a number of at least 0, or two (prompt, completion) "
+            "such numbers, per million tokens",
+        )  # fmt: skip
+    return float(pair[0]), float(pair[1])
+
+
+def _number(value: object) -> bool:
+    """A finite real number of at least 0 (not a bool)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
+def price_text(price: tuple[float, float]) -> str:
+    """A price pair as a forecast prints it."""
+    prompt, completion = price
+    if prompt == completion:
+        return f"{prompt:g} per million tokens"
+    return (
+        f"{prompt:g} per million prompt tokens and {completion:g} per million "
+        "completion tokens"
+    )
+
+
+def chat_prompt_tokens(prompt: str, *, tokenizer: Any = None) -> int:
+    """The prompt tokens of one chat request (``prompt``: its messages as JSON): with
+    ``tokenizer``, its chat template's rendering with the reply's cue, tokenised (the
+    messages' text plus ``MESSAGE_TOKENS`` each and ``REPLY_TOKENS`` where it has no
+    chat template); without one, estimated: ``CHARS_PER_TOKEN`` characters a token."""
+    messages = json.loads(prompt)
+    if getattr(tokenizer, "chat_template", None) is not None:
+        text = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+    def length(text: str) -> int:
+        if tokenizer is not None:
+            return len(tokenizer(text, add_special_tokens=False).input_ids)
+        return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+    return sum(length(m["content"]) + MESSAGE_TOKENS for m in messages) + REPLY_TOKENS
+
+
 def scoring_forecast(
     simulator: PromptedSimulator,
     *,
@@ -129,7 +222,7 @@ def scoring_forecast(
     frames: Sequence[pd.DataFrame],
     items: Sequence[Item] | None = None,
     generated: int = 0,
-    price: float | None = None,
+    price: float | Sequence[float] | None = None,
     warmup: int | None = None,
     load_seconds: float | None = None,
     bound: bool = False,
@@ -141,9 +234,9 @@ def scoring_forecast(
     (``bench_generated``, ``rectify_frames``); timed on ``warmup`` of them (not stored).
     ``fresh``: the store cannot hold any (an adapter the run is still to train).
     ``warmup`` (default: one of the simulator's batches, at least ``WARMUP``): a batch
-    as the run sends it, since a smaller one costs more per prompt."""
-    if price is not None and not (isinstance(price, int | float) and price >= 0):
-        raise refuse("price", price, "a number of at least 0 (per million tokens)")
+    as the run sends it, since a smaller one costs more per prompt. ``price``: per
+    million tokens, one number or (prompt, completion) (``prices``)."""
+    price = prices(price)
     from simval.simulators.base import answers_by_scoring
 
     items = simulator.study.items if items is None else items
@@ -159,6 +252,7 @@ def scoring_forecast(
     to_generate = generated * len(drawn)
     asks = sum(map(len, todo.values())) + to_generate
     seconds_each, timed = _warm_up(simulator, scored, todo, drawn, frames, warmup)
+    completion = _completion_tokens(simulator, scored, todo, to_generate)
     return Forecast(
         command=command,
         model=simulator.label,
@@ -166,6 +260,9 @@ def scoring_forecast(
         stored=stored,
         generated=to_generate,
         tokens=_tokens(simulator, scored, todo, drawn, frames, generated),
+        estimated=ESTIMATE if _estimates(simulator) else None,
+        completion_tokens=None if completion is None else completion[0],
+        completion_note="" if completion is None else completion[1],
         requests=_requests(simulator, todo, to_generate),
         price=price,
         seconds_each=seconds_each,
@@ -225,7 +322,7 @@ def rectify_forecast(
     *,
     labeled: pd.DataFrame,
     unlabeled: int | pd.DataFrame,
-    price: float | None = None,
+    price: float | Sequence[float] | None = None,
     load_seconds: float | None = None,
 ) -> Forecast:
     """What ``simval.rectify.rectify`` would ask ``simulator`` (whose study it
@@ -261,7 +358,7 @@ def bench_forecasts(
     n: int | None,
     reps: int,
     seed: int,
-    price: float | None,
+    price: float | Sequence[float] | None,
     training: dict[str, Any],
     **build: Any,
 ) -> list[Forecast]:
@@ -340,7 +437,8 @@ def total_text(forecasts: Sequence[Forecast]) -> str:
     if len(forecasts) > 1 and seconds:
         text += f"\nestimated time in all: {duration(sum(seconds))}"
     if len(forecasts) > 1 and costs:
-        text += f"\ncost in all: {sum(costs):,.4f}"
+        about = "about " if any(f.estimated for f in forecasts) else ""
+        text += f"\ncost in all: {about}{sum(costs):,.4f}"
     return text
 
 
@@ -492,20 +590,27 @@ def _tokens(
     generated: int,
 ) -> int | None:
     """The tokens the asks send: each scored prompt's with every option's answer
-    tokens (a served completions request sends prompt + option per option), each
-    generated prompt's once (plus the answer tokens it may generate); None where the
-    prompt is no token text (a chat API, whose server applies its own template)."""
+    tokens (through a completions server, the sequences of its request shape,
+    ``_served_plan``), each
+    generated prompt's once (and in-process, the answer tokens it may generate; a
+    served model's are its completion tokens); a chat API's prompts as
+    ``chat_prompt_tokens`` counts them."""
     from simval.simulators.engine import scored_choices
 
+    if getattr(simulator, "api", None) == "chat":
+        return _chat_tokens(simulator, scored, todo, drawn, frames, generated)
     render = simulator._render
-    if not hasattr(render, "option_ids"):
+    if not hasattr(render, "option_ids"):  # a backend whose prompts are no token text
         return None
+    served = hasattr(simulator, "server")  # a served model's answers are completions
     total = 0
-    for item in scored:
+    if served:
+        total = sum(r.tokens for r in _served_plan(simulator, scored, todo))
+    for item in scored if not served else ():
         for prompt in todo[item.name]:
             ids, options = render.option_ids(prompt, scored_choices(item))
             total += sum(len(ids) + len(option) for option in options)
-    new_tokens = simulator.generation.get("max_new_tokens", 0)
+    new_tokens = 0 if served else simulator.generation.get("max_new_tokens", 0)
     people = frames[0] if frames else None
     for item in drawn if people is not None and len(people) else ():
         lengths = [
@@ -519,20 +624,85 @@ def _tokens(
 def _requests(
     simulator: PromptedSimulator, todo: dict[str, list[str]], generated: int
 ) -> int | None:
-    """HTTP requests to a served model: per item a completions request per
-    ``batch_size`` prompts (or per prompt and option under serial scoring, or per
-    prompt through a chat API), and one per generated answer; None in-process."""
+    """HTTP requests to a served model: a chat request per prompt, or the
+    completions requests of ``_served_plan``; and one per generated answer; None
+    in-process."""
     if not hasattr(simulator, "server"):
         return None
     if simulator.api == "chat":
-        per_item = [len(prompts) for prompts in todo.values()]
-    elif simulator.serial_scoring:
-        per_item = [
-            len(prompts) * len(simulator.study.item(name).choices)
-            for name, prompts in todo.items()
-        ]
+        return sum(len(prompts) for prompts in todo.values()) + generated
+    scored = [simulator.study.item(name) for name in todo]
+    plan = _served_plan(simulator, scored, todo)
+    return sum(len(requests.bodies) for requests in plan) + generated
+
+
+def _served_plan(
+    simulator: PromptedSimulator, scored: Sequence[Item], todo: dict[str, list[str]]
+) -> list[OptionRequests]:
+    """The completions requests a served model's scoring sends: the probe that finds
+    its request shape (on the first prompt to score), then each item's batches."""
+    asked = [item for item in scored if todo.get(item.name)]
+    if not asked:
+        return []
+    first = asked[0]
+    probe = simulator._option_tokens(todo[first.name][:1], first)
+    plan = simulator.shape_probe(probe)
+    for item in asked:
+        plan += simulator.scoring_requests(todo[item.name], item)
+    return plan
+
+
+def _chat_tokens(
+    simulator: PromptedSimulator,
+    scored: Sequence[Item],
+    todo: dict[str, list[str]],
+    drawn: Sequence[Item],
+    frames: Sequence[pd.DataFrame],
+    generated: int,
+) -> int:
+    """A chat API's prompt tokens (``chat_prompt_tokens``, with the simulator's
+    tokenizer where it holds one): every scored prompt's once (a request each), each
+    generated item's mean prompt per answer drawn."""
+    count = partial(chat_prompt_tokens, tokenizer=getattr(simulator, "tokenizer", None))
+    total = sum(count(p) for item in scored for p in todo[item.name])
+    people = frames[0] if frames else None
+    for item in drawn if people is not None and len(people) else ():
+        lengths = [count(simulator.prompt(row, item)) for _, row in people.iterrows()]
+        total += round(generated * sum(lengths) / len(lengths))
+    return total
+
+
+def _estimates(simulator: PromptedSimulator) -> bool:
+    """Whether the prompt tokens are estimated: a chat API without a tokenizer here."""
+    return (
+        getattr(simulator, "api", None) == "chat"
+        and getattr(simulator, "tokenizer", None) is None
+    )
+
+
+def _completion_tokens(
+    simulator: PromptedSimulator,
+    scored: Sequence[Item],
+    todo: dict[str, list[str]],
+    generated: int,
+) -> tuple[int, str] | None:
+    """The tokens a served model is asked to generate, and per what: one per scored
+    request through a chat API (``max_tokens=1``), one per sequence of a completions
+    server's requests (``_served_plan``; each generates one token), and
+    ``max_new_tokens`` per generated answer (an upper bound: an answer may end
+    sooner); None in-process."""
+    if not hasattr(simulator, "server"):
+        return None
+    chat = simulator.api == "chat"
+    if chat:
+        total = sum(len(todo[item.name]) for item in scored)
     else:
-        per_item = [
-            math.ceil(len(prompts) / simulator.batch_size) for prompts in todo.values()
-        ]
-    return sum(per_item) + generated
+        total = sum(r.sequences for r in _served_plan(simulator, scored, todo))
+    notes = [f"1 per scored {'request' if chat else 'sequence'}"] if total else []
+    new_tokens = simulator.generation["max_new_tokens"]
+    if generated:
+        total += generated * new_tokens
+        notes.append(
+            f"max_new_tokens={new_tokens} per generated answer, an upper bound"
+        )
+    return total, "; ".join(notes) or "nothing to generate"

