@@ -210,7 +210,7 @@ def test_each_spec_is_built_by_the_backend_that_serves_it(monkeypatch):
         api_key_env="KEY",
     )  # fmt: skip
     assert backend_of(parse_model_spec("b=llama@http://gpu:8000/v1")).name == "served"
-    assert remote.args == ("http://gpu:8000/v1", "llama")
+    assert remote.args == (("http://gpu:8000/v1",), "llama")  # the replicas
     assert remote.options == {
         "study": study, "mode": "score", "api": "chat", "api_key_env": "KEY",
     }  # fmt: skip
