@@ -16,7 +16,7 @@ from simval.simulators.option_requests import (
     option_requests,
 )
 
-VOCAB = 50
+VOCAB = 400
 
 
 def logprob(context: list[int], token: int) -> float:
@@ -138,3 +138,14 @@ def test_a_reply_without_the_asked_log_probabilities_is_a_reply_error(shape, cho
     requests = option_requests(shape, [([1, 2], [[5]])], serial=True)
     with pytest.raises(ReplyError):
         requests.read([[choice] for _ in requests.bodies])
+
+
+def test_a_prompt_with_more_tokens_to_read_than_the_limit_is_sent_in_chunks():
+    """150 one-token options: the prompt goes in two copies, each naming at most 128
+    tokens to read, and every option's log-probability is read back."""
+    tokens = [([1, 2, 3], [[t] for t in range(200, 350)])]
+    requests = option_requests("next-token", tokens, serial=False)
+    assert requests.sequences == 2
+    assert all(len(b["logprob_token_ids"]) <= MAX_READ_TOKENS for b in requests.bodies)
+    replies = [answer(body) for body in requests.bodies]
+    np.testing.assert_allclose(requests.read(replies), expected(tokens), atol=1e-12)

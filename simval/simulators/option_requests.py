@@ -107,14 +107,15 @@ def _tree(tokens: Tokens) -> _Tree:
 
 def _next_token(tokens: Tokens, *, serial: bool) -> OptionRequests:
     tree = _tree(tokens)
-    groups = _packed(tree.reads, serial=serial)
-    bodies = [
+    reads = _chunked(tree.reads)  # (sequence, tokens read): a sequence with more
+    groups = _packed([wanted for _, wanted in reads], serial=serial)  # than the
+    bodies = [  # limit to read goes once per chunk of them
         {
-            "prompt": [tree.sequences[i] for i in group],
+            "prompt": [tree.sequences[reads[k][0]] for k in group],
             "max_tokens": 1,
             "temperature": 0,
             "logprobs": 1,
-            "logprob_token_ids": sorted(set().union(*(tree.reads[i] for i in group))),
+            "logprob_token_ids": sorted(set().union(*(reads[k][1] for k in group))),
             "return_tokens_as_token_ids": True,
         }
         for group in groups
@@ -124,11 +125,23 @@ def _next_token(tokens: Tokens, *, serial: bool) -> OptionRequests:
         found: dict[int, dict[int, float]] = {}
         for group, choices in zip(groups, replies, strict=True):
             _check_count(choices, len(group))
-            for i, choice in zip(group, choices, strict=True):
-                found[i] = _listed(choice)
+            for k, choice in zip(group, choices, strict=True):
+                found.setdefault(reads[k][0], {}).update(_listed(choice))
         return _totals(tree.paths, lambda i, token: _lookup(found[i], token))
 
     return OptionRequests("next-token", bodies, read)
+
+
+def _chunked(reads: list[set[int]]) -> list[tuple[int, set[int]]]:
+    """Each sequence with the tokens to read after it, in chunks of at most
+    ``MAX_READ_TOKENS`` (an item with more options than that, each of a different
+    first token, reads its first tokens in several copies of the prompt)."""
+    chunks = []
+    for i, wanted in enumerate(reads):
+        ordered = sorted(wanted)
+        for start in range(0, len(ordered), MAX_READ_TOKENS):
+            chunks.append((i, set(ordered[start : start + MAX_READ_TOKENS])))
+    return chunks
 
 
 def _forced(tokens: Tokens, *, serial: bool) -> OptionRequests:
