@@ -252,18 +252,19 @@ def scoring_forecast(
     to_generate = generated * len(drawn)
     asks = sum(map(len, todo.values())) + to_generate
     seconds_each, timed = _warm_up(simulator, scored, todo, drawn, frames, warmup)
-    completion = _completion_tokens(simulator, scored, todo, to_generate)
+    plan = _served_plan(simulator, scored, todo)
+    completion = _completion_tokens(simulator, scored, todo, to_generate, plan)
     return Forecast(
         command=command,
         model=simulator.label,
         asks=asks,
         stored=stored,
         generated=to_generate,
-        tokens=_tokens(simulator, scored, todo, drawn, frames, generated),
+        tokens=_tokens(simulator, scored, todo, drawn, frames, generated, plan),
         estimated=ESTIMATE if _estimates(simulator) else None,
         completion_tokens=None if completion is None else completion[0],
         completion_note="" if completion is None else completion[1],
-        requests=_requests(simulator, todo, to_generate),
+        requests=_requests(simulator, todo, to_generate, plan),
         price=price,
         seconds_each=seconds_each,
         warmup=timed,
@@ -588,6 +589,7 @@ def _tokens(
     drawn: Sequence[Item],
     frames: Sequence[pd.DataFrame],
     generated: int,
+    plan: list[OptionRequests],
 ) -> int | None:
     """The tokens the asks send: each scored prompt's with every option's answer
     tokens (through a completions server, the sequences of its request shape,
@@ -605,7 +607,7 @@ def _tokens(
     served = hasattr(simulator, "server")  # a served model's answers are completions
     total = 0
     if served:
-        total = sum(r.tokens for r in _served_plan(simulator, scored, todo))
+        total = sum(r.tokens for r in plan)
     for item in scored if not served else ():
         for prompt in todo[item.name]:
             ids, options = render.option_ids(prompt, scored_choices(item))
@@ -622,7 +624,10 @@ def _tokens(
 
 
 def _requests(
-    simulator: PromptedSimulator, todo: dict[str, list[str]], generated: int
+    simulator: PromptedSimulator,
+    todo: dict[str, list[str]],
+    generated: int,
+    plan: list[OptionRequests],
 ) -> int | None:
     """HTTP requests to a served model: a chat request per prompt, or the
     completions requests of ``_served_plan``; and one per generated answer; None
@@ -631,8 +636,6 @@ def _requests(
         return None
     if simulator.api == "chat":
         return sum(len(prompts) for prompts in todo.values()) + generated
-    scored = [simulator.study.item(name) for name in todo]
-    plan = _served_plan(simulator, scored, todo)
     return sum(len(requests.bodies) for requests in plan) + generated
 
 
@@ -640,8 +643,10 @@ def _served_plan(
     simulator: PromptedSimulator, scored: Sequence[Item], todo: dict[str, list[str]]
 ) -> list[OptionRequests]:
     """The completions requests a served model's scoring sends: the probe that finds
-    its request shape (on the first prompt to score), then each item's batches."""
-    asked = [item for item in scored if todo.get(item.name)]
+    its request shape (on the first prompt to score), then each item's batches; none
+    in-process or through a chat API. Counted once per forecast."""
+    served = hasattr(simulator, "server") and simulator.api == "completions"
+    asked = [item for item in scored if todo.get(item.name)] if served else []
     if not asked:
         return []
     first = asked[0]
@@ -685,6 +690,7 @@ def _completion_tokens(
     scored: Sequence[Item],
     todo: dict[str, list[str]],
     generated: int,
+    plan: list[OptionRequests],
 ) -> tuple[int, str] | None:
     """The tokens a served model is asked to generate, and per what: one per scored
     request through a chat API (``max_tokens=1``), one per sequence of a completions
@@ -697,7 +703,7 @@ def _completion_tokens(
     if chat:
         total = sum(len(todo[item.name]) for item in scored)
     else:
-        total = sum(r.sequences for r in _served_plan(simulator, scored, todo))
+        total = sum(r.sequences for r in plan)
     notes = [f"1 per scored {'request' if chat else 'sequence'}"] if total else []
     new_tokens = simulator.generation["max_new_tokens"]
     if generated:

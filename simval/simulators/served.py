@@ -217,12 +217,13 @@ class ServedSimulator(PromptedSimulator):
         if self.api == "chat":  # a chat request holds one conversation
             jobs = [partial(self._first_token_scores, p, item) for p in prompts]
         else:
-            batched = batches(prompts, size=self.batch_size)
-            tokens = [self._option_tokens(batch, item) for batch in batched]
-            shape = self._scoring_shape(_probe(tokens[0])) if tokens else "echo"
+            shaped = self.scoring_requests(prompts, item)
+            shape = shaped[0].shape if shaped else None
             jobs = [
-                partial(self._score, batch, self._shaped(shape, batch_tokens))
-                for batch, batch_tokens in zip(batched, tokens, strict=True)
+                partial(self._score, batch, requests)
+                for batch, requests in zip(
+                    batches(prompts, size=self.batch_size), shaped, strict=True
+                )
             ]
         concurrency = 1 if self._serial(shape) else self.concurrency
         yield from self._requests(jobs, concurrency=concurrency)
